@@ -1,0 +1,38 @@
+# Two commands do everything on a fresh Linux machine with Python 3.11+:
+#   make run    set up, migrate, load the demo trial once, serve the admin and API on 127.0.0.1:$(PORT)
+#   make test   set up and run the whole test suite against PostgreSQL
+PYTHON ?= python3
+PORT ?= 8000
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed-$(shell cksum pyproject.toml | cut -d' ' -f1)
+
+.PHONY: run test install lint db-stop bench clean
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet ".[test]"
+	rm -f $(VENV)/.installed-* && touch $(STAMP)
+
+install: $(STAMP)
+
+run: $(STAMP)
+	DJANGO_DEBUG=$${DJANGO_DEBUG:-1} $(BIN)/python manage.py migrate --no-input
+	DJANGO_DEBUG=$${DJANGO_DEBUG:-1} $(BIN)/python manage.py load_demo
+	@echo ""
+	@echo "Admin: http://127.0.0.1:$(PORT)/admin/    API: http://127.0.0.1:$(PORT)/api/v1/    Ctrl-C stops the server."
+	DJANGO_DEBUG=$${DJANGO_DEBUG:-1} $(BIN)/python manage.py runserver 127.0.0.1:$(PORT)
+
+test: $(STAMP)
+	DJANGO_DEBUG=1 $(BIN)/python manage.py makemigrations --check --dry-run
+	DJANGO_DEBUG=1 $(BIN)/python -m pytest $(PYTEST_ARGS)
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+
+db-stop:
+	-$(BIN)/python -c "import pgserver, pathlib; pgserver.get_server(pathlib.Path('var/pgdata').resolve(), cleanup_mode='stop')"
+
+clean:
+	rm -rf $(VENV) var

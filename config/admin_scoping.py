@@ -1,0 +1,156 @@
+"""Admin base classes that scope every page to the user's memberships.
+
+Clinical records are narrowed to the user's sites (lists, change pages, search, filters, counts,
+foreign-key choices and autocomplete all go through ``get_queryset``); a record outside them
+is a 404. Protocol-design records are narrowed to the user's trials and edited by data managers.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django import forms
+from django.contrib import admin
+from django.db import models
+from django.http import Http404, HttpRequest
+
+from config.errors import DomainError
+from trials.access import ENTRY_ROLES, access_of
+
+
+def add_domain_error(form: forms.BaseForm, err: DomainError) -> None:
+    """Show a service's refusal on the field it names, or above the form."""
+    field = err.field if err.field in form.fields else None
+    form.add_error(field, err.message)
+
+
+class NotFoundForHiddenMixin:
+    """An object outside the user's scope does not exist for them: 404, never a redirect or 403."""
+
+    def get_object(self, request: HttpRequest, object_id: str, from_field: str | None = None) -> Any:
+        obj = super().get_object(request, object_id, from_field)  # type: ignore[misc]
+        if obj is None:
+            raise Http404("No such record.")
+        return obj
+
+
+class ClinicalAdmin(NotFoundForHiddenMixin, admin.ModelAdmin):
+    """Subject-level records: visible at the user's sites, entered by coordinators and investigators."""
+
+    trial_lookup = "subject__trial"
+    site_lookup = "subject__site"
+    list_per_page = 50
+
+    def get_queryset(self, request: HttpRequest) -> models.QuerySet:
+        qs = super().get_queryset(request)
+        return qs.filter(access_of(request.user).site_q(trial=self.trial_lookup, site=self.site_lookup))
+
+    def _obj_scope(self, obj: Any) -> tuple[int, int]:
+        subject = obj if self.site_lookup == "site" else obj.subject
+        return subject.trial_id, subject.site_id
+
+    def has_module_permission(self, request: HttpRequest) -> bool:
+        return access_of(request.user).reads_any
+
+    def has_view_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        access = access_of(request.user)
+        if obj is None:
+            return access.reads_any
+        trial_id, site_id = self._obj_scope(obj)
+        return access.can_read(trial_id=trial_id, site_id=site_id)
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return access_of(request.user).enters_any
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        access = access_of(request.user)
+        if obj is None:
+            return access.enters_any
+        trial_id, site_id = self._obj_scope(obj)
+        return access.can_enter(trial_id=trial_id, site_id=site_id)
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False  # clinical records are never deleted; they are corrected with a reason
+
+    def formfield_for_foreignkey(self, db_field: Any, request: HttpRequest, **kwargs: Any) -> Any:
+        access = access_of(request.user)
+        target = db_field.related_model
+        if target._meta.label == "patients.Subject":
+            kwargs["queryset"] = target.objects.filter(access.site_q(roles=ENTRY_ROLES)).select_related("trial")
+        elif target._meta.label == "trials.Site" and not access.is_superuser:
+            kwargs["queryset"] = target.objects.filter(pk__in=sorted(access.site_ids))
+        elif target._meta.label == "trials.Trial" and not access.is_superuser:
+            kwargs["queryset"] = target.objects.filter(pk__in=sorted(access.trial_ids))
+        return super().formfield_for_foreignkey(db_field, request, **kwargs)
+
+
+class ReadOnlyClinicalAdmin(ClinicalAdmin):
+    """Records written only through the subject's actions: listed and viewed here, never edited."""
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+
+class DesignAdmin(NotFoundForHiddenMixin, admin.ModelAdmin):
+    """Protocol design: every member of a trial reads it; its data managers edit it."""
+
+    trial_lookup = "trial"
+
+    def get_queryset(self, request: HttpRequest) -> models.QuerySet:
+        return super().get_queryset(request).filter(access_of(request.user).trial_q(trial=self.trial_lookup))
+
+    def _trial_id(self, obj: Any) -> int:
+        for part in self.trial_lookup.split("__"):
+            obj = getattr(obj, part)
+        return obj.pk
+
+    def has_module_permission(self, request: HttpRequest) -> bool:
+        return access_of(request.user).reads_any
+
+    def has_view_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return access_of(request.user).reads_any
+
+    def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return access_of(request.user).designs()
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        access = access_of(request.user)
+        return access.designs() if obj is None else access.designs(self._trial_id(obj))
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return self.has_change_permission(request, obj)
+
+    def formfield_for_foreignkey(self, db_field: Any, request: HttpRequest, **kwargs: Any) -> Any:
+        access = access_of(request.user)
+        if db_field.related_model._meta.label == "trials.Trial" and not access.is_superuser:
+            designed = [t for t in access.trial_ids if access.designs(t)]
+            kwargs["queryset"] = db_field.related_model.objects.filter(pk__in=designed)
+        return super().formfield_for_foreignkey(db_field, request, **kwargs)
+
+
+class DesignInline(admin.TabularInline):
+    """Inline rows of a trial-design record, editable by the trial's data managers."""
+
+    extra = 0
+
+    def _designs(self, request: HttpRequest, obj: Any) -> bool:
+        access = access_of(request.user)
+        if obj is None:
+            return access.designs()
+        trial_id = obj.pk if obj._meta.label == "trials.Trial" else obj.trial_id
+        return access.designs(trial_id)
+
+    def has_view_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return access_of(request.user).reads_any
+
+    def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return self._designs(request, obj)
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return self._designs(request, obj)
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return self._designs(request, obj)

@@ -1,0 +1,269 @@
+"""Subjects in the admin: screening log, the subject's page with its allowed actions, and read-only lists.
+
+Every write goes through ``patients.services``; a refused action shows the service's message on the
+form field it concerns.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django import forms
+from django.contrib import admin, messages
+from django.contrib.admin.widgets import AdminDateWidget
+from django.core.exceptions import PermissionDenied
+from django.db.models import QuerySet
+from django.http import Http404, HttpRequest, HttpResponse, HttpResponseRedirect
+from django.shortcuts import get_object_or_404
+from django.template.response import TemplateResponse
+from django.urls import path, reverse
+
+from config.admin_scoping import ClinicalAdmin, ReadOnlyClinicalAdmin, add_domain_error
+from config.errors import DomainError
+from patients import forms as action_forms
+from patients.models import (
+    BodyMeasurement,
+    Consent,
+    EligibilityAssessment,
+    Subject,
+    SubjectStatus,
+    SubjectTransition,
+)
+from patients.services import enrolment
+from trials.access import ENTRY_ROLES, access_of
+from trials.models import Site, Trial
+
+ACTIONS: dict[str, type[action_forms.SubjectActionForm]] = {
+    "consent": action_forms.ConsentForm,
+    "measurement": action_forms.MeasurementForm,
+    "eligibility": action_forms.EligibilityForm,
+    "enrol": action_forms.EnrolForm,
+    "screen-failure": action_forms.ScreenFailureForm,
+    "withdraw-consent": action_forms.WithdrawConsentForm,
+    "off-study": action_forms.OffStudyForm,
+}
+
+CHARACTERISTICS = [
+    "sex", "diagnosis", "fusion_genes", "mutations", "marrow_blasts_pct", "extramedullary_disease", "cns_status",
+    "prior_allo_hsct", "prior_cart", "prior_cart_target", "prior_cart_scfv_origin", "prior_lines",
+]
+
+
+class ScreeningForm(forms.ModelForm):
+    """The add form: a new subject in the screening log of an active site."""
+
+    class Meta:
+        model = Subject
+        fields = ["trial", "site", "screened_on", *CHARACTERISTICS]
+        widgets = {"screened_on": AdminDateWidget}
+
+    def clean(self) -> dict[str, Any]:
+        data = super().clean()
+        if not self.errors:
+            try:
+                enrolment.check_screening(trial=data["trial"], site=data["site"], screened_on=data["screened_on"])
+            except DomainError as err:
+                add_domain_error(self, err)
+        return data
+
+
+class AmendSubjectForm(forms.ModelForm):
+    """The change form: characteristics only; a change needs a reason, recorded in the audit trail."""
+
+    reason_for_change = forms.CharField(
+        required=False, widget=forms.Textarea(attrs={"rows": 2}),
+        help_text="Required when a saved value is changed.",
+    )
+
+    class Meta:
+        model = Subject
+        fields = [*CHARACTERISTICS, "age_at_consent"]
+
+    def clean(self) -> dict[str, Any]:
+        data = super().clean()
+        if not self.errors:
+            changed = {name: data[name] for name in self.changed_data if name in enrolment.AMENDABLE_FIELDS}
+            try:
+                enrolment.check_amendment(changed=changed, reason=data.get("reason_for_change", ""))
+            except DomainError as err:
+                add_domain_error(self, err)
+        return data
+
+
+class TransitionInline(admin.TabularInline):
+    model = SubjectTransition
+    fields = ["effective_on", "from_status", "to_status", "reason", "recorded_by", "recorded_at"]
+    readonly_fields = fields
+    extra = 0
+    can_delete = False
+    verbose_name_plural = "status history"
+
+    def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def has_view_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return True  # the parent subject page already checked the user's scope
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet:
+        return super().get_queryset(request).select_related("recorded_by")
+
+
+@admin.register(Subject)
+class SubjectAdmin(ClinicalAdmin):
+    trial_lookup, site_lookup = "trial", "site"
+    list_display = ["code", "trial", "site", "status", "cohort", "diagnosis", "screened_on", "enrolled_on"]
+    list_filter = ["status", ("trial", admin.RelatedOnlyFieldListFilter),
+                   ("site", admin.RelatedOnlyFieldListFilter), ("cohort", admin.RelatedOnlyFieldListFilter),
+                   "diagnosis"]
+    list_select_related = ["trial", "site", "cohort"]
+    search_fields = ["code"]
+    ordering = ["trial__code", "code"]
+    inlines = [TransitionInline]
+    change_form_template = "admin/patients/subject/change_form.html"
+
+    def get_form(self, request: HttpRequest, obj: Any = None, change: bool = False, **kwargs: Any) -> Any:
+        kwargs["form"] = AmendSubjectForm if obj is not None else ScreeningForm
+        return super().get_form(request, obj, change=change, **kwargs)
+
+    def get_fields(self, request: HttpRequest, obj: Any = None) -> list[str]:
+        if obj is None:
+            return list(ScreeningForm.Meta.fields)
+        fields = ["code", "trial", "site", "status", "cohort", "screened_on", "enrolled_on", "off_study_on",
+                  "off_study_reason", "off_study_detail", "age_at_consent", *CHARACTERISTICS]
+        if self.has_change_permission(request, obj):
+            fields.append("reason_for_change")
+        return fields
+
+    def get_readonly_fields(self, request: HttpRequest, obj: Any = None) -> list[str]:
+        if obj is None:
+            return []
+        fixed = ["code", "trial", "site", "status", "cohort", "screened_on", "enrolled_on", "off_study_on",
+                 "off_study_reason", "off_study_detail"]
+        if not self.has_change_permission(request, obj):
+            return fixed + ["age_at_consent", *CHARACTERISTICS]
+        return fixed
+
+    def formfield_for_foreignkey(self, db_field: Any, request: HttpRequest, **kwargs: Any) -> Any:
+        # Screening is entry work: offer only the trials and sites where the user enters data.
+        access = access_of(request.user)
+        if db_field.name in ("site", "trial") and not access.is_superuser:
+            pairs = [k for k, roles in access.site_roles.items() if roles & ENTRY_ROLES]
+            ids = sorted({site_id for _t, site_id in pairs} if db_field.name == "site" else {t for t, _s in pairs})
+            kwargs["queryset"] = (Site if db_field.name == "site" else Trial).objects.filter(pk__in=ids)
+            return admin.ModelAdmin.formfield_for_foreignkey(self, db_field, request, **kwargs)
+        return super().formfield_for_foreignkey(db_field, request, **kwargs)
+
+    def save_model(self, request: HttpRequest, obj: Subject, form: forms.Form, change: bool) -> None:
+        data = form.cleaned_data
+        if change:
+            changes = {name: data[name] for name in form.changed_data if name in enrolment.AMENDABLE_FIELDS}
+            enrolment.amend_subject(subject=obj, changes=changes, reason=data.get("reason_for_change", ""),
+                                    by=request.user)
+            return
+        characteristics = {name: data[name] for name in CHARACTERISTICS}
+        created = enrolment.screen_subject(trial=data["trial"], site=data["site"], screened_on=data["screened_on"],
+                                           by=request.user, **characteristics)
+        obj.pk, obj.code = created.pk, created.code
+
+    def save_related(self, request: HttpRequest, form: Any, formsets: Any, change: bool) -> None:
+        pass  # the only inline is the read-only status history
+
+    # --- the subject's actions -----------------------------------------------------------------
+
+    def get_urls(self) -> list[Any]:
+        view = self.admin_site.admin_view
+        return [
+            path("<path:object_id>/action/<slug:action>/", view(self.action_view), name="patients_subject_action"),
+            path("<path:object_id>/eligibility/<int:assessment_id>/confirm/", view(self.confirm_view),
+                 name="patients_subject_confirm_eligibility"),
+            *super().get_urls(),
+        ]
+
+    def _entry_subject(self, request: HttpRequest, object_id: str) -> Subject:
+        subject = self.get_object(request, object_id)  # 404 outside the user's sites
+        if not self.has_change_permission(request, subject):
+            raise PermissionDenied
+        return subject
+
+    def action_view(self, request: HttpRequest, object_id: str, action: str) -> HttpResponse:
+        form_class = ACTIONS.get(action)
+        if form_class is None:
+            raise Http404("No such action.")
+        subject = self._entry_subject(request, object_id)
+        form = form_class(request.POST or None, subject=subject)
+        if request.method == "POST" and form.is_valid():
+            try:
+                form.save(by=request.user)
+            except DomainError as err:  # a race lost after clean(): show it, nothing was saved
+                add_domain_error(form, err)
+            else:
+                messages.success(request, f"{form.title} for {subject.code}: saved.")
+                return HttpResponseRedirect(reverse("admin:patients_subject_change", args=[subject.pk]))
+        context = {**self.admin_site.each_context(request), "opts": self.model._meta, "subject": subject,
+                   "form": form, "title": f"{form.title}: {subject.code}", "original": subject,
+                   "media": self.media + form.media}
+        return TemplateResponse(request, "admin/patients/subject/action.html", context)
+
+    def confirm_view(self, request: HttpRequest, object_id: str, assessment_id: int) -> HttpResponse:
+        subject = self._entry_subject(request, object_id)
+        assessment = get_object_or_404(EligibilityAssessment, pk=assessment_id, subject=subject)
+        if request.method != "POST":
+            return HttpResponseRedirect(reverse("admin:patients_subject_change", args=[subject.pk]))
+        try:
+            enrolment.confirm_eligibility(assessment=assessment, by=request.user)
+        except DomainError as err:
+            messages.error(request, err.message)
+        else:
+            verdict = "eligible" if assessment.eligible else "not eligible"
+            messages.success(request, f"Eligibility confirmed: {subject.code} is {verdict}.")
+        return HttpResponseRedirect(reverse("admin:patients_subject_change", args=[subject.pk]))
+
+    def change_view(self, request: HttpRequest, object_id: str, form_url: str = "",
+                    extra_context: dict[str, Any] | None = None) -> HttpResponse:
+        subject = self.get_object(request, object_id)
+        can_enter = self.has_change_permission(request, subject)
+        offered = enrolment.offered_actions(subject) if can_enter else []
+        extra = {
+            "subject_actions": [(name, ACTIONS[name].title) for name in offered],
+            "consents": subject.consents.select_related("recorded_by").order_by("consented_on", "pk"),
+            "measurements": subject.measurements.order_by("-measured_on", "-pk"),
+            "assessments": subject.eligibility_assessments.select_related("assessed_by", "confirmed_by")
+            .prefetch_related("answers__criterion").order_by("-assessed_on", "-pk"),
+            "can_confirm": can_enter and subject.status == SubjectStatus.SCREENING,
+            **(extra_context or {}),
+        }
+        return super().change_view(request, object_id, form_url, extra)
+
+
+@admin.register(Consent)
+class ConsentAdmin(ReadOnlyClinicalAdmin):
+    list_display = ["subject", "version", "consented_on", "withdrawn_on"]
+    list_select_related = ["subject"]
+    search_fields = ["subject__code"]
+    list_filter = [("subject__site", admin.RelatedOnlyFieldListFilter)]
+
+
+@admin.register(EligibilityAssessment)
+class EligibilityAssessmentAdmin(ReadOnlyClinicalAdmin):
+    list_display = ["subject", "assessed_on", "eligible", "assessed_by", "confirmed_by", "confirmed_at"]
+    list_select_related = ["subject", "assessed_by", "confirmed_by"]
+    search_fields = ["subject__code"]
+    list_filter = ["eligible", ("subject__site", admin.RelatedOnlyFieldListFilter)]
+
+
+@admin.register(BodyMeasurement)
+class BodyMeasurementAdmin(ReadOnlyClinicalAdmin):
+    list_display = ["subject", "measured_on", "height_cm", "weight_kg"]
+    list_select_related = ["subject"]
+    search_fields = ["subject__code"]
+
+
+@admin.register(SubjectTransition)
+class SubjectTransitionAdmin(ReadOnlyClinicalAdmin):
+    list_display = ["subject", "effective_on", "from_status", "to_status", "reason", "recorded_by", "recorded_at"]
+    list_select_related = ["subject", "recorded_by"]
+    list_filter = ["to_status", ("subject__site", admin.RelatedOnlyFieldListFilter)]
+    search_fields = ["subject__code"]

@@ -1,0 +1,43 @@
+"""Reads reused by services, the admin and the API."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+from django.contrib.auth.models import AbstractBaseUser
+from django.db.models import QuerySet
+from django.utils import timezone
+
+from patients.models import Consent, EligibilityAssessment, Subject
+from trials.access import access_of
+from trials.models import Site
+
+
+def site_today(site: Site) -> dt.date:
+    """Today's date at the site: dates coordinators enter are the site's local dates."""
+    return timezone.now().astimezone(site.tzinfo).date()
+
+
+def list_subjects(*, user: AbstractBaseUser) -> QuerySet[Subject]:
+    qs = Subject.objects.select_related("trial", "site", "cohort").order_by("trial__code", "code", "pk")
+    return access_of(user).filter(qs)
+
+
+def first_consent(subject: Subject) -> Consent | None:
+    return subject.consents.order_by("consented_on", "pk").first()
+
+
+def consent_withdrawn(subject: Subject) -> Consent | None:
+    return subject.consents.filter(withdrawn_on__isnull=False).order_by("withdrawn_on").first()
+
+
+def latest_eligibility(subject: Subject) -> EligibilityAssessment | None:
+    return subject.eligibility_assessments.order_by("-assessed_on", "-pk").first()
+
+
+def latest_confirmed_eligibility(subject: Subject) -> EligibilityAssessment | None:
+    return (
+        subject.eligibility_assessments.filter(confirmed_at__isnull=False)
+        .order_by("-confirmed_at", "-pk")
+        .first()
+    )

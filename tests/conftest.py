@@ -1,0 +1,62 @@
+"""Shared fixtures: one trial with two active sites (A and B) and a user of every role."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import pytest
+from django.test import Client
+
+from tests.factories import PASSWORD, MembershipFactory, SiteFactory, TrialSiteFactory, UserFactory, build_trial
+from trials.models import Membership, Site, Trial
+
+R = Membership.Role
+
+
+@dataclass
+class World:
+    trial: Trial
+    site_a: Site
+    site_b: Site
+    coordinator: Any  # site A
+    investigator: Any  # site A
+    monitor: Any  # site A
+    data_manager: Any  # trial-wide
+    coordinator_b: Any  # site B
+    investigator_b: Any  # site B
+
+
+@pytest.fixture
+def world(db: None) -> World:
+    trial = build_trial()
+    site_a, site_b = SiteFactory(code="SA"), SiteFactory(code="SB")
+    TrialSiteFactory(trial=trial, site=site_a)
+    TrialSiteFactory(trial=trial, site=site_b)
+
+    def member(role: str, site: Site | None, name: str) -> Any:
+        user = UserFactory(username=name)
+        MembershipFactory(user=user, trial=trial, site=site, role=role)
+        return user
+
+    return World(
+        trial=trial, site_a=site_a, site_b=site_b,
+        coordinator=member(R.COORDINATOR, site_a, "coord_a"),
+        investigator=member(R.INVESTIGATOR, site_a, "inv_a"),
+        monitor=member(R.MONITOR, site_a, "monitor_a"),
+        data_manager=member(R.DATA_MANAGER, None, "dm"),
+        coordinator_b=member(R.COORDINATOR, site_b, "coord_b"),
+        investigator_b=member(R.INVESTIGATOR, site_b, "inv_b"),
+    )
+
+
+def client_for(user: Any) -> Client:
+    client = Client()
+    assert client.login(username=user.username, password=PASSWORD)
+    return client
+
+
+@pytest.fixture
+def login() -> Any:
+    """``login(user)`` returns a test client logged in as that user."""
+    return client_for

@@ -1,0 +1,173 @@
+"""Test data. Factories build valid inputs; states a service produces are built by calling the service."""
+
+from __future__ import annotations
+
+import datetime as dt
+from decimal import Decimal
+from typing import Any
+
+import factory
+from django.contrib.auth import get_user_model
+from factory.django import DjangoModelFactory
+
+from patients.models import EligibilityAssessment, Subject, SubjectStatus
+from patients.services import enrolment
+from trials.models import (
+    Cohort,
+    DoseLevel,
+    EligibilityCriterion,
+    LymphodepletionRegimen,
+    Membership,
+    Product,
+    RegimenAgent,
+    Site,
+    Trial,
+    TrialSite,
+)
+
+TODAY = dt.date.today()
+PASSWORD = "correct-horse-battery"
+
+
+def days_ago(n: int) -> dt.date:
+    return TODAY - dt.timedelta(days=n)
+
+
+class UserFactory(DjangoModelFactory):
+    class Meta:
+        model = get_user_model()
+        skip_postgeneration_save = True
+
+    username = factory.Sequence(lambda n: f"user{n}")
+    first_name = "Test"
+    last_name = factory.Sequence(lambda n: f"User{n}")
+    is_staff = True
+    password = factory.PostGenerationMethodCall("set_password", PASSWORD)
+
+    @factory.post_generation
+    def saved(obj, create: bool, extracted: Any, **kwargs: Any) -> None:  # noqa: N805
+        if create:
+            obj.save()
+
+
+class TrialFactory(DjangoModelFactory):
+    class Meta:
+        model = Trial
+
+    code = factory.Sequence(lambda n: f"T{n:03d}")
+    title = "Test CD19 CAR-T trial"
+    phase = Trial.Phase.PHASE_1_2
+    status = Trial.Status.RECRUITING
+    indication = "R/R B-ALL"
+
+
+class SiteFactory(DjangoModelFactory):
+    class Meta:
+        model = Site
+
+    code = factory.Sequence(lambda n: f"S{n:02d}")
+    name = factory.Sequence(lambda n: f"Site {n}")
+    country = "CN"
+    time_zone = "Asia/Shanghai"
+
+
+class TrialSiteFactory(DjangoModelFactory):
+    class Meta:
+        model = TrialSite
+
+    trial = factory.SubFactory(TrialFactory)
+    site = factory.SubFactory(SiteFactory)
+    status = TrialSite.Status.ACTIVE
+    activated_on = dt.date(2020, 1, 1)
+
+
+class CohortFactory(DjangoModelFactory):
+    class Meta:
+        model = Cohort
+
+    trial = factory.SubFactory(TrialFactory)
+    code = factory.Sequence(lambda n: f"C{n}")
+    name = "Cohort"
+
+
+class CriterionFactory(DjangoModelFactory):
+    class Meta:
+        model = EligibilityCriterion
+
+    trial = factory.SubFactory(TrialFactory)
+    kind = EligibilityCriterion.Kind.INCLUSION
+    number = factory.Sequence(lambda n: n + 1)
+    text = "Relapsed CD19+ B-ALL"
+
+
+class MembershipFactory(DjangoModelFactory):
+    class Meta:
+        model = Membership
+
+    user = factory.SubFactory(UserFactory)
+    trial = factory.SubFactory(TrialFactory)
+    site = factory.SubFactory(SiteFactory)
+    role = Membership.Role.COORDINATOR
+
+
+def build_trial(**kwargs: Any) -> Trial:
+    """A recruiting trial with its protocol: two cohorts, criteria, a dose level, an FC regimen, a product."""
+    trial = TrialFactory(**kwargs)
+    CohortFactory(trial=trial, code="PED", name="Paediatric")
+    CohortFactory(trial=trial, code="ADULT", name="Adult")
+    CriterionFactory(trial=trial, kind="inclusion", number=1, text="Relapsed CD19+ B-ALL")
+    CriterionFactory(trial=trial, kind="inclusion", number=2, text="Marrow blasts >= 5%")
+    CriterionFactory(trial=trial, kind="exclusion", number=1, text="Active CNS3 disease")
+    DoseLevel.objects.create(trial=trial, code="DL1", cells_per_kg=Decimal(1_000_000), tolerance_pct=20)
+    regimen = LymphodepletionRegimen.objects.create(trial=trial, name="FC", dose_tolerance_pct=10)
+    RegimenAgent.objects.create(regimen=regimen, agent="fludarabine", dose_mg_per_m2=30, days=[-5, -4, -3])
+    RegimenAgent.objects.create(regimen=regimen, agent="cyclophosphamide", dose_mg_per_m2=250, days=[-5, -4, -3])
+    Product.objects.create(trial=trial, name="hCART19", target_antigens=["CD19"], scfv_origin="humanized",
+                           costimulatory_domain="4-1BB", vector="lentiviral", allowed_sources=["autologous"])
+    return trial
+
+
+def all_met(trial: Trial, **overrides: bool) -> dict[EligibilityCriterion, bool]:
+    """Answers that make a subject eligible; ``overrides`` keyed 'I1', 'E1'... flip single answers."""
+    answers = {}
+    for c in EligibilityCriterion.objects.filter(trial=trial, active=True):
+        key = f"{'I' if c.kind == 'inclusion' else 'E'}{c.number}"
+        answers[c] = overrides.get(key, c.kind == EligibilityCriterion.Kind.INCLUSION)
+    return answers
+
+
+SUBJECT_DEFAULTS = {"sex": Subject.Sex.FEMALE, "diagnosis": "b_all", "marrow_blasts_pct": Decimal("35")}
+
+
+def screened(*, trial: Trial, site: Site, coordinator: Any, on: dt.date | None = None, **chars: Any) -> Subject:
+    return enrolment.screen_subject(trial=trial, site=site, screened_on=on or days_ago(30), by=coordinator,
+                                    **{**SUBJECT_DEFAULTS, **chars})
+
+
+def consented(*, coordinator: Any, on: dt.date | None = None, **kwargs: Any) -> Subject:
+    subject = screened(coordinator=coordinator, **kwargs)
+    enrolment.record_consent(subject=subject, version="v1.0", consented_on=on or days_ago(29), age_at_consent=30,
+                             by=coordinator)
+    return subject
+
+
+def assessed(*, coordinator: Any, eligible: bool = True, **kwargs: Any) -> tuple[Subject, EligibilityAssessment]:
+    subject = consented(coordinator=coordinator, **kwargs)
+    answers = all_met(subject.trial) if eligible else all_met(subject.trial, E1=True)
+    assessment = enrolment.assess_eligibility(subject=subject, assessed_on=days_ago(25), answers=answers,
+                                              by=coordinator)
+    return subject, assessment
+
+
+def eligible_subject(*, coordinator: Any, investigator: Any, **kwargs: Any) -> Subject:
+    subject, assessment = assessed(coordinator=coordinator, **kwargs)
+    enrolment.confirm_eligibility(assessment=assessment, by=investigator)
+    subject.refresh_from_db()
+    assert subject.status == SubjectStatus.ELIGIBLE
+    return subject
+
+
+def enrolled_subject(*, coordinator: Any, investigator: Any, **kwargs: Any) -> Subject:
+    subject = eligible_subject(coordinator=coordinator, investigator=investigator, **kwargs)
+    return enrolment.enrol_subject(subject=subject, cohort=subject.trial.cohorts.get(code="ADULT"),
+                                   enrolled_on=days_ago(20), by=coordinator)
