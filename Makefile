@@ -21,7 +21,7 @@ run: $(STAMP)
 	DJANGO_DEBUG=$${DJANGO_DEBUG:-1} $(BIN)/python manage.py migrate --no-input
 	DJANGO_DEBUG=$${DJANGO_DEBUG:-1} $(BIN)/python manage.py load_demo
 	@echo ""
-	@echo "Admin: http://127.0.0.1:$(PORT)/admin/    API: http://127.0.0.1:$(PORT)/api/v1/    Ctrl-C stops the server."
+	@echo "Admin: http://127.0.0.1:$(PORT)/admin/   (Ctrl-C stops the server; the data stays in var/)"
 	DJANGO_DEBUG=$${DJANGO_DEBUG:-1} $(BIN)/python manage.py runserver 127.0.0.1:$(PORT)
 
 test: $(STAMP)

@@ -1,0 +1,56 @@
+"""Settings and the demo trial: what `make run` promises on a fresh machine."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from django.core.management import call_command
+
+from patients.models import Subject, SubjectStatus, SubjectTransition
+from trials.models import Membership, Trial
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def run_manage(*args: str, **env: str) -> subprocess.CompletedProcess[str]:
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("DJANGO_")}
+    return subprocess.run([sys.executable, "manage.py", *args], cwd=ROOT, env={**clean, **env},
+                          capture_output=True, text=True, timeout=120)
+
+
+def test_production_mode_requires_secret_key():
+    result = run_manage("check")
+    assert result.returncode != 0
+    assert "DJANGO_SECRET_KEY is required" in result.stderr
+
+
+def test_production_mode_passes_deploy_checks():
+    result = run_manage("check", "--deploy", "--fail-level", "WARNING",
+                        DJANGO_SECRET_KEY="k" * 20 + "-production-secret-0123456789-abcdefghijkl",
+                        DJANGO_ALLOWED_HOSTS="trial.example.org")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "no issues" in result.stdout
+
+
+@pytest.mark.django_db
+def test_demo_trial_loads_once_and_obeys_the_protocol(capsys):
+    call_command("load_demo")
+    counts = (Trial.objects.count(), Subject.objects.count(), SubjectTransition.objects.count())
+    call_command("load_demo")
+    assert (Trial.objects.count(), Subject.objects.count(), SubjectTransition.objects.count()) == counts
+    out = capsys.readouterr().out
+    assert "already loaded; nothing changed" in out
+    assert "coord.bj" in out and "demo-cart-2026" in out
+
+    trial = Trial.objects.get(code="CART19-ALL")
+    assert trial.trial_sites.count() == 2 and trial.cohorts.count() == 2 and trial.dose_levels.count() == 2
+    assert set(trial.memberships.values_list("role", flat=True)) == set(Membership.Role.values)
+    statuses = set(Subject.objects.filter(trial=trial).values_list("status", flat=True))
+    assert {SubjectStatus.SCREENING, SubjectStatus.ELIGIBLE, SubjectStatus.ENROLLED, SubjectStatus.SCREEN_FAILED,
+            SubjectStatus.OFF_STUDY} <= statuses
+    # Every demo subject is pseudonymous: codes are generated per site, never names.
+    assert all(code.split("-")[0] in ("BJ01", "SH02") for code in Subject.objects.values_list("code", flat=True))
