@@ -169,7 +169,10 @@ class SubjectAdmin(ClinicalAdmin):
         obj.pk, obj.code = created.pk, created.code
 
     def save_related(self, request: HttpRequest, form: Any, formsets: Any, change: bool) -> None:
-        pass  # the only inline is the read-only status history
+        # The only inline is the read-only status history: nothing to save. The admin's change message
+        # still reads each formset's saved objects (set by formset.save()), so report that none were saved.
+        for formset in formsets:
+            formset.new_objects, formset.changed_objects, formset.deleted_objects = [], [], []
 
     # --- the subject's actions -----------------------------------------------------------------
 

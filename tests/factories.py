@@ -171,3 +171,64 @@ def enrolled_subject(*, coordinator: Any, investigator: Any, **kwargs: Any) -> S
     subject = eligible_subject(coordinator=coordinator, investigator=investigator, **kwargs)
     return enrolment.enrol_subject(subject=subject, cohort=subject.trial.cohorts.get(code="ADULT"),
                                    enrolled_on=days_ago(20), by=coordinator)
+
+
+# --- treatment (issue: treatment and safety) ----------------------------------------------------
+
+
+def at(day: dt.date, hour: int = 10) -> dt.datetime:
+    """An aware datetime at ``hour`` o'clock UTC on ``day``."""
+    return dt.datetime.combine(day, dt.time(hour), tzinfo=dt.UTC)
+
+
+def apheresed_subject(*, coordinator: Any, investigator: Any, **kwargs: Any) -> Subject:
+    from patients.services import measurements, treatment
+
+    subject = enrolled_subject(coordinator=coordinator, investigator=investigator, **kwargs)
+    measurements.record_body_measurement(subject=subject, measured_on=days_ago(20), height_cm=Decimal("170"),
+                                         weight_kg=Decimal("70"), by=coordinator)
+    treatment.record_collection(subject=subject, collection_id=f"AP-{subject.code}", collected_on=days_ago(19),
+                                by=coordinator)
+    subject.refresh_from_db()
+    return subject
+
+
+def released_lot(*, subject: Subject, coordinator: Any) -> Any:
+    from patients.services import treatment
+
+    lot = treatment.register_lot(subject=subject, product=subject.trial.products.get(), lot_number=f"LOT-{subject.code}",
+                                 source="autologous", collection=subject.collections.get(), by=coordinator)
+    return treatment.release_lot(lot=lot, release_date=days_ago(12), viability_pct=Decimal("92"),
+                                 car_positive_pct=Decimal("41"), total_viable_car_cells=Decimal("2.1e8"),
+                                 qc_pass=True, by=coordinator)
+
+
+def lymphodepleted_subject(*, coordinator: Any, investigator: Any, day0: dt.date | None = None,
+                           **kwargs: Any) -> Subject:
+    """Apheresed, lot released, Flu/Cy given on days -5..-3 of ``day0`` (default: 5 days ago)."""
+    from patients.services import treatment
+
+    day0 = day0 or days_ago(5)
+    subject = apheresed_subject(coordinator=coordinator, investigator=investigator, **kwargs)
+    released_lot(subject=subject, coordinator=coordinator)
+    regimen = subject.trial.regimens.get()
+    course = treatment.start_lymphodepletion(subject=subject, regimen=regimen, planned_infusion_on=day0,
+                                             by=coordinator)
+    for agent in regimen.agents.all():
+        for day in agent.days:
+            treatment.record_lymphodepletion_dose(
+                course=course, agent=agent, given_on=day0 + dt.timedelta(days=day),
+                administered_mg=(course.bsa_m2 * agent.dose_mg_per_m2).quantize(Decimal("0.1")), by=coordinator)
+    subject.refresh_from_db()
+    return subject
+
+
+def infused_subject(*, coordinator: Any, investigator: Any, day0: dt.date | None = None, **kwargs: Any) -> Subject:
+    from patients.services import treatment
+
+    day0 = day0 or days_ago(5)
+    subject = lymphodepleted_subject(coordinator=coordinator, investigator=investigator, day0=day0, **kwargs)
+    treatment.record_infusion(subject=subject, lot=subject.lots.get(), dose_level=subject.trial.dose_levels.get(),
+                              cells_per_kg=Decimal(1_000_000), infused_at=at(day0), by=coordinator)
+    subject.refresh_from_db()
+    return subject

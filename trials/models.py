@@ -85,6 +85,25 @@ class Trial(TimeStampedModel):
     reinfusion_allowed = models.BooleanField(
         default=False, help_text="A second CAR-T course (with its own lymphodepletion) may be given."
     )
+    # Numbers DOMAIN.md marks as protocol-dependent or unconfirmed are settings of the trial.
+    sae_report_hours = models.PositiveSmallIntegerField(
+        default=24, help_text="Expedited report due this many hours after the site learned of an SAE."
+    )
+    capd_age_cutoff_years = models.PositiveSmallIntegerField(
+        default=12, validators=[MaxValueValidator(18)],
+        help_text="ICANS in children younger than this is graded with CAPD instead of ICE.",
+    )
+    relapse_marrow_blasts_pct = models.DecimalField(
+        max_digits=5, decimal_places=2, default=Decimal("5"),
+        help_text="Marrow blasts at or above this after CR/CRi define relapse.",
+    )
+    mrd_negative_below_pct = models.DecimalField(
+        max_digits=9, decimal_places=6, default=Decimal("0.01"),
+        help_text="Flow MRD below this (%) counts as MRD-negative.",
+    )
+    split_dose_max_days = models.PositiveSmallIntegerField(
+        default=7, help_text="All fractions of a split dose are given within this many days of the first."
+    )
 
     class Meta:
         ordering = ["code"]

@@ -12,7 +12,12 @@ from playwright.sync_api import Page, expect
 from patients.models import Subject, SubjectStatus
 from tests.factories import PASSWORD, days_ago
 
-pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
+pytestmark = [
+    pytest.mark.browser,
+    pytest.mark.django_db(transaction=True),
+    # WhiteNoise warns that STATIC_ROOT (var/static) was never collected; the live server serves static itself.
+    pytest.mark.filterwarnings("ignore:No directory at:UserWarning"),
+]
 
 
 def ui_date(day: Any) -> str:

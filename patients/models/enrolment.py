@@ -222,3 +222,9 @@ class SubjectTransition(models.Model):
 
     def __str__(self) -> str:
         return f"{self.from_status or '—'} → {self.to_status} on {self.effective_on}"
+
+
+__all__ = [
+    "BodyMeasurement", "CnsStatus", "Consent", "Diagnosis", "EligibilityAnswer", "EligibilityAssessment",
+    "OffStudyReason", "Subject", "SubjectStatus", "SubjectTransition",
+]

@@ -1,0 +1,108 @@
+"""Response assessments and follow-up (DOMAIN §4). Relapse and MRD thresholds are trial settings."""
+
+from __future__ import annotations
+
+import datetime as dt
+from decimal import Decimal
+from typing import Any
+
+from django.contrib.auth.models import AbstractBaseUser
+from django.db import transaction
+
+from config.errors import RuleViolation, StateConflict
+from patients.models import FollowUp, OffStudyReason, ResponseAssessment, Subject, SubjectStatus
+from patients.selectors import day_zero
+from patients.services.enrolment import _lock, check_can_enter, check_consented, check_not_future, move_subject
+from trials.models import Visit
+
+C = ResponseAssessment.Category
+REMISSION = (C.CR, C.CRI, C.CR_MRD_NEG, C.CRI_MRD_NEG)
+
+
+def check_response(*, subject: Subject, assessed_on: dt.date, category: str, visit: Visit | None,
+                   values: dict[str, Any]) -> None:
+    """A response is assessed after infusion, and its category agrees with the measurements."""
+    day0 = day_zero(subject)
+    if day0 is None or assessed_on < day0:
+        raise StateConflict("not_infused", f"{subject.code} has no CAR-T infusion before {assessed_on:%d %b %Y}.")
+    check_not_future(day=assessed_on, site=subject.site, field="assessed_on")
+    check_consented(subject=subject, on=assessed_on, field="assessed_on")
+    trial = subject.trial
+    if visit is not None:
+        if visit.trial_id != subject.trial_id:
+            raise RuleViolation("visit_not_in_trial", f"Choose a visit of {trial.code}.", field="visit")
+        day = (assessed_on - day0).days
+        if not visit.target_day - visit.window_before_days <= day <= visit.target_day + visit.window_after_days:
+            raise RuleViolation("outside_visit_window", f"{visit.code} is day {visit.target_day} "
+                                f"(-{visit.window_before_days}/+{visit.window_after_days}); this is day {day}.",
+                                field="assessed_on")
+    blasts: Decimal | None = values.get("marrow_blasts_pct")
+    mrd: Decimal | None = values.get("mrd_flow_pct")
+    if category in REMISSION and blasts is not None and blasts >= Decimal(5):
+        raise RuleViolation("remission_with_blasts", "CR/CRi needs marrow blasts below 5%.",
+                            field="marrow_blasts_pct")
+    if category in (C.CR_MRD_NEG, C.CRI_MRD_NEG) and (mrd is None or mrd >= trial.mrd_negative_below_pct):
+        raise RuleViolation("mrd_not_negative", f"MRD-negative needs flow MRD below {trial.mrd_negative_below_pct}%.",
+                            field="mrd_flow_pct")
+    if category == C.RELAPSE:
+        if not values.get("antigen_status"):
+            raise RuleViolation("antigen_status_required", "A relapse records the target antigen's status "
+                                "(e.g. CD19-negative).", field="antigen_status")
+        had_remission = subject.responses.filter(category__in=REMISSION, assessed_on__lt=assessed_on).exists()
+        if not had_remission:
+            raise RuleViolation("relapse_without_remission", "Relapse follows a CR or CRi; record no response or "
+                                "progression instead.", field="category")
+    elif values.get("antigen_status"):
+        raise RuleViolation("antigen_status_for_relapse", "Antigen status is recorded for relapses.",
+                            field="antigen_status")
+
+
+@transaction.atomic
+def record_response(*, subject: Subject, assessed_on: dt.date, category: str, by: AbstractBaseUser,
+                    visit: Visit | None = None, **values: Any) -> ResponseAssessment:
+    subject = _lock(subject)
+    check_can_enter(user=by, subject=subject)
+    check_response(subject=subject, assessed_on=assessed_on, category=category, visit=visit, values=values)
+    response = ResponseAssessment(subject=subject, assessed_on=assessed_on, category=category, visit=visit,
+                                  recorded_by=by, **values)
+    response.full_clean()
+    response.save()
+    return response
+
+
+OFF_STUDY_FOR = {FollowUp.Kind.DEATH: OffStudyReason.DEATH, FollowUp.Kind.LOST: OffStudyReason.LOST_TO_FOLLOW_UP}
+
+
+def check_follow_up(*, subject: Subject, kind: str, event_on: dt.date, cause_of_death: str) -> None:
+    # Survival follow-up is allowed even after consent was withdrawn (DESIGN: "except survival follow-up").
+    if subject.status == SubjectStatus.OFF_STUDY and kind != FollowUp.Kind.DEATH:
+        raise StateConflict("subject_closed", f"{subject.code} is off study; only survival status can be added.")
+    if day_zero(subject) is None and kind != FollowUp.Kind.DEATH:
+        raise StateConflict("not_infused", f"{subject.code} has not been infused.")
+    check_not_future(day=event_on, site=subject.site, field="event_on")
+    if kind == FollowUp.Kind.DEATH and not cause_of_death.strip():
+        raise RuleViolation("cause_required", "Give the cause of death.", field="cause_of_death")
+    if subject.follow_ups.filter(kind=FollowUp.Kind.DEATH).exists():
+        raise StateConflict("subject_dead", f"{subject.code}'s death is already recorded.")
+    first = subject.consents.order_by("consented_on").first()
+    if first is None or event_on < first.consented_on:
+        raise RuleViolation("before_consent", "Follow-up starts after consent.", field="event_on")
+
+
+@transaction.atomic
+def record_follow_up(*, subject: Subject, kind: str, event_on: dt.date, by: AbstractBaseUser,
+                     cause_of_death: str = "", detail: str = "") -> FollowUp:
+    """Allo-HSCT, last contact, death (takes the subject off study) or lost to follow-up (likewise)."""
+    subject = _lock(subject)
+    check_can_enter(user=by, subject=subject)
+    check_follow_up(subject=subject, kind=kind, event_on=event_on, cause_of_death=cause_of_death)
+    follow_up = FollowUp(subject=subject, kind=kind, event_on=event_on, cause_of_death=cause_of_death,
+                         detail=detail, recorded_by=by)
+    follow_up.full_clean()
+    follow_up.save()
+    if kind in OFF_STUDY_FOR and subject.status != SubjectStatus.OFF_STUDY:
+        subject.off_study_on, subject.off_study_reason = event_on, OFF_STUDY_FOR[kind]
+        subject.off_study_detail = cause_of_death or detail
+        move_subject(subject=subject, to=SubjectStatus.OFF_STUDY, on=event_on, by=by,
+                     reason=f"{FollowUp.Kind(kind).label}. {cause_of_death or detail}".strip(". "))
+    return follow_up

@@ -1,0 +1,278 @@
+"""Adverse events, CRS/ICANS assessments graded by ASTCT 2019, and concomitant medications (DOMAIN §1-3).
+
+CRS and ICANS grades are derived from the recorded components by ``patients.grading``; the event
+carries the maximum grade of its assessments. A grade 5 event records the death and takes the
+subject off study.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass
+from decimal import Decimal
+from typing import Any
+
+from django.contrib.auth.models import AbstractBaseUser
+from django.db import transaction
+
+from config.errors import RuleViolation, StateConflict
+from patients import grading
+from patients.models import (
+    AdverseEvent,
+    ConcomitantMedication,
+    CrsAssessment,
+    IcansAssessment,
+    OffStudyReason,
+    Subject,
+    SubjectStatus,
+)
+from patients.services.enrolment import _lock, check_can_enter, check_consented, check_not_future, move_subject
+
+Category = AdverseEvent.Category
+SAE_CRITERIA = ("sae_death", "sae_life_threatening", "sae_hospitalisation", "sae_disability", "sae_congenital",
+                "sae_important")
+
+
+@dataclass(frozen=True)
+class EventInput:
+    """What a coordinator enters for an adverse event (the grade is omitted for CRS/ICANS)."""
+
+    category: str
+    term: str
+    onset_on: dt.date
+    related_to_product: str
+    related_to_lymphodepletion: str
+    grade: int | None = None
+    resolved_on: dt.date | None = None
+    meddra_code: str = ""
+    serious: bool = False
+    site_aware_at: dt.datetime | None = None
+    outcome: str = AdverseEvent.Outcome.NOT_RECOVERED
+    action_taken: str = AdverseEvent.Action.NONE
+    death_on: dt.date | None = None
+    sae_death: bool = False
+    sae_life_threatening: bool = False
+    sae_hospitalisation: bool = False
+    sae_disability: bool = False
+    sae_congenital: bool = False
+    sae_important: bool = False
+
+
+def check_adverse_event(*, subject: Subject, data: EventInput) -> None:
+    if subject.status in (SubjectStatus.SCREEN_FAILED,) or subject.consents.count() == 0:
+        raise StateConflict("subject_not_ready", f"{subject.code} has no consent; adverse events are recorded "
+                            "for consented subjects.")
+    check_consented(subject=subject, on=max(data.onset_on, subject.consents.earliest("consented_on").consented_on),
+                    field="onset_on")
+    for name in ("onset_on", "resolved_on", "death_on"):
+        check_not_future(day=getattr(data, name), site=subject.site, field=name)
+    if data.resolved_on and data.resolved_on < data.onset_on:
+        raise RuleViolation("resolved_before_onset", "Resolution cannot precede onset.", field="resolved_on")
+    if data.category == Category.CTCAE and data.grade is None:
+        raise RuleViolation("grade_required", "Give the CTCAE grade.", field="grade")
+    if data.category != Category.CTCAE and data.grade is not None:
+        raise RuleViolation("grade_is_derived", "CRS and ICANS grades are derived from their assessments.",
+                            field="grade")
+    criteria = [name for name in SAE_CRITERIA if getattr(data, name)]
+    if data.serious and not criteria:
+        raise RuleViolation("seriousness_criterion_required", "Tick at least one seriousness criterion.",
+                            field="serious")
+    if criteria and not data.serious:
+        raise RuleViolation("criteria_without_sae", "Seriousness criteria are ticked but the event is not marked "
+                            "serious.", field="serious")
+    if data.serious and data.site_aware_at is None:
+        raise RuleViolation("awareness_time_required", "Give when the site learned of the serious event.",
+                            field="site_aware_at")
+    if data.grade == 5 or data.outcome == AdverseEvent.Outcome.FATAL:
+        _check_death(subject=subject, data=data)
+
+
+def _check_death(*, subject: Subject, data: EventInput) -> None:
+    if data.grade is not None and data.grade != 5:
+        raise RuleViolation("fatal_needs_grade5", "A fatal outcome is grade 5.", field="grade")
+    if data.death_on is None:
+        raise RuleViolation("death_date_required", "A grade 5 event records the date of death.", field="death_on")
+    if data.outcome != AdverseEvent.Outcome.FATAL:
+        raise RuleViolation("grade5_needs_fatal_outcome", "A grade 5 event has a fatal outcome.", field="outcome")
+    if not (data.serious and data.sae_death):
+        raise RuleViolation("death_is_serious", "A fatal event is serious (results in death).", field="serious")
+    if data.death_on < data.onset_on:
+        raise RuleViolation("death_before_onset", "Death cannot precede onset.", field="death_on")
+
+
+@transaction.atomic
+def record_adverse_event(*, subject: Subject, data: EventInput, by: AbstractBaseUser) -> AdverseEvent:
+    subject = _lock(subject)
+    check_can_enter(user=by, subject=subject)
+    check_adverse_event(subject=subject, data=data)
+    scale = {Category.CTCAE: "CTCAE v5.0", Category.CRS: grading.ALGORITHM_CRS,
+             Category.ICANS: grading.ALGORITHM_ICANS}[data.category]
+    event = AdverseEvent(subject=subject, grade_scale=scale, recorded_by=by, **data.__dict__)
+    if data.category != Category.CTCAE:
+        event.grade = 0
+    if event.serious:
+        event.report_due_at = event.site_aware_at + dt.timedelta(hours=subject.trial.sae_report_hours)
+    event.full_clean()
+    event.save()
+    if event.grade == 5:
+        _record_death(subject=subject, event=event, by=by)
+    return event
+
+
+def _record_death(*, subject: Subject, event: AdverseEvent, by: AbstractBaseUser) -> None:
+    if subject.status == SubjectStatus.OFF_STUDY:
+        return
+    assert event.death_on is not None
+    subject.off_study_on, subject.off_study_reason = event.death_on, OffStudyReason.DEATH
+    subject.off_study_detail = f"Grade 5 {event.term}"
+    move_subject(subject=subject, to=SubjectStatus.OFF_STUDY, on=event.death_on, by=by,
+                 reason=f"Death: grade 5 {event.term}")
+
+
+# --- CRS and ICANS assessments -------------------------------------------------------------------
+
+
+def _check_assessment(*, event: AdverseEvent, category: str, assessed_at: dt.datetime,
+                      override_grade: int | None, override_reason: str) -> None:
+    if event.category != category:
+        raise RuleViolation("wrong_event_category", f"This is not a {category.upper()} event.", field="event")
+    local = assessed_at.astimezone(event.subject.site.tzinfo).date()
+    check_not_future(day=local, site=event.subject.site, field="assessed_at")
+    if local < event.onset_on:
+        raise RuleViolation("assessment_before_onset", f"The event began on {event.onset_on:%d %b %Y}.",
+                            field="assessed_at")
+    if event.resolved_on and local > event.resolved_on:
+        raise RuleViolation("assessment_after_resolution", f"The event resolved on {event.resolved_on:%d %b %Y}.",
+                            field="assessed_at")
+    if override_grade is not None and not override_reason.strip():
+        raise RuleViolation("override_needs_reason", "An investigator grade override needs a reason.",
+                            field="override_reason")
+
+
+def fever_masked(*, subject: Subject, before: dt.datetime) -> bool:
+    """Antipyretic or anti-cytokine therapy given before this time masks fever (ASTCT)."""
+    return subject.medications.filter(drug__in=ConcomitantMedication.FEVER_MASKING, given_at__lt=before).exists()
+
+
+def crs_inputs(values: dict[str, Any]) -> grading.CrsInputs:
+    try:
+        return grading.CrsInputs(
+            max_temp_c=values.get("max_temp_c"),
+            fever_attributable_to_other_cause=values.get("fever_other_cause", False),
+            prior_antipyretic_or_anticytokine=values.get("prior_antipyretic_or_anticytokine", False),
+            hypotension_present=values.get("hypotension", False),
+            hypotension_other_cause=values.get("hypotension_other_cause", False),
+            vasopressors=tuple(grading.Vasopressor(v) for v in values.get("vasopressors", [])),
+            o2_device=grading.O2Device(values.get("o2_device", "none")), o2_flow_lpm=values.get("o2_flow_lpm"),
+            hypoxia_other_cause=values.get("hypoxia_other_cause", False),
+            death_due_to_crs=values.get("death_due_to_crs", False),
+        )
+    except ValueError as err:
+        raise RuleViolation("invalid_components", str(err)) from err
+
+
+@transaction.atomic
+def record_crs_assessment(*, event: AdverseEvent, assessed_at: dt.datetime, components: dict[str, Any],
+                          by: AbstractBaseUser, override_grade: int | None = None,
+                          override_reason: str = "") -> CrsAssessment:
+    subject = _lock(event.subject)
+    event = AdverseEvent.objects.select_for_update().get(pk=event.pk)
+    event.subject = subject
+    check_can_enter(user=by, subject=subject)
+    _check_assessment(event=event, category=Category.CRS, assessed_at=assessed_at, override_grade=override_grade,
+                      override_reason=override_reason)
+    components = {**components}
+    components["prior_antipyretic_or_anticytokine"] = (components.get("prior_antipyretic_or_anticytokine", False)
+                                                       or fever_masked(subject=subject, before=assessed_at))
+    result = grading.crs_grade(crs_inputs(components))
+    assessment = CrsAssessment(event=event, assessed_at=assessed_at, derived_grade=result.grade,
+                               algorithm=result.algorithm, flags=list(result.flags), override_grade=override_grade,
+                               override_reason=override_reason, recorded_by=by, **components)
+    assessment.full_clean()
+    assessment.save()
+    _update_event_grade(event=event, by=by)
+    return assessment
+
+
+def icans_inputs(values: dict[str, Any], *, age_years: int) -> grading.IcansInputs:
+    names = [*grading.ICE_ITEMS, "ice_unable_awake_aphasic", "capd_total", "capd_unable", "developmental_delay",
+             "consciousness_other_cause", "death_due_to_icans"]
+    try:
+        return grading.IcansInputs(
+            age_years=age_years, **{n: values[n] for n in names if n in values},
+            consciousness=grading.Consciousness(values.get("consciousness", "alert")),
+            seizure=grading.Seizure(values.get("seizure", "none")),
+            motor=grading.MotorFinding(values.get("motor", "none")),
+            cerebral_oedema=grading.CerebralOedema(values.get("cerebral_oedema", "none")),
+        )
+    except (ValueError, TypeError) as err:
+        raise RuleViolation("invalid_components", str(err)) from err
+
+
+@transaction.atomic
+def record_icans_assessment(*, event: AdverseEvent, assessed_at: dt.datetime, components: dict[str, Any],
+                            by: AbstractBaseUser, override_grade: int | None = None,
+                            override_reason: str = "") -> IcansAssessment:
+    subject = _lock(event.subject)
+    event = AdverseEvent.objects.select_for_update().get(pk=event.pk)
+    event.subject = subject
+    check_can_enter(user=by, subject=subject)
+    _check_assessment(event=event, category=Category.ICANS, assessed_at=assessed_at, override_grade=override_grade,
+                      override_reason=override_reason)
+    if subject.age_at_consent is None:
+        raise StateConflict("age_unknown", f"{subject.code} has no age at consent; ICANS grading depends on it.")
+    inputs = icans_inputs(components, age_years=subject.age_at_consent)
+    result = grading.icans_grade(inputs, capd_age_cutoff_years=subject.trial.capd_age_cutoff_years)
+    assessment = IcansAssessment(event=event, assessed_at=assessed_at, derived_grade=result.grade,
+                                 algorithm=result.algorithm, flags=list(result.flags), ice_score=inputs.ice_total,
+                                 override_grade=override_grade, override_reason=override_reason, recorded_by=by,
+                                 **components)
+    assessment.full_clean()
+    assessment.save()
+    _update_event_grade(event=event, by=by)
+    return assessment
+
+
+def _update_event_grade(*, event: AdverseEvent, by: AbstractBaseUser) -> None:
+    """The episode's grade is the maximum over its assessments (override where given)."""
+    assessments = event.crsassessments.all() if event.category == Category.CRS else event.icansassessments.all()
+    grade = grading.episode_max_grade(a.grade for a in assessments)
+    if grade == 5 and event.grade != 5:
+        last = max(assessments, key=lambda a: a.assessed_at)
+        event.death_on = event.death_on or last.assessed_at.astimezone(event.subject.site.tzinfo).date()
+        event.outcome, event.serious, event.sae_death = AdverseEvent.Outcome.FATAL, True, True
+        event.site_aware_at = event.site_aware_at or last.assessed_at
+        event.report_due_at = event.site_aware_at + dt.timedelta(hours=event.subject.trial.sae_report_hours)
+    event.grade = grade
+    event.full_clean()
+    event.save()
+    if grade == 5:
+        _record_death(subject=event.subject, event=event, by=by)
+
+
+# --- concomitant medications ---------------------------------------------------------------------
+
+
+@transaction.atomic
+def record_medication(*, subject: Subject, drug: str, dose: Decimal, dose_unit: str, route: str,
+                      given_at: dt.datetime, by: AbstractBaseUser, drug_name: str = "", indication: str = "",
+                      adverse_event: AdverseEvent | None = None) -> ConcomitantMedication:
+    """A treatment given (e.g. tocilizumab 8 mg/kg IV for CRS), with dose, route and time."""
+    subject = _lock(subject)
+    check_can_enter(user=by, subject=subject)
+    local = given_at.astimezone(subject.site.tzinfo).date()
+    check_not_future(day=local, site=subject.site, field="given_at")
+    check_consented(subject=subject, on=local, field="given_at")
+    if adverse_event is not None and adverse_event.subject_id != subject.pk:
+        raise RuleViolation("event_not_subjects", "The adverse event belongs to another subject.",
+                            field="adverse_event")
+    if drug == ConcomitantMedication.Drug.OTHER and not drug_name.strip():
+        raise RuleViolation("drug_name_required", "Name the medication.", field="drug_name")
+    medication = ConcomitantMedication(subject=subject, drug=drug, drug_name=drug_name, dose=dose,
+                                       dose_unit=dose_unit, route=route, given_at=given_at, indication=indication,
+                                       adverse_event=adverse_event, recorded_by=by)
+    medication.full_clean()
+    medication.save()
+    return medication
+
+

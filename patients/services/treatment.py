@@ -1,0 +1,369 @@
+"""Chain of identity, bridging, lymphodepletion and CAR-T infusion (protocol §5.1-5.3, DESIGN "Rules").
+
+subject -> apheresis collection -> product lot -> infusion: a lot is infused only into its own
+subject, only once released, and only in one course. Lymphodepletion doses are computed from the
+body surface area of the latest height and weight; infusion doses from cells/kg and the latest weight.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from decimal import Decimal
+
+from django.contrib.auth.models import AbstractBaseUser
+from django.db import transaction
+from django.db.models import Max, Sum
+
+from config.errors import RuleViolation, StateConflict
+from patients.dosing import BsaFormula, body_surface_area, planned_dose_mg, within_tolerance
+from patients.models import (
+    ApheresisCollection,
+    BridgingTherapy,
+    Infusion,
+    LymphodepletionCourse,
+    LymphodepletionDose,
+    ProductLot,
+    Subject,
+    SubjectStatus,
+)
+from patients.selectors import latest_measurement, site_today
+from patients.services.enrolment import _lock, check_can_enter, check_consented, check_not_future, move_subject
+from trials.models import DoseLevel, LymphodepletionRegimen, Product, RegimenAgent
+
+S = SubjectStatus
+TREATMENT_STATES = (S.ENROLLED, S.APHERESED, S.LYMPHODEPLETED, S.INFUSED, S.FOLLOW_UP)
+
+
+def check_treatment_state(*, subject: Subject, allowed: tuple[str, ...], what: str) -> None:
+    if subject.status not in allowed:
+        raise StateConflict("subject_not_ready", f"{subject.code} is {subject.get_status_display().lower()}; "
+                            f"{what} is not possible now.")
+
+
+# --- apheresis and product lots ------------------------------------------------------------------
+
+
+def check_collection(*, subject: Subject, collected_on: dt.date) -> None:
+    check_treatment_state(subject=subject, allowed=(S.ENROLLED, S.APHERESED, S.FOLLOW_UP), what="apheresis")
+    check_not_future(day=collected_on, site=subject.site, field="collected_on")
+    check_consented(subject=subject, on=collected_on, field="collected_on")
+    if subject.enrolled_on and collected_on < subject.enrolled_on:
+        raise RuleViolation("before_enrolment", f"{subject.code} was enrolled on {subject.enrolled_on:%d %b %Y}.",
+                            field="collected_on")
+
+
+@transaction.atomic
+def record_collection(*, subject: Subject, collection_id: str, collected_on: dt.date, by: AbstractBaseUser,
+                      cd3_cells_1e9: Decimal | None = None) -> ApheresisCollection:
+    subject = _lock(subject)
+    check_can_enter(user=by, subject=subject)
+    check_collection(subject=subject, collected_on=collected_on)
+    collection = ApheresisCollection(subject=subject, collection_id=collection_id, collected_on=collected_on,
+                                     cd3_cells_1e9=cd3_cells_1e9, recorded_by=by)
+    collection.full_clean()
+    collection.save()
+    if subject.status == S.ENROLLED:
+        move_subject(subject=subject, to=S.APHERESED, on=collected_on, by=by, reason=f"Apheresis {collection_id}")
+    return collection
+
+
+def check_lot_registration(*, subject: Subject, product: Product, source: str,
+                           collection: ApheresisCollection | None, donor_type: str) -> None:
+    check_treatment_state(subject=subject, allowed=TREATMENT_STATES, what="registering a product lot")
+    check_consented(subject=subject, on=site_today(subject.site), field="lot_number")
+    if product.trial_id != subject.trial_id:
+        raise RuleViolation("product_not_in_trial", f"Choose a product of {subject.trial.code}.", field="product")
+    if source not in product.allowed_sources:
+        raise RuleViolation("source_not_allowed", f"{product.name} allows {', '.join(product.allowed_sources)} "
+                            "products only.", field="source")
+    if source == Product.Source.AUTOLOGOUS:
+        if collection is None or collection.subject_id != subject.pk:
+            raise RuleViolation("collection_not_subjects", f"An autologous lot comes from a collection of "
+                                f"{subject.code}.", field="collection")
+        if donor_type:
+            raise RuleViolation("donor_for_autologous", "An autologous lot has no donor.", field="donor_type")
+    elif not donor_type:
+        raise RuleViolation("donor_required", "Give the donor of an allogeneic lot.", field="donor_type")
+    elif collection is not None:
+        raise RuleViolation("collection_for_allogeneic", "An allogeneic lot comes from a donor, not from the "
+                            "subject's collection.", field="collection")
+
+
+@transaction.atomic
+def register_lot(*, subject: Subject, product: Product, lot_number: str, source: str, by: AbstractBaseUser,
+                 collection: ApheresisCollection | None = None, donor_type: str = "") -> ProductLot:
+    subject = _lock(subject)
+    check_can_enter(user=by, subject=subject)
+    check_lot_registration(subject=subject, product=product, source=source, collection=collection,
+                           donor_type=donor_type)
+    lot = ProductLot(subject=subject, product=product, lot_number=lot_number, source=source,
+                     collection=collection, donor_type=donor_type, recorded_by=by)
+    lot.full_clean()
+    lot.save()
+    return lot
+
+
+def check_release(*, lot: ProductLot, release_date: dt.date, qc_pass: bool,
+                  total_viable_car_cells: Decimal | None) -> None:
+    if lot.status != ProductLot.Status.MANUFACTURING:
+        raise StateConflict("lot_not_in_manufacture", f"Lot {lot.lot_number} is {lot.get_status_display().lower()}.")
+    check_not_future(day=release_date, site=lot.subject.site, field="release_date")
+    if lot.collection and release_date < lot.collection.collected_on:
+        raise RuleViolation("release_before_collection", f"Collected on {lot.collection.collected_on:%d %b %Y}.",
+                            field="release_date")
+    if not qc_pass:
+        raise RuleViolation("qc_failed", "A lot that failed QC cannot be released; record a manufacturing "
+                            "failure instead.", field="qc_pass")
+    if total_viable_car_cells is None:
+        raise RuleViolation("release_results_required", "Give the total viable CAR+ cells.",
+                            field="total_viable_car_cells")
+
+
+@transaction.atomic
+def release_lot(*, lot: ProductLot, release_date: dt.date, viability_pct: Decimal, car_positive_pct: Decimal,
+                total_viable_car_cells: Decimal | None, qc_pass: bool, by: AbstractBaseUser) -> ProductLot:
+    _lock(lot.subject)
+    lot = ProductLot.objects.select_for_update(of=("self",)).select_related("subject__site", "collection").get(pk=lot.pk)
+    check_can_enter(user=by, subject=lot.subject)
+    check_release(lot=lot, release_date=release_date, qc_pass=qc_pass, total_viable_car_cells=total_viable_car_cells)
+    lot.status, lot.release_date, lot.qc_pass = ProductLot.Status.RELEASED, release_date, qc_pass
+    lot.viability_pct, lot.car_positive_pct, lot.total_viable_car_cells = (viability_pct, car_positive_pct,
+                                                                           total_viable_car_cells)
+    lot.full_clean()
+    lot.save()
+    return lot
+
+
+@transaction.atomic
+def record_manufacturing_failure(*, lot: ProductLot, failed_on: dt.date, reason: str,
+                                 by: AbstractBaseUser) -> ProductLot:
+    _lock(lot.subject)
+    lot = ProductLot.objects.select_for_update(of=("self",)).select_related("subject__site").get(pk=lot.pk)
+    check_can_enter(user=by, subject=lot.subject)
+    if lot.status != ProductLot.Status.MANUFACTURING:
+        raise StateConflict("lot_not_in_manufacture", f"Lot {lot.lot_number} is {lot.get_status_display().lower()}.")
+    if not reason.strip():
+        raise RuleViolation("reason_required", "Give the reason the manufacture failed.", field="reason")
+    check_not_future(day=failed_on, site=lot.subject.site, field="failed_on")
+    lot.status, lot.failed_on, lot.failure_reason, lot.qc_pass = ProductLot.Status.FAILED, failed_on, reason, False
+    lot.full_clean()
+    lot.save()
+    return lot
+
+
+# --- bridging ------------------------------------------------------------------------------------
+
+
+@transaction.atomic
+def record_bridging(*, subject: Subject, regimen: str, started_on: dt.date, by: AbstractBaseUser,
+                    ended_on: dt.date | None = None) -> BridgingTherapy:
+    subject = _lock(subject)
+    check_can_enter(user=by, subject=subject)
+    check_treatment_state(subject=subject, allowed=(S.ENROLLED, S.APHERESED), what="bridging therapy")
+    check_not_future(day=started_on, site=subject.site, field="started_on")
+    check_not_future(day=ended_on, site=subject.site, field="ended_on")
+    check_consented(subject=subject, on=started_on, field="started_on")
+    bridging = BridgingTherapy(subject=subject, regimen=regimen, started_on=started_on, ended_on=ended_on,
+                               recorded_by=by)
+    bridging.full_clean()
+    bridging.save()
+    return bridging
+
+
+# --- lymphodepletion -----------------------------------------------------------------------------
+
+
+def check_lymphodepletion_course(*, subject: Subject, regimen: LymphodepletionRegimen,
+                                 planned_infusion_on: dt.date) -> int:
+    """Returns the course number: 1, or 2+ for a re-infusion where the trial allows it."""
+    if regimen.trial_id != subject.trial_id:
+        raise RuleViolation("regimen_not_in_trial", f"Choose a regimen of {subject.trial.code}.", field="regimen")
+    if subject.status == S.FOLLOW_UP:
+        if not subject.trial.reinfusion_allowed:
+            raise StateConflict("reinfusion_not_allowed", f"{subject.trial.code} does not allow re-infusion.")
+    else:
+        check_treatment_state(subject=subject, allowed=(S.APHERESED,), what="lymphodepletion")
+    if subject.ld_courses.filter(doses__isnull=True).exists():
+        raise StateConflict("course_open", "A lymphodepletion course without doses is already open.")
+    check_consented(subject=subject, on=site_today(subject.site), field="planned_infusion_on")
+    released = subject.lots.filter(status=ProductLot.Status.RELEASED, infusions__isnull=True).exists()
+    if not released and not subject.lots.filter(status=ProductLot.Status.MANUFACTURING).exists():
+        raise StateConflict("no_product", f"{subject.code} has no product lot in manufacture or released.")
+    return (subject.ld_courses.aggregate(n=Max("course_number"))["n"] or 0) + 1
+
+
+@transaction.atomic
+def start_lymphodepletion(*, subject: Subject, regimen: LymphodepletionRegimen, planned_infusion_on: dt.date,
+                          by: AbstractBaseUser, bsa_formula: str = BsaFormula.MOSTELLER) -> LymphodepletionCourse:
+    """Open a course: BSA from the latest height and weight on or before the first dose day."""
+    subject = _lock(subject)
+    check_can_enter(user=by, subject=subject)
+    number = check_lymphodepletion_course(subject=subject, regimen=regimen, planned_infusion_on=planned_infusion_on)
+    first_day = min(day for agent in regimen.agents.all() for day in agent.days)
+    measurement = latest_measurement(subject, on=planned_infusion_on + dt.timedelta(days=first_day))
+    if measurement is None:
+        raise RuleViolation("no_measurement", "Record height and weight on or before the first lymphodepletion "
+                            "day.", field="planned_infusion_on")
+    bsa = body_surface_area(height_cm=measurement.height_cm, weight_kg=measurement.weight_kg,
+                            formula=BsaFormula(bsa_formula))
+    course = LymphodepletionCourse(subject=subject, course_number=number, regimen=regimen,
+                                   planned_infusion_on=planned_infusion_on, measurement=measurement,
+                                   bsa_formula=bsa_formula, bsa_m2=bsa, recorded_by=by)
+    course.full_clean()
+    course.save()
+    return course
+
+
+def check_lymphodepletion_dose(*, course: LymphodepletionCourse, agent: RegimenAgent, given_on: dt.date,
+                               administered_mg: Decimal, deviation_reason: str) -> tuple[int, Decimal]:
+    """Returns (day relative to planned infusion, planned mg)."""
+    subject = course.subject
+    if subject.status not in (S.APHERESED, S.FOLLOW_UP, S.LYMPHODEPLETED) or course.subject.infusions.filter(
+            course_number=course.course_number).exists():
+        raise StateConflict("course_closed", "This lymphodepletion course is closed.")
+    if agent.regimen_id != course.regimen_id:
+        raise RuleViolation("agent_not_in_regimen", f"{agent} is not part of {course.regimen}.", field="agent")
+    day = (given_on - course.planned_infusion_on).days
+    if day not in agent.days:
+        raise RuleViolation("day_not_in_regimen", f"{agent.get_agent_display()} is given on days "
+                            f"{', '.join(map(str, agent.days))}; {given_on:%d %b %Y} is day {day}.", field="given_on")
+    check_not_future(day=given_on, site=subject.site, field="given_on")
+    check_consented(subject=subject, on=given_on, field="given_on")
+    if course.doses.filter(agent=agent, day=day).exists():
+        raise StateConflict("dose_already_recorded", f"{agent.get_agent_display()} day {day} is already recorded.")
+    planned = planned_dose_mg(dose_mg_per_m2=agent.dose_mg_per_m2, bsa_m2=course.bsa_m2)
+    outside = not within_tolerance(planned=planned, administered=administered_mg,
+                                   tolerance_pct=course.regimen.dose_tolerance_pct)
+    if outside and not deviation_reason.strip():
+        raise RuleViolation("dose_deviation_needs_reason", f"{administered_mg} mg is outside "
+                            f"±{course.regimen.dose_tolerance_pct}% of the planned {planned} mg "
+                            f"({agent.dose_mg_per_m2} mg/m² × {course.bsa_m2} m²); give a deviation reason.",
+                            field="deviation_reason")
+    return day, planned
+
+
+@transaction.atomic
+def record_lymphodepletion_dose(*, course: LymphodepletionCourse, agent: RegimenAgent, given_on: dt.date,
+                                administered_mg: Decimal, by: AbstractBaseUser,
+                                deviation_reason: str = "") -> LymphodepletionDose:
+    """One agent on one day. The course's last planned dose makes the subject lymphodepleted."""
+    subject = _lock(course.subject)
+    course = LymphodepletionCourse.objects.select_related("regimen").get(pk=course.pk)
+    course.subject = subject
+    check_can_enter(user=by, subject=subject)
+    day, planned = check_lymphodepletion_dose(course=course, agent=agent, given_on=given_on,
+                                              administered_mg=administered_mg, deviation_reason=deviation_reason)
+    dose = LymphodepletionDose(course=course, agent=agent, day=day, given_on=given_on, planned_mg=planned,
+                               administered_mg=administered_mg, deviation_reason=deviation_reason, recorded_by=by)
+    dose.full_clean()
+    dose.save()
+    planned_count = sum(len(a.days) for a in course.regimen.agents.all())
+    if course.doses.count() == planned_count and subject.status in (S.APHERESED, S.FOLLOW_UP):
+        move_subject(subject=subject, to=S.LYMPHODEPLETED, on=given_on, by=by,
+                     reason=f"Lymphodepletion course {course.course_number} completed")
+    return dose
+
+
+# --- infusion ------------------------------------------------------------------------------------
+
+
+def check_infusion(*, subject: Subject, lot: ProductLot, dose_level: DoseLevel, cells_per_kg: Decimal,
+                   infused_on: dt.date, fraction_number: int, planned_fractions: int) -> int:
+    """Protocol rules for a CAR-T infusion fraction. Returns the course number."""
+    check_consented(subject=subject, on=infused_on, field="infused_at")
+    course = subject.ld_courses.order_by("-course_number").first()
+    if course is None:
+        raise StateConflict("subject_not_ready", f"{subject.code} has no lymphodepletion course.")
+    previous = subject.infusions.filter(course_number=course.course_number).order_by("fraction_number")
+    if fraction_number == 1:
+        check_treatment_state(subject=subject, allowed=(S.LYMPHODEPLETED,), what="infusion")
+    else:
+        check_treatment_state(subject=subject, allowed=(S.INFUSED,), what="a further fraction")
+    if lot.subject_id != subject.pk or not lot.released:
+        raise RuleViolation("lot_not_released_for_subject", f"Lot {lot.lot_number} is not a released product of "
+                            f"{subject.code}.", field="lot")
+    if lot.infusions.exclude(course_number=course.course_number, subject=subject).exists():
+        raise StateConflict("lot_already_infused", f"Lot {lot.lot_number} was infused in an earlier course.")
+    if dose_level.trial_id != subject.trial_id:
+        raise RuleViolation("dose_level_not_in_trial", f"Choose a dose level of {subject.trial.code}.",
+                            field="dose_level")
+    check_not_future(day=infused_on, site=subject.site, field="infused_at")
+    _check_fraction_order(previous=list(previous), fraction_number=fraction_number,
+                          planned_fractions=planned_fractions, lot=lot, dose_level=dose_level, infused_on=infused_on,
+                          max_days=subject.trial.split_dose_max_days)
+    if fraction_number == 1:
+        last_ld = course.doses.aggregate(last=Max("given_on"))["last"]
+        trial = subject.trial
+        if last_ld is None or not (trial.infusion_window_min_days <= (infused_on - last_ld).days
+                                   <= trial.infusion_window_max_days):
+            raise RuleViolation("outside_lymphodepletion_window", f"Infuse {trial.infusion_window_min_days} to "
+                                f"{trial.infusion_window_max_days} days after the last lymphodepletion dose "
+                                f"({last_ld:%d %b %Y})." if last_ld else "No lymphodepletion dose is recorded.",
+                                field="infused_at")
+    _check_fraction_dose(previous=list(previous), dose_level=dose_level, cells_per_kg=cells_per_kg,
+                         last=fraction_number == planned_fractions)
+    return course.course_number
+
+
+def _check_fraction_order(*, previous: list[Infusion], fraction_number: int, planned_fractions: int,
+                          lot: ProductLot, dose_level: DoseLevel, infused_on: dt.date, max_days: int) -> None:
+    if fraction_number != len(previous) + 1:
+        raise RuleViolation("fraction_out_of_order", f"The next fraction is number {len(previous) + 1}.",
+                            field="fraction_number")
+    if fraction_number > planned_fractions:
+        raise RuleViolation("fraction_beyond_plan", f"Only {planned_fractions} fraction(s) are planned.",
+                            field="fraction_number")
+    if previous:
+        first = previous[0]
+        if planned_fractions != first.planned_fractions or lot.pk != first.lot_id or \
+                dose_level.pk != first.dose_level_id:
+            raise RuleViolation("fraction_mismatch", "Every fraction of a split dose uses the first fraction's "
+                                "lot, dose level and number of planned fractions.", field="lot")
+        if infused_on < previous[-1].infused_on or (infused_on - first.infused_on).days > max_days:
+            raise RuleViolation("fraction_outside_split_window", f"Fractions follow one another within {max_days} "
+                                f"days of the first ({first.infused_on:%d %b %Y}).", field="infused_at")
+
+
+def _check_fraction_dose(*, previous: list[Infusion], dose_level: DoseLevel, cells_per_kg: Decimal,
+                         last: bool) -> None:
+    """The fractions add up to the dose level, within its tolerance."""
+    total = sum((i.cells_per_kg for i in previous), Decimal(0)) + cells_per_kg
+    allowed = (f"{dose_level.code} allows {dose_level.min_cells_per_kg:.3g} to {dose_level.max_cells_per_kg:.3g} "
+               f"cells/kg in all")
+    if total > dose_level.max_cells_per_kg or (last and total < dose_level.min_cells_per_kg):
+        raise RuleViolation("dose_outside_level", f"{allowed}; the fractions add up to {total:.3g}.",
+                            field="cells_per_kg")
+
+
+@transaction.atomic
+def record_infusion(*, subject: Subject, lot: ProductLot, dose_level: DoseLevel, cells_per_kg: Decimal,
+                    infused_at: dt.datetime, by: AbstractBaseUser, fraction_number: int = 1,
+                    planned_fractions: int = 1) -> Infusion:
+    """Record a fraction; total cells = cells/kg × the latest weight on or before the infusion."""
+    subject = _lock(subject)
+    check_can_enter(user=by, subject=subject)
+    infused_on = infused_at.astimezone(subject.site.tzinfo).date()
+    lot = ProductLot.objects.select_for_update().get(pk=lot.pk)
+    course_number = check_infusion(subject=subject, lot=lot, dose_level=dose_level, cells_per_kg=cells_per_kg,
+                                   infused_on=infused_on, fraction_number=fraction_number,
+                                   planned_fractions=planned_fractions)
+    measurement = latest_measurement(subject, on=infused_on)
+    if measurement is None:
+        raise RuleViolation("no_measurement", "Record the weight on or before the infusion.", field="infused_at")
+    infusion = Infusion(subject=subject, lot=lot, dose_level=dose_level, course_number=course_number,
+                        fraction_number=fraction_number, planned_fractions=planned_fractions,
+                        infused_at=infused_at, infused_on=infused_on, cells_per_kg=cells_per_kg,
+                        measurement=measurement, weight_kg=measurement.weight_kg,
+                        total_cells=(cells_per_kg * measurement.weight_kg).quantize(Decimal(1)), recorded_by=by)
+    infusion.full_clean()
+    infusion.save()
+    if fraction_number == 1:
+        move_subject(subject=subject, to=S.INFUSED, on=infused_on, by=by,
+                     reason=f"CAR-T infusion, course {course_number}, lot {lot.lot_number}")
+    if fraction_number == planned_fractions:
+        move_subject(subject=subject, to=S.FOLLOW_UP, on=infused_on, by=by, reason="Infusion course complete")
+    return infusion
+
+
+def delivered_cells_per_kg(subject: Subject, course_number: int) -> Decimal:
+    return subject.infusions.filter(course_number=course_number).aggregate(t=Sum("cells_per_kg"))["t"] or Decimal(0)
