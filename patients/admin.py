@@ -21,6 +21,7 @@ from django.urls import path, reverse
 from config.admin_scoping import ClinicalAdmin, ReadOnlyClinicalAdmin, add_domain_error
 from config.errors import DomainError
 from patients import forms as action_forms
+from patients.admin_course import subject_course
 from patients.models import (
     BodyMeasurement,
     Consent,
@@ -236,6 +237,7 @@ class SubjectAdmin(ClinicalAdmin):
             "assessments": subject.eligibility_assessments.select_related("assessed_by", "confirmed_by")
             .prefetch_related("answers__criterion").order_by("-assessed_on", "-pk"),
             "can_confirm": can_enter and subject.status == SubjectStatus.SCREENING,
+            "course": subject_course(subject),
             **(extra_context or {}),
         }
         return super().change_view(request, object_id, form_url, extra)

@@ -123,7 +123,8 @@ def check_release(*, lot: ProductLot, release_date: dt.date, qc_pass: bool,
 def release_lot(*, lot: ProductLot, release_date: dt.date, viability_pct: Decimal, car_positive_pct: Decimal,
                 total_viable_car_cells: Decimal | None, qc_pass: bool, by: AbstractBaseUser) -> ProductLot:
     _lock(lot.subject)
-    lot = ProductLot.objects.select_for_update(of=("self",)).select_related("subject__site", "collection").get(pk=lot.pk)
+    lot = (ProductLot.objects.select_for_update(of=("self",)).select_related("subject__site", "collection")
+           .get(pk=lot.pk))
     check_can_enter(user=by, subject=lot.subject)
     check_release(lot=lot, release_date=release_date, qc_pass=qc_pass, total_viable_car_cells=total_viable_car_cells)
     lot.status, lot.release_date, lot.qc_pass = ProductLot.Status.RELEASED, release_date, qc_pass

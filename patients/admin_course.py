@@ -1,0 +1,493 @@
+"""The subject's course in the admin: apheresis, lots, bridging, lymphodepletion, infusions, adverse events
+with CRS/ICANS assessments, medications, responses and follow-up.
+
+Each form's ``clean`` runs the service's check, so a refusal appears on its field; ``save_model`` and
+``save_formset`` write only through the services. Saved records are shown read-only (corrections
+with a reason for change go through the audit workflow).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Callable
+from typing import Any
+
+from django import forms
+from django.contrib import admin
+from django.http import HttpRequest
+
+from config.admin_scoping import ClinicalAdmin, add_domain_error
+from config.errors import DomainError
+from patients.models import (
+    AdverseEvent,
+    ApheresisCollection,
+    BridgingTherapy,
+    ConcomitantMedication,
+    CrsAssessment,
+    FollowUp,
+    IcansAssessment,
+    Infusion,
+    LymphodepletionCourse,
+    LymphodepletionDose,
+    ProductLot,
+    ResponseAssessment,
+)
+from patients.selectors import study_day
+from patients.services import outcome, safety, treatment
+from trials.access import access_of
+
+
+def _guard(form: forms.BaseForm, rule: Callable[[], Any]) -> None:
+    if not form.errors:
+        try:
+            rule()
+        except DomainError as err:
+            add_domain_error(form, err)
+
+
+class ServiceAdmin(ClinicalAdmin):
+    """Add-only admin whose form runs ``rule`` in ``clean`` and whose save calls ``write``."""
+
+    add_fields: list[str] = []
+
+    def rule(self, data: dict[str, Any], request: HttpRequest) -> None:
+        raise NotImplementedError
+
+    def write(self, data: dict[str, Any], request: HttpRequest) -> Any:
+        raise NotImplementedError
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return obj is None and super().has_change_permission(request, obj)
+
+    def get_fields(self, request: HttpRequest, obj: Any = None) -> list[str]:
+        return self.add_fields if obj is None else [*self.add_fields, *self.get_readonly_fields(request, obj)]
+
+    def get_form(self, request: HttpRequest, obj: Any = None, change: bool = False, **kwargs: Any) -> Any:
+        base = super().get_form(request, obj, change=change, **kwargs)
+        model_admin = self
+
+        class ServiceForm(base):  # type: ignore[misc, valid-type]
+            def clean(self) -> dict[str, Any]:
+                data = super().clean()
+                _guard(self, lambda: model_admin.rule(data, request))
+                return data
+
+        return ServiceForm
+
+    def save_model(self, request: HttpRequest, obj: Any, form: forms.Form, change: bool) -> None:
+        written = self.write(form.cleaned_data, request)
+        obj.pk = written.pk
+        obj.__dict__.update({k: v for k, v in written.__dict__.items() if not k.startswith("_")})
+
+
+def _local_date(subject: Any, moment: dt.datetime) -> dt.date:
+    return moment.astimezone(subject.site.tzinfo).date()
+
+
+@admin.register(ApheresisCollection)
+class CollectionAdmin(ServiceAdmin):
+    add_fields = ["subject", "collection_id", "collected_on", "cd3_cells_1e9"]
+    list_display = ["collection_id", "subject", "collected_on", "cd3_cells_1e9"]
+    list_select_related = ["subject"]
+    search_fields = ["collection_id", "subject__code"]
+
+    def rule(self, data: dict[str, Any], request: HttpRequest) -> None:
+        treatment.check_collection(subject=data["subject"], collected_on=data["collected_on"])
+
+    def write(self, data: dict[str, Any], request: HttpRequest) -> Any:
+        return treatment.record_collection(by=request.user, **data)
+
+
+@admin.register(ProductLot)
+class ProductLotAdmin(ServiceAdmin):
+    """Registration on add; release or manufacturing failure on the change page."""
+
+    add_fields = ["subject", "product", "lot_number", "source", "collection", "donor_type"]
+    release_fields = ["release_date", "viability_pct", "car_positive_pct", "total_viable_car_cells", "qc_pass",
+                      "failed_on", "failure_reason"]
+    list_display = ["lot_number", "subject", "source", "status", "release_date", "total_viable_car_cells"]
+    list_filter = ["status", "source"]
+    list_select_related = ["subject"]
+    search_fields = ["lot_number", "subject__code"]
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        if obj is not None and obj.status != ProductLot.Status.MANUFACTURING:
+            return False
+        return ClinicalAdmin.has_change_permission(self, request, obj)
+
+    def get_fields(self, request: HttpRequest, obj: Any = None) -> list[str]:
+        return self.add_fields if obj is None else [*self.add_fields, "status", *self.release_fields]
+
+    def get_readonly_fields(self, request: HttpRequest, obj: Any = None) -> list[str]:
+        return [] if obj is None else [*self.add_fields, "status"]
+
+    def rule(self, data: dict[str, Any], request: HttpRequest) -> None:
+        if "subject" in data:  # registration
+            treatment.check_lot_registration(subject=data["subject"], product=data["product"], source=data["source"],
+                                             collection=data.get("collection"), donor_type=data.get("donor_type", ""))
+
+    def get_form(self, request: HttpRequest, obj: Any = None, change: bool = False, **kwargs: Any) -> Any:
+        form = super().get_form(request, obj, change=change, **kwargs)
+        if obj is None:
+            return form
+
+        class ReleaseForm(form):  # type: ignore[misc, valid-type]
+            def clean(self) -> dict[str, Any]:
+                data = forms.ModelForm.clean(self)
+                if not self.errors and not data.get("failure_reason"):
+                    _guard(self, lambda: treatment.check_release(
+                        lot=obj, release_date=data.get("release_date") or dt.date.max,
+                        qc_pass=bool(data.get("qc_pass")), total_viable_car_cells=data.get("total_viable_car_cells")))
+                return data
+
+        return ReleaseForm
+
+    def save_model(self, request: HttpRequest, obj: Any, form: forms.Form, change: bool) -> None:
+        if not change:
+            return super().save_model(request, obj, form, change)
+        data = form.cleaned_data
+        lot = ProductLot.objects.get(pk=obj.pk)
+        if data.get("failure_reason"):
+            treatment.record_manufacturing_failure(lot=lot, failed_on=data["failed_on"] or dt.date.today(),
+                                                   reason=data["failure_reason"], by=request.user)
+        else:
+            treatment.release_lot(lot=lot, release_date=data["release_date"], viability_pct=data["viability_pct"],
+                                  car_positive_pct=data["car_positive_pct"],
+                                  total_viable_car_cells=data["total_viable_car_cells"], qc_pass=data["qc_pass"],
+                                  by=request.user)
+
+    def write(self, data: dict[str, Any], request: HttpRequest) -> Any:
+        return treatment.register_lot(by=request.user, **data)
+
+
+@admin.register(BridgingTherapy)
+class BridgingAdmin(ServiceAdmin):
+    add_fields = ["subject", "regimen", "started_on", "ended_on"]
+    list_display = ["subject", "regimen", "started_on", "ended_on"]
+    list_select_related = ["subject"]
+    search_fields = ["subject__code"]
+
+    def rule(self, data: dict[str, Any], request: HttpRequest) -> None:
+        subject = data["subject"]
+        treatment.check_treatment_state(subject=subject, allowed=(treatment.S.ENROLLED, treatment.S.APHERESED),
+                                        what="bridging therapy")
+
+    def write(self, data: dict[str, Any], request: HttpRequest) -> Any:
+        return treatment.record_bridging(by=request.user, **data)
+
+
+class DoseInline(admin.TabularInline):
+    model = LymphodepletionDose
+    fields = ["agent", "given_on", "day", "planned_mg", "administered_mg", "deviation_reason"]
+    readonly_fields = ["day", "planned_mg"]
+    extra = 1
+    can_delete = False
+
+    def has_view_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return True  # the parent course page already checked scope
+
+    def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return obj is not None and access_of(request.user).can_enter(trial_id=obj.subject.trial_id,
+                                                                     site_id=obj.subject.site_id)
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def formfield_for_foreignkey(self, db_field: Any, request: HttpRequest, **kwargs: Any) -> Any:
+        if db_field.name == "agent":
+            course_id = request.resolver_match.kwargs.get("object_id") if request.resolver_match else None
+            kwargs["queryset"] = db_field.related_model.objects.filter(
+                regimen__in=LymphodepletionCourse.objects.filter(pk=course_id).values("regimen"))
+        return super().formfield_for_foreignkey(db_field, request, **kwargs)
+
+    def get_formset(self, request: HttpRequest, obj: Any = None, **kwargs: Any) -> Any:
+        formset = super().get_formset(request, obj, **kwargs)
+
+        class DoseForm(formset.form):  # type: ignore[misc, name-defined]
+            def clean(self) -> dict[str, Any]:
+                data = super().clean()
+                if obj is not None and data.get("agent") and not self.instance.pk:
+                    _guard(self, lambda: treatment.check_lymphodepletion_dose(
+                        course=obj, agent=data["agent"], given_on=data["given_on"],
+                        administered_mg=data["administered_mg"], deviation_reason=data.get("deviation_reason", "")))
+                return data
+
+        formset.form = DoseForm
+        return formset
+
+
+@admin.register(LymphodepletionCourse)
+class LymphodepletionCourseAdmin(ServiceAdmin):
+    add_fields = ["subject", "regimen", "planned_infusion_on", "bsa_formula"]
+    list_display = ["subject", "course_number", "regimen", "planned_infusion_on", "bsa_m2", "bsa_formula"]
+    list_select_related = ["subject", "regimen"]
+    search_fields = ["subject__code"]
+    inlines = [DoseInline]
+
+    def get_inlines(self, request: HttpRequest, obj: Any = None) -> list[Any]:
+        return [] if obj is None else self.inlines
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return ClinicalAdmin.has_change_permission(self, request, obj)  # doses are added on the course page
+
+    def get_readonly_fields(self, request: HttpRequest, obj: Any = None) -> list[str]:
+        return [] if obj is None else [*self.add_fields, "course_number", "bsa_m2", "measurement"]
+
+    def rule(self, data: dict[str, Any], request: HttpRequest) -> None:
+        if "subject" in data:
+            treatment.check_lymphodepletion_course(subject=data["subject"], regimen=data["regimen"],
+                                                   planned_infusion_on=data["planned_infusion_on"])
+
+    def write(self, data: dict[str, Any], request: HttpRequest) -> Any:
+        return treatment.start_lymphodepletion(by=request.user, **data)
+
+    def save_model(self, request: HttpRequest, obj: Any, form: forms.Form, change: bool) -> None:
+        if not change:
+            super().save_model(request, obj, form, change)
+
+    def save_formset(self, request: HttpRequest, form: Any, formset: Any, change: bool) -> None:
+        course = form.instance
+        for dose_form in formset.forms:
+            data = dose_form.cleaned_data
+            if dose_form.instance.pk or not data or not data.get("agent"):
+                continue
+            treatment.record_lymphodepletion_dose(course=course, agent=data["agent"], given_on=data["given_on"],
+                                                  administered_mg=data["administered_mg"],
+                                                  deviation_reason=data.get("deviation_reason", ""), by=request.user)
+
+
+@admin.register(Infusion)
+class InfusionAdmin(ServiceAdmin):
+    add_fields = ["subject", "lot", "dose_level", "cells_per_kg", "infused_at", "fraction_number",
+                  "planned_fractions"]
+    list_display = ["subject", "course_number", "fraction_number", "infused_on", "lot", "cells_per_kg",
+                    "total_cells"]
+    list_select_related = ["subject", "lot"]
+    search_fields = ["subject__code", "lot__lot_number"]
+
+    def get_readonly_fields(self, request: HttpRequest, obj: Any = None) -> list[str]:
+        return [] if obj is None else ["course_number", "infused_on", "weight_kg", "total_cells", "measurement"]
+
+    def rule(self, data: dict[str, Any], request: HttpRequest) -> None:
+        subject = data["subject"]
+        treatment.check_infusion(subject=subject, lot=data["lot"], dose_level=data["dose_level"],
+                                 cells_per_kg=data["cells_per_kg"], infused_on=_local_date(subject, data["infused_at"]),
+                                 fraction_number=data["fraction_number"], planned_fractions=data["planned_fractions"])
+
+    def write(self, data: dict[str, Any], request: HttpRequest) -> Any:
+        return treatment.record_infusion(by=request.user, **data)
+
+    def formfield_for_foreignkey(self, db_field: Any, request: HttpRequest, **kwargs: Any) -> Any:
+        if db_field.name == "lot":
+            kwargs["queryset"] = ProductLot.objects.filter(access_of(request.user).site_q(
+                trial="subject__trial", site="subject__site"), status=ProductLot.Status.RELEASED)
+        return super().formfield_for_foreignkey(db_field, request, **kwargs)
+
+
+class AssessmentInline(admin.StackedInline):
+    extra = 0
+    can_delete = False
+    readonly = ["derived_grade", "algorithm", "flags"]
+
+    def has_view_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return True
+
+    def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return obj is not None and obj.category == self.category and access_of(request.user).can_enter(
+            trial_id=obj.subject.trial_id, site_id=obj.subject.site_id)
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def get_readonly_fields(self, request: HttpRequest, obj: Any = None) -> list[str]:
+        return self.readonly
+
+
+class CrsInline(AssessmentInline):
+    model = CrsAssessment
+    category = AdverseEvent.Category.CRS
+    exclude = ["recorded_by"]
+
+
+class IcansInline(AssessmentInline):
+    model = IcansAssessment
+    category = AdverseEvent.Category.ICANS
+    exclude = ["recorded_by"]
+    readonly = ["ice_score", "derived_grade", "algorithm", "flags"]
+
+
+EVENT_FIELDS = ["subject", "category", "term", "meddra_code", "onset_on", "resolved_on", "grade", "serious",
+                "sae_death", "sae_life_threatening", "sae_hospitalisation", "sae_disability", "sae_congenital",
+                "sae_important", "site_aware_at", "related_to_product", "related_to_lymphodepletion", "outcome",
+                "action_taken", "death_on"]
+
+
+@admin.register(AdverseEvent)
+class AdverseEventAdmin(ServiceAdmin):
+    add_fields = EVENT_FIELDS
+    list_display = ["subject", "term", "category", "grade", "onset_on", "resolved_on", "serious", "report_due_at"]
+    list_filter = ["category", "serious", "grade"]
+    list_select_related = ["subject"]
+    search_fields = ["subject__code", "term"]
+    inlines = [CrsInline, IcansInline]
+
+    def get_inlines(self, request: HttpRequest, obj: Any = None) -> list[Any]:
+        if obj is None or obj.category == AdverseEvent.Category.CTCAE:
+            return []
+        return [CrsInline] if obj.category == AdverseEvent.Category.CRS else [IcansInline]
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return ClinicalAdmin.has_change_permission(self, request, obj)  # assessments are added on the event page
+
+    def get_readonly_fields(self, request: HttpRequest, obj: Any = None) -> list[str]:
+        return [] if obj is None else [*EVENT_FIELDS, "grade_scale", "report_due_at"]
+
+    def _input(self, data: dict[str, Any]) -> safety.EventInput:
+        return safety.EventInput(**{k: v for k, v in data.items() if k in safety.EventInput.__dataclass_fields__})
+
+    def rule(self, data: dict[str, Any], request: HttpRequest) -> None:
+        if "subject" in data:
+            safety.check_adverse_event(subject=data["subject"], data=self._input(data))
+
+    def write(self, data: dict[str, Any], request: HttpRequest) -> Any:
+        return safety.record_adverse_event(subject=data["subject"], data=self._input(data), by=request.user)
+
+    def save_model(self, request: HttpRequest, obj: Any, form: forms.Form, change: bool) -> None:
+        if not change:
+            super().save_model(request, obj, form, change)
+
+    def save_formset(self, request: HttpRequest, form: Any, formset: Any, change: bool) -> None:
+        event = AdverseEvent.objects.get(pk=form.instance.pk)
+        record = safety.record_crs_assessment if formset.model is CrsAssessment else safety.record_icans_assessment
+        for assessment_form in formset.forms:
+            data = dict(assessment_form.cleaned_data or {})
+            if assessment_form.instance.pk or not data.get("assessed_at"):
+                continue
+            for key in ("id", "event", "DELETE"):
+                data.pop(key, None)
+            record(event=event, assessed_at=data.pop("assessed_at"), override_grade=data.pop("override_grade", None),
+                   override_reason=data.pop("override_reason", ""), components=data, by=request.user)
+
+
+@admin.register(ConcomitantMedication)
+class MedicationAdmin(ServiceAdmin):
+    add_fields = ["subject", "adverse_event", "drug", "drug_name", "dose", "dose_unit", "route", "given_at",
+                  "indication"]
+    list_display = ["subject", "drug", "dose", "dose_unit", "route", "given_at", "adverse_event"]
+    list_select_related = ["subject", "adverse_event"]
+    search_fields = ["subject__code"]
+    list_filter = ["drug"]
+
+    def rule(self, data: dict[str, Any], request: HttpRequest) -> None:
+        event = data.get("adverse_event")
+        if event is not None and event.subject_id != data["subject"].pk:
+            raise DomainError("event_not_subjects", "The adverse event belongs to another subject.",
+                              field="adverse_event")
+
+    def write(self, data: dict[str, Any], request: HttpRequest) -> Any:
+        return safety.record_medication(by=request.user, **data)
+
+    def formfield_for_foreignkey(self, db_field: Any, request: HttpRequest, **kwargs: Any) -> Any:
+        if db_field.name == "adverse_event":
+            kwargs["queryset"] = AdverseEvent.objects.filter(access_of(request.user).site_q(
+                trial="subject__trial", site="subject__site")).select_related("subject")
+        return super().formfield_for_foreignkey(db_field, request, **kwargs)
+
+
+@admin.register(ResponseAssessment)
+class ResponseAdmin(ServiceAdmin):
+    add_fields = ["subject", "visit", "assessed_on", "category", "marrow_blasts_pct", "mrd_flow_pct",
+                  "mrd_sensitivity_pct", "bcr_abl1_is_pct", "extramedullary_status", "cns_status", "antigen_status"]
+    list_display = ["subject", "visit", "assessed_on", "category", "mrd_flow_pct", "antigen_status"]
+    list_select_related = ["subject", "visit"]
+    list_filter = ["category"]
+    search_fields = ["subject__code"]
+
+    def _values(self, data: dict[str, Any]) -> dict[str, Any]:
+        return {k: v for k, v in data.items() if k not in ("subject", "visit", "assessed_on", "category")}
+
+    def rule(self, data: dict[str, Any], request: HttpRequest) -> None:
+        outcome.check_response(subject=data["subject"], assessed_on=data["assessed_on"], category=data["category"],
+                               visit=data.get("visit"), values=self._values(data))
+
+    def write(self, data: dict[str, Any], request: HttpRequest) -> Any:
+        return outcome.record_response(subject=data["subject"], assessed_on=data["assessed_on"],
+                                       category=data["category"], visit=data.get("visit"), by=request.user,
+                                       **self._values(data))
+
+
+@admin.register(FollowUp)
+class FollowUpAdmin(ServiceAdmin):
+    add_fields = ["subject", "kind", "event_on", "cause_of_death", "detail"]
+    list_display = ["subject", "kind", "event_on", "cause_of_death"]
+    list_select_related = ["subject"]
+    list_filter = ["kind"]
+    search_fields = ["subject__code"]
+
+    def rule(self, data: dict[str, Any], request: HttpRequest) -> None:
+        outcome.check_follow_up(subject=data["subject"], kind=data["kind"], event_on=data["event_on"],
+                                cause_of_death=data.get("cause_of_death", ""))
+
+    def write(self, data: dict[str, Any], request: HttpRequest) -> Any:
+        return outcome.record_follow_up(by=request.user, **data)
+
+
+# --- the subject's course, in order, with study days ---------------------------------------------------
+
+
+def subject_course(subject: Any) -> list[dict[str, Any]]:
+    """Every dated record of the subject in order, with study day (day 0 = first infusion).
+
+    A fixed number of queries (one per kind of record), however long the course.
+    """
+    infusions = list(subject.infusions.select_related("lot").order_by("infused_on", "pk"))
+    day0 = infusions[0].infused_on if infusions else None
+    rows: list[tuple[dt.date, int, str, str]] = []
+
+    def add(day: dt.date, kind: str, text: str, order: int = 0) -> None:
+        rows.append((day, order, kind, text))
+
+    for c in subject.consents.all():
+        add(c.consented_on, "Consent", f"Consent {c.version}")
+        if c.withdrawn_on:
+            add(c.withdrawn_on, "Consent", f"Consent withdrawn: {c.withdrawal_reason}", 9)
+    for a in subject.collections.all():
+        add(a.collected_on, "Apheresis", f"Collection {a.collection_id}")
+    for lot in subject.lots.all():
+        if lot.release_date:
+            add(lot.release_date, "Product", f"Lot {lot.lot_number} released ({lot.total_viable_car_cells:.3g} "
+                "viable CAR+ cells)")
+        if lot.failed_on:
+            add(lot.failed_on, "Product", f"Lot {lot.lot_number} manufacture failed: {lot.failure_reason}")
+    for b in subject.bridging.all():
+        add(b.started_on, "Bridging", f"{b.regimen}" + (f" until {b.ended_on}" if b.ended_on else ""))
+    for d in LymphodepletionDose.objects.filter(course__subject=subject).select_related("agent", "course"):
+        note = f" (deviation: {d.deviation_reason})" if d.deviation_reason else ""
+        add(d.given_on, "Lymphodepletion", f"{d.agent.get_agent_display()} {d.administered_mg} mg "
+            f"(planned {d.planned_mg} mg, BSA {d.course.bsa_m2} m²){note}", 1)
+    for i in infusions:
+        add(i.infused_on, "Infusion", f"Course {i.course_number}, fraction {i.fraction_number}/"
+            f"{i.planned_fractions}: {i.cells_per_kg:.3g} cells/kg, {i.total_cells:.3g} cells, "
+            f"lot {i.lot.lot_number}", 2)
+    events = subject.adverse_events.prefetch_related("crsassessments", "icansassessments")
+    for e in events:
+        label = {"crs": "CRS", "icans": "ICANS"}.get(e.category, "Adverse event")
+        sae = ", serious" if e.serious else ""
+        add(e.onset_on, label, f"{e.term}, grade {e.grade} ({e.grade_scale}){sae}" +
+            (f", resolved {e.resolved_on}" if e.resolved_on else ""), 3)
+        for assessment in [*e.crsassessments.all(), *e.icansassessments.all()]:
+            add(_local_date(subject, assessment.assessed_at), label, f"Assessment at {assessment.assessed_at:%H:%M}: "
+                f"grade {assessment.grade}" + (f" (derived {assessment.derived_grade}, overridden: "
+                                               f"{assessment.override_reason})" if assessment.override_grade is not None
+                                               else ""), 4)
+    for m in subject.medications.all():
+        add(_local_date(subject, m.given_at), "Medication", str(m), 5)
+    for r in subject.responses.select_related("visit"):
+        visit = f" at {r.visit.code}" if r.visit else ""
+        antigen = f", {r.get_antigen_status_display()}" if r.antigen_status else ""
+        add(r.assessed_on, "Response", f"{r.get_category_display()}{visit}{antigen}", 6)
+    for f in subject.follow_ups.all():
+        add(f.event_on, "Follow-up", f"{f.get_kind_display()} {f.cause_of_death or f.detail}".strip(), 7)
+    rows.sort(key=lambda row: (row[0], row[1]))
+    return [{"date": day, "study_day": study_day(day, day0), "kind": kind, "text": text}
+            for day, _order, kind, text in rows]
