@@ -247,13 +247,15 @@ class LymphodepletionCourseAdmin(ServiceAdmin):
 
     def save_formset(self, request: HttpRequest, form: Any, formset: Any, change: bool) -> None:
         course = form.instance
+        # formset.save() is not called, so set what the admin's change message reads from it.
+        formset.new_objects, formset.changed_objects, formset.deleted_objects = [], [], []
         for dose_form in formset.forms:
             data = dose_form.cleaned_data
             if dose_form.instance.pk or not data or not data.get("agent"):
                 continue
-            treatment.record_lymphodepletion_dose(course=course, agent=data["agent"], given_on=data["given_on"],
-                                                  administered_mg=data["administered_mg"],
-                                                  deviation_reason=data.get("deviation_reason", ""), by=request.user)
+            formset.new_objects.append(treatment.record_lymphodepletion_dose(
+                course=course, agent=data["agent"], given_on=data["given_on"], administered_mg=data["administered_mg"],
+                deviation_reason=data.get("deviation_reason", ""), by=request.user))
 
 
 @admin.register(Infusion)
@@ -359,14 +361,17 @@ class AdverseEventAdmin(ServiceAdmin):
     def save_formset(self, request: HttpRequest, form: Any, formset: Any, change: bool) -> None:
         event = AdverseEvent.objects.get(pk=form.instance.pk)
         record = safety.record_crs_assessment if formset.model is CrsAssessment else safety.record_icans_assessment
+        # formset.save() is not called, so set what the admin's change message reads from it.
+        formset.new_objects, formset.changed_objects, formset.deleted_objects = [], [], []
         for assessment_form in formset.forms:
             data = dict(assessment_form.cleaned_data or {})
             if assessment_form.instance.pk or not data.get("assessed_at"):
                 continue
             for key in ("id", "event", "DELETE"):
                 data.pop(key, None)
-            record(event=event, assessed_at=data.pop("assessed_at"), override_grade=data.pop("override_grade", None),
-                   override_reason=data.pop("override_reason", ""), components=data, by=request.user)
+            formset.new_objects.append(record(
+                event=event, assessed_at=data.pop("assessed_at"), override_grade=data.pop("override_grade", None),
+                override_reason=data.pop("override_reason", ""), components=data, by=request.user))
 
 
 @admin.register(ConcomitantMedication)

@@ -165,8 +165,9 @@ class Command(BaseCommand):
                     prior_allo_hsct=True, **b_all)
         consent(s1, 39, 34)
         eligible(s1, 35)
-        enrolment.enrol_subject(subject=s1, cohort=cohorts["ADULT"], enrolled_on=today - dt.timedelta(33),
+        enrolment.enrol_subject(subject=s1, cohort=cohorts["ADULT"], enrolled_on=today - dt.timedelta(34),
                                 by=users["coord.bj"])
+        self._treat(s1, users, today)
         # BJ01-0002: eligible child with KMT2A::AFF1, awaiting enrolment.
         s2 = screen("BJ01", 12, sex="F", fusion_genes=["KMT2A::AFF1"], cns_status="CNS2", **b_all)
         consent(s2, 11, 9)
@@ -194,3 +195,44 @@ class Command(BaseCommand):
                                    reason="Family chose commercial therapy elsewhere.", by=users["coord.sh"])
         # SH02-0004: screening, not yet consented.
         screen("SH02", 1, sex="M", **b_all)
+
+    def _treat(self, subject: Any, users: dict[str, Any], today: dt.date) -> None:
+        """BJ01-0001's course: apheresis, lot, Flu/Cy, infusion on day 0, grade 2 CRS, tocilizumab, CR at day 14."""
+        from patients.services import outcome, safety, treatment
+
+        coord = users["coord.bj"]
+        ago = lambda n: today - dt.timedelta(days=n)  # noqa: E731
+        noon = lambda day: dt.datetime.combine(day, dt.time(4), tzinfo=dt.UTC)  # noqa: E731 (12:00 in Beijing)
+        collection = treatment.record_collection(subject=subject, collection_id="AP-BJ01-0001-1", collected_on=ago(32),
+                                                 cd3_cells_1e9=Decimal("2.6"), by=coord)
+        lot = treatment.register_lot(subject=subject, product=subject.trial.products.get(), lot_number="HC19-24-0117",
+                                     source="autologous", collection=collection, by=coord)
+        treatment.release_lot(lot=lot, release_date=ago(26), viability_pct=Decimal("93.5"),
+                              car_positive_pct=Decimal("38.2"), total_viable_car_cells=Decimal("180000000"),
+                              qc_pass=True, by=coord)
+        regimen = subject.trial.regimens.get()
+        course = treatment.start_lymphodepletion(subject=subject, regimen=regimen, planned_infusion_on=ago(22),
+                                                 by=coord)
+        for agent in regimen.agents.all():
+            for day in agent.days:
+                planned = (agent.dose_mg_per_m2 * course.bsa_m2).quantize(Decimal("0.1"))
+                treatment.record_lymphodepletion_dose(course=course, agent=agent, given_on=ago(22 - day),
+                                                      administered_mg=planned, by=coord)
+        treatment.record_infusion(subject=subject, lot=lot, dose_level=subject.trial.dose_levels.get(code="DL1"),
+                                  cells_per_kg=Decimal("1000000"), infused_at=noon(ago(22)), by=coord)
+        crs = safety.record_adverse_event(subject=subject, by=coord, data=safety.EventInput(
+            category="crs", term="Cytokine release syndrome", meddra_code="10052015", onset_on=ago(20),
+            resolved_on=ago(16), related_to_product="definite", related_to_lymphodepletion="unlikely",
+            outcome="recovered"))
+        safety.record_crs_assessment(event=crs, assessed_at=noon(ago(20)), by=coord, components={
+            "max_temp_c": Decimal("39.4"), "hypotension": True, "o2_device": "none"})
+        safety.record_medication(subject=subject, adverse_event=crs, drug="tocilizumab", dose=Decimal("8"),
+                                 dose_unit="mg/kg", route="iv", given_at=noon(ago(20)) + dt.timedelta(hours=2),
+                                 indication="CRS grade 2", by=coord)
+        safety.record_crs_assessment(event=crs, assessed_at=noon(ago(19)), by=coord, components={
+            "max_temp_c": Decimal("37.2"), "hypotension": False, "o2_device": "low_flow_nc",
+            "o2_flow_lpm": Decimal("2")})
+        outcome.record_response(subject=subject, assessed_on=ago(8), category="cr_mrd_neg", by=coord,
+                                visit=subject.trial.visits.get(code="D14"), marrow_blasts_pct=Decimal("0.8"),
+                                mrd_flow_pct=Decimal("0.001"), mrd_sensitivity_pct=Decimal("0.001"),
+                                extramedullary_status="none", cns_status="CNS1")
