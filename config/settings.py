@@ -137,9 +137,37 @@ if env_flag("DJANGO_BEHIND_PROXY"):
 LOGIN_URL = "admin:login"
 
 REST_FRAMEWORK = {
-    "DEFAULT_AUTHENTICATION_CLASSES": ["rest_framework.authentication.SessionAuthentication"],
+    "DEFAULT_AUTHENTICATION_CLASSES": [
+        "config.api_auth.TokenAuthentication",
+        "rest_framework.authentication.SessionAuthentication",
+    ],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
+    "DEFAULT_PAGINATION_CLASS": "config.api.StablePagination",
+    "DEFAULT_FILTER_BACKENDS": ["django_filters.rest_framework.DjangoFilterBackend"],
+    "DEFAULT_VERSIONING_CLASS": "rest_framework.versioning.URLPathVersioning",
+    "ALLOWED_VERSIONS": ["v1"],
+    "DEFAULT_VERSION": "v1",
+    "EXCEPTION_HANDLER": "config.api.exception_handler",
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+    "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer",
+                                 "rest_framework.renderers.BrowsableAPIRenderer"],
+}
+SPECTACULAR_SETTINGS = {
+    "TITLE": "CAR-T trial data API",
+    "DESCRIPTION": "Subjects, treatment, safety and assay results of CAR-T trials, scoped to the caller's sites.",
+    "VERSION": "1.0.0",
+    "SERVE_INCLUDE_SCHEMA": False,
+    "COMPONENT_SPLIT_REQUEST": True,
+    "ENUM_NAME_OVERRIDES": {
+        "AttributionEnum": "patients.models.Attribution",
+        "SubjectStatusEnum": "patients.models.SubjectStatus",
+        "OffStudyReasonEnum": "patients.models.OffStudyReason",
+        "CnsStatusEnum": "patients.models.CnsStatus",
+        "ProductLotStatusEnum": "patients.models.ProductLot.Status",
+        "ProductSourceEnum": "trials.models.Product.Source",
+        "AntigenEnum": "trials.models.Antigen",
+        "ScfvOriginEnum": "trials.models.ScfvOrigin",
+    },
 }
 
 LOGGING = {

@@ -1,5 +1,6 @@
 from django.contrib import admin
-from django.urls import path
+from django.urls import include, path
+from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
 admin.site.site_header = "CAR-T trial data"
 admin.site.site_title = "CAR-T trial data"
@@ -7,4 +8,7 @@ admin.site.index_title = "Trial administration"
 
 urlpatterns = [
     path("admin/", admin.site.urls),
+    path("api/<version>/", include("patients.api.urls")),
+    path("api/schema/", SpectacularAPIView.as_view(api_version="v1"), name="schema"),
+    path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="api-docs"),
 ]

@@ -445,6 +445,7 @@ def subject_course(subject: Any) -> list[dict[str, Any]]:
 
     A fixed number of queries (one per kind of record), however long the course.
     """
+    tz = subject.site.tzinfo  # loaded whether or not a record needs the site's local date
     infusions = list(subject.infusions.select_related("lot").order_by("infused_on", "pk"))
     day0 = infusions[0].infused_on if infusions else None
     rows: list[tuple[dt.date, int, str, str]] = []
@@ -474,19 +475,23 @@ def subject_course(subject: Any) -> list[dict[str, Any]]:
         add(i.infused_on, "Infusion", f"Course {i.course_number}, fraction {i.fraction_number}/"
             f"{i.planned_fractions}: {i.cells_per_kg:.3g} cells/kg, {i.total_cells:.3g} cells, "
             f"lot {i.lot.lot_number}", 2)
-    events = subject.adverse_events.prefetch_related("crsassessments", "icansassessments")
-    for e in events:
+    # Explicit queries, not prefetch_related (which skips its queries when there is no event).
+    assessments: dict[int, list[Any]] = {}
+    for assessment in [*CrsAssessment.objects.filter(event__subject=subject),
+                       *IcansAssessment.objects.filter(event__subject=subject)]:
+        assessments.setdefault(assessment.event_id, []).append(assessment)
+    for e in subject.adverse_events.all():
         label = {"crs": "CRS", "icans": "ICANS"}.get(e.category, "Adverse event")
         sae = ", serious" if e.serious else ""
         add(e.onset_on, label, f"{e.term}, grade {e.grade} ({e.grade_scale}){sae}" +
             (f", resolved {e.resolved_on}" if e.resolved_on else ""), 3)
-        for assessment in [*e.crsassessments.all(), *e.icansassessments.all()]:
-            add(_local_date(subject, assessment.assessed_at), label, f"Assessment at {assessment.assessed_at:%H:%M}: "
+        for assessment in assessments.get(e.pk, []):
+            add(assessment.assessed_at.astimezone(tz).date(), label, f"Assessment at {assessment.assessed_at:%H:%M}: "
                 f"grade {assessment.grade}" + (f" (derived {assessment.derived_grade}, overridden: "
                                                f"{assessment.override_reason})" if assessment.override_grade is not None
                                                else ""), 4)
     for m in subject.medications.all():
-        add(_local_date(subject, m.given_at), "Medication", str(m), 5)
+        add(m.given_at.astimezone(tz).date(), "Medication", str(m), 5)
     for r in subject.responses.select_related("visit"):
         visit = f" at {r.visit.code}" if r.visit else ""
         antigen = f", {r.get_antigen_status_display()}" if r.antigen_status else ""

@@ -15,7 +15,7 @@ from trials.models import Membership
 
 Role = Membership.Role
 READ_ROLES = frozenset(Role.values)
-ENTRY_ROLES = frozenset({Role.COORDINATOR, Role.INVESTIGATOR})
+ENTRY_ROLES = frozenset({Role.COORDINATOR, Role.INVESTIGATOR, Role.SYSTEM})
 DESIGN_ROLES = frozenset({Role.DATA_MANAGER})
 
 

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from django.contrib import admin
+from django.contrib import admin, messages
 from django.db.models import Count, QuerySet
 from django.http import HttpRequest
 
-from config.admin_scoping import DesignAdmin, DesignInline
+from config.admin_scoping import DesignAdmin, DesignInline, add_domain_error
+from config.errors import DomainError
 from trials.access import access_of
 from trials.models import (
     Cohort,
@@ -19,11 +20,13 @@ from trials.models import (
     Product,
     RegimenAgent,
     RegistryIdentifier,
+    ServiceAccount,
     Site,
     Trial,
     TrialSite,
     Visit,
 )
+from trials.services import check_service_account, issue_service_account, revoke_service_account
 
 
 class RegistryIdentifierInline(DesignInline):
@@ -136,3 +139,68 @@ class MembershipAdmin(DesignAdmin):
             designed = [t for t in access.trial_ids if access.designs(t)]
             kwargs["queryset"] = Site.objects.filter(trial_sites__trial_id__in=designed).distinct()
         return super().formfield_for_foreignkey(db_field, request, **kwargs)
+
+
+@admin.register(ServiceAccount)
+class ServiceAccountAdmin(DesignAdmin):
+    """Data managers issue and revoke API tokens; a token is shown once, when issued."""
+
+    list_display = ["name", "trial", "site_codes", "token_prefix", "last_used_at", "revoked_at"]
+    list_select_related = ["trial"]
+    fields = ["name", "trial", "sites"]
+    readonly_fields: list[str] = []
+    actions = ["revoke"]
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet:
+        return super().get_queryset(request).prefetch_related("sites")
+
+    def get_readonly_fields(self, request: HttpRequest, obj: Any = None) -> list[str]:
+        return [] if obj is None else ["name", "trial", "sites", "token_prefix", "last_used_at", "revoked_at"]
+
+    def get_fields(self, request: HttpRequest, obj: Any = None) -> list[str]:
+        return self.fields if obj is None else self.get_readonly_fields(request, obj)
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return obj is None and super().has_change_permission(request, obj)
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False  # revoke instead: the audit trail keeps who the account was
+
+    @admin.display(description="sites")
+    def site_codes(self, obj: ServiceAccount) -> str:
+        return ", ".join(s.code for s in obj.sites.all())
+
+    def get_form(self, request: HttpRequest, obj: Any = None, change: bool = False, **kwargs: Any) -> Any:
+        base = super().get_form(request, obj, change=change, **kwargs)
+
+        class IssueForm(base):  # type: ignore[misc, valid-type]
+            def clean(self) -> dict[str, Any]:
+                data = super().clean()
+                if not self.errors:
+                    try:
+                        check_service_account(trial=data["trial"], sites=data["sites"], by=request.user)
+                    except DomainError as err:
+                        add_domain_error(self, err)
+                return data
+
+        return IssueForm
+
+    def save_model(self, request: HttpRequest, obj: Any, form: Any, change: bool) -> None:
+        data = form.cleaned_data
+        account, token = issue_service_account(trial=data["trial"], sites=data["sites"], name=data["name"],
+                                               by=request.user)
+        obj.pk, obj.name = account.pk, account.name
+        messages.warning(request, f"Token for {account.name}: {token} — copy it now; it will not be shown again.")
+
+    def save_related(self, request: HttpRequest, form: Any, formsets: Any, change: bool) -> None:
+        pass  # the service set the sites
+
+    @admin.action(description="Revoke the selected service accounts")
+    def revoke(self, request: HttpRequest, queryset: QuerySet) -> None:
+        for account in queryset.filter(revoked_at__isnull=True):
+            try:
+                revoke_service_account(account=account, by=request.user)
+            except DomainError as err:
+                messages.error(request, f"{account.name}: {err.message}")
+            else:
+                messages.success(request, f"{account.name} revoked.")

@@ -426,6 +426,7 @@ class Membership(TimeStampedModel):
         INVESTIGATOR = "investigator", "Investigator"
         MONITOR = "monitor", "Monitor"
         DATA_MANAGER = "data_manager", "Data manager"
+        SYSTEM = "system", "Site system (API service account)"
 
     user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="memberships")
     trial = models.ForeignKey(Trial, on_delete=models.PROTECT, related_name="memberships")
@@ -453,3 +454,33 @@ class Membership(TimeStampedModel):
     def __str__(self) -> str:
         where = self.site.code if self.site_id else "all sites"
         return f"{self.user} — {self.get_role_display()} — {self.trial.code} / {where}"
+
+
+@audited
+class ServiceAccount(TimeStampedModel):
+    """A laboratory or site system calling the API, bound to one trial and one or more of its sites.
+
+    Its token is shown once when issued and stored only as a SHA-256 hash (tokens are 256-bit random
+    values, so a slow hash adds nothing). The account acts through its own user, whose memberships
+    (role "system") scope it exactly as the admin scopes people.
+    """
+
+    name = models.CharField(max_length=100, help_text="e.g. BJ01 laboratory information system")
+    trial = models.ForeignKey(Trial, on_delete=models.PROTECT, related_name="service_accounts")
+    sites = models.ManyToManyField(Site, related_name="service_accounts")
+    user = models.OneToOneField(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="service_account",
+                                editable=False)
+    token_prefix = models.CharField(max_length=12, unique=True, editable=False)
+    token_hash = models.CharField(max_length=64, editable=False)
+    issued_by = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="+",
+                                  editable=False)
+    revoked_at = models.DateTimeField(null=True, blank=True, editable=False)
+    last_used_at = models.DateTimeField(null=True, blank=True, editable=False)
+
+    class Meta:
+        ordering = ["trial__code", "name"]
+        constraints = [models.UniqueConstraint(fields=["trial", "name"], name="serviceaccount_unique_name")]
+
+    def __str__(self) -> str:
+        state = " (revoked)" if self.revoked_at else ""
+        return f"{self.name}{state}"

@@ -179,9 +179,11 @@ def check_withdrawal(*, subject: Subject, withdrawn_on: dt.date, reason: str) ->
     if not reason.strip():
         raise RuleViolation("reason_required", "Give the reason for withdrawal.", field="reason")
     check_not_future(day=withdrawn_on, site=subject.site, field="withdrawn_on")
-    if withdrawn_on < consent.consented_on:
+    # Every consent row is marked withdrawn, so the date may not predate the newest one (re-consent).
+    latest = subject.consents.order_by("-consented_on", "-pk").first() or consent
+    if withdrawn_on < latest.consented_on:
         raise RuleViolation("withdrawal_before_consent",
-                            f"Consent was given on {consent.consented_on:%d %b %Y}.", field="withdrawn_on")
+                            f"Consent was given on {latest.consented_on:%d %b %Y}.", field="withdrawn_on")
 
 
 @transaction.atomic

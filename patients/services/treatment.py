@@ -164,6 +164,8 @@ def record_bridging(*, subject: Subject, regimen: str, started_on: dt.date, by: 
     check_not_future(day=started_on, site=subject.site, field="started_on")
     check_not_future(day=ended_on, site=subject.site, field="ended_on")
     check_consented(subject=subject, on=started_on, field="started_on")
+    if ended_on is not None and ended_on < started_on:
+        raise RuleViolation("ends_before_start", "Bridging cannot end before it starts.", field="ended_on")
     bridging = BridgingTherapy(subject=subject, regimen=regimen, started_on=started_on, ended_on=ended_on,
                                recorded_by=by)
     bridging.full_clean()

@@ -25,6 +25,7 @@ from patients.services import enrolment, measurements
 from tests.admin_forms import change_form_data
 from tests.factories import (
     MembershipFactory,
+    SiteFactory,
     TrialSiteFactory,
     UserFactory,
     build_trial,
@@ -201,19 +202,38 @@ def test_list_filters_offer_only_visible_sites_trials_and_cohorts(cast: Cast, lo
 
 
 @pytest.mark.parametrize("role", SITE_A_ROLES)
-def test_filtering_by_another_site_returns_nothing(cast: Cast, login: Any, role: str) -> None:
+def test_filtering_by_another_site_shows_none_of_its_subjects(cast: Cast, login: Any, role: str) -> None:
+    """With one visible site the site filter is not rendered, and Django then ignores its parameter:
+    the page is the user's own unfiltered list. What matters is that site B's subject never appears."""
     client = login(cast.user(role))
     assert listed(changelist(client, Subject, site__id__exact=cast.world.site_a.pk)) == {cast.a.pk}
 
     response = changelist(client, Subject, site__id__exact=cast.world.site_b.pk)
+    assert cast.b.pk not in listed(response)
+    assert {s.site_id for s in response.context["cl"].result_list} == {cast.world.site_a.pk}
+
+
+def test_filtering_by_another_site_returns_nothing_when_the_site_filter_is_shown(cast: Cast, login: Any) -> None:
+    """A coordinator at sites A and C of the trial gets a rendered site filter, offering A and C only."""
+    world = cast.world
+    site_c = SiteFactory(code="SC")
+    TrialSiteFactory(trial=world.trial, site=site_c)
+    MembershipFactory(user=world.coordinator, trial=world.trial, site=site_c, role=R.COORDINATOR)
+    c = screened(trial=world.trial, site=site_c, coordinator=world.coordinator)
+    client = login(world.coordinator)
+
+    assert filter_choices(changelist(client, Subject), "site") == {world.site_a.pk, site_c.pk}
+    assert listed(changelist(client, Subject, site__id__exact=site_c.pk)) == {c.pk}
+    response = changelist(client, Subject, site__id__exact=world.site_b.pk)
     assert listed(response) == set()
-    assert response.context["cl"].result_count == 0
+    assert (response.context["cl"].result_count, response.context["cl"].full_result_count) == (0, 2)
 
 
 def test_data_manager_filters_by_either_site(cast: Cast, login: Any) -> None:
     client = login(cast.world.data_manager)
     assert listed(changelist(client, Subject, site__id__exact=cast.world.site_b.pk)) == {cast.b.pk}
-    assert listed(changelist(client, Subject, trial__id__exact=cast.other_trial.pk)) == set()
+    assert listed(changelist(client, Subject, site__id__exact=cast.world.site_a.pk)) == {cast.a.pk}
+    assert cast.other.pk not in listed(changelist(client, Subject, trial__id__exact=cast.other_trial.pk))
 
 
 # --- subject pages and actions of a hidden subject: 404 ------------------------------------------------

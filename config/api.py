@@ -1,0 +1,74 @@
+"""API plumbing shared by every app: one error body, token authentication, pagination, the acting user.
+
+Every error is ``{"code", "message", "field_errors"}``: input errors 400, state conflicts 409,
+permission 403, absent (or out-of-scope) records 404.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.contrib.auth.models import AbstractBaseUser
+from django.core.exceptions import ValidationError as DjangoValidationError
+from django.http import Http404
+from drf_spectacular.utils import OpenApiResponse, inline_serializer
+from rest_framework import exceptions, pagination, serializers
+from rest_framework.request import Request
+from rest_framework.response import Response
+from rest_framework.serializers import as_serializer_error
+from rest_framework.views import exception_handler as drf_exception_handler
+from rest_framework.views import set_rollback
+
+from config.errors import DomainError
+
+
+def acting_user(request: Request | Any) -> AbstractBaseUser:
+    """The person or service account's user behind a request (never AnonymousUser: views require auth)."""
+    return request.user
+
+
+def error_body(code: str, message: str, field_errors: dict[str, Any] | None = None) -> dict[str, Any]:
+    return {"code": code, "message": message, "field_errors": field_errors or {}}
+
+
+def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | None:
+    if isinstance(exc, DomainError):
+        set_rollback()
+        errors = {exc.field: [exc.message]} if exc.field else {}
+        return Response(error_body(exc.code, exc.message, errors), status=exc.http_status)
+    if isinstance(exc, DjangoValidationError):  # full_clean() inside a service
+        exc = exceptions.ValidationError(detail=as_serializer_error(exc))
+    if isinstance(exc, Http404):
+        exc = exceptions.NotFound()
+    response = drf_exception_handler(exc, context)
+    if response is None:
+        return None
+    if isinstance(exc, exceptions.ValidationError):
+        detail = response.data if isinstance(response.data, dict) else {"non_field_errors": response.data}
+        response.data = error_body("invalid", "Invalid input.", detail)
+    elif isinstance(exc, exceptions.APIException):
+        code = exc.get_codes()
+        response.data = error_body(code if isinstance(code, str) else "error", str(exc.detail))
+    return response
+
+
+class StablePagination(pagination.PageNumberPagination):
+    page_size = 50
+    page_size_query_param = "page_size"
+    max_page_size = 500
+
+
+ErrorSerializer = inline_serializer(name="Error", fields={
+    "code": serializers.CharField(),
+    "message": serializers.CharField(),
+    "field_errors": serializers.DictField(child=serializers.ListField(child=serializers.CharField())),
+})
+
+ERRORS = {
+    400: OpenApiResponse(ErrorSerializer, description="Invalid input or a protocol rule refused it."),
+    401: OpenApiResponse(ErrorSerializer, description="Not authenticated."),
+    403: OpenApiResponse(ErrorSerializer, description="The role does not allow this."),
+    404: OpenApiResponse(ErrorSerializer, description="No such record in your scope."),
+    409: OpenApiResponse(ErrorSerializer, description="The record's state forbids this."),
+}
+READ_ERRORS = {code: ERRORS[code] for code in (401, 404)}

@@ -1,0 +1,280 @@
+"""Subject-level API: the same services as the admin, the same site scoping (others' records are 404)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.db.models import Min, OuterRef, QuerySet, Subquery
+from django.shortcuts import get_object_or_404
+from django_filters import rest_framework as filters
+from drf_spectacular.utils import extend_schema
+from rest_framework import mixins, serializers, status, viewsets
+from rest_framework.decorators import action
+from rest_framework.request import Request
+from rest_framework.response import Response
+
+from config.api import ERRORS, READ_ERRORS, acting_user
+from config.errors import RuleViolation
+from patients.api import serializers as s
+from patients.models import (
+    AdverseEvent,
+    ApheresisCollection,
+    BridgingTherapy,
+    ConcomitantMedication,
+    FollowUp,
+    Infusion,
+    LymphodepletionCourse,
+    ProductLot,
+    ResponseAssessment,
+    Subject,
+)
+from patients.services import enrolment, measurements, outcome, safety, treatment
+from trials.access import access_of
+from trials.models import Cohort, EligibilityCriterion
+
+WRITE = {201: None, **ERRORS}
+
+
+class ScopedViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, mixins.CreateModelMixin,
+                    viewsets.GenericViewSet):
+    """List, read and create records of subjects in the caller's sites. Writes go through ``write``."""
+
+    trial_path = "subject__trial"
+    site_path = "subject__site"
+    ordering = ["pk"]
+    filter_backends = [filters.DjangoFilterBackend]
+
+    def get_queryset(self) -> QuerySet:
+        qs = super().get_queryset().filter(access_of(self.request.user).site_q(trial=self.trial_path,
+                                                                               site=self.site_path))
+        return qs.order_by(*self.ordering)
+
+    def write(self, data: dict[str, Any]) -> Any:
+        raise NotImplementedError
+
+    def perform_create(self, serializer: serializers.BaseSerializer) -> None:
+        serializer.instance = self.write(dict(serializer.validated_data))
+
+
+class SubjectFilter(filters.FilterSet):
+    trial = filters.CharFilter(field_name="trial__code")
+    site = filters.CharFilter(field_name="site__code")
+
+    class Meta:
+        model = Subject
+        fields = ["trial", "site", "status", "cohort"]
+
+
+def _decorate(summary: str, request: Any = None, responses: dict[int, Any] | None = None) -> Any:
+    return extend_schema(summary=summary, request=request, responses=responses or {200: s.SubjectSerializer,
+                                                                                   **ERRORS})
+
+
+class SubjectViewSet(ScopedViewSet):
+    """Subjects, addressed by id or by code (e.g. ``BJ01-0007``), and their state-machine actions."""
+
+    queryset = Subject.objects.select_related("trial", "site", "cohort")
+    trial_path, site_path = "trial", "site"
+    ordering = ["trial__code", "code", "pk"]
+    filterset_class = SubjectFilter
+    lookup_value_regex = "[^/]+"
+
+    def get_serializer_class(self) -> type[serializers.BaseSerializer]:
+        return s.ScreeningSerializer if self.action == "create" else s.SubjectSerializer
+
+    def get_object(self) -> Subject:
+        value = self.kwargs["pk"]
+        qs = self.get_queryset()
+        matches = list(qs.filter(pk=int(value))) if value.isdigit() else list(qs.filter(code=value)[:2])
+        if not matches:
+            return get_object_or_404(qs.none())
+        if len(matches) > 1:
+            raise RuleViolation("ambiguous_code", f"Code {value} exists in several of your trials; use the id.")
+        return matches[0]
+
+    @extend_schema(responses={201: s.SubjectSerializer, **ERRORS})
+    def create(self, request: Request, *args: Any, **kwargs: Any) -> Response:
+        serializer = s.ScreeningSerializer(data=request.data, context=self.get_serializer_context())
+        serializer.is_valid(raise_exception=True)
+        subject = serializer.save()
+        return Response(s.SubjectSerializer(subject).data, status=status.HTTP_201_CREATED)
+
+    def _act(self, serializer_class: Any, run: Any) -> Response:
+        subject = self.get_object()
+        serializer = serializer_class(data=self.request.data, context=self.get_serializer_context())
+        serializer.is_valid(raise_exception=True)
+        run(subject, dict(serializer.validated_data), acting_user(self.request))
+        subject.refresh_from_db()
+        return Response(s.SubjectSerializer(subject).data)
+
+    @extend_schema(summary="Transition log", responses={200: s.TransitionSerializer(many=True), **READ_ERRORS})
+    @action(detail=True, methods=["get"])
+    def transitions(self, request: Request, pk: str, **kwargs: Any) -> Response:
+        subject = self.get_object()
+        rows = subject.transitions.select_related("recorded_by").order_by("recorded_at", "pk")
+        return Response(s.TransitionSerializer(rows, many=True).data)
+
+    @_decorate("Record informed consent", s.ConsentSerializer)
+    @action(detail=True, methods=["post"])
+    def consent(self, request: Request, pk: str, **kwargs: Any) -> Response:
+        return self._act(s.ConsentSerializer, lambda subj, d, by: enrolment.record_consent(subject=subj, by=by, **d))
+
+    @_decorate("Record height and weight", s.MeasurementSerializer)
+    @action(detail=True, methods=["post"])
+    def measurements(self, request: Request, pk: str, **kwargs: Any) -> Response:
+        return self._act(s.MeasurementSerializer,
+                         lambda subj, d, by: measurements.record_body_measurement(subject=subj, by=by, **d))
+
+    @_decorate("Assess eligibility against the trial's criteria", s.EligibilitySerializer)
+    @action(detail=True, methods=["post"])
+    def eligibility(self, request: Request, pk: str, **kwargs: Any) -> Response:
+        def run(subject: Subject, data: dict[str, Any], by: Any) -> None:
+            criteria = {str(c.pk): c for c in EligibilityCriterion.objects.filter(trial_id=subject.trial_id)}
+            unknown = [key for key in data["answers"] if key not in criteria]
+            if unknown:
+                raise RuleViolation("unknown_criterion", f"Unknown criterion id(s): {', '.join(unknown)}.",
+                                    field="answers")
+            answers = {criteria[key]: met for key, met in data["answers"].items()}
+            enrolment.assess_eligibility(subject=subject, assessed_on=data["assessed_on"], answers=answers, by=by)
+        return self._act(s.EligibilitySerializer, run)
+
+    @_decorate("Confirm the latest eligibility assessment (investigator)", serializers.Serializer)
+    @action(detail=True, methods=["post"], url_path="confirm-eligibility")
+    def confirm_eligibility(self, request: Request, pk: str, **kwargs: Any) -> Response:
+        def run(subject: Subject, data: dict[str, Any], by: Any) -> None:
+            assessment = subject.eligibility_assessments.filter(confirmed_at__isnull=True).order_by(
+                "-assessed_on", "-pk").first()
+            if assessment is None:
+                raise RuleViolation("nothing_to_confirm", f"{subject.code} has no unconfirmed assessment.")
+            enrolment.confirm_eligibility(assessment=assessment, by=by)
+        return self._act(serializers.Serializer, run)
+
+    @_decorate("Enrol", s.EnrolSerializer)
+    @action(detail=True, methods=["post"])
+    def enrol(self, request: Request, pk: str, **kwargs: Any) -> Response:
+        def run(subject: Subject, data: dict[str, Any], by: Any) -> None:
+            cohort = Cohort.objects.filter(trial_id=subject.trial_id, code=data["cohort"]).first()
+            enrolment.enrol_subject(subject=subject, cohort=cohort, enrolled_on=data["enrolled_on"], by=by)
+        return self._act(s.EnrolSerializer, run)
+
+    @_decorate("Record a screen failure", s.ScreenFailureSerializer)
+    @action(detail=True, methods=["post"], url_path="screen-failure")
+    def screen_failure(self, request: Request, pk: str, **kwargs: Any) -> Response:
+        return self._act(s.ScreenFailureSerializer,
+                         lambda subj, d, by: enrolment.record_screen_failure(subject=subj, by=by, **d))
+
+    @_decorate("Record withdrawal of consent", s.WithdrawalSerializer)
+    @action(detail=True, methods=["post"], url_path="withdraw-consent")
+    def withdraw_consent(self, request: Request, pk: str, **kwargs: Any) -> Response:
+        return self._act(s.WithdrawalSerializer,
+                         lambda subj, d, by: enrolment.withdraw_consent(subject=subj, by=by, **d))
+
+    @_decorate("Take off study", s.OffStudySerializer)
+    @action(detail=True, methods=["post"], url_path="off-study")
+    def off_study(self, request: Request, pk: str, **kwargs: Any) -> Response:
+        return self._act(s.OffStudySerializer, lambda subj, d, by: enrolment.take_off_study(subject=subj, by=by, **d))
+
+
+def _crud(model: Any, serializer: Any, write: Any, *, select: tuple[str, ...] = ("subject",),
+          filter_fields: tuple[str, ...] = ()) -> type[ScopedViewSet]:
+    """A scoped list/read/create endpoint whose create calls ``write(data, by)``."""
+
+    class View(ScopedViewSet):
+        queryset = model.objects.select_related(*select)
+        serializer_class = serializer
+        filterset_fields = ["subject", *filter_fields]
+
+        def write(self, data: dict[str, Any]) -> Any:
+            return write(data, acting_user(self.request))
+
+    View.__name__ = View.__qualname__ = f"{model.__name__}ViewSet"
+    return extend_schema(responses={201: serializer, **ERRORS}, methods=["POST"])(View)
+
+
+CollectionViewSet = _crud(ApheresisCollection, s.CollectionSerializer,
+                          lambda d, by: treatment.record_collection(by=by, **d))
+BridgingViewSet = _crud(BridgingTherapy, s.BridgingSerializer, lambda d, by: treatment.record_bridging(by=by, **d))
+MedicationViewSet = _crud(ConcomitantMedication, s.MedicationSerializer,
+                          lambda d, by: safety.record_medication(by=by, **d), filter_fields=("drug",))
+FollowUpViewSet = _crud(FollowUp, s.FollowUpSerializer, lambda d, by: outcome.record_follow_up(by=by, **d),
+                        filter_fields=("kind",))
+
+
+def _record_response(d: dict[str, Any], by: Any) -> Any:
+    return outcome.record_response(subject=d.pop("subject"), assessed_on=d.pop("assessed_on"),
+                                   category=d.pop("category"), visit=d.pop("visit", None), by=by, **d)
+
+
+ResponseViewSet = _crud(ResponseAssessment, s.ResponseSerializer, _record_response, filter_fields=("category",))
+
+
+class LotViewSet(_crud(ProductLot, s.LotSerializer, lambda d, by: treatment.register_lot(by=by, **d),  # type: ignore[misc]
+                       filter_fields=("status",))):
+    @extend_schema(request=s.ReleaseSerializer, responses={200: s.LotSerializer, **ERRORS})
+    @action(detail=True, methods=["post"])
+    def release(self, request: Request, pk: str, **kwargs: Any) -> Response:
+        lot = self.get_object()
+        data = s.ReleaseSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        lot = treatment.release_lot(lot=lot, by=acting_user(request), **data.validated_data)
+        return Response(s.LotSerializer(lot, context=self.get_serializer_context()).data)
+
+    @extend_schema(request=s.FailureSerializer, responses={200: s.LotSerializer, **ERRORS})
+    @action(detail=True, methods=["post"])
+    def failure(self, request: Request, pk: str, **kwargs: Any) -> Response:
+        lot = self.get_object()
+        data = s.FailureSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        lot = treatment.record_manufacturing_failure(lot=lot, by=acting_user(request), **data.validated_data)
+        return Response(s.LotSerializer(lot, context=self.get_serializer_context()).data)
+
+
+class CourseViewSet(_crud(LymphodepletionCourse, s.CourseSerializer,  # type: ignore[misc]
+                          lambda d, by: treatment.start_lymphodepletion(by=by, **d))):
+    def get_queryset(self) -> QuerySet:
+        return super().get_queryset().prefetch_related("doses")
+
+    @extend_schema(request=s.DoseSerializer, responses={201: s.DoseSerializer, **ERRORS})
+    @action(detail=True, methods=["post"])
+    def doses(self, request: Request, pk: str, **kwargs: Any) -> Response:
+        course = self.get_object()
+        data = s.DoseSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        dose = treatment.record_lymphodepletion_dose(course=course, by=acting_user(request), **data.validated_data)
+        return Response(s.DoseSerializer(dose).data, status=status.HTTP_201_CREATED)
+
+
+class InfusionViewSet(_crud(Infusion, s.InfusionSerializer,  # type: ignore[misc]
+                            lambda d, by: treatment.record_infusion(by=by, **d))):
+    def get_queryset(self) -> QuerySet:
+        first = Infusion.objects.filter(subject=OuterRef("subject")).values("subject").annotate(d=Min("infused_on"))
+        return super().get_queryset().annotate(day0=Subquery(first.values("d")[:1]))
+
+
+def _record_event(d: dict[str, Any], by: Any) -> Any:
+    subject = d.pop("subject")
+    return safety.record_adverse_event(subject=subject, data=safety.EventInput(**d), by=by)
+
+
+class AdverseEventViewSet(_crud(AdverseEvent, s.AdverseEventSerializer, _record_event,  # type: ignore[misc]
+                                filter_fields=("category", "serious"))):
+    def _assess(self, serializer_class: Any, record: Any) -> Response:
+        event = self.get_object()
+        data = serializer_class(data=self.request.data)
+        data.is_valid(raise_exception=True)
+        values = dict(data.validated_data)
+        assessment = record(event=event, assessed_at=values.pop("assessed_at"),
+                            override_grade=values.pop("override_grade", None),
+                            override_reason=values.pop("override_reason", ""), components=values,
+                            by=acting_user(self.request))
+        return Response(serializer_class(assessment).data, status=status.HTTP_201_CREATED)
+
+    @extend_schema(request=s.CrsAssessmentSerializer, responses={201: s.CrsAssessmentSerializer, **ERRORS})
+    @action(detail=True, methods=["post"], url_path="crs-assessments")
+    def crs_assessments(self, request: Request, pk: str, **kwargs: Any) -> Response:
+        return self._assess(s.CrsAssessmentSerializer, safety.record_crs_assessment)
+
+    @extend_schema(request=s.IcansAssessmentSerializer, responses={201: s.IcansAssessmentSerializer, **ERRORS})
+    @action(detail=True, methods=["post"], url_path="icans-assessments")
+    def icans_assessments(self, request: Request, pk: str, **kwargs: Any) -> Response:
+        return self._assess(s.IcansAssessmentSerializer, safety.record_icans_assessment)

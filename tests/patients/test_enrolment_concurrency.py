@@ -1,0 +1,80 @@
+"""Locked services under two threads at once (real PostgreSQL connections, committed data)."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+from django.db import connection
+
+from config.errors import DomainError
+from patients.models import Subject, SubjectStatus, SubjectTransition
+from patients.services import enrolment
+from tests.factories import SUBJECT_DEFAULTS, days_ago, eligible_subject
+from trials.models import TrialSite
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+ROUNDS = 4
+
+
+@pytest.fixture(autouse=True)
+def fast_password_hasher(settings: Any) -> None:
+    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+
+
+def run_together(*calls: Callable[[], Any]) -> list[tuple[str, Any]]:
+    """Start the calls in separate threads at the same moment; each result is ("ok", value) or ("error", exc)."""
+    barrier = threading.Barrier(len(calls))
+    results: list[tuple[str, Any]] = [("missing", None)] * len(calls)
+
+    def run(i: int, call: Callable[[], Any]) -> None:
+        try:
+            barrier.wait(timeout=10)
+            results[i] = ("ok", call())
+        except Exception as exc:  # reported to the test below
+            results[i] = ("error", exc)
+        finally:
+            connection.close()  # each thread has its own connection
+
+    threads = [threading.Thread(target=run, args=(i, call)) for i, call in enumerate(calls)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+    assert not any(thread.is_alive() for thread in threads), "a thread is stuck (deadlock?)"
+    return results
+
+
+def test_concurrent_screenings_at_one_site_get_distinct_codes(world):
+    def screen(by: Any) -> Callable[[], Subject]:
+        return lambda: enrolment.screen_subject(trial=world.trial, site=world.site_a, screened_on=days_ago(30),
+                                                by=by, **SUBJECT_DEFAULTS)
+
+    for _ in range(ROUNDS):
+        results = run_together(screen(world.coordinator), screen(world.investigator))
+        assert [kind for kind, _ in results] == ["ok", "ok"], results
+    codes = sorted(Subject.objects.filter(trial=world.trial, site=world.site_a).values_list("code", flat=True))
+    assert codes == [f"SA-{n:04d}" for n in range(1, 2 * ROUNDS + 1)]
+    assert TrialSite.objects.get(trial=world.trial, site=world.site_a).last_subject_number == 2 * ROUNDS
+
+
+def test_concurrent_enrolments_of_one_subject_enrol_it_once(world):
+    cohort = world.trial.cohorts.get(code="ADULT")
+    for _ in range(ROUNDS):
+        subject = eligible_subject(trial=world.trial, site=world.site_a, coordinator=world.coordinator,
+                                   investigator=world.investigator)
+
+        def enrol(by: Any, subject: Subject = subject) -> Callable[[], Subject]:
+            return lambda: enrolment.enrol_subject(subject=subject, cohort=cohort, enrolled_on=days_ago(20), by=by)
+
+        results = run_together(enrol(world.coordinator), enrol(world.investigator))
+        kinds = sorted(kind for kind, _ in results)
+        assert kinds == ["error", "ok"], results
+        error = next(value for kind, value in results if kind == "error")
+        assert isinstance(error, DomainError) and error.code == "transition_not_allowed", error
+        assert SubjectTransition.objects.filter(subject=subject, to_status=SubjectStatus.ENROLLED).count() == 1
+        subject.refresh_from_db()
+        assert subject.status == SubjectStatus.ENROLLED
