@@ -9,6 +9,7 @@ admin.site.index_title = "Trial administration"
 urlpatterns = [
     path("admin/", admin.site.urls),
     path("api/<version>/", include("patients.api.urls")),
+    path("api/<version>/", include("assays.urls")),
     path("api/schema/", SpectacularAPIView.as_view(api_version="v1"), name="schema"),
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="api-docs"),
 ]

@@ -53,6 +53,8 @@ CHARACTERISTICS = [
 class ScreeningForm(forms.ModelForm):
     """The add form: a new subject in the screening log of an active site."""
 
+    user: Any = None  # the requesting user, set by SubjectAdmin.get_form
+
     class Meta:
         model = Subject
         fields = ["trial", "site", "screened_on", *CHARACTERISTICS]
@@ -61,6 +63,12 @@ class ScreeningForm(forms.ModelForm):
     def clean(self) -> dict[str, Any]:
         data = super().clean()
         if not self.errors:
+            # Trial and site are offered separately; the pair must be one where the user enters data,
+            # or screen_subject() refuses it in save_model, too late for a form error (a 500).
+            if not access_of(self.user).can_enter(trial_id=data["trial"].pk, site_id=data["site"].pk):
+                self.add_error("site", f"Your role does not allow screening at {data['site'].code} "
+                                       f"for {data['trial'].code}.")
+                return data
             try:
                 enrolment.check_screening(trial=data["trial"], site=data["site"], screened_on=data["screened_on"])
             except DomainError as err:
@@ -127,7 +135,9 @@ class SubjectAdmin(ClinicalAdmin):
 
     def get_form(self, request: HttpRequest, obj: Any = None, change: bool = False, **kwargs: Any) -> Any:
         kwargs["form"] = AmendSubjectForm if obj is not None else ScreeningForm
-        return super().get_form(request, obj, change=change, **kwargs)
+        form = super().get_form(request, obj, change=change, **kwargs)
+        form.user = request.user  # a new class per call (modelform_factory), so per request
+        return form
 
     def get_fields(self, request: HttpRequest, obj: Any = None) -> list[str]:
         if obj is None:

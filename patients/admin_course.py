@@ -92,7 +92,8 @@ class CollectionAdmin(ServiceAdmin):
     search_fields = ["collection_id", "subject__code"]
 
     def rule(self, data: dict[str, Any], request: HttpRequest) -> None:
-        treatment.check_collection(subject=data["subject"], collected_on=data["collected_on"])
+        treatment.check_collection(subject=data["subject"], collected_on=data["collected_on"],
+                                   collection_id=data["collection_id"])
 
     def write(self, data: dict[str, Any], request: HttpRequest) -> Any:
         return treatment.record_collection(by=request.user, **data)

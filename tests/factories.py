@@ -199,7 +199,7 @@ def released_lot(*, subject: Subject, coordinator: Any) -> Any:
     lot = treatment.register_lot(subject=subject, product=subject.trial.products.get(),
                                  lot_number=f"LOT-{subject.code}", source="autologous",
                                  collection=subject.collections.get(), by=coordinator)
-    return treatment.release_lot(lot=lot, release_date=days_ago(12), viability_pct=Decimal("92"),
+    return treatment.release_lot(lot=lot, release_date=days_ago(18), viability_pct=Decimal("92"),
                                  car_positive_pct=Decimal("41"), total_viable_car_cells=Decimal("2.1e8"),
                                  qc_pass=True, by=coordinator)
 

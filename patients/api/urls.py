@@ -14,3 +14,4 @@ router.register("medications", views.MedicationViewSet, basename="medication")
 router.register("responses", views.ResponseViewSet, basename="response")
 router.register("follow-ups", views.FollowUpViewSet, basename="follow-up")
 urlpatterns = router.urls
+

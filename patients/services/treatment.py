@@ -12,7 +12,7 @@ from decimal import Decimal
 
 from django.contrib.auth.models import AbstractBaseUser
 from django.db import transaction
-from django.db.models import Max, Sum
+from django.db.models import Max, Min, Sum
 
 from config.errors import RuleViolation, StateConflict
 from patients.dosing import BsaFormula, body_surface_area, planned_dose_mg, within_tolerance
@@ -43,10 +43,13 @@ def check_treatment_state(*, subject: Subject, allowed: tuple[str, ...], what: s
 # --- apheresis and product lots ------------------------------------------------------------------
 
 
-def check_collection(*, subject: Subject, collected_on: dt.date) -> None:
+def check_collection(*, subject: Subject, collected_on: dt.date, collection_id: str = "") -> None:
     check_treatment_state(subject=subject, allowed=(S.ENROLLED, S.APHERESED, S.FOLLOW_UP), what="apheresis")
     check_not_future(day=collected_on, site=subject.site, field="collected_on")
     check_consented(subject=subject, on=collected_on, field="collected_on")
+    if ApheresisCollection.objects.filter(collection_id=collection_id).exists():
+        raise StateConflict("duplicate_collection_id", f"Collection {collection_id} is already recorded.",
+                            field="collection_id")
     if subject.enrolled_on and collected_on < subject.enrolled_on:
         raise RuleViolation("before_enrolment", f"{subject.code} was enrolled on {subject.enrolled_on:%d %b %Y}.",
                             field="collected_on")
@@ -57,7 +60,7 @@ def record_collection(*, subject: Subject, collection_id: str, collected_on: dt.
                       cd3_cells_1e9: Decimal | None = None) -> ApheresisCollection:
     subject = _lock(subject)
     check_can_enter(user=by, subject=subject)
-    check_collection(subject=subject, collected_on=collected_on)
+    check_collection(subject=subject, collected_on=collected_on, collection_id=collection_id)
     collection = ApheresisCollection(subject=subject, collection_id=collection_id, collected_on=collected_on,
                                      cd3_cells_1e9=cd3_cells_1e9, recorded_by=by)
     collection.full_clean()
@@ -96,6 +99,8 @@ def register_lot(*, subject: Subject, product: Product, lot_number: str, source:
     check_can_enter(user=by, subject=subject)
     check_lot_registration(subject=subject, product=product, source=source, collection=collection,
                            donor_type=donor_type)
+    if ProductLot.objects.filter(lot_number=lot_number).exists():
+        raise StateConflict("duplicate_lot_number", f"Lot {lot_number} is already registered.", field="lot_number")
     lot = ProductLot(subject=subject, product=product, lot_number=lot_number, source=source,
                      collection=collection, donor_type=donor_type, recorded_by=by)
     lot.full_clean()
@@ -232,6 +237,10 @@ def check_lymphodepletion_dose(*, course: LymphodepletionCourse, agent: RegimenA
                             f"{', '.join(map(str, agent.days))}; {given_on:%d %b %Y} is day {day}.", field="given_on")
     check_not_future(day=given_on, site=subject.site, field="given_on")
     check_consented(subject=subject, on=given_on, field="given_on")
+    collected = subject.collections.aggregate(first=Min("collected_on"))["first"]
+    if collected is not None and given_on < collected and course.course_number == 1:
+        raise RuleViolation("before_apheresis", f"Lymphodepletion follows apheresis ({collected:%d %b %Y}).",
+                            field="given_on")
     if course.doses.filter(agent=agent, day=day).exists():
         raise StateConflict("dose_already_recorded", f"{agent.get_agent_display()} day {day} is already recorded.")
     planned = planned_dose_mg(dose_mg_per_m2=agent.dose_mg_per_m2, bsa_m2=course.bsa_m2)
@@ -287,6 +296,9 @@ def check_infusion(*, subject: Subject, lot: ProductLot, dose_level: DoseLevel, 
                             f"{subject.code}.", field="lot")
     if lot.infusions.exclude(course_number=course.course_number, subject=subject).exists():
         raise StateConflict("lot_already_infused", f"Lot {lot.lot_number} was infused in an earlier course.")
+    if lot.release_date and infused_on < lot.release_date:
+        raise RuleViolation("before_release", f"Lot {lot.lot_number} was released on {lot.release_date:%d %b %Y}.",
+                            field="infused_at")
     if dose_level.trial_id != subject.trial_id:
         raise RuleViolation("dose_level_not_in_trial", f"Choose a dose level of {subject.trial.code}.",
                             field="dose_level")

@@ -1,0 +1,159 @@
+"""Assay endpoints: result ingestion (one or a batch), and scoped reads of draws, results and the catalogue.
+
+Ingestion bodies are decoded by msgspec straight into typed rows (about 1 µs a row), bypassing DRF's
+per-field serializer machinery; everything else about the request (authentication, scoping, error
+body, rollback) is DRF's.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+import msgspec
+from django.db.models import QuerySet
+from drf_spectacular.utils import extend_schema, inline_serializer
+from rest_framework import mixins, serializers, status, viewsets
+from rest_framework.request import Request
+from rest_framework.response import Response
+
+from assays.models import Analyte, LabDraw, Result
+from assays.services import BatchRejected, ResultIn, ingest_results
+from config.api import ERRORS, READ_ERRORS, acting_user, error_body
+from trials.access import access_of
+
+
+class ResultBody(msgspec.Struct, forbid_unknown_fields=True):
+    source_ref: str
+    subject: str
+    accession_number: str
+    specimen: str
+    collected_at: dt.datetime
+    analyte: str
+    value: str | float | int
+    unit: str = ""
+    status: str = "final"
+    correction_reason: str = ""
+
+
+class BatchBody(msgspec.Struct, forbid_unknown_fields=True):
+    results: list[ResultBody]
+
+
+_single = msgspec.json.Decoder(ResultBody)
+_batch = msgspec.json.Decoder(BatchBody)
+
+
+def _row(body: ResultBody) -> ResultIn:
+    value = body.value if isinstance(body.value, str) else repr(body.value)
+    return ResultIn(body.source_ref, body.subject, body.accession_number, body.specimen, body.collected_at,
+                    body.analyte, value, body.unit, body.status, body.correction_reason)
+
+
+def _decode_error(err: msgspec.ValidationError | msgspec.DecodeError) -> Response:
+    # msgspec says e.g. "Expected `str`, got `int` - at `$.results[3].unit`": keep the path as the field.
+    message = str(err)
+    path = message.rsplit(" - at `$.", 1)[1].rstrip("`") if " - at `$." in message else "body"
+    return Response(error_body("invalid", message.split(" - at ")[0], {path: [message.split(" - at ")[0]]}),
+                    status=status.HTTP_400_BAD_REQUEST)
+
+
+def _rejected(err: BatchRejected) -> Response:
+    fields: dict[str, list[str]] = {}
+    for e in err.errors:
+        fields.setdefault(e["field"], []).append(e["message"])
+    body = {**error_body(err.code, err.message, fields), "rows": err.errors}
+    return Response(body, status=err.http_status)
+
+
+RESULT_SCHEMA = inline_serializer("ResultIn", {
+    "source_ref": serializers.CharField(), "subject": serializers.CharField(help_text="Subject code"),
+    "accession_number": serializers.CharField(), "specimen": serializers.ChoiceField(choices=["pb", "bm", "csf",
+                                                                                               "serum", "plasma"]),
+    "collected_at": serializers.DateTimeField(), "analyte": serializers.CharField(help_text="Analyte code"),
+    "value": serializers.CharField(help_text="Number, '<LLOQ', '>ULOQ', '<0.5' or an accepted text"),
+    "unit": serializers.CharField(required=False), "status": serializers.CharField(required=False),
+    "correction_reason": serializers.CharField(required=False, help_text="Makes this a correction"),
+})
+OUTCOME = inline_serializer("IngestOutcome", {"created": serializers.IntegerField(),
+                                              "unchanged": serializers.IntegerField(),
+                                              "corrected": serializers.IntegerField()})
+
+
+class ResultSerializer(serializers.ModelSerializer):
+    subject = serializers.SlugRelatedField(slug_field="code", read_only=True)
+    analyte = serializers.SlugRelatedField(slug_field="code", read_only=True)
+    accession_number = serializers.CharField(source="draw.accession_number", read_only=True)
+
+    class Meta:
+        model = Result
+        fields = ["id", "source_ref", "subject", "accession_number", "analyte", "value_text", "unit_text", "value",
+                  "censored", "flag", "ctcae_grade", "status", "superseded", "correction_reason", "recorded_at"]
+
+
+class DrawSerializer(serializers.ModelSerializer):
+    subject = serializers.SlugRelatedField(slug_field="code", read_only=True)
+    visit = serializers.SlugRelatedField(slug_field="code", read_only=True)
+
+    class Meta:
+        model = LabDraw
+        fields = ["id", "subject", "accession_number", "specimen", "collected_at", "visit"]
+
+
+class AnalyteSerializer(serializers.ModelSerializer):
+    units = serializers.SerializerMethodField()
+
+    class Meta:
+        model = Analyte
+        fields = ["code", "name", "loinc", "canonical_unit", "kind", "lloq", "uloq", "units", "qualitative_values"]
+
+    def get_units(self, obj: Analyte) -> dict[str, float]:
+        return {u.unit: u.factor for u in obj.units.all()}
+
+
+class ResultViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.GenericViewSet):
+    """Results of the caller's sites; POST one result (an object) or a batch ({"results": [...]})."""
+
+    serializer_class = ResultSerializer
+    filterset_fields = ["analyte__code", "subject__code", "status", "superseded"]
+
+    def get_queryset(self) -> QuerySet:
+        qs = Result.objects.select_related("subject", "analyte", "draw")
+        return qs.filter(access_of(self.request.user).site_q(trial="subject__trial", site="site")).order_by("pk")
+
+    @extend_schema(summary="Post one result or a batch of up to 10,000 (all or nothing)", request=RESULT_SCHEMA,
+                   responses={201: OUTCOME, 200: OUTCOME, **ERRORS})
+    def create(self, request: Request, *args: Any, **kwargs: Any) -> Response:
+        raw = request.body  # decoded by msgspec, not DRF's parsers
+        try:
+            if raw.lstrip()[:1] == b"{" and b'"results"' in raw[:200]:
+                rows = [_row(r) for r in _batch.decode(raw).results]
+            else:
+                rows = [_row(_single.decode(raw))]
+        except (msgspec.ValidationError, msgspec.DecodeError) as err:
+            return _decode_error(err)
+        try:
+            outcome = ingest_results(rows=rows, by=acting_user(request))
+        except BatchRejected as err:
+            return _rejected(err)
+        body = {"created": outcome.created, "unchanged": outcome.unchanged, "corrected": outcome.corrected}
+        code = status.HTTP_201_CREATED if outcome.created or outcome.corrected else status.HTTP_200_OK
+        return Response(body, status=code)
+
+
+@extend_schema(responses={200: DrawSerializer, **READ_ERRORS})
+class DrawViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.GenericViewSet):
+    serializer_class = DrawSerializer
+    filterset_fields = ["subject__code", "specimen", "accession_number"]
+
+    def get_queryset(self) -> QuerySet:
+        qs = LabDraw.objects.select_related("subject", "visit")
+        return qs.filter(access_of(self.request.user).site_q(trial="subject__trial", site="site")).order_by("pk")
+
+
+@extend_schema(responses={200: AnalyteSerializer, **READ_ERRORS})
+class AnalyteViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.GenericViewSet):
+    serializer_class = AnalyteSerializer
+    queryset = Analyte.objects.prefetch_related("units").order_by("code")
+    lookup_field = "code"
+

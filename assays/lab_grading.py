@@ -1,0 +1,142 @@
+"""CTCAE v5.0 grading of lab adverse events (DOMAIN.md §3.3-§3.5).
+
+Pure functions over plain values, with no Django imports. Values, limits and baselines are in the
+canonical units of the analyte catalogue (DOMAIN §3.2: convert before grading): counts in 10^9/L,
+haemoglobin in g/L, ALT/AST in U/L, bilirubin and creatinine in umol/L, fibrinogen in g/L.
+
+Comparison rule (DOMAIN §3.5 asks us to choose one): numbers are compared exactly as the decimals
+they print as, with no rounding, so 2.1 umol/L is exactly 3 × 0.7 umol/L and grades as "≤ 3.0×ULN".
+Plain float products would get such boundaries wrong (3 * 0.7 == 2.0999999999999996).
+
+A grade that cannot be decided from the inputs is None, e.g. grade 0 vs 1 of a "decreased" term
+without an LLN (admiral does the same), or an "increased" term without the ULN (or the baseline,
+when the baseline was high). A limit or baseline that is not a positive number counts as missing.
+"""
+
+from __future__ import annotations
+
+import math
+from fractions import Fraction
+
+LAB_GRADING_VERSION = "CTCAE v5.0"
+
+# "Decreased" terms: the lower bounds of grades 2, 3 and 4 (value < bound → that grade), DOMAIN §3.3.
+DECREASED_CUTOFFS: dict[str, tuple[str, ...]] = {
+    "neutrophil_decreased": ("1.5", "1.0", "0.5"),  # 10^9/L
+    "platelet_decreased": ("75", "50", "25"),  # 10^9/L
+    "lymphocyte_decreased": ("0.8", "0.5", "0.2"),  # 10^9/L
+    "wbc_decreased": ("3.0", "2.0", "1.0"),  # 10^9/L
+    "anaemia": ("100", "80"),  # g/L; grade 4 is clinical (life-threatening), so the lab grade stops at 3
+}
+
+# ALT/AST/bilirubin: multiples of the ULN (or of the baseline when it was high) above which grades
+# 2, 3 and 4 start, and the grade-1 rule when the baseline was high (DOMAIN §3.5 ctcae_liver).
+LIVER_MULTIPLES: dict[str, tuple[str, str, str]] = {
+    "alt_increased": ("3.0", "5.0", "20.0"),
+    "ast_increased": ("3.0", "5.0", "20.0"),
+    "bilirubin_increased": ("1.5", "3.0", "10.0"),
+}
+# Baseline high: ALT/AST grade 1 is "1.5-3.0 × baseline" (≥ 1.5); bilirubin ">1.0-1.5 × baseline".
+BASELINE_HIGH_GRADE1 = {"alt_increased": ("ge", Fraction(3, 2)), "ast_increased": ("ge", Fraction(3, 2)),
+                        "bilirubin_increased": ("gt", Fraction(1))}
+
+FIBRINOGEN_ABSOLUTE_G4 = Fraction(1, 2)  # g/L: "<50 mg/dL" is grade 4 whatever the LLN
+
+TERMS = frozenset(DECREASED_CUTOFFS) | frozenset(LIVER_MULTIPLES) | {"creatinine_increased", "fibrinogen_decreased"}
+
+
+def grade_lab(*, term: str, value: float, lln: float | None, uln: float | None, baseline: float | None = None,
+              baseline_high: bool = False) -> int | None:
+    """CTCAE v5.0 grade (0-4) of one lab value for a CtcaeLabTerm value, or None when undecidable.
+
+    `baseline` is the subject's baseline value (SAP-defined, DOMAIN §3.4). It is used by
+    - ALT/AST/bilirubin only when `baseline_high` (the baseline was above its ULN): multiples of it
+      replace multiples of the ULN;
+    - creatinine always when given: grades 2-3 use the baseline or the ULN, whichever grades higher;
+    - fibrinogen when given and the value is below the LLN: the % fall from baseline may raise the grade.
+    Raises ValueError for an unknown term or a value that is not a finite number.
+    """
+    if term not in TERMS:
+        raise ValueError(f"Unknown CTCAE lab term {term!r}; expected one of {', '.join(sorted(TERMS))}.")
+    v = _exact(value)
+    if v is None:
+        raise ValueError(f"Cannot grade the value {value!r}: not a finite number.")
+    lln_q, uln_q, base_q = _limit(lln), _limit(uln), _limit(baseline)
+    if term in DECREASED_CUTOFFS:
+        return _decreased(v, lln_q, tuple(Fraction(c) for c in DECREASED_CUTOFFS[term]))
+    if term in LIVER_MULTIPLES:
+        return _liver(term, v, uln_q, base_q, baseline_high)
+    if term == "creatinine_increased":
+        return _creatinine(v, uln_q, base_q)
+    return _fibrinogen(v, lln_q, base_q)
+
+
+def _exact(x: float | int | None) -> Fraction | None:
+    """The number as the decimal it prints as (None if missing or not finite)."""
+    if x is None or isinstance(x, bool):
+        return None
+    f = float(x)
+    return Fraction(repr(f)) if math.isfinite(f) else None
+
+
+def _limit(x: float | None) -> Fraction | None:
+    q = _exact(x)
+    return q if q is not None and q > 0 else None
+
+
+def _decreased(v: Fraction, lln: Fraction | None, cutoffs: tuple[Fraction, ...]) -> int | None:
+    """DOMAIN §3.5 ctcae_decreased; `cutoffs` are the lower bounds of grades 2, 3[, 4]."""
+    for grade in range(len(cutoffs) + 1, 1, -1):  # highest grade first
+        if v < cutoffs[grade - 2]:
+            return grade
+    if lln is None:
+        return None  # grade 0 vs 1 needs the LLN
+    return 1 if v < lln else 0
+
+
+def _liver(term: str, v: Fraction, uln: Fraction | None, base: Fraction | None, base_high: bool) -> int | None:
+    """DOMAIN §3.5 ctcae_liver: multiples of the ULN, or of the baseline when the baseline was high."""
+    ref = base if base_high else uln
+    if ref is None:
+        return None
+    ratio = v / ref
+    g2, g3, g4 = (Fraction(m) for m in LIVER_MULTIPLES[term])
+    if ratio > g4:
+        return 4
+    if ratio > g3:
+        return 3
+    if ratio > g2:
+        return 2
+    if base_high:
+        op, bound = BASELINE_HIGH_GRADE1[term]
+        return int(ratio >= bound if op == "ge" else ratio > bound)
+    return int(ratio > 1)
+
+
+def _creatinine(v: Fraction, uln: Fraction | None, base: Fraction | None) -> int | None:
+    """DOMAIN §3.5 ctcae_creatinine. Without the ULN grade 4 (>6×ULN) and grade 0 vs 1 are unknowable."""
+    if uln is None:
+        return None
+    if v > 6 * uln:
+        return 4
+    if v > 3 * uln or (base is not None and v > 3 * base):
+        return 3
+    if v > Fraction(3, 2) * uln or (base is not None and v > Fraction(3, 2) * base):
+        return 2
+    return int(v > uln)
+
+
+def _fibrinogen(v: Fraction, lln: Fraction | None, base: Fraction | None) -> int | None:
+    """DOMAIN §3.5 ctcae_fibrinogen (g/L); the %-fall rule applies once the value is below the LLN."""
+    if v < FIBRINOGEN_ABSOLUTE_G4:
+        return 4
+    if lln is None:
+        return None
+    ratio = v / lln
+    grade = 4 if ratio < Fraction(1, 4) else 3 if ratio < Fraction(1, 2) else 2 if ratio < Fraction(3, 4) else (
+        1 if ratio < 1 else 0)
+    if grade and base is not None:
+        fall = (base - v) / base  # fraction of the baseline lost (negative if the value rose)
+        by_fall = 4 if fall >= Fraction(3, 4) else 3 if fall >= Fraction(1, 2) else 2 if fall >= Fraction(1, 4) else 1
+        grade = max(grade, by_fall)
+    return grade

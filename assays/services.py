@@ -1,0 +1,427 @@
+"""Assay result ingestion: one result or a batch of up to 10,000, all-or-nothing, at close to COPY speed.
+
+The rules (DESIGN "Assay results", API issue "Ingestion"):
+- a result names its subject (code), lab draw (accession number, specimen, collection time), analyte,
+  value as sent (number, '<LLOQ', '>ULOQ', '<0.5', or an accepted text) and unit as sent;
+- unknown analyte or unit, a unit that does not convert, a non-number where a number is required, a
+  collection before consent, after withdrawal of consent or after death, a subject outside the
+  caller's sites, a future time and the same reference twice in one batch are refused, row by row;
+- re-posting an identical result stores nothing; the same reference with another value is a
+  conflict unless sent as a correction with a reason, which supersedes (never overwrites) the old row.
+
+Speed comes from doing every lookup once per batch (subjects, draws, existing references,
+catalogue), validating rows in plain Python, and writing the rows with COPY inside the transaction.
+The audit triggers fire for COPY as for any insert.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import math
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from django.contrib.auth.models import AbstractBaseUser
+from django.db import IntegrityError, connection, transaction
+from django.db.models import Min, OuterRef, Q, Subquery
+from django.utils import timezone
+
+from assays.lab_grading import grade_lab
+from assays.models import Analyte, AnalyteUnit, LabDraw, ReferenceRange, Result, Specimen
+from config.errors import DomainError
+from patients.models import Consent, FollowUp, Infusion, Subject
+from trials.access import ENTRY_ROLES, access_of
+from trials.models import Visit
+
+MAX_BATCH = 10_000
+STATUSES = frozenset(Result.Status.values)
+SPECIMENS = frozenset(Specimen.values)
+CENSORED = re.compile(r"^\s*([<>])\s*(LLOQ|ULOQ|[-+0-9.eE]+)\s*$", re.IGNORECASE)
+RESULT_COLUMNS = ("draw_id", "subject_id", "site_id", "analyte_id", "source_ref", "value_text", "unit_text", "value",
+                  "censored", "flag", "ctcae_grade", "status", "superseded", "correction_reason", "recorded_by_id",
+                  "recorded_at")
+
+
+@dataclass(frozen=True, slots=True)
+class ResultIn:
+    """One result as a laboratory sends it (already type-checked by the API decoder)."""
+
+    source_ref: str
+    subject: str
+    accession_number: str
+    specimen: str
+    collected_at: dt.datetime
+    analyte: str
+    value: str
+    unit: str = ""
+    status: str = "final"
+    correction_reason: str = ""
+
+
+@dataclass
+class IngestOutcome:
+    created: int = 0
+    unchanged: int = 0
+    corrected: int = 0
+    result_ids: list[int] = field(default_factory=list)
+
+
+class BatchRejected(DomainError):
+    """Rows that break a rule: every failing row's index, field path and reason; nothing stored."""
+
+    def __init__(self, errors: list[dict[str, Any]], *, conflict: bool = False) -> None:
+        code = "conflict" if conflict else "rows_invalid"
+        super().__init__(code, f"{len({e['index'] for e in errors})} row(s) refused; nothing was stored.")
+        self.errors = errors
+        self.http_status = 409 if conflict else 400
+
+
+@dataclass(slots=True)
+class _SubjectFacts:
+    id: int
+    site_id: int
+    trial_id: int
+    tz: Any
+    sex: str
+    age: int | None
+    first_consent: dt.date | None
+    withdrawn: dt.date | None
+    death: dt.date | None
+    day0: dt.date | None
+
+
+class _Catalogue:
+    """The analytes, their units and reference ranges, loaded once per batch (3 small queries)."""
+
+    def __init__(self, codes: set[str]) -> None:
+        self.analytes = {a.code: a for a in Analyte.objects.filter(code__in=codes)}
+        ids = [a.pk for a in self.analytes.values()]
+        self.units: dict[int, dict[str, float]] = {}
+        for unit in AnalyteUnit.objects.filter(analyte_id__in=ids).values_list("analyte_id", "unit", "factor"):
+            self.units.setdefault(unit[0], {})[unit[1]] = unit[2]
+        self.ranges: dict[int, list[tuple[str, int, int, float | None, float | None]]] = {}
+        for r in ReferenceRange.objects.filter(analyte_id__in=ids).values_list(
+                "analyte_id", "sex", "age_min_years", "age_max_years", "low", "high"):
+            self.ranges.setdefault(r[0], []).append(r[1:])
+        self.known_units = set(AnalyteUnit.objects.values_list("unit", flat=True).distinct()) if ids else set()
+
+    def range_for(self, analyte_id: int, sex: str, age: int | None) -> tuple[float | None, float | None]:
+        best = (None, None)
+        for r_sex, age_min, age_max, low, high in self.ranges.get(analyte_id, ()):
+            if (r_sex in ("", sex)) and (age is None or age_min <= age <= age_max):
+                best = (low, high)
+                if r_sex == sex:
+                    break
+        return best
+
+
+def _subject_facts(user: AbstractBaseUser, codes: set[str]) -> dict[str, _SubjectFacts]:
+    """Subjects of the caller's sites by code, with consent, withdrawal, death and day 0 (one query)."""
+    consents = Consent.objects.filter(subject=OuterRef("pk")).values("subject")
+    deaths = FollowUp.objects.filter(subject=OuterRef("pk"), kind=FollowUp.Kind.DEATH).values("subject")
+    infusions = Infusion.objects.filter(subject=OuterRef("pk")).values("subject")
+    rows = (Subject.objects.filter(access_of(user).site_q(roles=ENTRY_ROLES), code__in=codes)
+            .annotate(first_consent=Subquery(consents.annotate(d=Min("consented_on")).values("d")[:1]),
+                      withdrawn=Subquery(consents.annotate(d=Min("withdrawn_on")).values("d")[:1]),
+                      death=Subquery(deaths.annotate(d=Min("event_on")).values("d")[:1]),
+                      day0=Subquery(infusions.annotate(d=Min("infused_on")).values("d")[:1]))
+            .values_list("code", "pk", "site_id", "trial_id", "site__time_zone", "sex", "age_at_consent",
+                         "first_consent", "withdrawn", "death", "day0"))
+    facts: dict[str, _SubjectFacts] = {}
+    duplicates: set[str] = set()
+    for code, pk, site_id, trial_id, tz, sex, age, consent, withdrawn, death, day0 in rows:
+        if code in facts:
+            duplicates.add(code)  # the same code in two of the caller's trials: refuse rather than guess
+        facts[code] = _SubjectFacts(pk, site_id, trial_id, _zone(tz), sex, age, consent, withdrawn, death, day0)
+    for code in duplicates:
+        del facts[code]
+    return facts
+
+
+_ZONES: dict[str, Any] = {}
+
+
+def _zone(name: str) -> Any:
+    if name not in _ZONES:
+        import zoneinfo
+
+        _ZONES[name] = zoneinfo.ZoneInfo(name)
+    return _ZONES[name]
+
+
+def _parse_value(analyte: Analyte, text: str, factor: float | None) -> tuple[float | None, str, str]:
+    """(normalised value, censor mark, error) for a value as sent."""
+    if analyte.kind == Analyte.Kind.QUALITATIVE:
+        allowed = {v.lower() for v in analyte.qualitative_values}
+        return (None, "", "") if text.strip().lower() in allowed else (
+            None, "", f"Expected one of: {', '.join(analyte.qualitative_values)}.")
+    if analyte.qualitative_values and text.strip().lower() in {v.lower() for v in analyte.qualitative_values}:
+        return None, "", ""  # e.g. MRD "not detected": kept as sent, no number
+    censor = ""
+    match = CENSORED.match(text)
+    if match:
+        censor, number = match.group(1), match.group(2).upper()
+        if number in ("LLOQ", "ULOQ"):
+            bound = analyte.lloq if number == "LLOQ" else analyte.uloq
+            return (bound, censor, "") if bound is not None else (None, censor, "")
+        text = number
+    try:
+        number_value = float(text)
+    except ValueError:
+        return None, "", "Not a number (send a number, '<LLOQ', '>ULOQ' or e.g. '<0.5')."
+    if not math.isfinite(number_value):
+        return None, "", "Not a finite number."
+    return number_value * (factor or 1.0), censor, ""
+
+
+class _Batch:
+    """Validates a batch against the looked-up facts, collecting every row's errors."""
+
+    def __init__(self, rows: Sequence[ResultIn], user: AbstractBaseUser) -> None:
+        self.rows, self.user = rows, user
+        self.errors: list[dict[str, Any]] = []
+        self.conflicts: list[dict[str, Any]] = []
+        self.now = timezone.now()
+
+    def error(self, index: int, field_name: str, code: str, message: str, *, conflict: bool = False) -> None:
+        entry = {"index": index, "field": f"results[{index}].{field_name}", "code": code, "message": message}
+        (self.conflicts if conflict else self.errors).append(entry)
+
+
+def _check_row(batch: _Batch, i: int, row: ResultIn, subject: _SubjectFacts | None, catalogue: _Catalogue) -> tuple:
+    """Returns (analyte, normalised value, censor) or () when the row is refused."""
+    ok = True
+    if subject is None:
+        batch.error(i, "subject", "unknown_subject", f"No subject {row.subject} in your sites.")
+        ok = False
+    analyte = catalogue.analytes.get(row.analyte)
+    if analyte is None:
+        batch.error(i, "analyte", "unknown_analyte", f"Unknown analyte {row.analyte}.")
+        return ()
+    if row.specimen not in SPECIMENS:
+        batch.error(i, "specimen", "unknown_specimen", f"Specimen is one of {', '.join(sorted(SPECIMENS))}.")
+        ok = False
+    if row.status not in STATUSES:
+        batch.error(i, "status", "unknown_status", f"Status is one of {', '.join(sorted(STATUSES))}.")
+        ok = False
+    if row.collected_at.tzinfo is None:
+        batch.error(i, "collected_at", "naive_time", "Give the collection time with its UTC offset.")
+        return ()
+    if row.collected_at > batch.now:
+        batch.error(i, "collected_at", "time_in_future", "The collection time is in the future.")
+        ok = False
+    factor = None
+    if analyte.kind == Analyte.Kind.NUMERIC:
+        factor = catalogue.units.get(analyte.pk, {}).get(row.unit)
+        if factor is None:
+            known = row.unit in catalogue.known_units
+            batch.error(i, "unit", "unit_not_convertible" if known else "unknown_unit",
+                        f"{row.unit or 'No unit'} does not convert to {analyte.canonical_unit} for {analyte.code}."
+                        if known else f"Unknown unit {row.unit!r} for {analyte.code}.")
+            ok = False
+    value, censor, problem = _parse_value(analyte, row.value, factor)
+    if problem:
+        batch.error(i, "value", "invalid_value", problem)
+        ok = False
+    if subject is not None and ok:
+        ok = _check_timeline(batch, i, row, subject)
+    return (analyte, value, censor) if ok else ()
+
+
+def _check_timeline(batch: _Batch, i: int, row: ResultIn, subject: _SubjectFacts) -> bool:
+    local = row.collected_at.astimezone(subject.tz).date()
+    if subject.first_consent is None or local < subject.first_consent:
+        batch.error(i, "collected_at", "before_consent", f"{row.subject} had not consented by {local:%d %b %Y}.")
+        return False
+    if subject.withdrawn is not None and local > subject.withdrawn:
+        batch.error(i, "collected_at", "after_withdrawal", f"{row.subject} withdrew consent on "
+                    f"{subject.withdrawn:%d %b %Y}.")
+        return False
+    if subject.death is not None and local > subject.death:
+        batch.error(i, "collected_at", "after_death", f"{row.subject} died on {subject.death:%d %b %Y}.")
+        return False
+    return True
+
+
+def _visits(trial_ids: set[int]) -> dict[int, list[tuple[int, int, int, int]]]:
+    by_trial: dict[int, list[tuple[int, int, int, int]]] = {}
+    for pk, trial_id, day, before, after in Visit.objects.filter(trial_id__in=trial_ids).values_list(
+            "pk", "trial_id", "target_day", "window_before_days", "window_after_days"):
+        by_trial.setdefault(trial_id, []).append((pk, day, before, after))
+    return by_trial
+
+
+def match_visit(visits: list[tuple[int, int, int, int]], study_day: int | None) -> int | None:
+    """The protocol visit whose window holds the study day (the nearest target if windows overlap)."""
+    if study_day is None:
+        return None
+    fits = [(abs(study_day - day), pk) for pk, day, before, after in visits if day - before <= study_day <= day + after]
+    return min(fits)[1] if fits else None
+
+
+def _draws(batch: _Batch, facts: dict[str, _SubjectFacts], valid: dict[int, tuple]) -> dict[tuple[int, str], int]:
+    """Existing and new lab draws of the batch, by (site, accession). New ones are inserted here."""
+    wanted: dict[tuple[int, str], tuple[int, ResultIn]] = {}
+    for i in valid:
+        row = batch.rows[i]
+        subject = facts[row.subject]
+        wanted.setdefault((subject.site_id, row.accession_number), (i, row))
+    existing: dict[tuple[int, str], int] = {}
+    query = Q(pk__in=[])
+    for site_id, accession in wanted:
+        query |= Q(site_id=site_id, accession_number=accession)
+    for pk, site_id, accession, subject_id, specimen, at in LabDraw.objects.filter(query).values_list(
+            "pk", "site_id", "accession_number", "subject_id", "specimen", "collected_at"):
+        existing[(site_id, accession)] = pk
+        i, row = wanted[(site_id, accession)]
+        if subject_id != facts[row.subject].id or specimen != row.specimen or at != row.collected_at:
+            batch.error(i, "accession_number", "accession_mismatch", f"Accession {accession} is already a draw "
+                        "of another subject, specimen or time.")
+    visits = _visits({facts[row.subject].trial_id for _i, row in wanted.values()})
+    new = []
+    for (site_id, accession), (_i, row) in wanted.items():
+        if (site_id, accession) in existing:
+            continue
+        subject = facts[row.subject]
+        day = (row.collected_at.astimezone(subject.tz).date() - subject.day0).days if subject.day0 else None
+        new.append(LabDraw(subject_id=subject.id, site_id=site_id, accession_number=accession, specimen=row.specimen,
+                           collected_at=row.collected_at, recorded_by=batch.user,
+                           visit_id=match_visit(visits.get(subject.trial_id, []), day)))
+    if new and not batch.errors:
+        LabDraw.objects.bulk_create(new, ignore_conflicts=True)
+        created = LabDraw.objects.filter(Q(pk__in=[]) | _draw_query(new)).values_list("pk", "site_id",
+                                                                                      "accession_number")
+        existing.update({(site_id, accession): pk for pk, site_id, accession in created})
+    return existing
+
+
+def _draw_query(draws: list[LabDraw]) -> Q:
+    query = Q(pk__in=[])
+    for d in draws:
+        query |= Q(site_id=d.site_id, accession_number=d.accession_number)
+    return query
+
+
+def _existing_results(site_refs: set[tuple[int, str]]) -> dict[tuple[int, str], tuple]:
+    """Current results by (site, source_ref): one query with an array join."""
+    if not site_refs:
+        return {}
+    sites = [s for s, _r in site_refs]
+    refs = [r for _s, r in site_refs]
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT r.id, r.site_id, r.source_ref, a.code, r.value_text, r.unit_text, d.accession_number, r.status "
+            "FROM assays_result r JOIN assays_analyte a ON a.id = r.analyte_id "
+            "JOIN assays_labdraw d ON d.id = r.draw_id "
+            "JOIN unnest(%s::bigint[], %s::text[]) AS k(site_id, ref) "
+            "ON r.site_id = k.site_id AND r.source_ref = k.ref "
+            "WHERE NOT r.superseded", [sites, refs])
+        return {(row[1], row[2]): row for row in cursor.fetchall()}
+
+
+def _compare(batch: _Batch, i: int, row: ResultIn, current: tuple) -> str:
+    """'same', 'correct' or '' (refused) for a reference that already has a current result."""
+    same = (current[3], current[4], current[5], current[6], current[7]) == (
+        row.analyte, row.value, row.unit, row.accession_number, row.status)
+    if same:
+        return "same"
+    if row.correction_reason.strip():
+        return "correct"
+    batch.error(i, "source_ref", "conflicting_result", f"{row.source_ref} was already sent with value "
+                f"{current[4]} {current[5]}; send a correction with a reason to change it.", conflict=True)
+    return ""
+
+
+def _build(batch: _Batch, facts: dict[str, _SubjectFacts], catalogue: _Catalogue) -> tuple[list[tuple], list[int], int]:
+    seen: dict[str, int] = {}
+    valid: dict[int, tuple] = {}
+    for i, row in enumerate(batch.rows):
+        if row.source_ref in seen:
+            batch.error(i, "source_ref", "duplicate_in_batch", f"{row.source_ref} also appears at index "
+                        f"{seen[row.source_ref]}.")
+            continue
+        seen[row.source_ref] = i
+        checked = _check_row(batch, i, row, facts.get(row.subject), catalogue)
+        if checked:
+            valid[i] = checked
+    existing = _existing_results({(facts[batch.rows[i].subject].site_id, batch.rows[i].source_ref) for i in valid})
+    plan: dict[int, str] = {}
+    for i in list(valid):
+        row = batch.rows[i]
+        current = existing.get((facts[row.subject].site_id, row.source_ref))
+        if current is not None:
+            plan[i] = _compare(batch, i, row, current)
+        elif row.correction_reason.strip():
+            batch.error(i, "correction_reason", "nothing_to_correct", f"{row.source_ref} has no earlier result.")
+    if batch.errors or batch.conflicts:
+        return [], [], 0
+    draws = _draws(batch, facts, {i: v for i, v in valid.items() if plan.get(i) != "same"})
+    if batch.errors:
+        return [], [], 0
+    recorded_at, user_id = timezone.now(), batch.user.pk
+    records, superseded = [], []
+    for i, (analyte, value, censor) in valid.items():
+        action = plan.get(i)
+        if action == "same":
+            continue
+        row, subject = batch.rows[i], facts[batch.rows[i].subject]
+        if action == "correct":
+            superseded.append(existing[(subject.site_id, row.source_ref)][0])
+        flag, grade = _interpret(catalogue, analyte, value, subject)
+        status = Result.Status.CORRECTED if action == "correct" else row.status
+        records.append((draws[(subject.site_id, row.accession_number)], subject.id, subject.site_id, analyte.pk,
+                        row.source_ref, row.value, row.unit, value, censor, flag, grade, status, False,
+                        row.correction_reason, user_id, recorded_at))
+    unchanged = sum(1 for action in plan.values() if action == "same")
+    return records, superseded, unchanged
+
+
+def _interpret(catalogue: _Catalogue, analyte: Analyte, value: float | None,
+               subject: _SubjectFacts) -> tuple[str, int | None]:
+    """Reference-range flag and CTCAE lab grade of a normalised value."""
+    if value is None:
+        return "", None
+    low, high = catalogue.range_for(analyte.pk, subject.sex, subject.age)
+    flag = "L" if low is not None and value < low else "H" if high is not None and value > high else (
+        "N" if low is not None or high is not None else "")
+    grade = grade_lab(term=analyte.ctcae_term, value=value, lln=low, uln=high) if analyte.ctcae_term else None
+    return flag, grade
+
+
+def _copy(records: list[tuple]) -> None:
+    with connection.cursor() as cursor:
+        raw = cursor.cursor
+        with raw.copy(f"COPY assays_result ({', '.join(RESULT_COLUMNS)}) FROM STDIN") as copy:
+            for record in records:
+                copy.write_row(record)
+
+
+def ingest_results(*, rows: Sequence[ResultIn], by: AbstractBaseUser) -> IngestOutcome:
+    """Store a batch all-or-nothing. A lost race with a concurrent batch is retried once."""
+    if len(rows) > MAX_BATCH:
+        raise DomainError("batch_too_large", f"Send at most {MAX_BATCH} results per request.", field="results")
+    for attempt in range(3):
+        try:
+            return _ingest_once(rows=rows, by=by)
+        except IntegrityError:
+            if attempt == 2:
+                raise
+    raise AssertionError("unreachable")
+
+
+@transaction.atomic
+def _ingest_once(*, rows: Sequence[ResultIn], by: AbstractBaseUser) -> IngestOutcome:
+    batch = _Batch(rows, by)
+    facts = _subject_facts(by, {row.subject for row in rows})
+    catalogue = _Catalogue({row.analyte for row in rows})
+    records, superseded, unchanged = _build(batch, facts, catalogue)
+    if batch.errors:
+        raise BatchRejected(batch.errors + batch.conflicts)
+    if batch.conflicts:
+        raise BatchRejected(batch.conflicts, conflict=True)
+    if superseded:
+        Result.objects.filter(pk__in=superseded).update(superseded=True)
+    _copy(records)
+    return IngestOutcome(created=len(records) - len(superseded), unchanged=unchanged, corrected=len(superseded))

@@ -1,0 +1,109 @@
+"""Result ingestion through the API: all-or-nothing batches, idempotency, conflicts and corrections."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+
+import pytest
+from rest_framework.test import APIClient
+
+from assays.models import Analyte, AnalyteUnit, LabDraw, ReferenceRange, Result
+from tests.factories import consented, days_ago
+from trials.services import issue_service_account
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture
+def catalogue(db):
+    crp = Analyte.objects.get_or_create(code="CRP", defaults={"name": "C reactive protein", "loinc": "1988-5",
+                                                              "canonical_unit": "mg/L", "lloq": 0.5})[0]
+    AnalyteUnit.objects.get_or_create(analyte=crp, unit="mg/L", defaults={"factor": 1})
+    AnalyteUnit.objects.get_or_create(analyte=crp, unit="mg/dL", defaults={"factor": 10})
+    ReferenceRange.objects.get_or_create(analyte=crp, defaults={"low": None, "high": 5})
+    il6 = Analyte.objects.get_or_create(code="IL6", defaults={"name": "Interleukin 6", "canonical_unit": "pg/mL",
+                                                              "lloq": 1.5, "uloq": 5000})[0]
+    AnalyteUnit.objects.get_or_create(analyte=il6, unit="pg/mL", defaults={"factor": 1})
+    return {"CRP": crp, "IL6": il6}
+
+
+@pytest.fixture
+def lab(world):
+    _account, token = issue_service_account(trial=world.trial, sites=[world.site_a], name="Lab A",
+                                            by=world.data_manager)
+    client = APIClient()
+    client.credentials(HTTP_AUTHORIZATION=f"Token {token}")
+    return client
+
+
+def row(subject, n: int, **overrides):
+    base = {"source_ref": f"LIS-{n}", "subject": subject.code, "accession_number": "ACC-1", "specimen": "serum",
+            "collected_at": dt.datetime.combine(days_ago(2), dt.time(8), tzinfo=dt.UTC).isoformat(),
+            "analyte": "CRP", "value": "12.5", "unit": "mg/L"}
+    return {**base, **overrides}
+
+
+def post(client, body):
+    return client.post("/api/v1/results/", data=json.dumps(body), content_type="application/json")
+
+
+def test_batch_stores_normalised_values_and_reposting_stores_nothing(world, catalogue, lab):
+    subject = consented(trial=world.trial, site=world.site_a, coordinator=world.coordinator)
+    batch = {"results": [row(subject, 1), row(subject, 2, value="1.2", unit="mg/dL"),
+                         row(subject, 3, analyte="IL6", value="<LLOQ", unit="pg/mL")]}
+    first = post(lab, batch)
+    assert first.status_code == 201, first.json()
+    assert first.json() == {"created": 3, "unchanged": 0, "corrected": 0}
+    stored = {r.source_ref: r for r in Result.objects.all()}
+    assert stored["LIS-2"].value == pytest.approx(12.0) and stored["LIS-2"].unit_text == "mg/dL"
+    assert stored["LIS-1"].flag == "H"
+    assert stored["LIS-3"].censored == "<" and stored["LIS-3"].value == pytest.approx(1.5)
+    assert LabDraw.objects.count() == 1
+    again = post(lab, batch)
+    assert again.status_code == 200 and again.json()["unchanged"] == 3
+    assert Result.objects.count() == 3
+
+
+def test_rejected_batch_lists_every_failing_row_and_stores_nothing(world, catalogue, lab):
+    subject = consented(trial=world.trial, site=world.site_a, coordinator=world.coordinator)
+    other = consented(trial=world.trial, site=world.site_b, coordinator=world.coordinator_b)
+    future = (dt.datetime.now(dt.UTC) + dt.timedelta(days=1)).isoformat()
+    batch = {"results": [row(subject, 1), row(subject, 2, unit="furlong"), row(subject, 3, value="high"),
+                         row(other, 4), row(subject, 5, analyte="NOPE"), row(subject, 6, collected_at=future),
+                         row(subject, 1, accession_number="ACC-2"),
+                         row(subject, 8, collected_at="2000-01-01T08:00:00+00:00", accession_number="ACC-3")]}
+    response = post(lab, batch)
+    assert response.status_code == 400
+    codes = {(e["index"], e["code"]) for e in response.json()["rows"]}
+    assert codes == {(1, "unknown_unit"), (2, "invalid_value"), (3, "unknown_subject"), (4, "unknown_analyte"),
+                     (5, "time_in_future"), (6, "duplicate_in_batch"), (7, "before_consent")}
+    assert "results[1].unit" in response.json()["field_errors"]
+    assert not Result.objects.exists() and not LabDraw.objects.exists()
+
+
+def test_changed_value_conflicts_unless_sent_as_a_correction(world, catalogue, lab):
+    subject = consented(trial=world.trial, site=world.site_a, coordinator=world.coordinator)
+    assert post(lab, row(subject, 1)).status_code == 201
+    conflict = post(lab, row(subject, 1, value="99"))
+    assert conflict.status_code == 409 and conflict.json()["rows"][0]["code"] == "conflicting_result"
+    corrected = post(lab, row(subject, 1, value="99", correction_reason="Transcription error"))
+    assert corrected.status_code == 201 and corrected.json()["corrected"] == 1
+    old, new = Result.objects.order_by("pk")
+    assert (old.value_text, old.superseded) == ("12.5", True)
+    assert (new.value_text, new.superseded, new.status) == ("99", False, "corrected")
+
+
+def test_malformed_body_is_a_400_with_the_path(world, catalogue, lab):
+    response = post(lab, {"results": [{"source_ref": 5}]})
+    assert response.status_code == 400
+    assert response.json()["code"] == "invalid"
+    assert list(response.json()["field_errors"]) == ["results[0].source_ref"]
+
+
+@pytest.mark.parametrize("rows", [2, 20])
+def test_batch_ingestion_queries_do_not_grow_with_rows(world, catalogue, lab, rows, django_assert_max_num_queries):
+    subject = consented(trial=world.trial, site=world.site_a, coordinator=world.coordinator)
+    batch = {"results": [row(subject, n, accession_number=f"ACC-{n % 3}") for n in range(rows)]}
+    with django_assert_max_num_queries(20):
+        assert post(lab, batch).status_code == 201
