@@ -99,6 +99,12 @@ def move_subject(*, subject: Subject, to: str, on: dt.date, by: AbstractBaseUser
 # --- screening ------------------------------------------------------------------------------------
 
 
+def check_screening_permission(*, user: AbstractBaseUser, trial: Trial, site: Site) -> None:
+    if not access_of(user).can_enter(trial_id=trial.pk, site_id=site.pk):
+        raise PermissionRefused("not_permitted", f"Your role does not allow screening at {site.code} in "
+                                f"{trial.code}.", field="site")
+
+
 def check_screening(*, trial: Trial, site: Site, screened_on: dt.date) -> None:
     """A site screens only while active for the trial, and only while the trial recruits."""
     trial_site = TrialSite.objects.filter(trial=trial, site=site).first()
@@ -119,8 +125,7 @@ def check_screening(*, trial: Trial, site: Site, screened_on: dt.date) -> None:
 def screen_subject(*, trial: Trial, site: Site, screened_on: dt.date, by: AbstractBaseUser,
                    **characteristics: object) -> Subject:
     """Register a subject in the screening log under a new pseudonymous code (e.g. S01-0007)."""
-    if not access_of(by).can_enter(trial_id=trial.pk, site_id=site.pk):
-        raise PermissionRefused("not_permitted", f"Your role does not allow screening at {site.code}.")
+    check_screening_permission(user=by, trial=trial, site=site)
     check_screening(trial=trial, site=site, screened_on=screened_on)
     # The lock on the trial-site row serialises code numbering between concurrent screenings.
     trial_site = TrialSite.objects.select_for_update().get(trial=trial, site=site)
