@@ -266,8 +266,11 @@ def _draws(batch: _Batch, facts: dict[str, _SubjectFacts], valid: dict[int, tupl
     wanted: dict[tuple[int, str], tuple[int, ResultIn]] = {}
     for i in valid:
         row = batch.rows[i]
-        subject = facts[row.subject]
-        wanted.setdefault((subject.site_id, row.accession_number), (i, row))
+        key = (facts[row.subject].site_id, row.accession_number)
+        first_i, first = wanted.setdefault(key, (i, row))
+        if (first.subject, first.specimen, first.collected_at) != (row.subject, row.specimen, row.collected_at):
+            batch.error(i, "accession_number", "accession_mismatch", f"Accession {row.accession_number} is given "
+                        f"another subject, specimen or time at index {first_i}.")
     existing: dict[tuple[int, str], int] = {}
     query = Q(pk__in=[])
     for site_id, accession in wanted:

@@ -63,13 +63,9 @@ class ScreeningForm(forms.ModelForm):
     def clean(self) -> dict[str, Any]:
         data = super().clean()
         if not self.errors:
-            # Trial and site are offered separately; the pair must be one where the user enters data,
-            # or screen_subject() refuses it in save_model, too late for a form error (a 500).
-            if not access_of(self.user).can_enter(trial_id=data["trial"].pk, site_id=data["site"].pk):
-                self.add_error("site", f"Your role does not allow screening at {data['site'].code} "
-                                       f"for {data['trial'].code}.")
-                return data
+            # Trial and site are offered separately; the pair must be one where the user enters data.
             try:
+                enrolment.check_screening_permission(user=self.user, trial=data["trial"], site=data["site"])
                 enrolment.check_screening(trial=data["trial"], site=data["site"], screened_on=data["screened_on"])
             except DomainError as err:
                 add_domain_error(self, err)

@@ -1,0 +1,214 @@
+"""Ingestion benchmark: the whole HTTP stack against PostgreSQL COPY of the same rows, in one run.
+
+    .venv/bin/python bench/ingest.py [--rows 100000] [--batch 1000] [--clients 2] [--reps 3] [--singles 500]
+
+Starts the product under gunicorn (2 workers) on loopback against a dedicated database
+(``cart_bench`` on the embedded server, or $BENCH_DATABASE_URL), loads the demo trial and issues a
+service-account token. Each repetition posts ``--rows`` results in batches of ``--batch`` from
+``--clients`` concurrent clients, then COPYs the same number of rows (same draws, same columns,
+same table, same audit triggers) from one connection; the two alternate (A B A B ...) after a
+discarded warm-up round, and medians are reported. Finally it times single-result posts (p50/p95).
+The client, gunicorn and PostgreSQL share this machine's cores: read ratios, not absolute figures.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import http.client
+import json
+import os
+import random
+import signal
+import statistics
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+ANALYTES = [("CRP", "mg/L", 1.0), ("IL6", "pg/mL", 1.0), ("FERRITIN", "ng/mL", 1.0), ("ANC", "10*9/L", 1.0),
+            ("PLT", "10*9/L", 1.0), ("ALT", "U/L", 1.0), ("CAR_QPCR", "{copies}/ug", 1.0), ("HGB", "g/dL", 10.0)]
+
+
+def database_url() -> str:
+    if os.environ.get("BENCH_DATABASE_URL"):
+        return os.environ["BENCH_DATABASE_URL"]
+    from config.embedded_db import embedded_database_url
+
+    base = embedded_database_url(ROOT)
+    import psycopg
+
+    with psycopg.connect(base, autocommit=True) as conn:
+        if not conn.execute("SELECT 1 FROM pg_database WHERE datname = 'cart_bench'").fetchone():
+            conn.execute("CREATE DATABASE cart_bench")
+    return base.replace("/postgres?", "/cart_bench?")
+
+
+def prepare(env: dict[str, str]) -> dict[str, object]:
+    """Migrate, load the demo trial, issue a token for site BJ01; returns the token and subject facts."""
+    subprocess.run([sys.executable, "manage.py", "migrate", "--no-input", "-v", "0"], cwd=ROOT, env=env, check=True)
+    subprocess.run([sys.executable, "manage.py", "load_demo"], cwd=ROOT, env=env, check=True, capture_output=True)
+    script = (
+        "import json\n"
+        "from django.contrib.auth import get_user_model\n"
+        "from trials.models import Trial, Site\n"
+        "from trials.services import issue_service_account\n"
+        "from patients.models import Subject\n"
+        "t = Trial.objects.get(code='CART19-ALL'); s = Site.objects.get(code='BJ01')\n"
+        "dm = get_user_model().objects.get(username='dm')\n"
+        "import secrets\n"
+        "acc, token = issue_service_account(trial=t, sites=[s], name='bench ' + secrets.token_hex(3), by=dm)\n"
+        "subs = [(x.code, x.pk) for x in Subject.objects.filter(site=s, consents__isnull=False,"
+        " consents__withdrawn_on__isnull=True).distinct()]\n"
+        "print(json.dumps({'token': token, 'subjects': subs, 'site': s.pk, 'user': acc.user_id}))\n"
+    )
+    out = subprocess.run([sys.executable, "manage.py", "shell", "-c", script], cwd=ROOT, env=env, check=True,
+                         capture_output=True, text=True).stdout
+    return json.loads(out.strip().splitlines()[-1])
+
+
+WHEN = (dt.datetime.now(dt.UTC) - dt.timedelta(days=1)).replace(microsecond=0)
+
+
+def make_rows(n: int, tag: str, subjects: list[tuple[str, int]]) -> list[dict[str, object]]:
+    when = WHEN
+    rows = []
+    rng = random.Random(7)
+    for i in range(n):
+        code, _pk = subjects[i % len(subjects)]
+        analyte, unit, _f = ANALYTES[i % len(ANALYTES)]
+        draw = i // 40  # 40 results per draw, as a lab panel
+        rows.append({"source_ref": f"{tag}-{i}", "subject": code, "accession_number": f"BENCH-{code}-{draw % 500}",
+                     "specimen": "pb", "collected_at": (when - dt.timedelta(minutes=draw % 500)).isoformat(),
+                     "analyte": analyte, "value": f"{rng.uniform(0.5, 300):.2f}", "unit": unit})
+    return rows
+
+
+def post(port: int, token: str, body: bytes) -> tuple[int, float]:
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=120)
+    start = time.perf_counter()
+    conn.request("POST", "/api/v1/results/", body=body,
+                 headers={"Authorization": f"Token {token}", "Content-Type": "application/json"})
+    response = conn.getresponse()
+    response.read()
+    conn.close()
+    return response.status, time.perf_counter() - start
+
+
+def api_round(port: int, token: str, rows: list[dict[str, object]], batch: int, clients: int) -> float:
+    bodies = [json.dumps({"results": rows[i:i + batch]}).encode() for i in range(0, len(rows), batch)]
+    failures: list[int] = []
+
+    def worker(share: list[bytes]) -> None:
+        for body in share:
+            code, _elapsed = post(port, token, body)
+            if code not in (200, 201):
+                failures.append(code)
+
+    threads = [threading.Thread(target=worker, args=(bodies[k::clients],)) for k in range(clients)]
+    start = time.perf_counter()
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    elapsed = time.perf_counter() - start
+    if failures:
+        raise SystemExit(f"API refused {len(failures)} batches (first status {failures[0]}).")
+    return len(rows) / elapsed
+
+
+def copy_round(url: str, rows: list[dict[str, object]], facts: dict[str, object]) -> float:
+    """COPY the same rows into assays_result, with draw ids resolved beforehand (as a bulk loader would)."""
+    import psycopg
+
+    subjects = dict(facts["subjects"])  # type: ignore[arg-type]
+    with psycopg.connect(url) as conn:
+        draws = dict(conn.execute("SELECT accession_number, id FROM assays_labdraw WHERE site_id = %s",
+                                  [facts["site"]]).fetchall())
+        analytes = dict(conn.execute("SELECT code, id FROM assays_analyte").fetchall())
+        now = dt.datetime.now(dt.UTC)
+        records = [(draws[r["accession_number"]], subjects[r["subject"]], facts["site"], analytes[r["analyte"]],
+                    r["source_ref"], r["value"], r["unit"], float(r["value"]), "", "N", None, "final", False, "",
+                    facts["user"], now) for r in rows]
+        cols = ("draw_id, subject_id, site_id, analyte_id, source_ref, value_text, unit_text, value, censored, flag, "
+                "ctcae_grade, status, superseded, correction_reason, recorded_by_id, recorded_at")
+        start = time.perf_counter()
+        with conn.cursor() as cur, cur.copy(f"COPY assays_result ({cols}) FROM STDIN") as copy:
+            for record in records:
+                copy.write_row(record)
+        conn.commit()
+        return len(rows) / (time.perf_counter() - start)
+
+
+def reset(url: str) -> None:
+    import psycopg
+
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute("TRUNCATE assays_result, assays_resultevent")
+
+
+def start_server(env: dict[str, str], port: int) -> subprocess.Popen[bytes]:
+    server = subprocess.Popen([str(ROOT / ".venv/bin/gunicorn"), "config.wsgi", "--workers", "2", "--bind",
+                               f"127.0.0.1:{port}", "--log-level", "warning"], cwd=ROOT, env=env)
+    for _ in range(100):
+        try:
+            http.client.HTTPConnection("127.0.0.1", port, timeout=1).request("GET", "/api/schema/")
+            return server
+        except OSError:
+            time.sleep(0.2)
+    server.kill()
+    raise SystemExit("gunicorn did not start")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--rows", type=int, default=100_000)
+    parser.add_argument("--batch", type=int, default=1000)
+    parser.add_argument("--clients", type=int, default=2)
+    parser.add_argument("--reps", type=int, default=3)
+    parser.add_argument("--singles", type=int, default=500)
+    parser.add_argument("--port", type=int, default=8765)
+    args = parser.parse_args()
+
+    url = database_url()
+    env = {**os.environ, "DATABASE_URL": url, "DJANGO_DEBUG": "0", "DJANGO_SECRET_KEY": "bench-" + "x" * 50,
+           "DJANGO_ALLOWED_HOSTS": "127.0.0.1,localhost", "DJANGO_SECURE_SSL_REDIRECT": "0",
+           "DJANGO_LOG_LEVEL": "WARNING"}
+    facts = prepare(env)
+    token, subjects = str(facts["token"]), facts["subjects"]
+    server = start_server(env, args.port)
+    try:
+        print(f"{args.rows} rows per round, batches of {args.batch}, {args.clients} clients, gunicorn 2 workers")
+        api_round(args.port, token, make_rows(args.rows, "warm-api", subjects), args.batch, args.clients)
+        copy_round(url, make_rows(args.rows, "warm-copy", subjects), facts)
+        api_rates, copy_rates = [], []
+        for rep in range(args.reps):
+            reset(url)
+            api_rates.append(api_round(args.port, token, make_rows(args.rows, f"api{rep}", subjects), args.batch,
+                                       args.clients))
+            reset(url)
+            copy_rates.append(copy_round(url, make_rows(args.rows, f"copy{rep}", subjects), facts))
+            print(f"  round {rep + 1}: API {api_rates[-1]:,.0f} rows/s, COPY {copy_rates[-1]:,.0f} rows/s")
+        api_rate, copy_rate = statistics.median(api_rates), statistics.median(copy_rates)
+        print(f"API ingestion (median): {api_rate:,.0f} rows/s")
+        print(f"PostgreSQL COPY (median): {copy_rate:,.0f} rows/s")
+        print(f"ratio API/COPY: {api_rate / copy_rate:.1%}  (target >= 40%)")
+        latencies = []
+        for row in make_rows(args.singles, "single", subjects):
+            code, elapsed = post(args.port, token, json.dumps(row).encode())
+            if code not in (200, 201):
+                raise SystemExit(f"single post refused: {code}")
+            latencies.append(elapsed * 1000)
+        latencies.sort()
+        p50, p95 = latencies[len(latencies) // 2], latencies[int(len(latencies) * 0.95)]
+        print(f"single-result post latency: p50 {p50:.1f} ms, p95 {p95:.1f} ms  (target p95 < 20 ms)")
+    finally:
+        server.send_signal(signal.SIGTERM)
+        server.wait(timeout=30)
+
+
+if __name__ == "__main__":
+    main()
