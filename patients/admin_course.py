@@ -487,12 +487,14 @@ def subject_course(subject: Any) -> list[dict[str, Any]]:
         add(e.onset_on, label, f"{e.term}, grade {e.grade} ({e.grade_scale}){sae}" +
             (f", resolved {e.resolved_on}" if e.resolved_on else ""), 3)
         for assessment in assessments.get(e.pk, []):
-            add(assessment.assessed_at.astimezone(tz).date(), label, f"Assessment at {assessment.assessed_at:%H:%M}: "
-                f"grade {assessment.grade}" + (f" (derived {assessment.derived_grade}, overridden: "
-                                               f"{assessment.override_reason})" if assessment.override_grade is not None
-                                               else ""), 4)
+            local = assessment.assessed_at.astimezone(tz)
+            override = (f" (derived {assessment.derived_grade}, overridden: {assessment.override_reason})"
+                        if assessment.override_grade is not None else "")
+            add(local.date(), label, f"Assessment at {local:%H:%M} (site time): grade {assessment.grade}{override}", 4)
     for m in subject.medications.all():
-        add(m.given_at.astimezone(tz).date(), "Medication", str(m), 5)
+        name = m.drug_name or m.get_drug_display()
+        add(m.given_at.astimezone(tz).date(), "Medication", f"{name} {m.dose.normalize():f} {m.dose_unit} {m.get_route_display()} "
+            f"at {m.given_at.astimezone(tz):%H:%M} (site time)" + (f" for {m.indication}" if m.indication else ""), 5)
     for r in subject.responses.select_related("visit"):
         visit = f" at {r.visit.code}" if r.visit else ""
         antigen = f", {r.get_antigen_status_display()}" if r.antigen_status else ""

@@ -349,9 +349,9 @@ def test_subject_page_shows_the_course_in_order_with_study_days(world, login):
     crs = by_kind["CRS"]
     assert [row[1] for row in crs] == ["1", "1"]
     assert crs[0][3] == f"Cytokine release syndrome, grade 3 ({event.grade_scale})"
-    assert crs[1][3] == "Assessment at 08:00: grade 3"
+    assert crs[1][3] == "Assessment at 16:00 (site time): grade 3"  # 08:00 UTC in Shanghai
     (medication,) = by_kind["Medication"]
-    assert medication[1] == "1" and medication[3].startswith("Tocilizumab 8.000 mg/kg Intravenous")
+    assert medication[1] == "1" and medication[3].startswith("Tocilizumab 8 mg/kg Intravenous at ")
     (resp,) = by_kind["Response"]
     assert resp[1] == "3" and resp[3] == "CR, MRD-negative"
 
