@@ -493,8 +493,10 @@ def subject_course(subject: Any) -> list[dict[str, Any]]:
             add(local.date(), label, f"Assessment at {local:%H:%M} (site time): grade {assessment.grade}{override}", 4)
     for m in subject.medications.all():
         name = m.drug_name or m.get_drug_display()
-        add(m.given_at.astimezone(tz).date(), "Medication", f"{name} {m.dose.normalize():f} {m.dose_unit} {m.get_route_display()} "
-            f"at {m.given_at.astimezone(tz):%H:%M} (site time)" + (f" for {m.indication}" if m.indication else ""), 5)
+        given = m.given_at.astimezone(tz)
+        indication = f" for {m.indication}" if m.indication else ""
+        add(given.date(), "Medication", f"{name} {m.dose.normalize():f} {m.dose_unit} {m.get_route_display()} "
+            f"at {given:%H:%M} (site time){indication}", 5)
     for r in subject.responses.select_related("visit"):
         visit = f" at {r.visit.code}" if r.visit else ""
         antigen = f", {r.get_antigen_status_display()}" if r.antigen_status else ""

@@ -44,7 +44,8 @@ class ConsentForm(SubjectActionForm):
     age_at_consent = forms.IntegerField(min_value=0, max_value=120, required=False)
 
     def rule(self, data: dict[str, Any]) -> None:
-        enrolment.check_consent(subject=self.subject, consented_on=data["consented_on"])
+        enrolment.check_consent(subject=self.subject, consented_on=data["consented_on"],
+                                age_at_consent=data.get("age_at_consent"))
 
     def save(self, *, by: Any) -> Any:
         return enrolment.record_consent(subject=self.subject, by=by, **self.cleaned_data)

@@ -127,6 +127,8 @@ def screen_subject(*, trial: Trial, site: Site, screened_on: dt.date, by: Abstra
     """Register a subject in the screening log under a new pseudonymous code (e.g. S01-0007)."""
     check_screening_permission(user=by, trial=trial, site=site)
     check_screening(trial=trial, site=site, screened_on=screened_on)
+    if unknown := set(characteristics) - (AMENDABLE_FIELDS - {"age_at_consent"}):
+        raise RuleViolation("not_a_characteristic", f"{', '.join(sorted(unknown))} cannot be set at screening.")
     # The lock on the trial-site row serialises code numbering between concurrent screenings.
     trial_site = TrialSite.objects.select_for_update().get(trial=trial, site=site)
     trial_site.last_subject_number += 1
@@ -143,7 +145,7 @@ def screen_subject(*, trial: Trial, site: Site, screened_on: dt.date, by: Abstra
 # --- consent -------------------------------------------------------------------------------------
 
 
-def check_consent(*, subject: Subject, consented_on: dt.date) -> None:
+def check_consent(*, subject: Subject, consented_on: dt.date, age_at_consent: int | None = None) -> None:
     if subject.status in (S.SCREEN_FAILED, S.OFF_STUDY):
         raise StateConflict("subject_closed", f"{subject.code} is {subject.get_status_display().lower()}.")
     withdrawn = consent_withdrawn(subject)
@@ -154,6 +156,8 @@ def check_consent(*, subject: Subject, consented_on: dt.date) -> None:
         raise RuleViolation("consent_before_screening",
                             f"Consent cannot predate screening ({subject.screened_on:%d %b %Y}).",
                             field="consented_on")
+    if age_at_consent is None and subject.age_at_consent is None:
+        raise RuleViolation("age_required", "Record the subject's age at consent.", field="age_at_consent")
 
 
 @transaction.atomic
@@ -162,9 +166,7 @@ def record_consent(*, subject: Subject, version: str, consented_on: dt.date, by:
     """Record signed informed consent (a later row re-consents to a new form version)."""
     subject = _lock(subject)
     check_can_enter(user=by, subject=subject)
-    check_consent(subject=subject, consented_on=consented_on)
-    if age_at_consent is None and subject.age_at_consent is None:
-        raise RuleViolation("age_required", "Record the subject's age at consent.", field="age_at_consent")
+    check_consent(subject=subject, consented_on=consented_on, age_at_consent=age_at_consent)
     consent = Consent(subject=subject, version=version, consented_on=consented_on, recorded_by=by)
     consent.full_clean()
     consent.save()
@@ -211,7 +213,7 @@ def withdraw_consent(*, subject: Subject, withdrawn_on: dt.date, reason: str, by
 
 def check_eligibility_assessment(*, subject: Subject, assessed_on: dt.date,
                                  answers: Mapping[EligibilityCriterion, bool]) -> None:
-    if subject.status not in (S.SCREENING, S.ELIGIBLE):
+    if subject.status != S.SCREENING:
         raise StateConflict("not_screening", f"{subject.code} is {subject.get_status_display().lower()}; "
                             "eligibility is assessed during screening.")
     check_not_future(day=assessed_on, site=subject.site, field="assessed_on")

@@ -8,13 +8,16 @@ from decimal import Decimal
 from django.contrib.auth.models import AbstractBaseUser
 from django.db import transaction
 
-from patients.models import BodyMeasurement, Subject
+from config.errors import StateConflict
+from patients.models import BodyMeasurement, Subject, SubjectStatus
 from patients.services.enrolment import _lock, check_can_enter, check_consented, check_not_future
 
 
 def check_body_measurement(*, subject: Subject, measured_on: dt.date) -> None:
     check_not_future(day=measured_on, site=subject.site, field="measured_on")
-    check_consented(subject=subject, on=measured_on, field="measured_on")
+    check_consented(subject=subject, on=measured_on, field="measured_on")  # names a withdrawal first
+    if subject.status in (SubjectStatus.SCREEN_FAILED, SubjectStatus.OFF_STUDY):
+        raise StateConflict("subject_closed", f"{subject.code} is {subject.get_status_display().lower()}.")
 
 
 @transaction.atomic

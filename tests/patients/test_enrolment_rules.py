@@ -224,7 +224,8 @@ WRITES = {
 @pytest.mark.parametrize("who", ["coordinator_b", "investigator_b", "monitor", "data_manager"])
 def test_only_entry_roles_of_the_subjects_site_may_write(world, action, who):
     subject, write = WRITES[action](world)
-    with refused(PermissionRefused, "not_permitted", subject=subject):
+    field = "site" if action == "screen" else None  # screening names the site the user chose
+    with refused(PermissionRefused, "not_permitted", field=field, subject=subject):
         write(getattr(world, who))
 
 
