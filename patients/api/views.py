@@ -114,6 +114,25 @@ class SubjectViewSet(ScopedViewSet):
         rows = subject.transitions.select_related("recorded_by").order_by("recorded_at", "pk")
         return Response(s.TransitionSerializer(rows, many=True).data)
 
+    @extend_schema(summary="Consents", responses={200: s.ConsentSerializer(many=True), **READ_ERRORS})
+    @action(detail=True, methods=["get"])
+    def consents(self, request: Request, pk: str, **kwargs: Any) -> Response:
+        rows = self.get_object().consents.order_by("consented_on", "pk")
+        return Response(s.ConsentSerializer(rows, many=True).data)
+
+    @extend_schema(summary="Height and weight", responses={200: s.MeasurementSerializer(many=True), **READ_ERRORS})
+    @action(detail=True, methods=["get"], url_path="body-measurements")
+    def body_measurements(self, request: Request, pk: str, **kwargs: Any) -> Response:
+        rows = self.get_object().measurements.order_by("measured_on", "pk")
+        return Response(s.MeasurementSerializer(rows, many=True).data)
+
+    @extend_schema(summary="Eligibility assessments",
+                   responses={200: s.EligibilitySerializer(many=True), **READ_ERRORS})
+    @action(detail=True, methods=["get"], url_path="eligibility-assessments")
+    def eligibility_assessments(self, request: Request, pk: str, **kwargs: Any) -> Response:
+        rows = self.get_object().eligibility_assessments.prefetch_related("answers__criterion").order_by("pk")
+        return Response(s.EligibilitySerializer(rows, many=True).data)
+
     @_decorate("Record informed consent", s.ConsentSerializer)
     @action(detail=True, methods=["post"])
     def consent(self, request: Request, pk: str, **kwargs: Any) -> Response:
