@@ -36,10 +36,6 @@ TRACKED = (Subject, Consent, EligibilityAssessment, EligibilityAnswer, SubjectTr
 NO_INLINE_ROWS = {"transitions-TOTAL_FORMS": "0", "transitions-INITIAL_FORMS": "0"}  # the read-only status history
 
 
-@pytest.fixture(autouse=True)
-def fast_password_hasher(settings: Any) -> None:
-    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
-
 
 @pytest.fixture
 def coordinator(world: Any, login: Any) -> Any:

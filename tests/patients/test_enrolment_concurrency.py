@@ -20,10 +20,6 @@ pytestmark = pytest.mark.django_db(transaction=True)
 ROUNDS = 4
 
 
-@pytest.fixture(autouse=True)
-def fast_password_hasher(settings: Any) -> None:
-    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
-
 
 def run_together(*calls: Callable[[], Any]) -> list[tuple[str, Any]]:
     """Start the calls in separate threads at the same moment; each result is ("ok", value) or ("error", exc)."""

@@ -58,11 +58,6 @@ TRACKED = (Subject, Consent, EligibilityAssessment, EligibilityAnswer, SubjectTr
 # --- helpers ---------------------------------------------------------------------------------------
 
 
-@pytest.fixture(autouse=True)
-def fast_password_hasher(settings: Any) -> None:
-    """The ``world`` users' passwords are hashed with PBKDF2 (about a second each) unless told otherwise."""
-    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
-
 
 def table_rows() -> dict[str, list[dict[str, Any]]]:
     return {model.__name__: list(model.objects.order_by("pk").values()) for model in TRACKED}

@@ -28,11 +28,6 @@ UNSET = object()
 IN_TWO_DAYS = TODAY + dt.timedelta(days=2)
 
 
-@pytest.fixture(autouse=True)
-def _fast_passwords(settings: Any) -> None:
-    """The world fixture creates six users; the production hasher would dominate the run time."""
-    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
-
 
 # --- helpers ---------------------------------------------------------------------------------------
 
