@@ -30,7 +30,7 @@ from django.utils import timezone
 
 from assays.lab_grading import grade_lab
 from assays.models import Analyte, AnalyteUnit, LabDraw, ReferenceRange, Result, Specimen
-from config.errors import DomainError
+from config.errors import DomainError, PermissionRefused
 from patients.models import Consent, FollowUp, Infusion, Subject
 from trials.access import ENTRY_ROLES, access_of
 from trials.models import Visit
@@ -394,7 +394,9 @@ def _interpret(catalogue: _Catalogue, analyte: Analyte, value: float | None,
 
 
 def _copy(records: list[tuple]) -> None:
-    with connection.cursor() as cursor:
+    # The raw psycopg cursor bypasses Django's error wrapping: without wrap_database_errors a lost race
+    # surfaces as psycopg's UniqueViolation, which ingest_results' IntegrityError retry never catches (500).
+    with connection.cursor() as cursor, connection.wrap_database_errors:
         raw = cursor.cursor
         with raw.copy(f"COPY assays_result ({', '.join(RESULT_COLUMNS)}) FROM STDIN") as copy:
             for record in records:
@@ -403,6 +405,8 @@ def _copy(records: list[tuple]) -> None:
 
 def ingest_results(*, rows: Sequence[ResultIn], by: AbstractBaseUser) -> IngestOutcome:
     """Store a batch all-or-nothing. A lost race with a concurrent batch is retried once."""
+    if not access_of(by).enters_any:  # monitors, data managers: 403, not "unknown subject" per row
+        raise PermissionRefused("not_permitted", "Your role does not allow entering laboratory results.")
     if len(rows) > MAX_BATCH:
         raise DomainError("batch_too_large", f"Send at most {MAX_BATCH} results per request.", field="results")
     for attempt in range(3):

@@ -30,12 +30,16 @@ from patients.models import (
     Subject,
     SubjectTransition,
 )
-from trials.access import ENTRY_ROLES, access_of
+from trials.access import access_of
 
 
 @extend_schema_field(OpenApiTypes.STR)
 class ScopedSubjectField(serializers.RelatedField):
-    """A subject by id or by code, among the subjects the caller may enter data for."""
+    """A subject by id or by code, among the subjects the caller may see.
+
+    Visibility, not data entry, decides whether the subject resolves: a monitor naming a subject of
+    their own site gets the service's 403 ``not_permitted``, not a misleading "no such subject".
+    """
 
     default_error_messages = {
         "does_not_exist": "No subject {value} in your sites.",
@@ -44,7 +48,7 @@ class ScopedSubjectField(serializers.RelatedField):
 
     def get_queryset(self) -> QuerySet:
         user = self.context["request"].user
-        return Subject.objects.filter(access_of(user).site_q(roles=ENTRY_ROLES)).select_related("trial", "site")
+        return Subject.objects.filter(access_of(user).site_q()).select_related("trial", "site")
 
     def to_internal_value(self, data: Any) -> Subject:
         value = str(data)
@@ -61,7 +65,7 @@ class ScopedSubjectField(serializers.RelatedField):
 
 
 class ScopedRelatedField(serializers.PrimaryKeyRelatedField):
-    """A record of a subject, by id, among those the caller may enter data for."""
+    """A record of a subject, by id, among those the caller may see (the service checks data entry)."""
 
     def __init__(self, model: Any, subject_path: str = "subject", **kwargs: Any) -> None:
         self.model, self.subject_path = model, subject_path
@@ -70,7 +74,7 @@ class ScopedRelatedField(serializers.PrimaryKeyRelatedField):
     def get_queryset(self) -> QuerySet:
         user = self.context["request"].user
         return self.model.objects.filter(access_of(user).site_q(
-            trial=f"{self.subject_path}__trial", site=f"{self.subject_path}__site", roles=ENTRY_ROLES))
+            trial=f"{self.subject_path}__trial", site=f"{self.subject_path}__site"))
 
 
 class SubjectSerializer(serializers.ModelSerializer):

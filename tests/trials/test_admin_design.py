@@ -19,11 +19,6 @@ R = Membership.Role
 READERS = ["coordinator", "investigator", "monitor", "coordinator_b"]
 
 
-@pytest.fixture(autouse=True)
-def fast_passwords(settings: Any) -> None:
-    """Every test logs in; the production hasher would dominate the run time."""
-    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
-
 
 @dataclass
 class Other:
