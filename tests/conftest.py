@@ -33,6 +33,15 @@ def fast_password_hashing(settings: Any) -> None:
     settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
 
 
+@pytest.fixture(autouse=True)
+def fresh_content_types() -> None:
+    """Transactional tests flush every table and recreate content types under new ids; the
+    in-process cache would still hold the old ones (the admin log then fails its foreign key)."""
+    from django.contrib.contenttypes.models import ContentType
+
+    ContentType.objects.clear_cache()
+
+
 @pytest.fixture
 def world(db: None) -> World:
     trial = build_trial()

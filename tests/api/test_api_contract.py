@@ -6,6 +6,9 @@ from __future__ import annotations
 from types import SimpleNamespace
 
 import pytest
+from django.core.management import call_command
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
 from rest_framework.test import APIClient
 
 from assays.models import LabDraw, Result
@@ -369,3 +372,85 @@ def test_remaining_writes_refuse_malformed_input_and_another_sites_records(world
         assert client.post(other, {}, format="json").status_code == 404
     assert snapshot() == before
 
+# --- query counts do not grow with rows ---------------------------------------------------------------
+
+
+def _make_rows(world, lab, url, n):
+    subject = consented(**W(world))
+    if url == "/api/v1/subjects/":
+        for _ in range(n - 1):
+            screened(**W(world))
+    elif url in ("/api/v1/results/", "/api/v1/lab-draws/"):
+        rows = [result_row(subject, i, source_ref=f"{subject.code}-{i}", accession_number=f"{subject.code}-{i}")
+                for i in range(n)]
+        assert post_results(lab, {"results": rows}).status_code == 201
+    elif url == "/api/v1/medications/":
+        for _ in range(n):
+            safety.record_medication(subject=subject, drug="tocilizumab", dose=8, dose_unit="mg/kg", route="iv",
+                                     given_at=at(days_ago(1)), by=world.coordinator)
+    elif url == "/api/v1/adverse-events/":
+        for _ in range(n):
+            _event(subject, world.coordinator)
+
+
+def _count_queries(client, url, expected_rows):
+    with CaptureQueriesContext(connection) as queries:
+        response = client.get(url)
+    assert response.status_code == 200
+    assert len(response.json()["results"]) == expected_rows
+    return len(queries)
+
+
+@pytest.mark.parametrize("url", ["/api/v1/subjects/", "/api/v1/results/", "/api/v1/lab-draws/",
+                                 "/api/v1/medications/", "/api/v1/adverse-events/"])
+def test_list_queries_do_not_grow_with_rows(world, lab, url):
+    _make_rows(world, lab, url, 1)
+    client = api_client(world.coordinator)
+    one = _count_queries(client, url, 1)
+    _make_rows(world, lab, url, 9)  # subjects: one consented and 8 screened more; others: 9 more rows
+    expected = 10 if url != "/api/v1/subjects/" else 1 + 1 + 8
+    ten = _count_queries(api_client(world.coordinator), url, expected)
+    assert ten == one
+
+
+def test_analyte_list_queries_are_fixed(world):
+    client = api_client(world.coordinator)
+    with CaptureQueriesContext(connection) as small:
+        assert client.get("/api/v1/analytes/", {"page_size": 1}).status_code == 200
+    with CaptureQueriesContext(connection) as large:
+        assert client.get("/api/v1/analytes/", {"page_size": 20}).status_code == 200
+    assert len(small) == len(large)
+
+
+def test_batch_ingestion_queries_do_not_grow(world, lab):
+    subject = consented(**W(world))
+    assert lab.get("/api/v1/analytes/").status_code == 200  # the token's first use stamps last_used_at
+
+    def ingest(prefix, n):
+        rows = [result_row(subject, i, source_ref=f"{prefix}-{i}", accession_number=f"{prefix}-{i % 5}")
+                for i in range(n)]
+        with CaptureQueriesContext(connection) as queries:
+            response = post_results(lab, {"results": rows})
+        assert response.status_code == 201 and response.json()["created"] == n
+        return len(queries)
+
+    assert ingest("small", 2) == ingest("large", 50)
+
+
+# --- the schema -------------------------------------------------------------------------------------
+
+
+def test_schema_validates_and_documents_write_errors(tmp_path):
+    import yaml
+
+    target = tmp_path / "schema.yml"
+    call_command("spectacular", "--api-version", "v1", "--validate", "--fail-on-warn", "--file", str(target))
+    schema = yaml.safe_load(target.read_text())
+    posts = {path: ops["post"] for path, ops in schema["paths"].items() if "post" in ops}
+    assert len(posts) >= 20
+    missing = {path: sorted({"400", "404", "409"} - set(op["responses"])) for path, op in posts.items()}
+    assert {path: codes for path, codes in missing.items() if codes} == {}
+    for path, op in posts.items():
+        error = op["responses"]["409"]["content"]["application/json"]["schema"]
+        assert error == {"$ref": "#/components/schemas/Error"}, path
+    assert set(schema["components"]["schemas"]["Error"]["properties"]) == {"code", "message", "field_errors"}
