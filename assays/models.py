@@ -4,6 +4,8 @@ unit; a correction supersedes the previous row, which is kept (never overwritten
 
 from __future__ import annotations
 
+import pghistory
+import pgtrigger
 from django.conf import settings
 from django.contrib.postgres.fields import ArrayField
 from django.db import models
@@ -114,7 +116,9 @@ class LabDraw(TimeStampedModel):
         return f"{self.accession_number} ({self.get_specimen_display()}, {self.collected_at:%Y-%m-%d %H:%M})"
 
 
-@audited
+# Results arrive by the thousand: their insert audit is a statement-level trigger over the inserted
+# rows (a transition table) instead of one trigger call per row. The event rows are the same.
+@pghistory.track(pghistory.InsertEvent(level=pgtrigger.Statement), pghistory.UpdateEvent(), pghistory.DeleteEvent())
 class Result(models.Model):
     """One assay result as sent (value and unit text) and normalised (canonical unit)."""
 

@@ -71,6 +71,7 @@ def prepare(env: dict[str, str]) -> dict[str, object]:
 
 
 WHEN = (dt.datetime.now(dt.UTC) - dt.timedelta(days=1)).replace(microsecond=0)
+RUN = f"{int(time.time()):x}"  # draws are kept between runs; each run collects its own
 
 
 def make_rows(n: int, tag: str, subjects: list[tuple[str, int]]) -> list[dict[str, object]]:
@@ -81,7 +82,7 @@ def make_rows(n: int, tag: str, subjects: list[tuple[str, int]]) -> list[dict[st
         code, _pk = subjects[i % len(subjects)]
         analyte, unit, _f = ANALYTES[i % len(ANALYTES)]
         draw = i // 40  # 40 results per draw, as a lab panel
-        rows.append({"source_ref": f"{tag}-{i}", "subject": code, "accession_number": f"BENCH-{code}-{draw % 500}",
+        rows.append({"source_ref": f"{tag}-{i}", "subject": code, "accession_number": f"B{RUN}-{code}-{draw % 500}",
                      "specimen": "pb", "collected_at": (when - dt.timedelta(minutes=draw % 500)).isoformat(),
                      "analyte": analyte, "value": f"{rng.uniform(0.5, 300):.2f}", "unit": unit})
     return rows
@@ -107,6 +108,7 @@ def api_round(port: int, token: str, rows: list[dict[str, object]], batch: int, 
             code, _elapsed = post(port, token, body)
             if code not in (200, 201):
                 failures.append(code)
+                return
 
     threads = [threading.Thread(target=worker, args=(bodies[k::clients],)) for k in range(clients)]
     start = time.perf_counter()
@@ -152,7 +154,7 @@ def reset(url: str) -> None:
 
 def start_server(env: dict[str, str], port: int) -> subprocess.Popen[bytes]:
     server = subprocess.Popen([str(ROOT / ".venv/bin/gunicorn"), "config.wsgi", "--workers", "2", "--bind",
-                               f"127.0.0.1:{port}", "--log-level", "warning"], cwd=ROOT, env=env)
+                               f"127.0.0.1:{port}", "--log-level", "error"], cwd=ROOT, env=env)
     for _ in range(100):
         try:
             http.client.HTTPConnection("127.0.0.1", port, timeout=1).request("GET", "/api/schema/")
@@ -176,7 +178,7 @@ def main() -> None:
     url = database_url()
     env = {**os.environ, "DATABASE_URL": url, "DJANGO_DEBUG": "0", "DJANGO_SECRET_KEY": "bench-" + "x" * 50,
            "DJANGO_ALLOWED_HOSTS": "127.0.0.1,localhost", "DJANGO_SECURE_SSL_REDIRECT": "0",
-           "DJANGO_LOG_LEVEL": "WARNING"}
+           "DJANGO_LOG_LEVEL": "ERROR"}
     facts = prepare(env)
     token, subjects = str(facts["token"]), facts["subjects"]
     server = start_server(env, args.port)

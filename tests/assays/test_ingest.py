@@ -107,3 +107,16 @@ def test_batch_ingestion_queries_do_not_grow_with_rows(world, catalogue, lab, ro
     batch = {"results": [row(subject, n, accession_number=f"ACC-{n % 3}") for n in range(rows)]}
     with django_assert_max_num_queries(20):
         assert post(lab, batch).status_code == 201
+
+
+def test_every_ingested_and_superseded_result_leaves_an_audit_row(world, catalogue, lab):
+    from django.apps import apps
+
+    events = apps.get_model("assays", "ResultEvent")
+    subject = consented(trial=world.trial, site=world.site_a, coordinator=world.coordinator)
+    assert post(lab, {"results": [row(subject, 1), row(subject, 2)]}).status_code == 201
+    assert post(lab, row(subject, 1, value="13", correction_reason="Re-run")).status_code == 201
+    inserted = events.objects.filter(pgh_label="insert").values_list("source_ref", "value_text")
+    assert sorted(inserted) == [("LIS-1", "12.5"), ("LIS-1", "13"), ("LIS-2", "12.5")]
+    assert list(events.objects.filter(pgh_label="update").values_list("source_ref", "superseded")) == [
+        ("LIS-1", True)]
