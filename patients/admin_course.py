@@ -14,6 +14,7 @@ from typing import Any
 
 from django import forms
 from django.contrib import admin
+from django.db.models import OuterRef, Subquery
 from django.http import HttpRequest
 
 from config.admin_scoping import ClinicalAdmin, add_domain_error
@@ -49,6 +50,21 @@ class ServiceAdmin(ClinicalAdmin):
     """Add-only admin whose form runs ``rule`` in ``clean`` and whose save calls ``write``."""
 
     add_fields: list[str] = []
+    study_date_field = ""  # the record's clinical date, shown as a study day (day 0 = first infusion)
+
+    def get_queryset(self, request: HttpRequest) -> Any:
+        first = Infusion.objects.filter(subject=OuterRef("subject")).order_by("infused_on").values("infused_on")[:1]
+        return super().get_queryset(request).annotate(day0=Subquery(first))
+
+    def get_list_display(self, request: HttpRequest) -> list[str]:
+        return [*super().get_list_display(request), "study_day"]
+
+    @admin.display(description="study day")
+    def study_day(self, obj: Any) -> int | None:
+        value = getattr(obj, self.study_date_field)
+        if isinstance(value, dt.datetime):
+            value = value.astimezone(obj.subject.site.tzinfo).date()
+        return study_day(value, obj.day0)
 
     def rule(self, data: dict[str, Any], request: HttpRequest) -> None:
         raise NotImplementedError
@@ -86,9 +102,10 @@ def _local_date(subject: Any, moment: dt.datetime) -> dt.date:
 
 @admin.register(ApheresisCollection)
 class CollectionAdmin(ServiceAdmin):
+    study_date_field = "collected_on"
     add_fields = ["subject", "collection_id", "collected_on", "cd3_cells_1e9"]
     list_display = ["collection_id", "subject", "collected_on", "cd3_cells_1e9"]
-    list_select_related = ["subject"]
+    list_select_related = ["subject__site"]
     search_fields = ["collection_id", "subject__code"]
 
     def rule(self, data: dict[str, Any], request: HttpRequest) -> None:
@@ -103,12 +120,13 @@ class CollectionAdmin(ServiceAdmin):
 class ProductLotAdmin(ServiceAdmin):
     """Registration on add; release or manufacturing failure on the change page."""
 
+    study_date_field = "release_date"
     add_fields = ["subject", "product", "lot_number", "source", "collection", "donor_type"]
     release_fields = ["release_date", "viability_pct", "car_positive_pct", "total_viable_car_cells", "qc_pass",
                       "failed_on", "failure_reason"]
     list_display = ["lot_number", "subject", "source", "status", "release_date", "total_viable_car_cells"]
     list_filter = ["status", "source"]
-    list_select_related = ["subject"]
+    list_select_related = ["subject__site"]
     search_fields = ["lot_number", "subject__code"]
 
     def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
@@ -163,9 +181,10 @@ class ProductLotAdmin(ServiceAdmin):
 
 @admin.register(BridgingTherapy)
 class BridgingAdmin(ServiceAdmin):
+    study_date_field = "started_on"
     add_fields = ["subject", "regimen", "started_on", "ended_on"]
     list_display = ["subject", "regimen", "started_on", "ended_on"]
-    list_select_related = ["subject"]
+    list_select_related = ["subject__site"]
     search_fields = ["subject__code"]
 
     def rule(self, data: dict[str, Any], request: HttpRequest) -> None:
@@ -219,9 +238,10 @@ class DoseInline(admin.TabularInline):
 
 @admin.register(LymphodepletionCourse)
 class LymphodepletionCourseAdmin(ServiceAdmin):
+    study_date_field = "planned_infusion_on"
     add_fields = ["subject", "regimen", "planned_infusion_on", "bsa_formula"]
     list_display = ["subject", "course_number", "regimen", "planned_infusion_on", "bsa_m2", "bsa_formula"]
-    list_select_related = ["subject", "regimen"]
+    list_select_related = ["subject__site", "regimen"]
     search_fields = ["subject__code"]
     inlines = [DoseInline]
 
@@ -261,11 +281,12 @@ class LymphodepletionCourseAdmin(ServiceAdmin):
 
 @admin.register(Infusion)
 class InfusionAdmin(ServiceAdmin):
+    study_date_field = "infused_on"
     add_fields = ["subject", "lot", "dose_level", "cells_per_kg", "infused_at", "fraction_number",
                   "planned_fractions"]
     list_display = ["subject", "course_number", "fraction_number", "infused_on", "lot", "cells_per_kg",
                     "total_cells"]
-    list_select_related = ["subject", "lot"]
+    list_select_related = ["subject__site", "lot"]
     search_fields = ["subject__code", "lot__lot_number"]
 
     def get_readonly_fields(self, request: HttpRequest, obj: Any = None) -> list[str]:
@@ -327,10 +348,11 @@ EVENT_FIELDS = ["subject", "category", "term", "meddra_code", "onset_on", "resol
 
 @admin.register(AdverseEvent)
 class AdverseEventAdmin(ServiceAdmin):
+    study_date_field = "onset_on"
     add_fields = EVENT_FIELDS
     list_display = ["subject", "term", "category", "grade", "onset_on", "resolved_on", "serious", "report_due_at"]
     list_filter = ["category", "serious", "grade"]
-    list_select_related = ["subject"]
+    list_select_related = ["subject__site"]
     search_fields = ["subject__code", "term"]
     inlines = [CrsInline, IcansInline]
 
@@ -377,10 +399,11 @@ class AdverseEventAdmin(ServiceAdmin):
 
 @admin.register(ConcomitantMedication)
 class MedicationAdmin(ServiceAdmin):
+    study_date_field = "given_at"
     add_fields = ["subject", "adverse_event", "drug", "drug_name", "dose", "dose_unit", "route", "given_at",
                   "indication"]
     list_display = ["subject", "drug", "dose", "dose_unit", "route", "given_at", "adverse_event"]
-    list_select_related = ["subject", "adverse_event"]
+    list_select_related = ["subject__site", "adverse_event"]
     search_fields = ["subject__code"]
     list_filter = ["drug"]
 
@@ -402,10 +425,11 @@ class MedicationAdmin(ServiceAdmin):
 
 @admin.register(ResponseAssessment)
 class ResponseAdmin(ServiceAdmin):
+    study_date_field = "assessed_on"
     add_fields = ["subject", "visit", "assessed_on", "category", "marrow_blasts_pct", "mrd_flow_pct",
                   "mrd_sensitivity_pct", "bcr_abl1_is_pct", "extramedullary_status", "cns_status", "antigen_status"]
     list_display = ["subject", "visit", "assessed_on", "category", "mrd_flow_pct", "antigen_status"]
-    list_select_related = ["subject", "visit"]
+    list_select_related = ["subject__site", "visit"]
     list_filter = ["category"]
     search_fields = ["subject__code"]
 
@@ -424,9 +448,10 @@ class ResponseAdmin(ServiceAdmin):
 
 @admin.register(FollowUp)
 class FollowUpAdmin(ServiceAdmin):
+    study_date_field = "event_on"
     add_fields = ["subject", "kind", "event_on", "cause_of_death", "detail"]
     list_display = ["subject", "kind", "event_on", "cause_of_death"]
-    list_select_related = ["subject"]
+    list_select_related = ["subject__site"]
     list_filter = ["kind"]
     search_fields = ["subject__code"]
 

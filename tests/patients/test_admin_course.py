@@ -447,3 +447,15 @@ def test_site_b_coordinator_sees_no_site_a_course_records(world, login, model):
     assert client_b.get(change_url(record_a)).status_code == 404
     assert client_b.get(change_url(record_b)).status_code == 200
     assert login(world.coordinator).get(change_url(record_a)).status_code == 200
+
+
+def test_course_lists_show_the_study_day_of_each_record(world, login):
+    subject = infused_subject(coordinator=world.coordinator, investigator=world.investigator, trial=world.trial,
+                              site=world.site_a)
+    client = login(world.coordinator)
+    infusions = client.get(reverse("admin:patients_infusion_changelist"))
+    assert infusions.status_code == 200
+    assert infusions.context["cl"].result_list[0].day0 == subject.infusions.get().infused_on
+    assert '<td class="field-study_day">0</td>' in infusions.content.decode()
+    courses = client.get(reverse("admin:patients_lymphodepletioncourse_changelist")).content.decode()
+    assert '<td class="field-study_day">0</td>' in courses  # the planned day 0 of the course
