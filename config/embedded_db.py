@@ -16,7 +16,10 @@ logging.getLogger("pgserver").setLevel(logging.WARNING)
 def embedded_database_url(base_dir: Path) -> str:
     """Start (or reuse) the embedded server and return its connection URL."""
     os.environ.setdefault("XDG_RUNTIME_DIR", str(base_dir / "var" / "run"))
-    Path(os.environ["XDG_RUNTIME_DIR"]).mkdir(parents=True, exist_ok=True, mode=0o700)
+    runtime = Path(os.environ["XDG_RUNTIME_DIR"])
+    runtime.mkdir(parents=True, exist_ok=True)
+    if runtime.is_relative_to(base_dir):
+        runtime.chmod(0o700)  # the runtime-dir convention (pgserver's lock file lives there)
     import pgserver  # imported late: only the embedded mode needs it
 
     pgdata = base_dir / "var" / "pgdata"
