@@ -53,6 +53,10 @@ INSTALLED_APPS = [
     "trials",
     "patients",
     "assays",
+    "audit",
+    "locking",
+    "signatures",
+    "dataqueries",
 ]
 
 MIDDLEWARE = [
@@ -95,6 +99,9 @@ DATABASES = {"default": dj_database_url.parse(DATABASE_URL, conn_max_age=60, con
 if DATABASES["default"]["ENGINE"] != "django.db.backends.postgresql":
     raise ImproperlyConfigured("DATABASE_URL must point to PostgreSQL.")
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+# Audit trail: event tables refuse UPDATE and DELETE (PostgreSQL triggers), whoever connects.
+PGHISTORY_APPEND_ONLY = True
 
 AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},

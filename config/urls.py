@@ -10,6 +10,10 @@ urlpatterns = [
     path("admin/", admin.site.urls),
     path("api/<version>/", include("patients.api.urls")),
     path("api/<version>/", include("assays.urls")),
+    path("api/<version>/", include("audit.urls")),
+    path("api/<version>/", include("locking.urls")),
+    path("api/<version>/", include("signatures.urls")),
+    path("api/<version>/", include("dataqueries.urls")),
     path("api/schema/", SpectacularAPIView.as_view(api_version="v1"), name="schema"),
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="api-docs"),
 ]

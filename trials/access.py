@@ -96,7 +96,8 @@ def access_of(user: AbstractBaseUser | AnonymousUser) -> TrialAccess:
         return cached
     site_roles: dict[tuple[int, int], set[str]] = {}
     trial_roles: dict[int, set[str]] = {}
-    rows = Membership.objects.filter(user=user, active=True).values_list("trial_id", "site_id", "role")
+    # order_by(): the model ordering would join users and trials into a query run on every request
+    rows = Membership.objects.filter(user=user, active=True).order_by().values_list("trial_id", "site_id", "role")
     for trial_id, site_id, role in rows:
         if site_id is None:
             trial_roles.setdefault(trial_id, set()).add(role)

@@ -74,7 +74,7 @@ def authenticate_token(raw: str) -> ServiceAccount | None:
     if not prefix or not secret:
         return None
     account = (ServiceAccount.objects.select_related("user").filter(token_prefix=prefix, revoked_at__isnull=True)
-               .first())
+               .order_by().first())
     if account is None or not secrets.compare_digest(account.token_hash, hash_token(secret)):
         return None
     now = timezone.now()
