@@ -26,6 +26,9 @@ class TokenAuthentication(authentication.BaseAuthentication):
         account = authenticate_token(header[1])
         if account is None:
             raise exceptions.AuthenticationFailed("Invalid or revoked token.")
+        from config.audit import note_service_account
+
+        note_service_account(account)
         return account.user, account
 
     def authenticate_header(self, request: Request) -> str:

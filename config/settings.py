@@ -68,7 +68,7 @@ MIDDLEWARE = [
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
-    "pghistory.middleware.HistoryMiddleware",
+    "config.audit.AuditContextMiddleware",
 ]
 
 ROOT_URLCONF = "config.urls"
@@ -174,6 +174,8 @@ SPECTACULAR_SETTINGS = {
         "ProductSourceEnum": "trials.models.Product.Source",
         "AntigenEnum": "trials.models.Antigen",
         "ScfvOriginEnum": "trials.models.ScfvOrigin",
+        "AdverseEventCategoryEnum": "patients.models.AdverseEvent.Category",
+        "ResponseCategoryEnum": "patients.models.ResponseAssessment.Category",
     },
 }
 

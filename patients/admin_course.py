@@ -34,7 +34,7 @@ from patients.models import (
     ResponseAssessment,
 )
 from patients.selectors import study_day
-from patients.services import outcome, safety, treatment
+from patients.services import amendments, outcome, safety, treatment
 from trials.access import access_of
 
 
@@ -72,28 +72,66 @@ class ServiceAdmin(ClinicalAdmin):
     def write(self, data: dict[str, Any], request: HttpRequest) -> Any:
         raise NotImplementedError
 
+    def amend_fields(self) -> frozenset[str]:
+        return amendments.amendable_fields(self.model)
+
     def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return obj is None and super().has_change_permission(request, obj)
+        # A saved record opens as a correction form when it has amendable fields (a reason is required).
+        return (obj is None or bool(self.amend_fields())) and super().has_change_permission(request, obj)
 
     def get_fields(self, request: HttpRequest, obj: Any = None) -> list[str]:
-        return self.add_fields if obj is None else [*self.add_fields, *self.get_readonly_fields(request, obj)]
+        if obj is None:
+            return self.add_fields
+        fields = [*self.add_fields, *[f for f in self.get_readonly_fields(request, obj) if f not in self.add_fields]]
+        if self.amend_fields() and self.has_change_permission(request, obj):
+            fields.append(amendments.REASON_FIELD)
+        return fields
+
+    def get_readonly_fields(self, request: HttpRequest, obj: Any = None) -> list[str]:
+        if obj is None:
+            return list(self.readonly_fields)
+        fixed = [f for f in self.add_fields if f not in self.amend_fields()]
+        if not self.has_change_permission(request, obj):
+            fixed = list(self.add_fields)
+        return [*fixed, *[f for f in self.readonly_fields if f not in fixed]]
 
     def get_form(self, request: HttpRequest, obj: Any = None, change: bool = False, **kwargs: Any) -> Any:
+        if obj is not None and self.amend_fields():
+            kwargs["form"] = AmendmentForm
         base = super().get_form(request, obj, change=change, **kwargs)
         model_admin = self
 
         class ServiceForm(base):  # type: ignore[misc, valid-type]
             def clean(self) -> dict[str, Any]:
                 data = super().clean()
-                _guard(self, lambda: model_admin.rule(data, request))
+                if obj is None:
+                    _guard(self, lambda: model_admin.rule(data, request))
+                else:
+                    _guard(self, lambda: amendments.check_record_amendment(
+                        record=obj, changes=model_admin.changes(self), reason=data.get(amendments.REASON_FIELD, "")))
                 return data
 
         return ServiceForm
 
+    def changes(self, form: forms.BaseForm) -> dict[str, Any]:
+        return {name: form.cleaned_data[name] for name in form.changed_data if name in self.amend_fields()}
+
     def save_model(self, request: HttpRequest, obj: Any, form: forms.Form, change: bool) -> None:
+        if change:
+            saved = self.model.objects.get(pk=obj.pk)
+            amendments.amend_record(record=saved, changes=self.changes(form), by=request.user,
+                                    reason=form.cleaned_data.get(amendments.REASON_FIELD, ""))
+            return
         written = self.write(form.cleaned_data, request)
         obj.pk = written.pk
         obj.__dict__.update({k: v for k, v in written.__dict__.items() if not k.startswith("_")})
+
+
+class AmendmentForm(forms.ModelForm):
+    """A saved record's correction: the changed values and the reason, kept in the audit trail."""
+
+    reason_for_change = forms.CharField(required=False, widget=forms.Textarea(attrs={"rows": 2}),
+                                        help_text="Required when a saved value is changed; kept in the audit trail.")
 
 
 def _local_date(subject: Any, moment: dt.datetime) -> dt.date:
@@ -262,10 +300,6 @@ class LymphodepletionCourseAdmin(ServiceAdmin):
     def write(self, data: dict[str, Any], request: HttpRequest) -> Any:
         return treatment.start_lymphodepletion(by=request.user, **data)
 
-    def save_model(self, request: HttpRequest, obj: Any, form: forms.Form, change: bool) -> None:
-        if not change:
-            super().save_model(request, obj, form, change)
-
     def save_formset(self, request: HttpRequest, form: Any, formset: Any, change: bool) -> None:
         course = form.instance
         # formset.save() is not called, so set what the admin's change message reads from it.
@@ -361,11 +395,13 @@ class AdverseEventAdmin(ServiceAdmin):
             return []
         return [CrsInline] if obj.category == AdverseEvent.Category.CRS else [IcansInline]
 
-    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return ClinicalAdmin.has_change_permission(self, request, obj)  # assessments are added on the event page
+    readonly_fields = ["grade_scale", "report_due_at"]
 
     def get_readonly_fields(self, request: HttpRequest, obj: Any = None) -> list[str]:
-        return [] if obj is None else [*EVENT_FIELDS, "grade_scale", "report_due_at"]
+        fixed = super().get_readonly_fields(request, obj)
+        if obj is not None and obj.category != AdverseEvent.Category.CTCAE and "grade" not in fixed:
+            fixed.append("grade")  # derived from the assessments below
+        return fixed
 
     def _input(self, data: dict[str, Any]) -> safety.EventInput:
         return safety.EventInput(**{k: v for k, v in data.items() if k in safety.EventInput.__dataclass_fields__})
@@ -376,10 +412,6 @@ class AdverseEventAdmin(ServiceAdmin):
 
     def write(self, data: dict[str, Any], request: HttpRequest) -> Any:
         return safety.record_adverse_event(subject=data["subject"], data=self._input(data), by=request.user)
-
-    def save_model(self, request: HttpRequest, obj: Any, form: forms.Form, change: bool) -> None:
-        if not change:
-            super().save_model(request, obj, form, change)
 
     def save_formset(self, request: HttpRequest, form: Any, formset: Any, change: bool) -> None:
         event = AdverseEvent.objects.get(pk=form.instance.pk)

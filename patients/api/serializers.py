@@ -278,3 +278,24 @@ class MedicationSerializer(serializers.ModelSerializer):
         model = ConcomitantMedication
         fields = ["id", "subject", "adverse_event", "drug", "drug_name", "dose", "dose_unit", "route", "given_at",
                   "indication"]
+
+
+def amendment_serializer(base: type[serializers.ModelSerializer], amendable: frozenset[str],
+                         name: str) -> type[serializers.ModelSerializer]:
+    """The PATCH body of a correction: the amendable fields of ``base`` and the reason for change."""
+    meta = type("Meta", (), {"model": base.Meta.model, "fields": [*sorted(amendable), "reason_for_change"]})
+    declared = {f: base._declared_fields[f] for f in amendable if f in base._declared_fields}
+    reason = serializers.CharField(help_text="Why the saved value changes (kept in the audit trail).",
+                                   allow_blank=True, required=False)
+    return type(name, (serializers.ModelSerializer,), {"Meta": meta, "reason_for_change": reason, **declared})
+
+
+class SubjectAmendmentSerializer(serializers.ModelSerializer):
+    reason_for_change = serializers.CharField(help_text="Why the saved value changes (kept in the audit trail).",
+                                              allow_blank=True, required=False)
+
+    class Meta:
+        model = Subject
+        fields = ["sex", "diagnosis", "fusion_genes", "mutations", "marrow_blasts_pct", "extramedullary_disease",
+                  "cns_status", "prior_allo_hsct", "prior_cart", "prior_cart_target", "prior_cart_scfv_origin",
+                  "prior_lines", "age_at_consent", "reason_for_change"]

@@ -28,7 +28,7 @@ from patients.models import (
     ResponseAssessment,
     Subject,
 )
-from patients.services import enrolment, measurements, outcome, safety, treatment
+from patients.services import amendments, enrolment, measurements, outcome, safety, treatment
 from trials.access import access_of
 from trials.models import Cohort, EligibilityCriterion
 
@@ -105,6 +105,17 @@ class SubjectViewSet(ScopedViewSet):
         serializer.is_valid(raise_exception=True)
         run(subject, dict(serializer.validated_data), acting_user(self.request))
         subject.refresh_from_db()
+        return Response(s.SubjectSerializer(subject).data)
+
+    @extend_schema(summary="Correct the subject's characteristics (reason for change required)",
+                   request=s.SubjectAmendmentSerializer, responses={200: s.SubjectSerializer, **ERRORS})
+    def partial_update(self, request: Request, *args: Any, **kwargs: Any) -> Response:
+        subject = self.get_object()
+        body, reason = amendment_body(request, enrolment.AMENDABLE_FIELDS)
+        serializer = s.SubjectAmendmentSerializer(subject, data=body, partial=True)
+        serializer.is_valid(raise_exception=True)
+        changes = {k: v for k, v in serializer.validated_data.items() if k in enrolment.AMENDABLE_FIELDS}
+        subject = enrolment.amend_subject(subject=subject, changes=changes, reason=reason, by=acting_user(request))
         return Response(s.SubjectSerializer(subject).data)
 
     @extend_schema(summary="Transition log", responses={200: s.TransitionSerializer(many=True), **READ_ERRORS})
@@ -194,11 +205,42 @@ class SubjectViewSet(ScopedViewSet):
         return self._act(s.OffStudySerializer, lambda subj, d, by: enrolment.take_off_study(subject=subj, by=by, **d))
 
 
+def amendment_body(request: Request, allowed: frozenset[str]) -> tuple[dict[str, Any], str]:
+    """The fields to change and the reason; a field that is not amendable is refused by name."""
+    if not isinstance(request.data, dict):
+        raise RuleViolation("invalid", "Send a JSON object.")
+    body = dict(request.data)
+    reason = body.pop(amendments.REASON_FIELD, "")
+    if not isinstance(reason, str):
+        raise RuleViolation("invalid", "The reason for change is text.", field=amendments.REASON_FIELD)
+    if unknown := sorted(set(body) - allowed):
+        raise RuleViolation("not_amendable", f"{', '.join(unknown)} cannot be changed on a saved record.",
+                            field=unknown[0])
+    return body, reason
+
+
+class AmendMixin:
+    """PATCH corrects saved values with a ``reason_for_change``, through the same rules as entry."""
+
+    def partial_update(self, request: Request, *args: Any, **kwargs: Any) -> Response:
+        record = self.get_object()  # type: ignore[attr-defined]
+        allowed = amendments.amendable_fields(type(record))
+        body, reason = amendment_body(request, allowed)
+        serializer = self.get_serializer(record, data=body, partial=True)  # type: ignore[attr-defined]
+        serializer.is_valid(raise_exception=True)
+        changes = {name: value for name, value in serializer.validated_data.items() if name in allowed}
+        record = amendments.amend_record(record=record, changes=changes, reason=reason, by=acting_user(request))
+        return Response(self.get_serializer(record).data)  # type: ignore[attr-defined]
+
+
 def _crud(model: Any, serializer: Any, write: Any, *, select: tuple[str, ...] = ("subject",),
           filter_fields: tuple[str, ...] = ()) -> type[ScopedViewSet]:
-    """A scoped list/read/create endpoint whose create calls ``write(data, by)``."""
+    """A scoped list/read/create endpoint whose create calls ``write(data, by)``; amendable records
+    also take PATCH (a correction with a reason)."""
+    amendable = amendments.amendable_fields(model)
+    bases = (AmendMixin, ScopedViewSet) if amendable else (ScopedViewSet,)
 
-    class View(ScopedViewSet):
+    class View(*bases):  # type: ignore[misc]
         queryset = model.objects.select_related(*select)
         serializer_class = serializer
         filterset_fields = ["subject", *filter_fields]
@@ -207,6 +249,10 @@ def _crud(model: Any, serializer: Any, write: Any, *, select: tuple[str, ...] = 
             return write(data, acting_user(self.request))
 
     View.__name__ = View.__qualname__ = f"{model.__name__}ViewSet"
+    if amendable:
+        body = s.amendment_serializer(serializer, amendable, f"{model.__name__}Amendment")
+        View = extend_schema(request=body, responses={200: serializer, **ERRORS}, methods=["PATCH"],
+                             summary=f"Correct a saved {model._meta.verbose_name} (reason for change required)")(View)
     return extend_schema(responses={201: serializer, **ERRORS}, methods=["POST"])(View)
 
 

@@ -11,10 +11,10 @@ from decimal import Decimal
 from typing import Any
 
 from django.contrib.auth import get_user_model
-from django.core.management.base import BaseCommand
 from django.db import transaction
 from django.utils import timezone
 
+from config.audit import AuditedCommand
 from trials.models import (
     Antigen,
     Cohort,
@@ -65,7 +65,7 @@ CRITERIA = [
 ]
 
 
-class Command(BaseCommand):
+class Command(AuditedCommand):
     help = "Load the demo CAR-T trial, its users and subjects (once; later runs change nothing)."
 
     def handle(self, *args: Any, **options: Any) -> None:
