@@ -12,7 +12,9 @@ from typing import Any
 
 import msgspec
 from django.db.models import QuerySet
-from drf_spectacular.utils import extend_schema, inline_serializer
+from django.shortcuts import get_object_or_404
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import OpenApiParameter, extend_schema, extend_schema_view, inline_serializer
 from rest_framework import mixins, serializers, status, viewsets
 from rest_framework.request import Request
 from rest_framework.response import Response
@@ -20,6 +22,7 @@ from rest_framework.response import Response
 from assays.models import Analyte, LabDraw, Result
 from assays.services import BatchRejected, ResultIn, ingest_results
 from config.api import ERRORS, READ_ERRORS, acting_user, error_body
+from config.errors import RuleViolation
 from trials.access import access_of
 
 
@@ -141,14 +144,39 @@ class ResultViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.G
         return Response(body, status=code)
 
 
+DRAW_KEY = OpenApiParameter(
+    "id", OpenApiTypes.STR, OpenApiParameter.PATH,
+    description="The draw's id, or its accession number (e.g. `ACC-2024-0117`). All digits is always an id: "
+                "reach a numeric accession number with `?accession_number=` on the list.")
+
+
+@extend_schema_view(retrieve=extend_schema(parameters=[DRAW_KEY],
+                                           responses={200: DrawSerializer, 400: ERRORS[400], **READ_ERRORS}))
 @extend_schema(responses={200: DrawSerializer, **READ_ERRORS})
 class DrawViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.GenericViewSet):
+    """Lab draws of the caller's sites, addressed by id or by accession number (as subjects are by code)."""
+
     serializer_class = DrawSerializer
     filterset_fields = ["subject__code", "specimen", "accession_number"]
+    lookup_value_regex = "[^/]+"
 
     def get_queryset(self) -> QuerySet:
         qs = LabDraw.objects.select_related("subject", "visit")
         return qs.filter(access_of(self.request.user).site_q(trial="subject__trial", site="site")).order_by("pk")
+
+    def get_object(self) -> LabDraw:
+        # Accession numbers are unique per site only: a caller of several sites may see one twice.
+        value = self.kwargs["pk"]
+        qs = self.get_queryset()
+        is_id = value.isascii() and value.isdigit()  # str.isdigit() alone admits "²", which int() refuses
+        matches = list(qs.filter(pk=int(value))) if is_id else list(qs.filter(accession_number=value)[:2])
+        if not matches:
+            return get_object_or_404(qs.none())
+        if len(matches) > 1:
+            raise RuleViolation("ambiguous_accession", f"Accession number {value} exists at several of your sites; "
+                                "use the id.")
+        self.check_object_permissions(self.request, matches[0])
+        return matches[0]
 
 
 @extend_schema(responses={200: AnalyteSerializer, **READ_ERRORS})

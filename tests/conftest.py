@@ -75,3 +75,21 @@ def client_for(user: Any) -> Client:
 def login() -> Any:
     """``login(user)`` returns a test client logged in as that user."""
     return client_for
+
+
+@pytest.fixture(scope="module")
+def restore_catalogue(django_db_blocker: Any) -> Any:
+    """For modules of transactional tests: their flush empties every table, including the analyte
+    catalogue that a migration seeded. Module scope tears down after the last test's flush, and seeds
+    the catalogue again for the tests that follow (serialized_rollback cannot: it would rewrite the
+    append-only history tables)."""
+    yield
+    from importlib import import_module
+
+    from django.apps import apps
+
+    from assays.models import Analyte
+
+    with django_db_blocker.unblock():
+        if not Analyte.objects.exists():
+            import_module("assays.migrations.0002_seed_catalogue").seed(apps, None)

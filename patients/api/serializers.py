@@ -53,7 +53,8 @@ class ScopedSubjectField(serializers.RelatedField):
     def to_internal_value(self, data: Any) -> Subject:
         value = str(data)
         qs = self.get_queryset()
-        matches = list(qs.filter(pk=int(value))) if value.isdigit() else list(qs.filter(code=value)[:2])
+        is_id = value.isascii() and value.isdigit()  # str.isdigit() alone admits "²", which int() refuses
+        matches = list(qs.filter(pk=int(value))) if is_id else list(qs.filter(code=value)[:2])
         if not matches:
             self.fail("does_not_exist", value=value)
         if len(matches) > 1:
@@ -237,7 +238,11 @@ class InfusionSerializer(serializers.ModelSerializer):
         read_only_fields = ["id", "course_number", "infused_on", "weight_kg", "total_cells", "study_day"]
 
     def get_study_day(self, obj: Infusion) -> int | None:
-        day0 = getattr(obj, "day0", None)
+        if not hasattr(obj, "day0"):  # a record just written has no list annotation
+            from patients.selectors import day_zero
+
+            obj.day0 = day_zero(obj.subject)
+        day0 = obj.day0
         return None if day0 is None else (obj.infused_on - day0).days
 
 

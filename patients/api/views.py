@@ -85,7 +85,8 @@ class SubjectViewSet(ScopedViewSet):
     def get_object(self) -> Subject:
         value = self.kwargs["pk"]
         qs = self.get_queryset()
-        matches = list(qs.filter(pk=int(value))) if value.isdigit() else list(qs.filter(code=value)[:2])
+        is_id = value.isascii() and value.isdigit()  # str.isdigit() alone admits "²", which int() refuses
+        matches = list(qs.filter(pk=int(value))) if is_id else list(qs.filter(code=value)[:2])
         if not matches:
             return get_object_or_404(qs.none())
         if len(matches) > 1:
@@ -237,13 +238,23 @@ def _crud(model: Any, serializer: Any, write: Any, *, select: tuple[str, ...] = 
           filter_fields: tuple[str, ...] = ()) -> type[ScopedViewSet]:
     """A scoped list/read/create endpoint whose create calls ``write(data, by)``; amendable records
     also take PATCH (a correction with a reason)."""
+    model_ = model
     amendable = amendments.amendable_fields(model)
     bases = (AmendMixin, ScopedViewSet) if amendable else (ScopedViewSet,)
+
+    class Filter(filters.FilterSet):
+        # By id without checking the id against all subjects: another site's subject and an unknown
+        # one both give an empty list (a choice filter would say which ids exist elsewhere).
+        subject = filters.NumberFilter(field_name="subject_id")
+
+        class Meta:
+            model = model_
+            fields = list(filter_fields)
 
     class View(*bases):  # type: ignore[misc]
         queryset = model.objects.select_related(*select)
         serializer_class = serializer
-        filterset_fields = ["subject", *filter_fields]
+        filterset_class = Filter
 
         def write(self, data: dict[str, Any]) -> Any:
             return write(data, acting_user(self.request))

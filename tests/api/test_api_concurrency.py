@@ -12,8 +12,7 @@ from tests.api.support import post_results, result_row, token_client
 from tests.factories import consented
 from trials.services import issue_service_account
 
-# serialized_rollback: the flush after this test must not leave later tests without the seeded catalogue.
-pytestmark = pytest.mark.django_db(transaction=True, serialized_rollback=True)
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("restore_catalogue")]
 
 
 def test_overlapping_batches_posted_at_once_store_each_result_once(world):

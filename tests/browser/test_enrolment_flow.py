@@ -15,6 +15,7 @@ from tests.factories import PASSWORD, days_ago
 pytestmark = [
     pytest.mark.browser,
     pytest.mark.django_db(transaction=True),
+    pytest.mark.usefixtures("restore_catalogue"),
     # WhiteNoise warns that STATIC_ROOT (var/static) was never collected; the live server serves static itself.
     pytest.mark.filterwarnings("ignore:No directory at:UserWarning"),
 ]

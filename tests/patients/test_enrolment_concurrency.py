@@ -15,7 +15,7 @@ from patients.services import enrolment
 from tests.factories import SUBJECT_DEFAULTS, days_ago, eligible_subject
 from trials.models import TrialSite
 
-pytestmark = pytest.mark.django_db(transaction=True)
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("restore_catalogue")]
 
 ROUNDS = 4
 
