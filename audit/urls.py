@@ -1,3 +1,7 @@
-from django.urls import path  # noqa: F401
+from django.urls import path
 
-urlpatterns: list = []
+from audit.api import AuditEventListApi
+
+urlpatterns = [
+    path("audit-events/", AuditEventListApi.as_view(), name="audit-event-list"),
+]

@@ -10,7 +10,9 @@ import re
 import zoneinfo
 from decimal import Decimal
 
+import pghistory
 from django.conf import settings
+from django.contrib.auth import get_user_model
 from django.contrib.postgres.fields import ArrayField
 from django.core.exceptions import ValidationError
 from django.core.validators import MaxValueValidator, MinValueValidator, RegexValidator
@@ -484,3 +486,11 @@ class ServiceAccount(TimeStampedModel):
     def __str__(self) -> str:
         state = " (revoked)" if self.revoked_at else ""
         return f"{self.name}{state}"
+
+
+# User accounts: creation, role flags, deactivation and each login (last_login) are audited, as
+# ICH E6(R3) 4.2.2 asks for user-account and access logs. The password hash is never copied.
+pghistory.track(
+    pghistory.InsertEvent(), pghistory.UpdateEvent(), pghistory.DeleteEvent(),
+    exclude=["password"], model_name="UserEvent", app_label="trials",
+)(get_user_model())

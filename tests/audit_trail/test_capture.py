@@ -123,7 +123,7 @@ def test_every_history_table_is_append_only(db):
         cursor.execute("SELECT DISTINCT c.relname FROM pg_trigger t JOIN pg_class c ON c.oid = t.tgrelid "
                        "WHERE t.tgname LIKE 'pgtrigger_append_only%%'")
         protected = {row[0] for row in cursor.fetchall()}
-    event_tables = set(audit_tables()) - {"pghistory_context"}
+    event_tables = set(audit_tables()) - {"pghistory_context", "audit_auditexport"}
     assert event_tables and event_tables <= protected
 
 
@@ -148,3 +148,13 @@ def test_the_application_role_is_refused_by_postgresql(world, statement):
                        "(SELECT pgh_obj_id FROM patients_subjectevent WHERE pgh_id = %s)", [row])
         assert cursor.fetchone()[0] >= 2
         cursor.execute("RESET ROLE")
+
+
+def test_user_accounts_and_logins_are_audited_without_the_password(world, login):
+    from django.contrib.auth import get_user_model
+
+    login(world.monitor)  # the login stamps last_login: an access record
+    events = list(Events.objects.tracks(get_user_model().objects.get(pk=world.monitor.pk)).order_by("pgh_created_at"))
+    assert events[0].pgh_label == "insert"
+    assert any(e.pgh_label == "update" and "last_login" in (e.pgh_diff or {}) for e in events)
+    assert all("password" not in e.pgh_data for e in events)

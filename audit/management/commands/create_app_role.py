@@ -26,10 +26,12 @@ from config.audit import AuditedCommand
 
 
 def audit_tables() -> list[str]:
-    """Every history (event) table, and pghistory's context table."""
+    """Every history (event) table, the audit export log, and pghistory's context table."""
+    from audit.models import AuditExport
+
     tables = [m._meta.db_table for m in apps.get_models() if issubclass(m, pghistory.models.Event)
               and not m._meta.proxy and m._meta.managed]
-    return sorted({*tables, pghistory.models.Context._meta.db_table})
+    return sorted({*tables, AuditExport._meta.db_table, pghistory.models.Context._meta.db_table})
 
 
 def grant_app_role(role: str, password: str | None = None) -> None:

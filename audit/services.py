@@ -1,0 +1,20 @@
+"""Writes of the audit app: the record of each audit-trail export (DOMAIN §8.2, action EXPORT)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pghistory
+from django.contrib.auth.models import AbstractBaseUser
+from django.db import transaction
+
+from audit.models import AuditExport
+
+
+@transaction.atomic
+def record_export(*, by: AbstractBaseUser, filters: dict[str, Any],
+                  format: str = AuditExport.Format.CSV) -> AuditExport:
+    """Log an export before its rows are sent: who, when and with which filters. The insert is also an
+    event of the audit trail, with the request's context (url, request id) where there is one."""
+    with pghistory.context(user=by.pk, reason="Audit trail export", action="export"):
+        return AuditExport.objects.create(exported_by=by, filters=filters, format=format)
