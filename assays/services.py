@@ -7,7 +7,8 @@ The rules (DESIGN "Assay results", API issue "Ingestion"):
   collection before consent, after withdrawal of consent or after death, a subject outside the
   caller's sites, a future time and the same reference twice in one batch are refused, row by row;
 - re-posting an identical result stores nothing; the same reference with another value is a
-  conflict unless sent as a correction with a reason, which supersedes (never overwrites) the old row.
+  conflict unless sent as a correction with a reason, which supersedes (never overwrites) the old row;
+- a row of a subject under a freeze or lock (of the subject, its site or its trial) is a conflict (409).
 
 Speed comes from doing every lookup once per batch (subjects, draws, existing references,
 catalogue), validating rows in plain Python, and writing the rows with COPY inside the transaction.
@@ -30,6 +31,7 @@ from django.utils import timezone
 from assays.lab_grading import grade_lab
 from assays.models import Analyte, AnalyteUnit, LabDraw, ReferenceRange, Result, Specimen
 from config.errors import DomainError, PermissionRefused
+from locking.services import blocking_locks
 from patients.models import Consent, FollowUp, Infusion, Subject
 from trials.access import ENTRY_ROLES, access_of
 from trials.models import Site, Visit
@@ -239,7 +241,11 @@ def _check_row(batch: _Batch, i: int, row: ResultIn, subject: _SubjectFacts | No
     factor = None
     if analyte.kind == Analyte.Kind.NUMERIC:
         factor = catalogue.units.get(analyte.pk, {}).get(row.unit)
-        if factor is None:
+        if factor is None and not row.unit.strip():
+            batch.error(i, "unit", "unit_required", f"Give the unit of the {analyte.code} value "
+                        f"(e.g. {analyte.canonical_unit}).")
+            ok = False
+        elif factor is None:
             known = row.unit in catalogue.known_units
             batch.error(i, "unit", "unit_not_convertible" if known else "unknown_unit",
                         f"{row.unit or 'No unit'} does not convert to {analyte.canonical_unit} for {analyte.code}."
@@ -379,7 +385,8 @@ def _compare(batch: _Batch, i: int, row: ResultIn, current: tuple) -> str:
     return ""
 
 
-def _build(batch: _Batch, facts: dict[str, _SubjectFacts], catalogue: _Catalogue) -> tuple[list[tuple], list[int], int]:
+def _build(batch: _Batch, facts: dict[str, _SubjectFacts], catalogue: _Catalogue,
+           locks: dict[int, tuple[str, str]]) -> tuple[list[tuple], list[int], int]:
     seen: dict[str, int] = {}
     valid: dict[int, tuple] = {}
     for i, row in enumerate(batch.rows):
@@ -388,8 +395,12 @@ def _build(batch: _Batch, facts: dict[str, _SubjectFacts], catalogue: _Catalogue
                         f"{seen[row.source_ref]}.")
             continue
         seen[row.source_ref] = i
-        checked = _check_row(batch, i, row, facts.get(row.subject), catalogue)
-        if checked:
+        subject = facts.get(row.subject)
+        checked = _check_row(batch, i, row, subject, catalogue)
+        if subject is not None and subject.id in locks:  # frozen or locked: the row is refused (409)
+            code, message = locks[subject.id]
+            batch.error(i, "subject", code, message, conflict=True)
+        elif checked:
             valid[i] = checked
     existing = _existing_results({(facts[batch.rows[i].subject].site_id, batch.rows[i].source_ref) for i in valid})
     plan: dict[int, str] = {}
@@ -465,8 +476,9 @@ def ingest_results(*, rows: Sequence[ResultIn], by: AbstractBaseUser) -> IngestO
 def _ingest_once(*, rows: Sequence[ResultIn], by: AbstractBaseUser) -> IngestOutcome:
     batch = _Batch(rows, by)
     facts = _subject_facts(by, {row.subject for row in rows})
+    locks = blocking_locks((f.id, f.site_id, f.trial_id) for f in facts.values())  # frozen or locked subjects
     catalogue = _Catalogue({row.analyte for row in rows})
-    records, superseded, unchanged = _build(batch, facts, catalogue)
+    records, superseded, unchanged = _build(batch, facts, catalogue, locks)
     if batch.errors:
         raise BatchRejected(batch.errors + batch.conflicts)
     if batch.conflicts:

@@ -10,9 +10,9 @@ from __future__ import annotations
 from typing import Any
 
 from django import forms
-from django.contrib import admin
+from django.contrib import admin, messages
 from django.db import models
-from django.http import Http404, HttpRequest
+from django.http import Http404, HttpRequest, HttpResponseRedirect
 
 from config.errors import DomainError
 from trials.access import ENTRY_ROLES, access_of
@@ -71,6 +71,16 @@ class ClinicalAdmin(NotFoundForHiddenMixin, admin.ModelAdmin):
 
     def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         return False  # clinical records are never deleted; they are corrected with a reason
+
+    def changeform_view(self, request: HttpRequest, object_id: str | None = None, form_url: str = "",
+                        extra_context: dict[str, Any] | None = None) -> Any:
+        # A refusal raised while saving (e.g. a lock taken after the form was checked, or a rule of an
+        # inline row) rolls the whole save back and is shown as a message, never as an error page.
+        try:
+            return super().changeform_view(request, object_id, form_url, extra_context)
+        except DomainError as err:
+            self.message_user(request, f"Nothing was saved: {err.message}", level=messages.ERROR)
+            return HttpResponseRedirect(request.get_full_path())
 
     def formfield_for_foreignkey(self, db_field: Any, request: HttpRequest, **kwargs: Any) -> Any:
         access = access_of(request.user)

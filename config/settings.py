@@ -176,6 +176,7 @@ SPECTACULAR_SETTINGS = {
         "ScfvOriginEnum": "trials.models.ScfvOrigin",
         "AdverseEventCategoryEnum": "patients.models.AdverseEvent.Category",
         "ResponseCategoryEnum": "patients.models.ResponseAssessment.Category",
+        "LockLevelEnum": "locking.models.Level",
     },
 }
 

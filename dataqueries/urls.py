@@ -1,3 +1,7 @@
-from django.urls import path  # noqa: F401
+from rest_framework.routers import SimpleRouter
 
-urlpatterns: list = []
+from dataqueries import api
+
+router = SimpleRouter()
+router.register("queries", api.DataQueryViewSet, basename="data-query")
+urlpatterns = router.urls

@@ -1,3 +1,7 @@
-from django.urls import path  # noqa: F401
+from rest_framework.routers import SimpleRouter
 
-urlpatterns: list = []
+from locking import api
+
+router = SimpleRouter()
+router.register("locks", api.LockViewSet, basename="lock")
+urlpatterns = router.urls

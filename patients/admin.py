@@ -12,7 +12,7 @@ from django import forms
 from django.contrib import admin, messages
 from django.contrib.admin.widgets import AdminDateWidget
 from django.core.exceptions import PermissionDenied
-from django.db.models import QuerySet
+from django.db.models import Count, Q, QuerySet
 from django.http import Http404, HttpRequest, HttpResponse, HttpResponseRedirect
 from django.shortcuts import get_object_or_404
 from django.template.response import TemplateResponse
@@ -20,6 +20,7 @@ from django.urls import path, reverse
 
 from config.admin_scoping import ClinicalAdmin, ReadOnlyClinicalAdmin, add_domain_error
 from config.errors import DomainError
+from locking.services import check_writable
 from patients import forms as action_forms
 from patients.admin_course import subject_course
 from patients.models import (
@@ -88,7 +89,10 @@ class AmendSubjectForm(forms.ModelForm):
         data = super().clean()
         if not self.errors:
             changed = {name: data[name] for name in self.changed_data if name in enrolment.AMENDABLE_FIELDS}
+            subject = self.instance
             try:
+                if changed:
+                    check_writable(trial_id=subject.trial_id, site_id=subject.site_id, subject_id=subject.pk)
                 enrolment.check_amendment(changed=changed, reason=data.get("reason_for_change", ""))
             except DomainError as err:
                 add_domain_error(self, err)
@@ -119,7 +123,8 @@ class TransitionInline(admin.TabularInline):
 @admin.register(Subject)
 class SubjectAdmin(ClinicalAdmin):
     trial_lookup, site_lookup = "trial", "site"
-    list_display = ["code", "trial", "site", "status", "cohort", "diagnosis", "screened_on", "enrolled_on"]
+    list_display = ["code", "trial", "site", "status", "cohort", "diagnosis", "screened_on", "enrolled_on",
+                    "open_queries"]
     list_filter = ["status", ("trial", admin.RelatedOnlyFieldListFilter),
                    ("site", admin.RelatedOnlyFieldListFilter), ("cohort", admin.RelatedOnlyFieldListFilter),
                    "diagnosis"]
@@ -128,6 +133,16 @@ class SubjectAdmin(ClinicalAdmin):
     ordering = ["trial__code", "code"]
     inlines = [TransitionInline]
     change_form_template = "admin/patients/subject/change_form.html"
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet:
+        # Data queries still needing action (open or answered; dataqueries.DataQuery.UNRESOLVED), counted in
+        # the changelist's own query. By name: patients does not import the dataqueries app.
+        unresolved = Q(data_queries__status__in=("open", "answered"))
+        return super().get_queryset(request).annotate(open_queries=Count("data_queries", filter=unresolved))
+
+    @admin.display(description="open queries", ordering="open_queries")
+    def open_queries(self, obj: Subject) -> int:
+        return obj.open_queries  # type: ignore[attr-defined]
 
     def get_form(self, request: HttpRequest, obj: Any = None, change: bool = False, **kwargs: Any) -> Any:
         kwargs["form"] = AmendSubjectForm if obj is not None else ScreeningForm

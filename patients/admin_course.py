@@ -19,6 +19,7 @@ from django.http import HttpRequest
 
 from config.admin_scoping import ClinicalAdmin, add_domain_error
 from config.errors import DomainError
+from locking.services import check_writable
 from patients.models import (
     AdverseEvent,
     ApheresisCollection,
@@ -104,9 +105,13 @@ class ServiceAdmin(ClinicalAdmin):
         class ServiceForm(base):  # type: ignore[misc, valid-type]
             def clean(self) -> dict[str, Any]:
                 data = super().clean()
+                subject = obj.subject if obj is not None else data.get("subject")
+                if subject is not None:  # a frozen or locked subject: say so on the form
+                    _guard(self, lambda: check_writable(trial_id=subject.trial_id, site_id=subject.site_id,
+                                                        subject_id=subject.pk))
                 if obj is None:
                     _guard(self, lambda: model_admin.rule(data, request))
-                else:
+                elif model_admin.amend_fields():
                     _guard(self, lambda: amendments.check_record_amendment(
                         record=obj, changes=model_admin.changes(self), reason=data.get(amendments.REASON_FIELD, "")))
                 return data
@@ -117,6 +122,8 @@ class ServiceAdmin(ClinicalAdmin):
         return {name: form.cleaned_data[name] for name in form.changed_data if name in self.amend_fields()}
 
     def save_model(self, request: HttpRequest, obj: Any, form: forms.Form, change: bool) -> None:
+        if change and not self.amend_fields():
+            return  # a page whose inline rows (e.g. doses) are saved by save_formset
         if change:
             saved = self.model.objects.get(pk=obj.pk)
             amendments.amend_record(record=saved, changes=self.changes(form), by=request.user,

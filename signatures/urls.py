@@ -1,3 +1,8 @@
-from django.urls import path  # noqa: F401
+from django.urls import path
 
-urlpatterns: list = []
+from signatures.api import SignatureDetailApi, SignatureListApi
+
+urlpatterns = [
+    path("signatures/", SignatureListApi.as_view(), name="signature-list"),
+    path("signatures/<int:pk>/", SignatureDetailApi.as_view(), name="signature-detail"),
+]

@@ -488,9 +488,17 @@ class ServiceAccount(TimeStampedModel):
         return f"{self.name}{state}"
 
 
+class UserAccount(get_user_model()):  # type: ignore[misc, valid-type]
+    """The user model, as tracked by the audit trail (a proxy, so the triggers' migrations live here)."""
+
+    class Meta:
+        proxy = True
+        app_label = "trials"
+
+
 # User accounts: creation, role flags, deactivation and each login (last_login) are audited, as
 # ICH E6(R3) 4.2.2 asks for user-account and access logs. The password hash is never copied.
 pghistory.track(
     pghistory.InsertEvent(), pghistory.UpdateEvent(), pghistory.DeleteEvent(),
-    exclude=["password"], model_name="UserEvent", app_label="trials",
-)(get_user_model())
+    exclude=["password"], model_name="UserEvent",
+)(UserAccount)

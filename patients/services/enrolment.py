@@ -16,6 +16,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from config.errors import PermissionRefused, RuleViolation, StateConflict
+from locking.services import check_writable
 from patients.models import (
     Consent,
     EligibilityAnswer,
@@ -57,6 +58,8 @@ def check_can_enter(*, user: AbstractBaseUser, subject: Subject) -> None:
     """Only coordinators and investigators of the subject's site enter its data."""
     if not access_of(user).can_enter(trial_id=subject.trial_id, site_id=subject.site_id):
         raise PermissionRefused("not_permitted", "Your role does not allow data entry for this subject.")
+    # A frozen or locked subject, site or trial refuses every clinical write (409 naming the lock).
+    check_writable(trial_id=subject.trial_id, site_id=subject.site_id, subject_id=subject.pk)
 
 
 def check_consented(*, subject: Subject, on: dt.date, field: str, code: str = "no_consent") -> None:
@@ -103,6 +106,7 @@ def check_screening_permission(*, user: AbstractBaseUser, trial: Trial, site: Si
     if not access_of(user).can_enter(trial_id=trial.pk, site_id=site.pk):
         raise PermissionRefused("not_permitted", f"Your role does not allow screening at {site.code} in "
                                 f"{trial.code}.", field="site")
+    check_writable(trial_id=trial.pk, site_id=site.pk)  # a frozen or locked trial or site screens no one
 
 
 def check_screening(*, trial: Trial, site: Site, screened_on: dt.date) -> None:

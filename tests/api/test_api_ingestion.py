@@ -127,7 +127,7 @@ def test_collection_after_withdrawal_of_consent_is_refused(world, subject, lab):
 @pytest.mark.parametrize(("overrides", "code", "field"), [
     ({"unit": "g/dL"}, "unit_not_convertible", "unit"),  # g/dL is a catalogue unit (HGB), not CRP's
     ({"unit": "furlongs"}, "unknown_unit", "unit"),
-    ({"unit": ""}, "unknown_unit", "unit"),  # a number needs its unit
+    ({"unit": ""}, "unit_required", "unit"),  # a number needs its unit
     ({"value": "positive"}, "invalid_value", "value"),  # qualitative text for a numeric analyte
     ({"value": "NaN"}, "invalid_value", "value"),
     ({"analyte": "NOPE"}, "unknown_analyte", "analyte"),

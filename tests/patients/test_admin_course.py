@@ -30,7 +30,7 @@ from patients.models import (
     SubjectStatus,
 )
 from patients.services import outcome, safety, treatment
-from tests.admin_forms import form_values
+from tests.admin_forms import change_form_data, form_values
 from tests.factories import (
     apheresed_subject,
     at,
@@ -270,7 +270,7 @@ def test_crs_assessment_through_the_event_page_derives_the_grade(world, login):
             f"{prefix}-0-max_temp_c": "39.5", f"{prefix}-0-hypotension": "on",
             f"{prefix}-0-vasopressors": "norepinephrine", f"{prefix}-0-o2_flow_lpm": "2",
             **{f"{prefix}-0-{k}": v for k, v in split(at(days_ago(4), 12), "assessed_at").items()}}
-    response = client.post(change_url(event), post)
+    response = client.post(change_url(event), {**change_form_data(page), **post})  # the event's fields unchanged
     assert response.status_code == 302, response.context and response.context["inline_admin_formsets"][0].formset.errors
     assessment = CrsAssessment.objects.get(event=event)
     assert assessment.derived_grade == 3 and assessment.override_grade is None

@@ -1,0 +1,230 @@
+"""Signatures in the admin: the scoped, read-only list with a visible valid/invalid status, the signing
+page (investigators only, password re-entry), a read-only list on the subject's page, and refused attempts.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django import forms
+from django.contrib import admin, messages
+from django.core.exceptions import PermissionDenied
+from django.db.models import QuerySet
+from django.forms.models import BaseInlineFormSet
+from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
+from django.template.response import TemplateResponse
+from django.urls import reverse
+from django.utils.html import format_html
+from django.utils.safestring import mark_safe
+
+from config.admin_scoping import ReadOnlyClinicalAdmin, add_domain_error
+from config.errors import DomainError
+from patients.admin import SubjectAdmin
+from patients.models import Subject
+from signatures import services
+from signatures.content import model_of
+from signatures.models import FailedSigningAttempt, Meaning, Signature
+from signatures.selectors import list_forms, signable_subjects, verify_signature
+from trials.access import access_of
+from trials.models import Membership
+
+# --- shown wherever a signature is listed (§11.50: name, time and meaning with every signature) ------
+
+
+def status_html(signature: Signature) -> str:
+    if signature.is_valid:
+        return mark_safe('<strong class="signature-status signature-valid" style="color:#1e7e34">Valid</strong>')
+    return format_html(
+        '<strong class="signature-status signature-invalid" style="color:#ba2121" title="{}">Invalid — changed '
+        'since signed {} UTC</strong><br><span class="signature-reason">{}</span>',
+        signature.invalidated_reason, f"{signature.invalidated_at:%Y-%m-%d %H:%M}", signature.invalidated_reason)
+
+
+def scope_text(signature: Signature) -> str:
+    if signature.record_type_id is None:
+        return "Casebook"
+    return f"{signature.record_type.name.capitalize()} #{signature.record_id}"
+
+
+class SignatureColumns:
+    """Columns shared by the list and the subject page's inline (no query per row)."""
+
+    @admin.display(description="Signed")
+    def scope_display(self, obj: Signature) -> str:
+        return scope_text(obj)
+
+    @admin.display(description="Status")
+    def status_display(self, obj: Signature) -> str:
+        return status_html(obj)
+
+
+def _investigates_anywhere(request: HttpRequest) -> bool:
+    return any(Membership.Role.INVESTIGATOR in roles for roles in access_of(request.user).site_roles.values())
+
+
+# --- the subject page: its signatures --------------------------------------------------------------
+
+
+class ReadOnlyInlineFormSet(BaseInlineFormSet):
+    """A display-only formset: nothing is read from the request, so the subject page's POST (its own
+    form, other inlines) is accepted with or without this inline's management form."""
+
+    def __init__(self, data: Any = None, files: Any = None, **kwargs: Any) -> None:
+        super().__init__(None, None, **kwargs)
+
+    def is_valid(self) -> bool:
+        return True
+
+    def save(self, commit: bool = True) -> list[Any]:
+        self.new_objects, self.changed_objects, self.deleted_objects = [], [], []
+        return []
+
+
+class SignatureInline(SignatureColumns, admin.TabularInline):
+    model = Signature
+    fk_name = "subject"
+    formset = ReadOnlyInlineFormSet
+    template = "admin/signatures/signature_inline.html"
+    fields = ["scope_display", "meaning", "signer_name", "signed_at", "status_display"]
+    readonly_fields = fields
+    extra = 0
+    can_delete = False
+    show_change_link = True
+    verbose_name_plural = "electronic signatures"
+    sign_url = ""
+
+    def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def has_view_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return obj is not None  # the subject's page (which checked the scope), not the screening form
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet:
+        # Not super(): it empties the queryset when has_view_permission(obj=None) is False, which keeps
+        # this list off the screening (add) page. The formset narrows it to the subject on the page.
+        return Signature.objects.select_related("record_type").order_by("-signed_at", "-pk")
+
+    def get_formset(self, request: HttpRequest, obj: Any = None, **kwargs: Any) -> Any:
+        # Inline instances are made per request: remember whether this user may sign this subject.
+        if obj is not None and access_of(request.user).has_role(trial_id=obj.trial_id, site_id=obj.site_id,
+                                                                role=Membership.Role.INVESTIGATOR):
+            self.sign_url = f"{reverse('admin:signatures_signature_add')}?subject={obj.pk}"
+        return super().get_formset(request, obj, **kwargs)
+
+
+# patients.admin is imported first (INSTALLED_APPS order) and must not import this app: append here.
+SubjectAdmin.inlines = [*SubjectAdmin.inlines, SignatureInline]
+
+
+# --- the signing page ------------------------------------------------------------------------------
+
+
+class SignForm(forms.Form):
+    subject = forms.ModelChoiceField(queryset=Subject.objects.none(),
+                                     help_text="Subjects at the sites where you are an investigator.")
+    record = forms.ChoiceField(label="Form", required=False,
+                               help_text="Leave empty to sign the subject's whole casebook.")
+    meaning = forms.ChoiceField(choices=Meaning.choices, widget=forms.RadioSelect,
+                                help_text="What you declare by signing.")
+    password = forms.CharField(widget=forms.PasswordInput, strip=False,
+                               help_text="Re-enter your password: it is your signature (21 CFR 11.200).")
+
+    def __init__(self, *args: Any, user: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.fields["subject"].queryset = signable_subjects(user)
+        self.chosen_subject = self._chosen_subject()
+        forms_ = list_forms(self.chosen_subject) if self.chosen_subject else []
+        self.fields["record"].choices = [("", "— the whole casebook —"), *((f.key, f.title) for f in forms_)]
+
+    def _chosen_subject(self) -> Subject | None:
+        value = self.data.get("subject") if self.is_bound else self.initial.get("subject")
+        if not str(value or "").isdigit():
+            return None
+        return self.fields["subject"].queryset.filter(pk=int(value)).first()
+
+    def chosen_record(self) -> Any:
+        key = self.cleaned_data.get("record") or ""
+        if not key:
+            return None
+        label, _sep, pk = key.partition(":")
+        return model_of(label)._default_manager.get(pk=int(pk))
+
+
+class ValidityFilter(admin.SimpleListFilter):
+    title = "status"
+    parameter_name = "valid"
+
+    def lookups(self, request: HttpRequest, model_admin: Any) -> list[tuple[str, str]]:
+        return [("yes", "Valid"), ("no", "Invalid (changed since signed)")]
+
+    def queryset(self, request: HttpRequest, queryset: QuerySet) -> QuerySet:
+        if self.value() in ("yes", "no"):
+            return queryset.filter(invalidated_at__isnull=self.value() == "yes")
+        return queryset
+
+
+@admin.register(Signature)
+class SignatureAdmin(SignatureColumns, ReadOnlyClinicalAdmin):
+    list_display = ["subject", "scope_display", "meaning", "signer_name", "signed_at", "status_display"]
+    list_select_related = ["subject", "record_type"]
+    list_filter = [ValidityFilter, "meaning", "scope", ("subject__site", admin.RelatedOnlyFieldListFilter)]
+    search_fields = ["subject__code", "signer_name"]
+    ordering = ["-signed_at", "-pk"]
+    fields = ["subject", "scope_display", "meaning", "signer_name", "signer", "signed_at", "status_display",
+              "invalidated_at", "invalidated_reason", "content_hash", "content_check"]
+    readonly_fields = fields
+
+    @admin.display(description="Content now")
+    def content_check(self, obj: Signature) -> str:
+        result = verify_signature(obj)
+        if result.matches:
+            return "Matches the signed content."
+        return f"Differs from the signed content (now {result.current_hash})."
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return _investigates_anywhere(request)  # "add" is signing
+
+    def add_view(self, request: HttpRequest, form_url: str = "", extra_context: dict[str, Any] | None = None
+                 ) -> HttpResponse:
+        """Sign a casebook or a form: choose the subject first (its forms are then listed), then sign."""
+        if not self.has_add_permission(request):
+            raise PermissionDenied
+        initial = {"subject": request.GET.get("subject", "")}
+        form = SignForm(request.POST if request.method == "POST" else None, user=request.user, initial=initial)
+        if request.method == "POST" and form.is_valid():
+            data = form.cleaned_data
+            try:
+                signature = services.sign(subject=data["subject"], meaning=data["meaning"],
+                                          password=data["password"], by=request.user, record=form.chosen_record())
+            except DomainError as err:
+                add_domain_error(form, err)
+            else:
+                messages.success(request, f"Signed: {scope_text(signature).lower()} of {signature.subject.code} "
+                                          f"({signature.get_meaning_display().lower()}).")
+                return HttpResponseRedirect(reverse("admin:patients_subject_change", args=[signature.subject_id]))
+        context = {**self.admin_site.each_context(request), "opts": self.model._meta, "form": form,
+                   "subject": form.chosen_subject, "title": "Sign case report forms", **(extra_context or {})}
+        return TemplateResponse(request, "admin/signatures/signature/sign.html", context)
+
+
+@admin.register(FailedSigningAttempt)
+class FailedSigningAttemptAdmin(ReadOnlyClinicalAdmin):
+    """Refused signings (wrong password, not an investigator), for the trial's data managers (§11.300(d))."""
+
+    list_display = ["attempted_at", "user", "subject", "code", "meaning"]
+    list_select_related = ["user", "subject"]
+    list_filter = ["code"]
+    search_fields = ["subject__code", "user__username"]
+
+    def has_module_permission(self, request: HttpRequest) -> bool:
+        return access_of(request.user).designs()
+
+    def has_view_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        access = access_of(request.user)
+        return access.designs() if obj is None else access.designs(obj.subject.trial_id)
