@@ -20,8 +20,11 @@ install: $(STAMP)
 run: $(STAMP)
 	DJANGO_DEBUG=$${DJANGO_DEBUG:-1} $(BIN)/python manage.py migrate --no-input
 	DJANGO_DEBUG=$${DJANGO_DEBUG:-1} $(BIN)/python manage.py load_demo
+	@# On the embedded server the product runs as the application's role, which cannot rewrite the audit trail.
+	@if [ -z "$$DATABASE_URL" ]; then DJANGO_DEBUG=$${DJANGO_DEBUG:-1} $(BIN)/python manage.py create_app_role cart_app; fi
 	@echo ""
 	@echo "Admin: http://127.0.0.1:$(PORT)/admin/   (Ctrl-C stops the server; the data stays in var/)"
+	if [ -z "$$DATABASE_URL" ]; then export DATABASE_USER=cart_app; fi; \
 	DJANGO_DEBUG=$${DJANGO_DEBUG:-1} $(BIN)/python manage.py runserver 127.0.0.1:$(PORT)
 
 test: $(STAMP)

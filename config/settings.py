@@ -96,6 +96,8 @@ if not DATABASE_URL:
 
     DATABASE_URL = embedded_database_url(BASE_DIR)
 DATABASES = {"default": dj_database_url.parse(DATABASE_URL, conn_max_age=60, conn_health_checks=True)}
+if os.environ.get("DATABASE_USER"):  # connect as the application's role (see manage.py create_app_role)
+    DATABASES["default"]["USER"] = os.environ["DATABASE_USER"]
 if DATABASES["default"]["ENGINE"] != "django.db.backends.postgresql":
     raise ImproperlyConfigured("DATABASE_URL must point to PostgreSQL.")
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"

@@ -25,31 +25,17 @@ from config.errors import PermissionRefused, RuleViolation, StateConflict
 from dataqueries.models import DataQuery, QueryMessage
 from locking.services import check_writable
 from patients.models import Subject
+from patients.record_paths import SUBJECT_PATHS as ALL_SUBJECT_PATHS
 from trials.access import access_of
 from trials.models import Membership
 
 Status, Kind = DataQuery.Status, QueryMessage.Kind
 
-# Records a query may target, and the path from each to its subject ("" for the subject itself).
+# Records a query may target (every subject-level record but the bookkeeping rows), and the path
+# from each to its subject ("" for the subject itself).
 SUBJECT_PATHS: dict[str, str] = {
-    "patients.subject": "",
-    "patients.consent": "subject",
-    "patients.bodymeasurement": "subject",
-    "patients.eligibilityassessment": "subject",
-    "patients.apheresiscollection": "subject",
-    "patients.productlot": "subject",
-    "patients.bridgingtherapy": "subject",
-    "patients.lymphodepletioncourse": "subject",
-    "patients.lymphodepletiondose": "course__subject",
-    "patients.infusion": "subject",
-    "patients.adverseevent": "subject",
-    "patients.crsassessment": "event__subject",
-    "patients.icansassessment": "event__subject",
-    "patients.concomitantmedication": "subject",
-    "patients.responseassessment": "subject",
-    "patients.followup": "subject",
-    "assays.labdraw": "subject",
-    "assays.result": "subject",
+    label: "" if path == "pk" else path for label, path in ALL_SUBJECT_PATHS.items()
+    if label not in ("patients.eligibilityanswer", "patients.subjecttransition")
 }
 # Bookkeeping columns are not clinical data: nothing to ask the site about.
 NOT_QUERYABLE_FIELDS = frozenset({"id", "created_at", "updated_at"})

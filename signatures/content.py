@@ -35,32 +35,11 @@ from django.apps import apps
 from django.db import models
 from django.db.models import Q
 
+from patients.record_paths import SUBJECT_PATHS
+
 CANONICAL_VERSION = 1
 EXCLUDED_COLUMNS = frozenset({"updated_at"})
 
-# Every subject-level table, by model label, with the ORM path from its rows to the subject.
-SUBJECT_PATHS: dict[str, str] = {
-    "patients.subject": "pk",
-    "patients.consent": "subject",
-    "patients.bodymeasurement": "subject",
-    "patients.eligibilityassessment": "subject",
-    "patients.eligibilityanswer": "assessment__subject",
-    "patients.subjecttransition": "subject",
-    "patients.apheresiscollection": "subject",
-    "patients.productlot": "subject",
-    "patients.bridgingtherapy": "subject",
-    "patients.lymphodepletioncourse": "subject",
-    "patients.lymphodepletiondose": "course__subject",
-    "patients.infusion": "subject",
-    "patients.adverseevent": "subject",
-    "patients.crsassessment": "event__subject",
-    "patients.icansassessment": "event__subject",
-    "patients.concomitantmedication": "subject",
-    "patients.responseassessment": "subject",
-    "patients.followup": "subject",
-    "assays.labdraw": "subject",
-    "assays.result": "subject",
-}
 
 # Rows that are parts of another record's form: label -> the foreign key to that record.
 FORM_PARTS: dict[str, str] = {

@@ -3,46 +3,19 @@ racing never leave a write committed after the lock, and two data managers locki
 
 from __future__ import annotations
 
-import threading
-from collections.abc import Callable
-from typing import Any
-
 import pytest
-from django.db import connection
 
 from config.errors import StateConflict
 from locking.models import Lock
 from locking.services import lock_scope
 from patients.models import BodyMeasurement
+from tests.concurrency import run_together
 from tests.factories import MembershipFactory, UserFactory
 from tests.locking.support import lock, measure, site_a_subject
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("restore_catalogue")]
 
 ROUNDS = 4
-
-
-def run_together(*calls: Callable[[], Any]) -> list[tuple[str, Any]]:
-    """Start the calls in separate threads at the same moment; each result is ("ok", value) or ("error", exc)."""
-    barrier = threading.Barrier(len(calls))
-    results: list[tuple[str, Any]] = [("missing", None)] * len(calls)
-
-    def run(i: int, call: Callable[[], Any]) -> None:
-        try:
-            barrier.wait(timeout=10)
-            results[i] = ("ok", call())
-        except Exception as exc:  # reported to the test below
-            results[i] = ("error", exc)
-        finally:
-            connection.close()  # each thread has its own connection
-
-    threads = [threading.Thread(target=run, args=(i, call)) for i, call in enumerate(calls)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(timeout=60)
-    assert not any(thread.is_alive() for thread in threads), "a thread is stuck (deadlock?)"
-    return results
 
 
 def test_a_write_racing_a_lock_commits_before_it_or_is_refused(world):

@@ -36,7 +36,8 @@ def audit_tables() -> list[str]:
 
 def grant_app_role(role: str, password: str | None = None) -> None:
     """Create ``role`` if needed and give it exactly the application's privileges."""
-    with transaction.atomic(), connection.cursor() as cursor:
+    with transaction.atomic(), connection.cursor() as django_cursor:
+        cursor = _PlainSql(django_cursor)
         cursor.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", [role])
         name = sql.Identifier(role)
         if cursor.fetchone() is None:
@@ -55,6 +56,21 @@ def grant_app_role(role: str, password: str | None = None) -> None:
             privileges = "UPDATE, DELETE" if table != pghistory.models.Context._meta.db_table else "DELETE"
             # The context row of a request is upserted as the request adds metadata: it keeps UPDATE.
             cursor.execute(sql.SQL(f"REVOKE {privileges} ON {{}} FROM {{}}").format(sql.Identifier(table), name))
+
+
+class _PlainSql:
+    """Executes psycopg ``sql.Composed`` statements as text (the audit context wrapper expects text)."""
+
+    def __init__(self, cursor: Any) -> None:
+        self.cursor = cursor
+
+    def execute(self, statement: Any, params: Any = None) -> None:
+        if not isinstance(statement, str):
+            statement = statement.as_string(connection.connection)
+        self.cursor.execute(statement, params)
+
+    def fetchone(self) -> Any:
+        return self.cursor.fetchone()
 
 
 class Command(AuditedCommand):

@@ -76,6 +76,9 @@ class Command(AuditedCommand):
                 trial, sites = self._design()
                 users = self._users(trial, sites)
                 self._subjects(trial, sites, users)
+                from dataqueries.checks import run_checks
+
+                run_checks(trial)  # the automatic checks raise their first data queries
             self.stdout.write(self.style.SUCCESS(f"Demo trial {TRIAL_CODE} loaded."))
         self.stdout.write(f"Demo logins (password for all: {DEMO_PASSWORD}):")
         for username, name, _role, _site in USERS:
@@ -236,3 +239,7 @@ class Command(AuditedCommand):
                                 visit=subject.trial.visits.get(code="D14"), marrow_blasts_pct=Decimal("0.8"),
                                 mrd_flow_pct=Decimal("0.001"), mrd_sensitivity_pct=Decimal("0.001"),
                                 extramedullary_status="none", cns_status="CNS1")
+        from signatures.services import sign
+
+        # The investigator reviews and signs the casebook (a later change would invalidate the signature).
+        sign(subject=subject, meaning="review", password=DEMO_PASSWORD, by=users["inv.bj"])
