@@ -102,26 +102,31 @@ def _rows(sql: str, params: Sequence[Any]) -> list[tuple]:
 
 
 class _Catalogue:
-    """The batch's analytes, every accepted unit and the analytes' reference ranges (3 small queries)."""
+    """The batch's analytes, every accepted unit and the analytes' reference ranges (one query)."""
 
     def __init__(self, codes: set[str]) -> None:
+        analyte, unit, ref = Analyte._meta.db_table, AnalyteUnit._meta.db_table, ReferenceRange._meta.db_table
+        [(found,)] = _rows(
+            f"SELECT json_build_object("
+            f"'analytes', (SELECT coalesce(json_agg(json_build_array(id, code, kind, lloq, uloq, canonical_unit, "
+            f"ctcae_term, qualitative_values)), '[]') FROM {analyte} WHERE code = ANY(%s)), "
+            f"'units', (SELECT coalesce(json_agg(json_build_array(analyte_id, unit, factor)), '[]') FROM {unit}), "
+            f"'ranges', (SELECT coalesce(json_agg(json_build_array(r.analyte_id, r.sex, r.age_min_years, "
+            f"r.age_max_years, r.low, r.high) ORDER BY r.analyte_id, r.sex, r.age_min_years), '[]') "
+            f"FROM {ref} r JOIN {analyte} a ON a.id = r.analyte_id WHERE a.code = ANY(%s)))",
+            [list(codes), list(codes)])
         self.analytes = {
             row[1]: Analyte(id=row[0], code=row[1], kind=row[2], lloq=row[3], uloq=row[4], canonical_unit=row[5],
                             ctcae_term=row[6], qualitative_values=row[7] or [])
-            for row in _rows(f"SELECT id, code, kind, lloq, uloq, canonical_unit, ctcae_term, qualitative_values "
-                             f"FROM {Analyte._meta.db_table} WHERE code = ANY(%s)", [list(codes)])}
-        ids = [a.pk for a in self.analytes.values()]
+            for row in found["analytes"]}
         self.units: dict[int, dict[str, float]] = {}
         self.known_units: set[str] = set()
-        for analyte_id, unit, factor in _rows(f"SELECT analyte_id, unit, factor FROM {AnalyteUnit._meta.db_table}",
-                                              []):
-            self.known_units.add(unit)
-            self.units.setdefault(analyte_id, {})[unit] = factor
+        for analyte_id, unit_text, factor in found["units"]:
+            self.known_units.add(unit_text)
+            self.units.setdefault(analyte_id, {})[unit_text] = factor
         self.ranges: dict[int, list[tuple[str, int, int, float | None, float | None]]] = {}
-        for r in _rows(f"SELECT analyte_id, sex, age_min_years, age_max_years, low, high "
-                       f"FROM {ReferenceRange._meta.db_table} WHERE analyte_id = ANY(%s) "
-                       f"ORDER BY analyte_id, sex, age_min_years", [ids]):
-            self.ranges.setdefault(r[0], []).append(r[1:])
+        for r in found["ranges"]:
+            self.ranges.setdefault(r[0], []).append(tuple(r[1:]))
 
     def range_for(self, analyte_id: int, sex: str, age: int | None) -> tuple[float | None, float | None]:
         best = (None, None)
