@@ -87,9 +87,11 @@ def restore_catalogue(django_db_blocker: Any) -> Any:
     from importlib import import_module
 
     from django.apps import apps
+    from django.db import connection
 
     from assays.models import Analyte
 
     with django_db_blocker.unblock():
         if not Analyte.objects.exists():
             import_module("assays.migrations.0002_seed_catalogue").seed(apps, None)
+        connection.close()  # after a browser module this runs beside Playwright's event loop: leave nothing open
