@@ -24,6 +24,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+import pghistory
 from django.contrib.auth.models import AbstractBaseUser
 from django.db import IntegrityError, connection, transaction
 from django.utils import timezone
@@ -489,6 +490,11 @@ def _ingest_once(*, rows: Sequence[ResultIn], by: AbstractBaseUser) -> IngestOut
     if batch.conflicts:
         raise BatchRejected(batch.conflicts, conflict=True)
     if superseded:
-        Result.objects.filter(pk__in=superseded).update(superseded=True)
-    _copy(records)
+        # The corrections' reasons go into the audit context too (each new row also keeps its own).
+        reasons = sorted({row.correction_reason.strip() for row in rows if row.correction_reason.strip()})
+        with pghistory.context(reason="; ".join(reasons)[:1000], action="correct_results"):
+            Result.objects.filter(pk__in=superseded).update(superseded=True)
+            _copy(records)
+    else:
+        _copy(records)
     return IngestOutcome(created=len(records) - len(superseded), unchanged=unchanged, corrected=len(superseded))

@@ -199,8 +199,10 @@ def _branch(table: AuditedTable, scope: AuditScope, filters: AuditFilters) -> tu
         where.append("e.pgh_created_at >= %s")
         params.append(dt.datetime.combine(filters.date_from, dt.time.min, tzinfo=dt.UTC))
     if filters.date_to is not None:
-        where.append("e.pgh_created_at < %s")
-        params.append(dt.datetime.combine(filters.date_to + dt.timedelta(days=1), dt.time.min, tzinfo=dt.UTC))
+        where.append("e.pgh_created_at < %s")  # up to the end of that UTC day (dt.date.max: no upper bound)
+        end = dt.datetime.max.replace(tzinfo=dt.UTC) if filters.date_to == dt.date.max else dt.datetime.combine(
+            filters.date_to + dt.timedelta(days=1), dt.time.min, tzinfo=dt.UTC)
+        params.append(end)
     if filters.site_id is not None:
         where.append(f"({table.site_sql}) = %s")
         params.append(filters.site_id)

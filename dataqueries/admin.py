@@ -44,7 +44,8 @@ class RaiseQueryForm(forms.ModelForm):
             subject = data["subject"]
             try:
                 services.check_can_raise(user=self.user, trial_id=subject.trial_id, site_id=subject.site_id)
-                data["record"] = services.find_record(record_type=data["record_type"], record_id=data["record_id"])
+                data["record"] = services.find_record(record_type=data["record_type"], record_id=data["record_id"],
+                                                      subject=subject)
                 services.check_target(subject=subject, record=data["record"], field=data["field_name"])
                 services.check_text(data["text"])
             except DomainError as err:

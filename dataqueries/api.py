@@ -108,7 +108,9 @@ class DataQueryViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewset
         body = RaiseSerializer(data=request.data, context=self.get_serializer_context())
         body.is_valid(raise_exception=True)
         data = body.validated_data
-        record = services.find_record(record_type=data["record_type"], record_id=data["record_id"])
+        subject = data["subject"]  # among the caller's subjects; the role is checked before the record is looked up
+        services.check_can_raise(user=acting_user(request), trial_id=subject.trial_id, site_id=subject.site_id)
+        record = services.find_record(record_type=data["record_type"], record_id=data["record_id"], subject=subject)
         query = services.raise_query(subject=data["subject"], record=record, field=data["field_name"],
                                      text=data["text"], by=acting_user(request))
         return self._detail(query, status.HTTP_201_CREATED)

@@ -45,15 +45,21 @@ def record_type_of(model: type[models.Model]) -> str:
     return f"{model._meta.app_label}.{model._meta.model_name}"
 
 
-def find_record(*, record_type: str, record_id: int) -> models.Model:
-    """The record a query targets, e.g. ``patients.adverseevent`` 12. Scope is checked by ``check_target``."""
+def find_record(*, record_type: str, record_id: int, subject: Subject | None = None) -> models.Model:
+    """The record a query targets, e.g. ``patients.adverseevent`` 12; with ``subject``, only among that
+    subject's records, so another subject's record and a missing one are the same "no such record"."""
     if record_type not in SUBJECT_PATHS:
         raise RuleViolation("record_type_not_queryable", f"Queries target one of: {', '.join(SUBJECT_PATHS)}.",
                             field="record_type")
     model = apps.get_model(record_type)
-    record = model._default_manager.filter(pk=record_id).first()
+    records = model._default_manager.filter(pk=record_id)
+    if subject is not None:
+        path = SUBJECT_PATHS[record_type]
+        records = records.filter(**{f"{path}_id" if path else "pk": subject.pk})
+    record = records.first()
     if record is None:
-        raise RuleViolation("unknown_record", f"No {model._meta.verbose_name} {record_id}.", field="record_id")
+        owner = f" of {subject.code}" if subject is not None else ""
+        raise RuleViolation("unknown_record", f"No {model._meta.verbose_name} {record_id}{owner}.", field="record_id")
     return record
 
 

@@ -125,4 +125,4 @@ class LockViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.Gen
         return Response(LockSerializer(self._reload(lock)).data)
 
     def _reload(self, lock: Lock) -> Lock:
-        return list_locks(user=self.request.user).get(pk=lock.pk)
+        return list_locks(user=self.request.user).filter(pk=lock.pk).first() or lock

@@ -33,8 +33,8 @@ from django.utils import timezone
 
 from config.errors import PermissionRefused, RuleViolation, StateConflict
 from locking.models import Level, Lock
-from trials.access import access_of
-from trials.models import Site, Trial, TrialSite
+from trials.access import DESIGN_ROLES, access_of
+from trials.models import Membership, Site, Trial, TrialSite
 
 if TYPE_CHECKING:
     from patients.models import Subject
@@ -158,12 +158,23 @@ def blocking_locks(subjects: Iterable[tuple[int, int, int]], *, activity: str = 
 # --- locking and releasing -----------------------------------------------------------------------
 
 
+def _check_manages(*, by: AbstractBaseUser, trial: Trial, site_id: int | None) -> None:
+    """Trial-wide data managers lock anything in their trial; a data manager bound to sites locks and
+    releases only those sites' data (never the whole trial)."""
+    access = access_of(by)
+    if access.is_superuser or DESIGN_ROLES & access.trial_roles.get(trial.pk, frozenset()):
+        return
+    if site_id is not None and access.has_role(trial_id=trial.pk, site_id=site_id, role=Membership.Role.DATA_MANAGER):
+        return
+    where = f"{trial.code}" if site_id is None else f"this site of {trial.code}"
+    raise PermissionRefused("not_permitted", f"Only a data manager of {where} may freeze, lock or release its data.")
+
+
 def check_lock(*, trial: Trial, site: Site | None, subject: Subject | None, level: str, reason: str,
                by: AbstractBaseUser) -> None:
     """Only a data manager of the trial locks its data, with a reason, on a consistent scope that has no
     active lock yet (a freeze may be tightened into a lock)."""
-    if not access_of(by).designs(trial.pk):
-        raise PermissionRefused("not_permitted", f"Only a data manager of {trial.code} may freeze or lock its data.")
+    _check_manages(by=by, trial=trial, site_id=site.pk if site else (subject.site_id if subject else None))
     if level not in Level.values:
         raise RuleViolation("unknown_level", f"Level is one of {', '.join(Level.values)}.", field="level")
     if not reason.strip():
@@ -225,9 +236,7 @@ def lock_scope(*, trial: Trial, level: str, reason: str, by: AbstractBaseUser, s
 
 def check_release(*, lock: Lock, reason: str, by: AbstractBaseUser) -> None:
     """Only a data manager of the trial releases a lock, once, and says why (unlocking is audited)."""
-    if not access_of(by).designs(lock.trial_id):
-        raise PermissionRefused("not_permitted",
-                                f"Only a data manager of {lock.trial.code} may release its freezes and locks.")
+    _check_manages(by=by, trial=lock.trial, site_id=lock.site_id)
     if not reason.strip():
         raise RuleViolation("reason_required", "Give the reason for releasing the lock.", field="reason")
     if lock.released_at is not None:

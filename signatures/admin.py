@@ -144,9 +144,10 @@ class SignForm(forms.Form):
 
     def _chosen_subject(self) -> Subject | None:
         value = self.data.get("subject") if self.is_bound else self.initial.get("subject")
-        if not str(value or "").isdigit():
+        text = str(value or "")
+        if not (text.isascii() and text.isdigit()) or len(text) > 18:  # "²" passes isdigit(); int() refuses it
             return None
-        return self.fields["subject"].queryset.filter(pk=int(value)).first()
+        return self.fields["subject"].queryset.filter(pk=int(text)).first()
 
     def chosen_record(self) -> Any:
         key = self.cleaned_data.get("record") or ""

@@ -255,6 +255,7 @@ def check_confirmation(*, assessment: EligibilityAssessment, by: AbstractBaseUse
                                   role=Membership.Role.INVESTIGATOR):
         raise PermissionRefused("investigator_required",
                                 f"Only an investigator of site {subject.site.code} may confirm eligibility.")
+    check_writable(trial_id=subject.trial_id, site_id=subject.site_id, subject_id=subject.pk)
     if assessment.confirmed_at is not None:
         raise StateConflict("already_confirmed", "This assessment was already confirmed.")
     if subject.status != S.SCREENING:

@@ -53,6 +53,12 @@ def test_correction_keeps_the_previous_value_as_superseded(subject, lab):
     assert (new.value_text, new.value, new.status, new.correction_reason) == ("21.5", 21.5, "corrected",
                                                                                "Transposed digits")
     assert old.draw_id == new.draw_id
+    # The audit trail carries the correction's reason on both the superseding update and the new row.
+    from pghistory.models import Events
+
+    superseding = Events.objects.tracks(old).get(pgh_label="update")
+    inserted = Events.objects.tracks(new).get(pgh_label="insert")
+    assert superseding.pgh_context["reason"] == inserted.pgh_context["reason"] == "Transposed digits"
     # The superseded value is still readable through the API.
     listed = lab.get("/api/v1/results/", {"superseded": "true"}).json()["results"]
     assert [(r["id"], r["value_text"]) for r in listed] == [(old.pk, "12.5")]

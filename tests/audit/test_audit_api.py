@@ -65,3 +65,8 @@ def test_monitor_reads_their_site_only(world, login, subjects):
     rows = results(login(world.monitor))
     assert rows and {r["site"] for r in rows} == {"SA"}
     assert results(login(world.monitor), subject=subjects["b"].pk) == []
+
+
+@pytest.mark.parametrize("params", [{"date_to": "9999-12-31"}, {"date_from": "0001-01-01", "date_to": "9999-12-31"}])
+def test_extreme_dates_are_accepted_not_a_server_error(world, login, subjects, params):
+    assert results(login(world.data_manager), **params)  # everything, up to the end of time

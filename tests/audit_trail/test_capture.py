@@ -158,3 +158,19 @@ def test_user_accounts_and_logins_are_audited_without_the_password(world, login)
     assert events[0].pgh_label == "insert"
     assert any(e.pgh_label == "update" and "last_login" in (e.pgh_diff or {}) for e in events)
     assert all("password" not in e.pgh_data for e in events)
+
+
+def test_the_application_role_cannot_skip_the_audit_triggers(world):
+    subject = _subject(world)
+    role = f"cart_app_{uuid.uuid4().hex[:8]}"
+    grant_app_role(role)
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT t.tgname FROM pg_trigger t JOIN pg_class c ON c.oid = t.tgrelid "
+                       "WHERE c.relname = 'patients_subject' AND t.tgname LIKE 'pgtrigger_update_update_%%'")
+        [(trigger,)] = cursor.fetchall()
+        cursor.execute(f'SET LOCAL ROLE "{role}"')
+        cursor.execute("SELECT set_config('pgtrigger.ignore', %s, true)", ["{" + trigger + "}"])
+        cursor.execute("UPDATE patients_subject SET prior_lines = 6 WHERE id = %s", [subject.pk])
+        cursor.execute("RESET ROLE")
+    assert any(e.pgh_diff.get("prior_lines", [None, None])[1] == 6
+               for e in Events.objects.tracks(subject).filter(pgh_label="update"))

@@ -135,8 +135,9 @@ def test_raise_form_shows_refusals_on_their_fields(world, login, subject_a, subj
             "field_name": "consented_on", "text": "Check."}
     errors = client.post(ADD, {**base, "field_name": "nope"}).context["adminform"].form.errors
     assert errors == {"field_name": ["Consent has no field 'nope'."]}
-    errors = client.post(ADD, {**base, "record_id": subject_b.consents.get().pk}).context["adminform"].form.errors
-    assert errors == {"record_id": [f"That record does not belong to {subject_a.code}."]}
+    other = subject_b.consents.get().pk
+    errors = client.post(ADD, {**base, "record_id": other}).context["adminform"].form.errors
+    assert errors == {"record_id": [f"No consent {other} of {subject_a.code}."]}
     assert not DataQuery.objects.exists()
 
 

@@ -90,8 +90,10 @@ def test_raise_refusals_are_400_on_the_field(world, subject_a, overrides, code, 
 def test_raise_on_another_subjects_record_is_400(world, subject_a, subject_b):
     body = raise_body(subject_a, record_id=subject_b.consents.get().pk)
     response = api_client(world.data_manager).post(URL, body, format="json")
-    assert (response.status_code, response.json()["code"]) == (400, "record_not_subjects")
-    assert response.json()["field_errors"] == {"record_id": [f"That record does not belong to {subject_a.code}."]}
+    # Another subject's record reads exactly like a missing one: its existence is not confirmed.
+    assert (response.status_code, response.json()["code"]) == (400, "unknown_record")
+    record_id = subject_b.consents.get().pk
+    assert response.json()["field_errors"] == {"record_id": [f"No consent {record_id} of {subject_a.code}."]}
 
 
 def test_raise_for_a_subject_outside_the_callers_sites_is_400_without_confirming_it(world, subject_b):

@@ -162,6 +162,31 @@ def test_only_data_managers_lock(world, role):
     assert not Lock.objects.exists()
 
 
+def test_a_site_bound_data_manager_locks_only_their_site(world):
+    site_dm = UserFactory(username="dm_site_a")
+    MembershipFactory(user=site_dm, trial=world.trial, site=world.site_a, role="data_manager")
+    own = lock_scope(trial=world.trial, site=world.site_a, level="freeze", reason=REASON, by=site_dm)
+    assert own.site == world.site_a
+    for scope in ({"site": world.site_b}, {}):  # another site, the whole trial
+        with pytest.raises(PermissionRefused):
+            lock_scope(trial=world.trial, level="lock", reason=REASON, by=site_dm, **scope)
+    assert Lock.objects.count() == 1
+    other = lock(world, site=world.site_b)
+    with pytest.raises(PermissionRefused):
+        release_lock(lock=other, reason="Not mine", by=site_dm)
+
+
+def test_eligibility_cannot_be_confirmed_on_locked_data(world):
+    from patients.services.enrolment import confirm_eligibility
+    from tests.factories import assessed
+
+    subject, assessment = assessed(trial=world.trial, site=world.site_a, coordinator=world.coordinator)
+    lock(world, subject=subject)
+    assert refusal(confirm_eligibility, assessment=assessment, by=world.investigator).code == "data_locked"
+    assessment.refresh_from_db()
+    assert assessment.confirmed_at is None
+
+
 def test_only_data_managers_release(world):
     taken = lock(world)
     with pytest.raises(PermissionRefused):

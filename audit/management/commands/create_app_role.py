@@ -8,7 +8,9 @@ every history table and on the audit context table are revoked, so not even a co
 application can rewrite the audit trail. (The append-only triggers refuse such changes for every
 role, the owner included; the grants make sure the application cannot drop those triggers.)
 
-Run it again after each migrate: tables created since get their grants then.
+It also makes pgtrigger's per-session trigger skipping (``pgtrigger.ignore``) apply to the database
+owner only, so the application cannot write a clinical row without its audit row. Run it again after
+each migrate: tables created since get their grants, and migrations reinstall pgtrigger's function.
 """
 
 from __future__ import annotations
@@ -34,6 +36,25 @@ def audit_tables() -> list[str]:
     return sorted({*tables, AuditExport._meta.db_table, pghistory.models.Context._meta.db_table})
 
 
+IGNORE_ONLY_FOR_OWNER = """
+CREATE OR REPLACE FUNCTION public._pgtrigger_should_ignore(trigger_name NAME) RETURNS BOOLEAN AS $$
+DECLARE
+    _pgtrigger_ignore TEXT[];
+BEGIN
+    IF NOT pg_has_role(current_user, (SELECT datdba FROM pg_database WHERE datname = current_database()),
+                       'MEMBER') THEN
+        RETURN FALSE;
+    END IF;
+    BEGIN
+        SELECT INTO _pgtrigger_ignore CURRENT_SETTING('pgtrigger.ignore');
+        EXCEPTION WHEN OTHERS THEN
+    END;
+    RETURN _pgtrigger_ignore IS NOT NULL AND trigger_name = ANY(_pgtrigger_ignore);
+END;
+$$ LANGUAGE plpgsql
+"""
+
+
 def grant_app_role(role: str, password: str | None = None) -> None:
     """Create ``role`` if needed and give it exactly the application's privileges."""
     with transaction.atomic(), connection.cursor() as django_cursor:
@@ -52,6 +73,9 @@ def grant_app_role(role: str, password: str | None = None) -> None:
         cursor.execute(sql.SQL("GRANT USAGE, SELECT ON ALL SEQUENCES IN SCHEMA public TO {}").format(name))
         cursor.execute(sql.SQL("REVOKE TRUNCATE, REFERENCES, TRIGGER ON ALL TABLES IN SCHEMA public FROM {}")
                        .format(name))
+        # pgtrigger lets a session skip named triggers (SET pgtrigger.ignore), which would let the
+        # application write clinical data without its audit row: honour that only for the owner.
+        cursor.execute(IGNORE_ONLY_FOR_OWNER)
         for table in audit_tables():
             privileges = "UPDATE, DELETE" if table != pghistory.models.Context._meta.db_table else "DELETE"
             # The context row of a request is upserted as the request adds metadata: it keeps UPDATE.
