@@ -2,7 +2,8 @@
 
 pghistory upserts a request's context row as the request adds metadata, so the table cannot refuse
 every UPDATE. The guard allows what that needs and nothing else: a row may change freely within the
-transaction that created it; afterwards only by adding keys (never changing or removing one), and
+transaction that created it; afterwards only by adding keys or filling in empty ones (e.g. the user,
+known only once the API has authenticated the request), never changing or removing a value, and
 only for a day. DELETE is refused.
 """
 
@@ -17,7 +18,7 @@ BEGIN
     IF OLD.xmin = pg_current_xact_id()::xid THEN
         RETURN NEW;
     END IF;
-    IF NEW.id <> OLD.id OR NEW.created_at <> OLD.created_at OR NOT (NEW.metadata @> OLD.metadata)
+    IF NEW.id <> OLD.id OR NEW.created_at <> OLD.created_at OR NOT (NEW.metadata @> jsonb_strip_nulls(OLD.metadata))
             OR OLD.created_at < now() - interval '1 day' THEN
         RAISE EXCEPTION 'audit context % cannot be rewritten', OLD.id USING ERRCODE = 'insufficient_privilege';
     END IF;

@@ -44,3 +44,16 @@ def test_a_request_may_still_add_metadata_to_its_context(world):
         cursor.execute("SELECT metadata->>'reason', metadata->>'note' FROM pghistory_context WHERE id = %s",
                        [context_id])
         assert cursor.fetchone() == ("Referral letter", "added")
+
+
+def test_a_value_left_empty_may_be_filled_in_later(world):
+    # The API authenticates after the request's first write, so the user arrives in a later transaction.
+    context_id = _amended_context(world)
+    with connection.cursor() as cursor:
+        cursor.execute("""UPDATE pghistory_context SET metadata = metadata || '{"user": null}' WHERE id = %s""",
+                       [context_id])
+    with connection.cursor() as cursor:
+        cursor.execute("""UPDATE pghistory_context SET metadata = metadata || '{"user": 7}' WHERE id = %s""",
+                       [context_id])
+        cursor.execute("SELECT metadata->>'user' FROM pghistory_context WHERE id = %s", [context_id])
+        assert cursor.fetchone() == ("7",)
