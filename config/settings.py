@@ -27,11 +27,12 @@ def env_list(name: str, default: str = "") -> list[str]:
 
 
 DEBUG = env_flag("DJANGO_DEBUG")
+# Without DJANGO_SECRET_KEY, development and offline commands (makemigrations, check) still run on a
+# placeholder key; serving (config.wsgi / config.asgi) and `check --deploy` refuse it when DEBUG is off.
 SECRET_KEY = os.environ.get("DJANGO_SECRET_KEY", "")
-if not SECRET_KEY:
-    if not DEBUG:
-        raise ImproperlyConfigured("DJANGO_SECRET_KEY is required when DJANGO_DEBUG is off.")
-    SECRET_KEY = "insecure-development-key-do-not-use-in-production-0123456789abcdefghij"
+SECRET_KEY_MISSING = not SECRET_KEY
+if SECRET_KEY_MISSING:
+    SECRET_KEY = "django-insecure-placeholder-key-set-DJANGO_SECRET_KEY-in-production-0123456789"
 
 ALLOWED_HOSTS = env_list("DJANGO_ALLOWED_HOSTS", "localhost,127.0.0.1" if DEBUG else "")
 CSRF_TRUSTED_ORIGINS = env_list("DJANGO_CSRF_TRUSTED_ORIGINS")

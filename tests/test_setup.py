@@ -23,9 +23,23 @@ def run_manage(*args: str, **env: str) -> subprocess.CompletedProcess[str]:
 
 
 def test_production_mode_requires_secret_key():
-    result = run_manage("check")
+    result = run_manage("check", "--deploy")
+    assert result.returncode != 0
+    assert "DJANGO_SECRET_KEY is required" in result.stderr + result.stdout
+
+
+def test_serving_without_a_secret_key_is_refused():
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("DJANGO_")}
+    result = subprocess.run([sys.executable, "-c", "import config.wsgi"], cwd=ROOT, env=clean, capture_output=True,
+                            text=True, timeout=120)
     assert result.returncode != 0
     assert "DJANGO_SECRET_KEY is required" in result.stderr
+
+
+def test_offline_commands_run_in_a_fresh_checkout_without_configuration():
+    result = run_manage("makemigrations", "--check", "--dry-run")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "No changes detected" in result.stdout
 
 
 def test_production_mode_passes_deploy_checks():
