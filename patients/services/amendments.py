@@ -34,9 +34,10 @@ from patients.models import (
     FollowUp,
     ResponseAssessment,
 )
-from patients.services.enrolment import _lock, check_can_enter, check_consented, check_not_future
-from patients.services.outcome import check_response
-from patients.services.safety import EventInput, _record_death, check_adverse_event
+from patients.services.enrolment import _lock, check_can_enter
+from patients.services.outcome import check_follow_up_values, check_response
+from patients.services.safety import EventInput, _record_death, check_adverse_event, check_medication
+from patients.services.treatment import check_bridging_dates
 
 REASON_FIELD = "reason_for_change"
 
@@ -68,29 +69,17 @@ def _check_response(response: ResponseAssessment) -> None:
 
 
 def _check_medication(medication: ConcomitantMedication) -> None:
-    subject = medication.subject
-    local = medication.given_at.astimezone(subject.site.tzinfo).date()
-    check_not_future(day=local, site=subject.site, field="given_at")
-    check_consented(subject=subject, on=local, field="given_at")
-    if medication.drug == ConcomitantMedication.Drug.OTHER and not medication.drug_name.strip():
-        raise RuleViolation("drug_name_required", "Name the medication.", field="drug_name")
+    check_medication(subject=medication.subject, drug=medication.drug, drug_name=medication.drug_name,
+                     given_at=medication.given_at)
 
 
 def _check_bridging(bridging: BridgingTherapy) -> None:
-    subject = bridging.subject
-    check_not_future(day=bridging.started_on, site=subject.site, field="started_on")
-    check_not_future(day=bridging.ended_on, site=subject.site, field="ended_on")
-    check_consented(subject=subject, on=bridging.started_on, field="started_on")
-    if bridging.ended_on is not None and bridging.ended_on < bridging.started_on:
-        raise RuleViolation("ends_before_start", "Bridging cannot end before it starts.", field="ended_on")
+    check_bridging_dates(subject=bridging.subject, started_on=bridging.started_on, ended_on=bridging.ended_on)
 
 
 def _check_follow_up(follow_up: FollowUp) -> None:
-    subject = follow_up.subject
-    check_not_future(day=follow_up.event_on, site=subject.site, field="event_on")
-    check_consented(subject=subject, on=follow_up.event_on, field="event_on")
-    if follow_up.kind == FollowUp.Kind.DEATH and not follow_up.cause_of_death.strip():
-        raise RuleViolation("cause_required", "Give the cause of death.", field="cause_of_death")
+    check_follow_up_values(subject=follow_up.subject, kind=follow_up.kind, event_on=follow_up.event_on,
+                           cause_of_death=follow_up.cause_of_death)
 
 
 AMENDABLE: dict[type[models.Model], Amendable] = {

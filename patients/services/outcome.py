@@ -79,11 +79,17 @@ def check_follow_up(*, subject: Subject, kind: str, event_on: dt.date, cause_of_
         raise StateConflict("subject_closed", f"{subject.code} is off study; only survival status can be added.")
     if day_zero(subject) is None and kind != FollowUp.Kind.DEATH:
         raise StateConflict("not_infused", f"{subject.code} has not been infused.")
+    check_follow_up_values(subject=subject, kind=kind, event_on=event_on, cause_of_death=cause_of_death)
+    if subject.follow_ups.filter(kind=FollowUp.Kind.DEATH).exists():
+        raise StateConflict("subject_dead", f"{subject.code}'s death is already recorded.")
+
+
+def check_follow_up_values(*, subject: Subject, kind: str, event_on: dt.date, cause_of_death: str) -> None:
+    """The record's own values (entry and corrections): a date not in the future and after consent, and
+    a cause for a death."""
     check_not_future(day=event_on, site=subject.site, field="event_on")
     if kind == FollowUp.Kind.DEATH and not cause_of_death.strip():
         raise RuleViolation("cause_required", "Give the cause of death.", field="cause_of_death")
-    if subject.follow_ups.filter(kind=FollowUp.Kind.DEATH).exists():
-        raise StateConflict("subject_dead", f"{subject.code}'s death is already recorded.")
     first = subject.consents.order_by("consented_on").first()
     if first is None or event_on < first.consented_on:
         raise RuleViolation("before_consent", "Follow-up starts after consent.", field="event_on")

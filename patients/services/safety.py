@@ -253,6 +253,15 @@ def _update_event_grade(*, event: AdverseEvent, by: AbstractBaseUser) -> None:
 # --- concomitant medications ---------------------------------------------------------------------
 
 
+def check_medication(*, subject: Subject, drug: str, drug_name: str, given_at: dt.datetime) -> None:
+    """Given after consent, not in the future (site's date), and named when "other" (entry and corrections)."""
+    local = given_at.astimezone(subject.site.tzinfo).date()
+    check_not_future(day=local, site=subject.site, field="given_at")
+    check_consented(subject=subject, on=local, field="given_at")
+    if drug == ConcomitantMedication.Drug.OTHER and not drug_name.strip():
+        raise RuleViolation("drug_name_required", "Name the medication.", field="drug_name")
+
+
 @transaction.atomic
 def record_medication(*, subject: Subject, drug: str, dose: Decimal, dose_unit: str, route: str,
                       given_at: dt.datetime, by: AbstractBaseUser, drug_name: str = "", indication: str = "",
@@ -260,14 +269,10 @@ def record_medication(*, subject: Subject, drug: str, dose: Decimal, dose_unit: 
     """A treatment given (e.g. tocilizumab 8 mg/kg IV for CRS), with dose, route and time."""
     subject = _lock(subject)
     check_can_enter(user=by, subject=subject)
-    local = given_at.astimezone(subject.site.tzinfo).date()
-    check_not_future(day=local, site=subject.site, field="given_at")
-    check_consented(subject=subject, on=local, field="given_at")
+    check_medication(subject=subject, drug=drug, drug_name=drug_name, given_at=given_at)
     if adverse_event is not None and adverse_event.subject_id != subject.pk:
         raise RuleViolation("event_not_subjects", "The adverse event belongs to another subject.",
                             field="adverse_event")
-    if drug == ConcomitantMedication.Drug.OTHER and not drug_name.strip():
-        raise RuleViolation("drug_name_required", "Name the medication.", field="drug_name")
     medication = ConcomitantMedication(subject=subject, drug=drug, drug_name=drug_name, dose=dose,
                                        dose_unit=dose_unit, route=route, given_at=given_at, indication=indication,
                                        adverse_event=adverse_event, recorded_by=by)

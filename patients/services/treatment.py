@@ -160,17 +160,22 @@ def record_manufacturing_failure(*, lot: ProductLot, failed_on: dt.date, reason:
 # --- bridging ------------------------------------------------------------------------------------
 
 
+def check_bridging_dates(*, subject: Subject, started_on: dt.date, ended_on: dt.date | None) -> None:
+    """Bridging dates: not in the future, after consent, ending after it starts (entry and corrections)."""
+    check_not_future(day=started_on, site=subject.site, field="started_on")
+    check_not_future(day=ended_on, site=subject.site, field="ended_on")
+    check_consented(subject=subject, on=started_on, field="started_on")
+    if ended_on is not None and ended_on < started_on:
+        raise RuleViolation("ends_before_start", "Bridging cannot end before it starts.", field="ended_on")
+
+
 @transaction.atomic
 def record_bridging(*, subject: Subject, regimen: str, started_on: dt.date, by: AbstractBaseUser,
                     ended_on: dt.date | None = None) -> BridgingTherapy:
     subject = _lock(subject)
     check_can_enter(user=by, subject=subject)
     check_treatment_state(subject=subject, allowed=(S.ENROLLED, S.APHERESED), what="bridging therapy")
-    check_not_future(day=started_on, site=subject.site, field="started_on")
-    check_not_future(day=ended_on, site=subject.site, field="ended_on")
-    check_consented(subject=subject, on=started_on, field="started_on")
-    if ended_on is not None and ended_on < started_on:
-        raise RuleViolation("ends_before_start", "Bridging cannot end before it starts.", field="ended_on")
+    check_bridging_dates(subject=subject, started_on=started_on, ended_on=ended_on)
     bridging = BridgingTherapy(subject=subject, regimen=regimen, started_on=started_on, ended_on=ended_on,
                                recorded_by=by)
     bridging.full_clean()

@@ -216,3 +216,32 @@ def test_admin_shows_saved_non_amendable_fields_read_only(world, login):
     form = page.context["adminform"].form
     assert "category" not in form.fields and "subject" not in form.fields
     assert "term" in form.fields and "reason_for_change" in form.fields
+
+
+def test_a_medication_correction_is_checked_by_the_entry_rule(world):
+    from decimal import Decimal
+
+    subject = consented(trial=world.trial, site=world.site_a, coordinator=world.coordinator, on=days_ago(20))
+    given = dt.datetime.combine(days_ago(5), dt.time(9), tzinfo=dt.UTC)
+    medication = safety.record_medication(subject=subject, drug="tocilizumab", dose=Decimal("8"), dose_unit="mg/kg",
+                                          route="iv", given_at=given, by=world.coordinator)
+    with pytest.raises(RuleViolation) as refused:
+        amendments.amend_record(record=medication, changes={"given_at": given - dt.timedelta(days=30)},
+                                reason="typo", by=world.coordinator)
+    assert refused.value.field == "given_at"
+    medication.refresh_from_db()
+    assert medication.given_at == given
+
+
+def test_a_bridging_correction_cannot_end_before_it_starts(world):
+    from patients.services import treatment
+    from tests.factories import apheresed_subject
+
+    subject = apheresed_subject(trial=world.trial, site=world.site_a, coordinator=world.coordinator,
+                                investigator=world.investigator)
+    bridging = treatment.record_bridging(subject=subject, regimen="Vincristine/dexamethasone",
+                                         started_on=days_ago(3), by=world.coordinator)
+    with pytest.raises(RuleViolation) as refused:
+        amendments.amend_record(record=bridging, changes={"ended_on": days_ago(4)}, reason="Chart",
+                                by=world.coordinator)
+    assert (refused.value.code, refused.value.field) == ("ends_before_start", "ended_on")
