@@ -23,6 +23,8 @@ from assays.models import Analyte, LabDraw, Result
 from assays.services import BatchRejected, ResultIn, ingest_results
 from config.api import ERRORS, READ_ERRORS, acting_user, error_body
 from config.errors import RuleViolation
+from patients.api.serializers import ON_STUDY, OnStudySerializer
+from patients.timeline import with_timeline
 from trials.access import access_of
 
 
@@ -83,24 +85,28 @@ OUTCOME = inline_serializer("IngestOutcome", {"created": serializers.IntegerFiel
                                               "corrected": serializers.IntegerField()})
 
 
-class ResultSerializer(serializers.ModelSerializer):
+class ResultSerializer(OnStudySerializer):
     subject = serializers.SlugRelatedField(slug_field="code", read_only=True)
+    collected_at = serializers.DateTimeField(source="draw.collected_at", read_only=True)
+    study_date_field = "draw__collected_at"
     analyte = serializers.SlugRelatedField(slug_field="code", read_only=True)
     accession_number = serializers.CharField(source="draw.accession_number", read_only=True)
 
     class Meta:
         model = Result
         fields = ["id", "source_ref", "subject", "accession_number", "analyte", "value_text", "unit_text", "value",
-                  "censored", "flag", "ctcae_grade", "status", "superseded", "correction_reason", "recorded_at"]
+                  "censored", "flag", "ctcae_grade", "status", "superseded", "correction_reason", "recorded_at",
+                  "collected_at", *ON_STUDY]
 
 
-class DrawSerializer(serializers.ModelSerializer):
+class DrawSerializer(OnStudySerializer):
     subject = serializers.SlugRelatedField(slug_field="code", read_only=True)
     visit = serializers.SlugRelatedField(slug_field="code", read_only=True)
+    study_date_field = "collected_at"
 
     class Meta:
         model = LabDraw
-        fields = ["id", "subject", "accession_number", "specimen", "collected_at", "visit"]
+        fields = ["id", "subject", "accession_number", "specimen", "collected_at", "visit", *ON_STUDY]
 
 
 class AnalyteSerializer(serializers.ModelSerializer):
@@ -121,7 +127,7 @@ class ResultViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.G
     filterset_fields = ["analyte__code", "subject__code", "status", "superseded"]
 
     def get_queryset(self) -> QuerySet:
-        qs = Result.objects.select_related("subject", "analyte", "draw")
+        qs = with_timeline(Result.objects.select_related("subject__site", "analyte", "draw"))
         return qs.filter(access_of(self.request.user).site_q(trial="subject__trial", site="site")).order_by("pk")
 
     @extend_schema(summary="Post one result or a batch of up to 10,000 (all or nothing)", request=RESULT_SCHEMA,
@@ -161,7 +167,7 @@ class DrawViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.Gen
     lookup_value_regex = "[^/]+"
 
     def get_queryset(self) -> QuerySet:
-        qs = LabDraw.objects.select_related("subject", "visit")
+        qs = with_timeline(LabDraw.objects.select_related("subject__site", "visit"))
         return qs.filter(access_of(self.request.user).site_q(trial="subject__trial", site="site")).order_by("pk")
 
     def get_object(self) -> LabDraw:

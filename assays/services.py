@@ -33,7 +33,8 @@ from assays.lab_grading import grade_lab
 from assays.models import Analyte, AnalyteUnit, LabDraw, ReferenceRange, Result, Specimen
 from config.errors import DomainError, PermissionRefused
 from locking.services import blocking_locks
-from patients.models import Consent, FollowUp, Infusion, Subject
+from patients.models import Consent, FollowUp, Subject
+from patients.timeline import Timeline, VisitWindow, day0s_sql, local_date, match_visit
 from trials.access import ENTRY_ROLES, access_of
 from trials.models import Site, Visit
 
@@ -91,7 +92,7 @@ class _SubjectFacts:
     first_consent: dt.date | None
     withdrawn: dt.date | None
     death: dt.date | None
-    day0: dt.date | None
+    timeline: Timeline
 
 
 def _rows(sql: str, params: Sequence[Any]) -> list[tuple]:
@@ -158,15 +159,16 @@ def _subject_facts(user: AbstractBaseUser, codes: set[str]) -> dict[str, _Subjec
         f"(SELECT min(c.consented_on) FROM {Consent._meta.db_table} c WHERE c.subject_id = s.id), "
         f"(SELECT min(c.withdrawn_on) FROM {Consent._meta.db_table} c WHERE c.subject_id = s.id), "
         f"(SELECT min(f.event_on) FROM {FollowUp._meta.db_table} f WHERE f.subject_id = s.id AND f.kind = %s), "
-        f"(SELECT min(i.infused_on) FROM {Infusion._meta.db_table} i WHERE i.subject_id = s.id) "
+        f"{day0s_sql('s.id')} "
         f"FROM {Subject._meta.db_table} s JOIN {Site._meta.db_table} site ON site.id = s.site_id "
         f"WHERE s.code = ANY(%s) AND {scope}", [FollowUp.Kind.DEATH.value, list(codes), *params])
     facts: dict[str, _SubjectFacts] = {}
     duplicates: set[str] = set()
-    for code, pk, site_id, trial_id, tz, sex, age, consent, withdrawn, death, day0 in rows:
+    for code, pk, site_id, trial_id, tz, sex, age, consent, withdrawn, death, day0s in rows:
         if code in facts:
             duplicates.add(code)  # the same code in two of the caller's trials: refuse rather than guess
-        facts[code] = _SubjectFacts(pk, site_id, trial_id, _zone(tz), sex, age, consent, withdrawn, death, day0)
+        facts[code] = _SubjectFacts(pk, site_id, trial_id, _zone(tz), sex, age, consent, withdrawn, death,
+                                    Timeline.of(day0s))
     for code in duplicates:
         del facts[code]
     return facts
@@ -281,21 +283,13 @@ def _check_timeline(batch: _Batch, i: int, row: ResultIn, subject: _SubjectFacts
     return True
 
 
-def _visits(trial_ids: set[int]) -> dict[int, list[tuple[int, int, int, int]]]:
-    by_trial: dict[int, list[tuple[int, int, int, int]]] = {}
-    for pk, trial_id, day, before, after in _rows(
-            f"SELECT id, trial_id, target_day, window_before_days, window_after_days FROM {Visit._meta.db_table} "
-            f"WHERE trial_id = ANY(%s::bigint[])", [sorted(trial_ids)]):
-        by_trial.setdefault(trial_id, []).append((pk, day, before, after))
+def _visits(trial_ids: set[int]) -> dict[int, list[VisitWindow]]:
+    by_trial: dict[int, list[VisitWindow]] = {}
+    for pk, trial_id, code, day, before, after in _rows(
+            f"SELECT id, trial_id, code, target_day, window_before_days, window_after_days "
+            f"FROM {Visit._meta.db_table} WHERE trial_id = ANY(%s::bigint[])", [sorted(trial_ids)]):
+        by_trial.setdefault(trial_id, []).append(VisitWindow(pk, code, day, before, after))
     return by_trial
-
-
-def match_visit(visits: list[tuple[int, int, int, int]], study_day: int | None) -> int | None:
-    """The protocol visit whose window holds the study day (the nearest target if windows overlap)."""
-    if study_day is None:
-        return None
-    fits = [(abs(study_day - day), pk) for pk, day, before, after in visits if day - before <= study_day <= day + after]
-    return min(fits)[1] if fits else None
 
 
 def _draws(batch: _Batch, facts: dict[str, _SubjectFacts], valid: dict[int, tuple]) -> dict[tuple[int, str], int]:
@@ -321,9 +315,10 @@ def _draws(batch: _Batch, facts: dict[str, _SubjectFacts], valid: dict[int, tupl
         if (site_id, accession) in existing:
             continue
         subject = facts[row.subject]
-        day = (row.collected_at.astimezone(subject.tz).date() - subject.day0).days if subject.day0 else None
+        matched = match_visit(subject.timeline, visits.get(subject.trial_id, []),
+                              local_date(row.collected_at, subject.tz))
         new.append((subject.id, site_id, accession, row.specimen, row.collected_at,
-                    match_visit(visits.get(subject.trial_id, []), day)))
+                    matched[0].visit_id if matched else None))
     if new and not batch.errors:
         existing.update(_insert_draws(new, batch.user.pk))
     return existing

@@ -14,7 +14,6 @@ from typing import Any
 
 from django import forms
 from django.contrib import admin
-from django.db.models import OuterRef, Subquery
 from django.http import HttpRequest
 
 from config.admin_scoping import ClinicalAdmin, add_domain_error
@@ -34,8 +33,8 @@ from patients.models import (
     ProductLot,
     ResponseAssessment,
 )
-from patients.selectors import study_day
 from patients.services import amendments, outcome, safety, treatment
+from patients.timeline import Position, local_date, timeline_from, timeline_of, with_timeline
 from trials.access import access_of
 
 
@@ -54,18 +53,23 @@ class ServiceAdmin(ClinicalAdmin):
     study_date_field = ""  # the record's clinical date, shown as a study day (day 0 = first infusion)
 
     def get_queryset(self, request: HttpRequest) -> Any:
-        first = Infusion.objects.filter(subject=OuterRef("subject")).order_by("infused_on").values("infused_on")[:1]
-        return super().get_queryset(request).annotate(day0=Subquery(first))
+        return with_timeline(super().get_queryset(request))
 
     def get_list_display(self, request: HttpRequest) -> list[str]:
-        return [*super().get_list_display(request), "study_day"]
+        return [*super().get_list_display(request), "study_day", "course_day"]
+
+    def _position(self, obj: Any) -> Position:
+        day = local_date(getattr(obj, self.study_date_field), obj.subject.site.tzinfo)
+        return timeline_from(obj, obj.subject).position(day)
 
     @admin.display(description="study day")
     def study_day(self, obj: Any) -> int | None:
-        value = getattr(obj, self.study_date_field)
-        if isinstance(value, dt.datetime):
-            value = value.astimezone(obj.subject.site.tzinfo).date()
-        return study_day(value, obj.day0)
+        return self._position(obj).study_day
+
+    @admin.display(description="course day")
+    def course_day(self, obj: Any) -> str:
+        position = self._position(obj)
+        return "—" if position.course_number is None else f"C{position.course_number} D{position.course_day}"
 
     def rule(self, data: dict[str, Any], request: HttpRequest) -> None:
         raise NotImplementedError
@@ -512,7 +516,7 @@ def subject_course(subject: Any) -> list[dict[str, Any]]:
     """
     tz = subject.site.tzinfo  # loaded whether or not a record needs the site's local date
     infusions = list(subject.infusions.select_related("lot").order_by("infused_on", "pk"))
-    day0 = infusions[0].infused_on if infusions else None
+    timeline = timeline_of(subject)
     rows: list[tuple[dt.date, int, str, str]] = []
 
     def add(day: dt.date, kind: str, text: str, order: int = 0) -> None:
@@ -568,5 +572,5 @@ def subject_course(subject: Any) -> list[dict[str, Any]]:
     for f in subject.follow_ups.all():
         add(f.event_on, "Follow-up", f"{f.get_kind_display()} {f.cause_of_death or f.detail}".strip(), 7)
     rows.sort(key=lambda row: (row[0], row[1]))
-    return [{"date": day, "study_day": study_day(day, day0), "kind": kind, "text": text}
+    return [{"date": day, "position": timeline.position(day), "kind": kind, "text": text}
             for day, _order, kind, text in rows]

@@ -43,19 +43,6 @@ def latest_confirmed_eligibility(subject: Subject) -> EligibilityAssessment | No
     )
 
 
-def day_zero(subject: Subject) -> dt.date | None:
-    """Day 0: the date of the subject's first CAR-T infusion (first fraction of the first course)."""
-    first = subject.infusions.order_by("infused_on", "pk").values_list("infused_on", flat=True).first()
-    return first
-
-
-def study_day(day: dt.date | None, day0: dt.date | None) -> int | None:
-    """Study day as CAR-T teams count it: day 0 is the infusion, the day before is -1 (no SDTM shift)."""
-    if day is None or day0 is None:
-        return None
-    return (day - day0).days
-
-
 def latest_measurement(subject: Subject, *, on: dt.date):
     """The latest height and weight measured on or before ``on``."""
     return subject.measurements.filter(measured_on__lte=on).order_by("-measured_on", "-pk").first()

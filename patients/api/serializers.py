@@ -30,6 +30,7 @@ from patients.models import (
     Subject,
     SubjectTransition,
 )
+from patients.timeline import Position, local_date, timeline_from
 from trials.access import access_of
 
 
@@ -76,6 +77,41 @@ class ScopedRelatedField(serializers.PrimaryKeyRelatedField):
         user = self.context["request"].user
         return self.model.objects.filter(access_of(user).site_q(
             trial=f"{self.subject_path}__trial", site=f"{self.subject_path}__site"))
+
+
+class OnStudySerializer(serializers.ModelSerializer):
+    """Where the record's clinical date falls (patients.timeline): the study day (day 0 = the first
+    infusion), the infusion course it follows and the day of that course (day 0 = the course's infusion).
+    Lists annotate their rows with ``with_timeline``; a record just written costs one query."""
+
+    study_date_field = ""  # the record's clinical date or time (a path such as "draw__collected_at")
+    subject_attr = "subject"
+    study_day = serializers.SerializerMethodField(help_text="Days since the first CAR-T infusion (day 0).")
+    course_number = serializers.SerializerMethodField(help_text="The infusion course this record follows.")
+    course_day = serializers.SerializerMethodField(help_text="Days since day 0 of that course.")
+
+    def _position(self, obj: Any) -> Position:
+        if getattr(obj, "_on_study", None) is None:
+            subject, value = obj, obj
+            for name in self.subject_attr.split("__"):
+                subject = getattr(subject, name)
+            for name in self.study_date_field.split("__"):
+                value = getattr(value, name)
+            day = local_date(value, subject.site.tzinfo)
+            obj._on_study = timeline_from(obj, subject).position(day)
+        return obj._on_study
+
+    def get_study_day(self, obj: Any) -> int | None:
+        return self._position(obj).study_day
+
+    def get_course_number(self, obj: Any) -> int | None:
+        return self._position(obj).course_number
+
+    def get_course_day(self, obj: Any) -> int | None:
+        return self._position(obj).course_day
+
+
+ON_STUDY = ["study_day", "course_number", "course_day"]
 
 
 class SubjectSerializer(serializers.ModelSerializer):
@@ -168,18 +204,21 @@ class OffStudySerializer(serializers.Serializer):
     detail = serializers.CharField(allow_blank=True, required=False, default="")
 
 
-def _subject_fields(model: Any, fields: list[str], read_only: list[str]) -> type[serializers.ModelSerializer]:
-    meta = type("Meta", (), {"model": model, "fields": ["id", "subject", *fields], "read_only_fields": read_only})
-    return type(f"{model.__name__}Serializer", (serializers.ModelSerializer,), {
-        "Meta": meta, "subject": ScopedSubjectField()})
+def _subject_fields(model: Any, fields: list[str], read_only: list[str],
+                    study_date: str) -> type[serializers.ModelSerializer]:
+    meta = type("Meta", (), {"model": model, "fields": ["id", "subject", *fields, *ON_STUDY],
+                             "read_only_fields": read_only})
+    return type(f"{model.__name__}Serializer", (OnStudySerializer,), {
+        "Meta": meta, "subject": ScopedSubjectField(), "study_date_field": study_date})
 
 
-CollectionSerializer = _subject_fields(ApheresisCollection, ["collection_id", "collected_on", "cd3_cells_1e9"], [])
-BridgingSerializer = _subject_fields(BridgingTherapy, ["regimen", "started_on", "ended_on"], [])
+CollectionSerializer = _subject_fields(ApheresisCollection, ["collection_id", "collected_on", "cd3_cells_1e9"], [],
+                                       "collected_on")
+BridgingSerializer = _subject_fields(BridgingTherapy, ["regimen", "started_on", "ended_on"], [], "started_on")
 ResponseSerializer = _subject_fields(ResponseAssessment, [
     "visit", "assessed_on", "category", "marrow_blasts_pct", "mrd_flow_pct", "mrd_sensitivity_pct",
-    "bcr_abl1_is_pct", "extramedullary_status", "cns_status", "antigen_status"], [])
-FollowUpSerializer = _subject_fields(FollowUp, ["kind", "event_on", "cause_of_death", "detail"], [])
+    "bcr_abl1_is_pct", "extramedullary_status", "cns_status", "antigen_status"], [], "assessed_on")
+FollowUpSerializer = _subject_fields(FollowUp, ["kind", "event_on", "cause_of_death", "detail"], [], "event_on")
 
 
 class LotSerializer(serializers.ModelSerializer):
@@ -224,65 +263,65 @@ class CourseSerializer(serializers.ModelSerializer):
         fields = ["id", "subject", "course_number", "regimen", "planned_infusion_on", "bsa_formula", "bsa_m2",
                   "measurement", "doses"]
         read_only_fields = ["id", "course_number", "bsa_m2", "measurement", "doses"]
+        # The service numbers the course (2 for a re-infusion); DRF's unique-together check would test the
+        # read-only number at its default of 1 and refuse every second course.
+        validators: list[Any] = []
 
 
-class InfusionSerializer(serializers.ModelSerializer):
+class InfusionSerializer(OnStudySerializer):
     subject = ScopedSubjectField()
     lot = ScopedRelatedField(ProductLot)
-    study_day = serializers.SerializerMethodField()
+    study_date_field = "infused_at"
 
     class Meta:
         model = Infusion
         fields = ["id", "subject", "lot", "dose_level", "course_number", "fraction_number", "planned_fractions",
-                  "infused_at", "infused_on", "cells_per_kg", "weight_kg", "total_cells", "study_day"]
-        read_only_fields = ["id", "course_number", "infused_on", "weight_kg", "total_cells", "study_day"]
-
-    def get_study_day(self, obj: Infusion) -> int | None:
-        if not hasattr(obj, "day0"):  # a record just written has no list annotation
-            from patients.selectors import day_zero
-
-            obj.day0 = day_zero(obj.subject)
-        day0 = obj.day0
-        return None if day0 is None else (obj.infused_on - day0).days
+                  "infused_at", "infused_on", "cells_per_kg", "weight_kg", "total_cells", "study_day", "course_day"]
+        read_only_fields = ["id", "course_number", "infused_on", "weight_kg", "total_cells"]
+        validators: list[Any] = []  # the service numbers the course (see CourseSerializer)
 
 
-class AdverseEventSerializer(serializers.ModelSerializer):
+class AdverseEventSerializer(OnStudySerializer):
     subject = ScopedSubjectField()
+    study_date_field = "onset_on"
 
     class Meta:
         model = AdverseEvent
         fields = ["id", "subject", "category", "term", "meddra_code", "onset_on", "resolved_on", "grade",
                   "grade_scale", "serious", "sae_death", "sae_life_threatening", "sae_hospitalisation",
                   "sae_disability", "sae_congenital", "sae_important", "site_aware_at", "report_due_at",
-                  "related_to_product", "related_to_lymphodepletion", "outcome", "action_taken", "death_on"]
+                  "related_to_product", "related_to_lymphodepletion", "outcome", "action_taken", "death_on", *ON_STUDY]
         read_only_fields = ["id", "grade_scale", "report_due_at"]
 
 
 ASSESSMENT_READ_ONLY = ["id", "event", "derived_grade", "algorithm", "flags"]
 
 
-class CrsAssessmentSerializer(serializers.ModelSerializer):
+class CrsAssessmentSerializer(OnStudySerializer):
+    study_date_field, subject_attr = "assessed_at", "event__subject"
     class Meta:
         model = CrsAssessment
         exclude = ["recorded_by", "created_at", "updated_at"]
         read_only_fields = ASSESSMENT_READ_ONLY
 
 
-class IcansAssessmentSerializer(serializers.ModelSerializer):
+class IcansAssessmentSerializer(OnStudySerializer):
+    study_date_field, subject_attr = "assessed_at", "event__subject"
     class Meta:
         model = IcansAssessment
         exclude = ["recorded_by", "created_at", "updated_at"]
         read_only_fields = [*ASSESSMENT_READ_ONLY, "ice_score"]
 
 
-class MedicationSerializer(serializers.ModelSerializer):
+class MedicationSerializer(OnStudySerializer):
     subject = ScopedSubjectField()
+    study_date_field = "given_at"
     adverse_event = ScopedRelatedField(AdverseEvent, required=False, allow_null=True)
 
     class Meta:
         model = ConcomitantMedication
         fields = ["id", "subject", "adverse_event", "drug", "drug_name", "dose", "dose_unit", "route", "given_at",
-                  "indication"]
+                  "indication", *ON_STUDY]
 
 
 def amendment_serializer(base: type[serializers.ModelSerializer], amendable: frozenset[str],

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from django.db.models import Min, OuterRef, QuerySet, Subquery
+from django.db.models import QuerySet
 from django.shortcuts import get_object_or_404
 from django_filters import rest_framework as filters
 from drf_spectacular.utils import extend_schema
@@ -29,6 +29,7 @@ from patients.models import (
     Subject,
 )
 from patients.services import amendments, enrolment, measurements, outcome, safety, treatment
+from patients.timeline import with_timeline
 from trials.access import access_of
 from trials.models import Cohort, EligibilityCriterion
 
@@ -47,6 +48,8 @@ class ScopedViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, mixins.Cre
     def get_queryset(self) -> QuerySet:
         qs = super().get_queryset().filter(access_of(self.request.user).site_q(trial=self.trial_path,
                                                                                site=self.site_path))
+        if issubclass(self.get_serializer_class(), s.OnStudySerializer):
+            qs = with_timeline(qs)  # study day and course day of every row, in the same query
         return qs.order_by(*self.ordering)
 
     def write(self, data: dict[str, Any]) -> Any:
@@ -234,7 +237,7 @@ class AmendMixin:
         return Response(self.get_serializer(record).data)  # type: ignore[attr-defined]
 
 
-def _crud(model: Any, serializer: Any, write: Any, *, select: tuple[str, ...] = ("subject",),
+def _crud(model: Any, serializer: Any, write: Any, *, select: tuple[str, ...] = ("subject__site",),
           filter_fields: tuple[str, ...] = ()) -> type[ScopedViewSet]:
     """A scoped list/read/create endpoint whose create calls ``write(data, by)``; amendable records
     also take PATCH (a correction with a reason)."""
@@ -320,11 +323,7 @@ class CourseViewSet(_crud(LymphodepletionCourse, s.CourseSerializer,  # type: ig
         return Response(s.DoseSerializer(dose).data, status=status.HTTP_201_CREATED)
 
 
-class InfusionViewSet(_crud(Infusion, s.InfusionSerializer,  # type: ignore[misc]
-                            lambda d, by: treatment.record_infusion(by=by, **d))):
-    def get_queryset(self) -> QuerySet:
-        first = Infusion.objects.filter(subject=OuterRef("subject")).values("subject").annotate(d=Min("infused_on"))
-        return super().get_queryset().annotate(day0=Subquery(first.values("d")[:1]))
+InfusionViewSet = _crud(Infusion, s.InfusionSerializer, lambda d, by: treatment.record_infusion(by=by, **d))
 
 
 def _record_event(d: dict[str, Any], by: Any) -> Any:

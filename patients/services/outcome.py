@@ -11,8 +11,8 @@ from django.db import transaction
 
 from config.errors import RuleViolation, StateConflict
 from patients.models import FollowUp, OffStudyReason, ResponseAssessment, Subject, SubjectStatus
-from patients.selectors import day_zero
 from patients.services.enrolment import _lock, check_can_enter, check_consented, check_not_future, move_subject
+from patients.timeline import Timeline, VisitWindow, timeline_of
 from trials.models import Visit
 
 C = ResponseAssessment.Category
@@ -22,8 +22,8 @@ REMISSION = (C.CR, C.CRI, C.CR_MRD_NEG, C.CRI_MRD_NEG)
 def check_response(*, subject: Subject, assessed_on: dt.date, category: str, visit: Visit | None,
                    values: dict[str, Any]) -> None:
     """A response is assessed after infusion, and its category agrees with the measurements."""
-    day0 = day_zero(subject)
-    if day0 is None or assessed_on < day0:
+    timeline = timeline_of(subject)
+    if timeline.day0 is None or assessed_on < timeline.day0:
         raise StateConflict("not_infused", f"{subject.code} has no CAR-T infusion before {assessed_on:%d %b %Y}.")
     check_not_future(day=assessed_on, site=subject.site, field="assessed_on")
     check_consented(subject=subject, on=assessed_on, field="assessed_on")
@@ -31,11 +31,7 @@ def check_response(*, subject: Subject, assessed_on: dt.date, category: str, vis
     if visit is not None:
         if visit.trial_id != subject.trial_id:
             raise RuleViolation("visit_not_in_trial", f"Choose a visit of {trial.code}.", field="visit")
-        day = (assessed_on - day0).days
-        if not visit.target_day - visit.window_before_days <= day <= visit.target_day + visit.window_after_days:
-            raise RuleViolation("outside_visit_window", f"{visit.code} is day {visit.target_day} "
-                                f"(-{visit.window_before_days}/+{visit.window_after_days}); this is day {day}.",
-                                field="assessed_on")
+        check_visit_window(visit=visit, timeline=timeline, on=assessed_on, field="assessed_on")
     blasts: Decimal | None = values.get("marrow_blasts_pct")
     mrd: Decimal | None = values.get("mrd_flow_pct")
     if category in REMISSION and blasts is not None and blasts >= Decimal(5):
@@ -55,6 +51,19 @@ def check_response(*, subject: Subject, assessed_on: dt.date, category: str, vis
     elif values.get("antigen_status"):
         raise RuleViolation("antigen_status_for_relapse", "Antigen status is recorded for relapses.",
                             field="antigen_status")
+
+
+def check_visit_window(*, visit: Visit, timeline: Timeline, on: dt.date, field: str) -> None:
+    """A record made after day 0 at a protocol visit falls in that visit's window, counted from day 0 of
+    the infusion course it follows (DESIGN "Protocol timeline": each course has its own day 0)."""
+    window = VisitWindow.of(visit)
+    number = timeline.course_of(on)
+    course_day = timeline.course_day(on, number)
+    if not window.holds(course_day):
+        where = f"day {course_day} of course {number} (study day {timeline.study_day(on)})" if number else \
+            "before the first infusion"
+        raise RuleViolation("outside_visit_window", f"{window.describe()} of its course; {on:%d %b %Y} is {where}.",
+                            field=field)
 
 
 @transaction.atomic
@@ -77,7 +86,7 @@ def check_follow_up(*, subject: Subject, kind: str, event_on: dt.date, cause_of_
     # Survival follow-up is allowed even after consent was withdrawn (DESIGN: "except survival follow-up").
     if subject.status == SubjectStatus.OFF_STUDY and kind != FollowUp.Kind.DEATH:
         raise StateConflict("subject_closed", f"{subject.code} is off study; only survival status can be added.")
-    if day_zero(subject) is None and kind != FollowUp.Kind.DEATH:
+    if timeline_of(subject).day0 is None and kind != FollowUp.Kind.DEATH:
         raise StateConflict("not_infused", f"{subject.code} has not been infused.")
     check_follow_up_values(subject=subject, kind=kind, event_on=event_on, cause_of_death=cause_of_death)
     if subject.follow_ups.filter(kind=FollowUp.Kind.DEATH).exists():

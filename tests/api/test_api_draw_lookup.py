@@ -53,7 +53,8 @@ def test_a_draw_is_found_by_its_accession_number_as_by_its_id(world, draws, site
     assert by_id.status_code == by_accession.status_code == 200, by_accession.json()
     assert by_accession.json() == by_id.json()
     assert by_accession.json() == {"id": draws.a.pk, "subject": draws.subject_a.code, "accession_number": "A-0001",
-                                   "specimen": "serum", "collected_at": by_id.json()["collected_at"], "visit": None}
+                                   "specimen": "serum", "collected_at": by_id.json()["collected_at"], "visit": None,
+                                   "study_day": None, "course_number": None, "course_day": None}  # not infused
 
 
 def test_another_sites_accession_number_is_404_like_an_unknown_one(world, draws, site_a_reader):

@@ -47,7 +47,8 @@ def test_records_an_mrd_negative_remission_at_a_protocol_visit(world, caller, su
     response = post_json(caller.client, RESPONSES, payload)
     assert response.status_code == 201, response.json()
     created = response.json()
-    assert created == {**RESPONSE_DEFAULTS, **payload, "id": created["id"]}
+    on_study = {"study_day": 3, "course_number": 1, "course_day": 3}  # day 0 was five days ago
+    assert created == {**RESPONSE_DEFAULTS, **payload, **on_study, "id": created["id"]}
     stored = ResponseAssessment.objects.get(pk=created["id"])
     assert (stored.subject_id, stored.visit_id, stored.assessed_on, stored.category) == (
         subject.pk, visit.pk, days_ago(2), "cr_mrd_neg")
@@ -87,7 +88,7 @@ def test_records_follow_up_that_keeps_the_subject_on_study(world, caller, subjec
     assert response.status_code == 201, response.json()
     created = response.json()
     assert created == {"id": created["id"], "subject": subject.code, "kind": kind, "event_on": str(days_ago(1)),
-                       "cause_of_death": "", "detail": detail}
+                       "cause_of_death": "", "detail": detail, "study_day": 4, "course_number": 1, "course_day": 4}
     stored = FollowUp.objects.get(pk=created["id"])
     assert (stored.subject_id, stored.kind, stored.event_on, stored.detail, stored.recorded_by) == (
         subject.pk, kind, days_ago(1), detail, caller.user)

@@ -146,13 +146,13 @@ def test_records_a_single_infusion(world, caller):
                 "dose_level": subject.trial.dose_levels.get().pk, "course_number": 1, "fraction_number": 1,
                 "planned_fractions": 1, "infused_at": created["infused_at"], "infused_on": str(day0),
                 "cells_per_kg": "1000000", "weight_kg": "70.0", "total_cells": "70000000"}
-    assert {k: v for k, v in created.items() if k != "study_day"} == expected
+    assert {k: v for k, v in created.items() if k not in ("study_day", "course_day")} == expected
     _check_stored(created, user=caller.user, infused_at=at(day0))
     subject.refresh_from_db()
     assert subject.status == SubjectStatus.FOLLOW_UP  # one planned fraction: infused, then follow-up
     assert list(subject.transitions.order_by("recorded_at", "pk").values_list("to_status", flat=True))[-2:] == [
         SubjectStatus.INFUSED, SubjectStatus.FOLLOW_UP]
-    assert read_back(caller.client, INFUSIONS, created["id"]) == {**expected, "study_day": 0}
+    assert read_back(caller.client, INFUSIONS, created["id"]) == {**expected, "study_day": 0, "course_day": 0}
 
 
 def test_records_a_split_dose_fraction_by_fraction(world, caller):

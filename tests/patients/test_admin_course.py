@@ -129,10 +129,12 @@ class CourseTable(HTMLParser):
             self.cell += data
 
 
-def course_rows(response: Any) -> list[list[str]]:
+def course_rows(response: Any, *, with_course_day: bool = False) -> list[list[str]]:
+    """The subject page's course table: date, study day, [course day,] record, details."""
     parser = CourseTable()
     parser.feed(response.content.decode())
-    return [row for row in parser.rows if row and row[0] != "Date"]
+    rows = [row for row in parser.rows if row and row[0] != "Date"]
+    return rows if with_course_day else [[*row[:2], *row[3:]] for row in rows]
 
 
 # --- 1. refusals through the add forms ------------------------------------------------------------
@@ -360,8 +362,11 @@ def test_subject_page_shows_the_course_in_order_with_study_days(world, login):
     assert days == sorted(days)
     kinds = [row[2] for row in rows if row[2] in ("Lymphodepletion", "Infusion", "CRS", "Medication", "Response")]
     assert kinds == ["Lymphodepletion"] * 6 + ["Infusion", "CRS", "CRS", "Medication", "Response"]
-    # Records before day 0 (consent, apheresis) come first and carry negative days.
+    # Records before day 0 (consent, apheresis) come first and carry negative days, and no course.
     assert rows[0][2] == "Consent" and int(rows[0][1]) < -5
+    course_days = {(row[3], row[2]) for row in course_rows(response, with_course_day=True)}
+    assert ("Consent", "—") in course_days and ("Infusion", "C1 D0") in course_days and ("Response", "C1 D3") in \
+        course_days
 
 
 # --- 4. query-bounded subject page ----------------------------------------------------------------
@@ -455,7 +460,8 @@ def test_course_lists_show_the_study_day_of_each_record(world, login):
     client = login(world.coordinator)
     infusions = client.get(reverse("admin:patients_infusion_changelist"))
     assert infusions.status_code == 200
-    assert infusions.context["cl"].result_list[0].day0 == subject.infusions.get().infused_on
+    assert infusions.context["cl"].result_list[0].course_day0s == [subject.infusions.get().infused_on]
+    assert "<td class=\"field-course_day\">C1 D0</td>" in infusions.content.decode()
     assert '<td class="field-study_day">0</td>' in infusions.content.decode()
     courses = client.get(reverse("admin:patients_lymphodepletioncourse_changelist")).content.decode()
     assert '<td class="field-study_day">0</td>' in courses  # the planned day 0 of the course

@@ -27,8 +27,8 @@ from patients.models import (
     SubjectStatus,
     SubjectTransition,
 )
-from patients.selectors import day_zero
 from patients.services import enrolment, measurements, treatment
+from patients.timeline import timeline_of
 from tests.factories import (
     TODAY,
     apheresed_subject,
@@ -570,7 +570,7 @@ def test_infusion_total_cells_from_latest_weight(world):
     assert infusion.measurement == latest and infusion.weight_kg == Decimal("80.0")
     assert infusion.total_cells == Decimal(88_000_000)
     assert status_of(subject) == S.FOLLOW_UP
-    assert day_zero(subject) == days_ago(5)
+    assert timeline_of(subject).day0 == days_ago(5)
 
 
 @pytest.mark.parametrize(("edge", "ok"), [("min", True), ("max", True), ("min-1", False), ("max+1", False)])
@@ -697,7 +697,7 @@ def test_split_dose_10_30_60(world):
     infuse(subject, world.coordinator, on=days_ago(3), cells=Decimal(600_000), fraction=3, of=3)
     assert status_of(subject) == S.FOLLOW_UP
     assert treatment.delivered_cells_per_kg(subject, 1) == subject.trial.dose_levels.get().cells_per_kg
-    assert day_zero(subject) == first.infused_on == days_ago(5)
+    assert timeline_of(subject).day0 == first.infused_on == days_ago(5)
     assert sorted(subject.infusions.values_list("fraction_number", "total_cells")) == [
         (1, Decimal(7_000_000)), (2, Decimal(21_000_000)), (3, Decimal(42_000_000))]
 
@@ -801,7 +801,10 @@ def test_reinfusion_with_second_course_and_new_lot(world):
     infusion = infuse(subject, world.coordinator, on=days_ago(1), lot=second_lot)
     assert (infusion.course_number, infusion.fraction_number, infusion.lot) == (2, 1, second_lot)
     assert status_of(subject) == S.FOLLOW_UP
-    assert day_zero(subject) == days_ago(14)  # day 0 stays the first infusion of the first course
+    timeline = timeline_of(subject)
+    assert timeline.day0 == days_ago(14)  # day 0 stays the first infusion of the first course
+    assert timeline.day0s == (days_ago(14), days_ago(1))  # and the second course has its own
+    assert timeline.position(TODAY) == (14, 2, 1)  # study day 14, day 1 of course 2
 
 
 def test_lot_already_infused_refused_in_second_course_even_for_same_subject(world):

@@ -1,0 +1,182 @@
+"""Time on study: day 0, study day, course day, CDISC study day and protocol visit matching.
+
+The one owner of these numbers (DESIGN "Protocol timeline"). Day 0 of a course is the site's local date
+of its first fraction; day 0 of the subject is day 0 of the first course. A date belongs to the course
+it follows: the latest course whose day 0 is on or before it (a re-treated subject's day-30 response
+after the second infusion is day 30 of course 2, and, say, day 389 on study).
+
+Two forms of the same facts: ``timeline_of`` / ``with_timeline`` (ORM) and ``DAY0S_SQL`` (hand-written
+SQL for ingestion). Both read the course day 0s as an ordered array; ``Timeline`` does the arithmetic.
+Admin, API, ingestion, checks, exports and summaries call this module and never subtract dates themselves.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any, NamedTuple
+
+from django.contrib.postgres.expressions import ArraySubquery
+from django.db.models import OuterRef, QuerySet
+
+from patients.models import Infusion
+
+
+class Position(NamedTuple):
+    """Where a date falls: study day (from the first course), the course it follows and its course day.
+    Before the first infusion there is a (negative) study day but no course."""
+
+    study_day: int | None
+    course_number: int | None
+    course_day: int | None
+
+
+NOWHERE = Position(None, None, None)
+
+
+@dataclass(frozen=True, slots=True)
+class Timeline:
+    """Day 0 of each infusion course of one subject, in course order (course 1 first)."""
+
+    day0s: tuple[dt.date, ...] = ()
+
+    @classmethod
+    def of(cls, day0s: Iterable[dt.date] | None) -> Timeline:
+        return cls(tuple(day0s or ()))
+
+    @property
+    def day0(self) -> dt.date | None:
+        return self.day0s[0] if self.day0s else None
+
+    def course_of(self, day: dt.date) -> int | None:
+        """The number of the course ``day`` follows (its day 0 on or before ``day``), or None."""
+        number = None
+        for i, day0 in enumerate(self.day0s, start=1):
+            if day0 <= day:
+                number = i
+        return number
+
+    def day0_of(self, course_number: int) -> dt.date | None:
+        return self.day0s[course_number - 1] if 0 < course_number <= len(self.day0s) else None
+
+    def study_day(self, day: dt.date | None) -> int | None:
+        """As CAR-T teams count: day 0 is the first infusion, the day before is -1 (no SDTM shift)."""
+        if day is None or self.day0 is None:
+            return None
+        return (day - self.day0).days
+
+    def course_day(self, day: dt.date | None, course_number: int | None = None) -> int | None:
+        """Days since day 0 of ``course_number`` (default: the course ``day`` follows)."""
+        if day is None:
+            return None
+        number = course_number if course_number is not None else self.course_of(day)
+        day0 = self.day0_of(number) if number else None
+        return None if day0 is None else (day - day0).days
+
+    def cdisc_study_day(self, day: dt.date | None) -> int | None:
+        """SDTM --DY: no day 0, so day 0 is 1 and the day before is -1 (SDTMIG, DOMAIN 5.8)."""
+        days = self.study_day(day)
+        if days is None:
+            return None
+        return days + 1 if days >= 0 else days
+
+    def position(self, day: dt.date | None) -> Position:
+        if day is None:
+            return NOWHERE
+        number = self.course_of(day)
+        return Position(self.study_day(day), number, self.course_day(day, number))
+
+
+def local_date(value: dt.date | dt.datetime | None, tz: Any) -> dt.date | None:
+    """The site's local date of a clinical date or time (times are stored in UTC)."""
+    if isinstance(value, dt.datetime):
+        return value.astimezone(tz).date()
+    return value
+
+
+# --- ORM form ------------------------------------------------------------------------------------
+
+
+def _day0s_subquery(subject_ref: str) -> ArraySubquery:
+    first_fractions = (Infusion.objects.filter(subject=OuterRef(subject_ref), fraction_number=1)
+                       .order_by("course_number").values("infused_on"))
+    return ArraySubquery(first_fractions)
+
+
+def with_timeline(qs: QuerySet, *, subject: str = "subject") -> QuerySet:
+    """Annotate each row with ``course_day0s`` (its subject's course day 0s), for ``timeline_from``.
+    ``subject`` is the path to the subject's id ("pk" for a subject queryset)."""
+    return qs.annotate(course_day0s=_day0s_subquery(subject))
+
+
+def timeline_from(row: Any, subject: Any) -> Timeline:
+    """The timeline of a row annotated by ``with_timeline``; otherwise (a record just written) one query."""
+    if hasattr(row, "course_day0s"):
+        return Timeline.of(row.course_day0s)
+    return timeline_of(subject)
+
+
+def timeline_of(subject: Any) -> Timeline:
+    """One subject's timeline (one query); ``subject`` is a Subject or its id."""
+    subject_id = getattr(subject, "pk", subject)
+    day0s = (Infusion.objects.filter(subject_id=subject_id, fraction_number=1)
+             .order_by("course_number").values_list("infused_on", flat=True))
+    return Timeline.of(day0s)
+
+
+# --- SQL form ------------------------------------------------------------------------------------
+
+
+def day0s_sql(subject_id_column: str) -> str:
+    """An SQL expression giving the course day 0s (a date[] in course order) of the subject whose id is in
+    ``subject_id_column`` (e.g. ``s.id``); wrap the fetched list with ``Timeline.of``."""
+    return (f"ARRAY(SELECT i.infused_on FROM {Infusion._meta.db_table} i WHERE i.subject_id = {subject_id_column} "
+            f"AND i.fraction_number = 1 ORDER BY i.course_number)")
+
+
+# --- protocol visits -----------------------------------------------------------------------------
+
+
+class VisitWindow(NamedTuple):
+    """A protocol visit's window around its target day (course day; day 0 = the course's infusion)."""
+
+    visit_id: int
+    code: str
+    target_day: int
+    before: int
+    after: int
+
+    @classmethod
+    def of(cls, visit: Any) -> VisitWindow:
+        return cls(visit.pk, visit.code, visit.target_day, visit.window_before_days, visit.window_after_days)
+
+    def holds(self, course_day: int | None) -> bool:
+        return course_day is not None and self.target_day - self.before <= course_day <= self.target_day + self.after
+
+    def describe(self) -> str:
+        return f"{self.code} is day {self.target_day} (-{self.before}/+{self.after})"
+
+
+def match_visit(timeline: Timeline, windows: Sequence[VisitWindow], day: dt.date | None
+                ) -> tuple[VisitWindow, int] | None:
+    """The protocol visit whose window holds ``day``, and the course it belongs to.
+
+    A visit after day 0 is matched against the course the date follows; one before day 0 (screening,
+    lymphodepletion) against the course the date precedes. Overlapping windows: the nearest target wins.
+    """
+    if day is None:
+        return None
+    offsets: list[tuple[int, int]] = []  # (course day, course number)
+    following = timeline.course_of(day)
+    if following is not None:
+        offsets.append((timeline.course_day(day, following) or 0, following))
+    upcoming = next((n for n, day0 in enumerate(timeline.day0s, start=1) if day0 > day), None)
+    if upcoming is not None:
+        offsets.append((timeline.course_day(day, upcoming) or 0, upcoming))
+    fits = [(abs(course_day - w.target_day), w.target_day, number, w)
+            for course_day, number in offsets for w in windows if w.holds(course_day)]
+    if not fits:
+        return None
+    _distance, _target, number, window = min(fits, key=lambda f: f[:3])
+    return window, number
