@@ -233,3 +233,33 @@ def infused_subject(*, coordinator: Any, investigator: Any, day0: dt.date | None
                               cells_per_kg=Decimal(1_000_000), infused_at=at(day0), by=coordinator)
     subject.refresh_from_db()
     return subject
+
+
+def reinfusable_subject(*, coordinator: Any, investigator: Any, day0: dt.date, lot_released_on: dt.date,
+                        **kwargs: Any) -> Subject:
+    """Infused on ``day0`` in a trial that allows re-infusion, with a second lot released for it."""
+    from patients.services import treatment
+
+    subject = infused_subject(coordinator=coordinator, investigator=investigator, day0=day0, **kwargs)
+    subject.trial.reinfusion_allowed = True
+    subject.trial.save()
+    lot = treatment.register_lot(subject=subject, product=subject.trial.products.get(), lot_number="LOT-R2",
+                                 source="autologous", collection=subject.collections.get(), by=coordinator)
+    treatment.release_lot(lot=lot, release_date=lot_released_on, viability_pct=Decimal("90"),
+                          car_positive_pct=Decimal("40"), total_viable_car_cells=Decimal("1.5e8"), qc_pass=True,
+                          by=coordinator)
+    return subject
+
+
+def reinfuse(subject: Subject, *, by: Any, day0: dt.date) -> None:
+    """A second lymphodepletion course at the planned doses and the second lot infused on ``day0``."""
+    from patients.services import treatment
+
+    course = treatment.start_lymphodepletion(subject=subject, regimen=subject.trial.regimens.get(),
+                                             planned_infusion_on=day0, by=by)
+    treatment.record_lymphodepletion_doses(course=course, by=by, doses=[
+        treatment.DoseInput(agent=p.agent, given_on=p.planned_on, administered_mg=p.planned_mg)
+        for p in treatment.course_plan(course)])
+    treatment.record_infusion(subject=subject, lot=subject.lots.get(lot_number="LOT-R2"),
+                              dose_level=subject.trial.dose_levels.get(), cells_per_kg=Decimal(1_000_000),
+                              infused_at=at(day0), by=by)

@@ -254,18 +254,42 @@ class DoseSerializer(serializers.ModelSerializer):
         read_only_fields = ["id", "day", "planned_mg"]
 
 
+class PlannedDoseSerializer(serializers.Serializer):
+    agent = serializers.CharField(source="agent.agent", help_text="Agent code, e.g. fludarabine.")
+    day = serializers.IntegerField(help_text="Day relative to the planned infusion (day 0).")
+    planned_on = serializers.DateField()
+    planned_mg = serializers.DecimalField(max_digits=8, decimal_places=1, help_text="mg/m²/day × the course's BSA.")
+
+
 class CourseSerializer(serializers.ModelSerializer):
     subject = ScopedSubjectField()
     doses = DoseSerializer(many=True, read_only=True)
+    plan = serializers.SerializerMethodField(help_text="Every planned dose, computed from the course's BSA.")
 
     class Meta:
         model = LymphodepletionCourse
         fields = ["id", "subject", "course_number", "regimen", "planned_infusion_on", "bsa_formula", "bsa_m2",
-                  "measurement", "doses"]
+                  "measurement", "plan", "doses"]
         read_only_fields = ["id", "course_number", "bsa_m2", "measurement", "doses"]
         # The service numbers the course (2 for a re-infusion); DRF's unique-together check would test the
         # read-only number at its default of 1 and refuse every second course.
         validators: list[Any] = []
+
+    @extend_schema_field(PlannedDoseSerializer(many=True))
+    def get_plan(self, obj: LymphodepletionCourse) -> Any:
+        from patients.services.treatment import course_plan
+
+        return PlannedDoseSerializer(course_plan(obj), many=True).data
+
+
+class CourseCreateSerializer(CourseSerializer):
+    """A new course, optionally with the doses already given (recorded in the same transaction)."""
+
+    doses = DoseSerializer(many=True, required=False, help_text="Administered doses (optional).")
+
+    class Meta(CourseSerializer.Meta):
+        fields = ["subject", "regimen", "planned_infusion_on", "bsa_formula", "doses"]
+        read_only_fields: list[str] = []
 
 
 class InfusionSerializer(OnStudySerializer):

@@ -311,16 +311,33 @@ class LotViewSet(_crud(ProductLot, s.LotSerializer, lambda d, by: treatment.regi
 class CourseViewSet(_crud(LymphodepletionCourse, s.CourseSerializer,  # type: ignore[misc]
                           lambda d, by: treatment.start_lymphodepletion(by=by, **d))):
     def get_queryset(self) -> QuerySet:
-        return super().get_queryset().prefetch_related("doses")
+        return super().get_queryset().select_related("regimen").prefetch_related("doses", "regimen__agents")
 
-    @extend_schema(request=s.DoseSerializer, responses={201: s.DoseSerializer, **ERRORS})
+    @extend_schema(request=s.CourseCreateSerializer, responses={201: s.CourseSerializer, **ERRORS})
+    def create(self, request: Request, *args: Any, **kwargs: Any) -> Response:
+        """Open a course; its administered doses may come in the same request (all or nothing)."""
+        serializer = s.CourseCreateSerializer(data=request.data, context=self.get_serializer_context())
+        serializer.is_valid(raise_exception=True)
+        data = dict(serializer.validated_data)
+        doses = [treatment.DoseInput(**dose) for dose in data.pop("doses", [])]
+        course = treatment.record_lymphodepletion_course(by=acting_user(request), doses=doses, **data)
+        course = self.get_queryset().get(pk=course.pk)
+        return Response(s.CourseSerializer(course, context=self.get_serializer_context()).data,
+                        status=status.HTTP_201_CREATED)
+
+    @extend_schema(request=s.DoseSerializer(many=True), responses={201: s.DoseSerializer(many=True), **ERRORS},
+                   summary="Record administered doses: one dose (an object) or several (a list, all or nothing)")
     @action(detail=True, methods=["post"])
     def doses(self, request: Request, pk: str, **kwargs: Any) -> Response:
         course = self.get_object()
-        data = s.DoseSerializer(data=request.data)
+        many = isinstance(request.data, list)
+        data = s.DoseSerializer(data=request.data, many=many, context=self.get_serializer_context())
         data.is_valid(raise_exception=True)
-        dose = treatment.record_lymphodepletion_dose(course=course, by=acting_user(request), **data.validated_data)
-        return Response(s.DoseSerializer(dose).data, status=status.HTTP_201_CREATED)
+        items = data.validated_data if many else [data.validated_data]
+        recorded = treatment.record_lymphodepletion_doses(
+            course=course, doses=[treatment.DoseInput(**item) for item in items], by=acting_user(request))
+        body = s.DoseSerializer(recorded, many=True).data if many else s.DoseSerializer(recorded[0]).data
+        return Response(body, status=status.HTTP_201_CREATED)
 
 
 InfusionViewSet = _crud(Infusion, s.InfusionSerializer, lambda d, by: treatment.record_infusion(by=by, **d))

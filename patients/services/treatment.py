@@ -8,13 +8,14 @@ body surface area of the latest height and weight; infusion doses from cells/kg 
 from __future__ import annotations
 
 import datetime as dt
+from dataclasses import dataclass
 from decimal import Decimal
 
 from django.contrib.auth.models import AbstractBaseUser
 from django.db import transaction
 from django.db.models import Max, Min, Sum
 
-from config.errors import RuleViolation, StateConflict
+from config.errors import DomainError, RuleViolation, StateConflict
 from patients.dosing import BsaFormula, body_surface_area, planned_dose_mg, within_tolerance
 from patients.models import (
     ApheresisCollection,
@@ -279,6 +280,64 @@ def record_lymphodepletion_dose(*, course: LymphodepletionCourse, agent: Regimen
         move_subject(subject=subject, to=S.LYMPHODEPLETED, on=given_on, by=by,
                      reason=f"Lymphodepletion course {course.course_number} completed")
     return dose
+
+
+@dataclass(frozen=True)
+class DoseInput:
+    """One administered lymphodepletion dose, as a site records it."""
+
+    agent: RegimenAgent
+    given_on: dt.date
+    administered_mg: Decimal
+    deviation_reason: str = ""
+
+
+@dataclass(frozen=True)
+class PlannedDose:
+    agent: RegimenAgent
+    day: int
+    planned_on: dt.date
+    planned_mg: Decimal
+
+
+def course_plan(course: LymphodepletionCourse) -> list[PlannedDose]:
+    """Every planned dose of the course: agent, day, date and mg from the course's BSA (DOMAIN 5.7)."""
+    plan = [PlannedDose(agent=agent, day=day, planned_on=course.planned_infusion_on + dt.timedelta(days=day),
+                        planned_mg=planned_dose_mg(dose_mg_per_m2=agent.dose_mg_per_m2, bsa_m2=course.bsa_m2))
+            for agent in course.regimen.agents.all() for day in agent.days]
+    return sorted(plan, key=lambda dose: (dose.day, dose.agent.agent))  # as the doses are listed
+
+
+@transaction.atomic
+def record_lymphodepletion_doses(*, course: LymphodepletionCourse, doses: list[DoseInput],
+                                 by: AbstractBaseUser) -> list[LymphodepletionDose]:
+    """Several doses of one course in one transaction: all are recorded, or none. Each passes
+    ``check_lymphodepletion_dose``; a refusal names the dose by its position (``doses[2].given_on``)."""
+    if not doses:
+        raise RuleViolation("no_doses", "Give at least one dose.", field="doses")
+    recorded = []
+    for position, dose in sorted(enumerate(doses), key=lambda item: item[1].given_on):
+        try:
+            recorded.append(record_lymphodepletion_dose(course=course, agent=dose.agent, given_on=dose.given_on,
+                                                        administered_mg=dose.administered_mg,
+                                                        deviation_reason=dose.deviation_reason, by=by))
+        except DomainError as err:  # the same error, naming the dose in the request
+            err.field = f"doses[{position}].{err.field}" if err.field else f"doses[{position}]"
+            err.message = f"Dose {position + 1}: {err.message}"
+            raise
+    return recorded
+
+
+@transaction.atomic
+def record_lymphodepletion_course(*, subject: Subject, regimen: LymphodepletionRegimen, planned_infusion_on: dt.date,
+                                  by: AbstractBaseUser, bsa_formula: str = BsaFormula.MOSTELLER,
+                                  doses: list[DoseInput] | None = None) -> LymphodepletionCourse:
+    """Open a course and, when the site sends them with it, record its administered doses: one transaction."""
+    course = start_lymphodepletion(subject=subject, regimen=regimen, planned_infusion_on=planned_infusion_on,
+                                   bsa_formula=bsa_formula, by=by)
+    if doses:
+        record_lymphodepletion_doses(course=course, doses=doses, by=by)
+    return course
 
 
 # --- infusion ------------------------------------------------------------------------------------

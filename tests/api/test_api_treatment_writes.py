@@ -51,7 +51,10 @@ def test_starts_a_lymphodepletion_course(world, caller):
     created = response.json()
     assert created == {"id": created["id"], "subject": subject.code, "course_number": 1, "regimen": regimen.pk,
                        "planned_infusion_on": str(days_ago(5)), "bsa_formula": "mosteller", "bsa_m2": "1.818",
-                       "measurement": subject.measurements.get().pk, "doses": []}
+                       "measurement": subject.measurements.get().pk, "doses": [], "plan": created["plan"]}
+    assert [(p["agent"], p["day"], p["planned_on"], p["planned_mg"]) for p in created["plan"]] == [
+        (agent, day, str(days_ago(5 - day)), PLANNED_MG[agent])
+        for day in (-5, -4, -3) for agent in ("cyclophosphamide", "fludarabine")]
     course = LymphodepletionCourse.objects.get(pk=created["id"])
     assert (course.subject_id, course.course_number, course.regimen_id, course.planned_infusion_on) == (
         subject.pk, 1, regimen.pk, days_ago(5))
