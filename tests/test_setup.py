@@ -11,7 +11,7 @@ import pytest
 from django.core.management import call_command
 
 from patients.models import Subject, SubjectStatus, SubjectTransition
-from trials.models import Membership, Trial
+from trials.models import Membership, RegistryIdentifier, Trial
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -69,3 +69,17 @@ def test_demo_trial_loads_once_and_obeys_the_protocol(capsys):
             SubjectStatus.OFF_STUDY} <= statuses
     # Every demo subject is pseudonymous: codes are generated per site, never names.
     assert all(code.split("-")[0] in ("BJ01", "SH02") for code in Subject.objects.values_list("code", flat=True))
+
+
+def test_the_demo_trial_claims_no_real_registration():
+    """A real install registers published trials (e.g. NCT04351022, ChiCTR1800014761) beside the demo."""
+    call_command("load_demo")
+    demo = Trial.objects.get(code="CART19-ALL")
+    assert list(demo.registry_identifiers.values_list("registry", "identifier")) == [("other", "DEMO-CART19-ALL")]
+    real = Trial.objects.create(code="CD19-HUM", title="Humanized CD19 CAR-T in r/r B-ALL", phase=demo.phase,
+                                status=demo.status, indication="r/r B-ALL")
+    for registry, identifier in (("ctgov", "NCT04351022"), ("chictr", "ChiCTR1800014761")):
+        registration = RegistryIdentifier(trial=real, registry=registry, identifier=identifier)
+        registration.full_clean()
+        registration.save()
+    assert real.registry_identifiers.count() == 2

@@ -91,8 +91,8 @@ class Command(AuditedCommand):
             status=Trial.Status.RECRUITING, indication="Relapsed/refractory CD19+ B-ALL",
             infusion_window_min_days=2, infusion_window_max_days=7, reinfusion_allowed=True,
         )
-        RegistryIdentifier.objects.create(trial=trial, registry="ctgov", identifier="NCT04351022")
-        RegistryIdentifier.objects.create(trial=trial, registry="chictr", identifier="ChiCTR1800014761")
+        # Not a registration: a real install that registers a published trial must never collide with the demo.
+        RegistryIdentifier.objects.create(trial=trial, registry="other", identifier="DEMO-CART19-ALL")
         sites = {
             "BJ01": Site.objects.create(code="BJ01", name="Beijing Hematology Centre", country="CN",
                                         time_zone="Asia/Shanghai"),
