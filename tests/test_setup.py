@@ -71,6 +71,7 @@ def test_demo_trial_loads_once_and_obeys_the_protocol(capsys):
     assert all(code.split("-")[0] in ("BJ01", "SH02") for code in Subject.objects.values_list("code", flat=True))
 
 
+@pytest.mark.django_db
 def test_the_demo_trial_claims_no_real_registration():
     """A real install registers published trials (e.g. NCT04351022, ChiCTR1800014761) beside the demo."""
     call_command("load_demo")
