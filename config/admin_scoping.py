@@ -95,6 +95,21 @@ class SiteTimeFieldsMixin:
         return field
 
 
+class SiteTimeChangeMixin:
+    """A saved record's page reads and shows its times on its site's clock, whoever looks at it."""
+
+    def changeform_view(self, request: HttpRequest, object_id: str | None = None, form_url: str = "",
+                        extra_context: dict[str, Any] | None = None) -> Any:
+        site = site_of(self.get_object(request, unquote(object_id))) if object_id else None  # type: ignore[attr-defined]
+        if site is None:
+            return super().changeform_view(request, object_id, form_url, extra_context)  # type: ignore[misc]
+        request.site_time_label = site.zone_label()  # type: ignore[attr-defined]
+        extra_context = {**(extra_context or {}), "site_time_zone": request.site_time_label}
+        with timezone.override(site.tzinfo):  # rendered here: the response is lazy
+            response = super().changeform_view(request, object_id, form_url, extra_context)  # type: ignore[misc]
+            return response.render() if hasattr(response, "render") else response
+
+
 class NotFoundForHiddenMixin:
     """An object outside the user's scope does not exist for them: 404, never a redirect or 403."""
 
@@ -105,7 +120,7 @@ class NotFoundForHiddenMixin:
         return obj
 
 
-class ClinicalAdmin(SiteTimeFieldsMixin, NotFoundForHiddenMixin, admin.ModelAdmin):
+class ClinicalAdmin(SiteTimeFieldsMixin, SiteTimeChangeMixin, NotFoundForHiddenMixin, admin.ModelAdmin):
     """Subject-level records: visible at the user's sites, entered by coordinators and investigators."""
 
     trial_lookup = "subject__trial"
@@ -147,16 +162,8 @@ class ClinicalAdmin(SiteTimeFieldsMixin, NotFoundForHiddenMixin, admin.ModelAdmi
                         extra_context: dict[str, Any] | None = None) -> Any:
         # A refusal raised while saving (e.g. a lock taken after the form was checked, or a rule of an
         # inline row) rolls the whole save back and is shown as a message, never as an error page.
-        site = site_of(self.get_object(request, unquote(object_id))) if object_id else None
         try:
-            if site is None:
-                return super().changeform_view(request, object_id, form_url, extra_context)
-            # A saved record's page reads and shows its times on its site's clock, whoever looks at it.
-            request.site_time_label = site.zone_label()  # type: ignore[attr-defined]
-            extra_context = {**(extra_context or {}), "site_time_zone": request.site_time_label}
-            with timezone.override(site.tzinfo):
-                response = super().changeform_view(request, object_id, form_url, extra_context)
-                return response.render() if hasattr(response, "render") else response
+            return super().changeform_view(request, object_id, form_url, extra_context)
         except DomainError as err:
             self.message_user(request, f"Nothing was saved: {err.message}", level=messages.ERROR)
             return HttpResponseRedirect(request.get_full_path())

@@ -17,7 +17,7 @@ from django.template.response import TemplateResponse
 from django.urls import path, reverse
 from django.utils.html import format_html
 
-from config.admin_scoping import NotFoundForHiddenMixin, add_domain_error, site_time_column
+from config.admin_scoping import NotFoundForHiddenMixin, SiteTimeChangeMixin, add_domain_error, site_time_column
 from config.errors import DomainError
 from locking.models import Lock
 from locking.selectors import visible_locks
@@ -87,7 +87,7 @@ class ActiveFilter(admin.SimpleListFilter):
 
 
 @admin.register(Lock)
-class LockAdmin(NotFoundForHiddenMixin, admin.ModelAdmin):
+class LockAdmin(SiteTimeChangeMixin, NotFoundForHiddenMixin, admin.ModelAdmin):
     form = LockForm
     list_display = ["scope", "level", "reason", "locked_by", "locked_at_site_time", "active", "released_by",
                     "released_at_site_time", "release_reason", "release_link"]

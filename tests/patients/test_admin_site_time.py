@@ -191,3 +191,19 @@ def test_subject_page_shows_status_history_on_the_sites_clock(world, login):
     assert UTC_LABEL in html
     listed = client.get(reverse("admin:patients_subjecttransition_changelist")).content.decode()
     assert "Recorded at (site time)" in listed and f"({UTC_LABEL})" in listed and f"({SHANGHAI_LABEL})" not in listed
+
+
+def test_locks_are_listed_and_shown_on_their_sites_clock(world, login):
+    from locking.models import Lock
+    from locking.services import lock_scope
+
+    two_zone_world(world)
+    lock_scope(trial=world.trial, level="freeze", reason="Interim analysis", by=world.data_manager, site=world.site_a)
+    lock_scope(trial=world.trial, level="freeze", reason="Interim analysis", by=world.data_manager, site=world.site_b)
+    client = login(world.data_manager)
+    listed = client.get(reverse("admin:locking_lock_changelist")).content.decode()
+    assert "Locked at (site time)" in listed
+    assert f"({SHANGHAI_LABEL})" in listed and f"({UTC_LABEL})" in listed
+    at_a = Lock.objects.get(site=world.site_a)
+    page = client.get(reverse("admin:locking_lock_change", args=[at_a.pk])).content.decode()
+    assert f"Times on this page are on the site's clock: <strong>{SHANGHAI_LABEL}</strong>" in page
