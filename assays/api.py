@@ -21,7 +21,7 @@ from rest_framework.response import Response
 
 from assays.models import Analyte, LabDraw, Result
 from assays.services import BatchRejected, ResultIn, ingest_results
-from config.api import ERRORS, READ_ERRORS, acting_user, error_body
+from config.api import ERRORS, READ_ERRORS, OffsetDateTimeField, acting_user, error_body
 from config.errors import RuleViolation
 from patients.api.serializers import ON_STUDY, OnStudySerializer
 from patients.timeline import with_timeline
@@ -75,7 +75,7 @@ RESULT_SCHEMA = inline_serializer("ResultIn", {
     "source_ref": serializers.CharField(), "subject": serializers.CharField(help_text="Subject code"),
     "accession_number": serializers.CharField(), "specimen": serializers.ChoiceField(choices=["pb", "bm", "csf",
                                                                                                "serum", "plasma"]),
-    "collected_at": serializers.DateTimeField(), "analyte": serializers.CharField(help_text="Analyte code"),
+    "collected_at": OffsetDateTimeField(), "analyte": serializers.CharField(help_text="Analyte code"),
     "value": serializers.CharField(help_text="Number, '<LLOQ', '>ULOQ', '<0.5' or an accepted text"),
     "unit": serializers.CharField(required=False), "status": serializers.CharField(required=False),
     "correction_reason": serializers.CharField(required=False, help_text="Makes this a correction"),

@@ -13,7 +13,7 @@ from rest_framework.response import Response
 
 from audit.selectors import AuditEntryList, AuditFilters, audit_scope, list_audit_entries
 from audit.tables import table_for
-from config.api import ERRORS
+from config.api import ERRORS, OffsetDateTimeField
 from trials.models import Site
 
 
@@ -73,7 +73,7 @@ class AuditRequestSerializer(serializers.Serializer):
 
 class AuditEventSerializer(serializers.Serializer):
     id = serializers.CharField(source="slug", help_text="Unique across tables: <event model>:<event id>.")
-    timestamp = serializers.DateTimeField(source="at", help_text="UTC, from the database server's clock.")
+    timestamp = OffsetDateTimeField(source="at", help_text="UTC, from the database server's clock.")
     action = serializers.CharField(help_text="insert, update or delete.")
     table = serializers.CharField()
     table_name = serializers.CharField()

@@ -7,12 +7,16 @@ is a 404. Protocol-design records are narrowed to the user's trials and edited b
 
 from __future__ import annotations
 
+import datetime as dt
+from collections.abc import Callable
 from typing import Any
 
 from django import forms
 from django.contrib import admin, messages
+from django.contrib.admin.utils import unquote
 from django.db import models
 from django.http import Http404, HttpRequest, HttpResponseRedirect
+from django.utils import timezone
 
 from config.errors import DomainError
 from trials.access import ENTRY_ROLES, access_of
@@ -22,6 +26,88 @@ def add_domain_error(form: forms.BaseForm, err: DomainError) -> None:
     """Show a service's refusal on the field it names, or above the form."""
     field = err.field if err.field in form.fields else None
     form.add_error(field, err.message)
+
+
+# --- site time: wall-clock times are entered and shown in the time zone of the record's site ----------
+
+
+def site_of(obj: Any) -> Any:
+    """The site whose clock a record's times follow (a subject's site; a site itself), or None."""
+    for path in (("site",), ("subject", "site"), ("event", "subject", "site")):
+        value = obj
+        for part in path:
+            value = getattr(value, part, None)
+        if value is not None:
+            return value
+    return None
+
+
+def site_time(moment: dt.datetime | None, site: Any) -> str:
+    """A time as the admin shows it: on the site's clock, labelled with the site's zone."""
+    if moment is None:
+        return "-"
+    if site is None:
+        return f"{moment.astimezone(dt.UTC):%Y-%m-%d %H:%M} (UTC)"
+    return f"{site.local(moment):%Y-%m-%d %H:%M} ({site.zone_label(moment)})"
+
+
+def site_time_column(name: str, description: str) -> Callable[[Any, Any], str]:
+    """A list column showing ``name`` on each record's own site clock (users may span several zones)."""
+
+    @admin.display(description=f"{description} (site time)", ordering=name)
+    def column(model_admin: Any, obj: Any) -> str:
+        return site_time(getattr(obj, name), site_of(obj))
+
+    column.__name__ = f"{name}_site_time"
+    return column
+
+
+def read_in_site_time(form: forms.BaseForm, site: Any) -> None:
+    """Re-read the form's date-times as wall-clock times at ``site``.
+
+    Django parsed them in the current zone (the user's zone, or UTC for users across zones); what the
+    coordinator typed is the time on the subject's site clock.
+    """
+    current = timezone.get_current_timezone()
+    for name, field in form.fields.items():
+        value = form.cleaned_data.get(name)
+        if isinstance(field, forms.DateTimeField | forms.SplitDateTimeField) and isinstance(value, dt.datetime):
+            form.cleaned_data[name] = timezone.make_aware(timezone.make_naive(value, current), site.tzinfo)
+
+
+def site_time_help(request: HttpRequest) -> str:
+    """The help text of a date-time field: which clock to read it on."""
+    label = getattr(request, "site_time_label", None)
+    if label:
+        return f"Site time: {label}."
+    zone = getattr(request, "site_time_zone", None)
+    suffix = f" ({zone})" if zone else ""
+    return f"Time on the subject's site clock, in the site's time zone{suffix}."
+
+
+class SiteTimeFieldsMixin:
+    """Date-time form fields say which clock they are read on."""
+
+    def formfield_for_dbfield(self, db_field: Any, request: HttpRequest, **kwargs: Any) -> Any:
+        field = super().formfield_for_dbfield(db_field, request, **kwargs)  # type: ignore[misc]
+        if isinstance(db_field, models.DateTimeField) and field is not None:
+            field.help_text = " ".join(filter(None, [str(db_field.help_text or ""), site_time_help(request)]))
+        return field
+
+
+class SiteTimeChangeMixin:
+    """A saved record's page reads and shows its times on its site's clock, whoever looks at it."""
+
+    def changeform_view(self, request: HttpRequest, object_id: str | None = None, form_url: str = "",
+                        extra_context: dict[str, Any] | None = None) -> Any:
+        site = site_of(self.get_object(request, unquote(object_id))) if object_id else None  # type: ignore[attr-defined]
+        if site is None:
+            return super().changeform_view(request, object_id, form_url, extra_context)  # type: ignore[misc]
+        request.site_time_label = site.zone_label()  # type: ignore[attr-defined]
+        extra_context = {**(extra_context or {}), "site_time_zone": request.site_time_label}
+        with timezone.override(site.tzinfo):  # rendered here: the response is lazy
+            response = super().changeform_view(request, object_id, form_url, extra_context)  # type: ignore[misc]
+            return response.render() if hasattr(response, "render") else response
 
 
 class NotFoundForHiddenMixin:
@@ -34,7 +120,7 @@ class NotFoundForHiddenMixin:
         return obj
 
 
-class ClinicalAdmin(NotFoundForHiddenMixin, admin.ModelAdmin):
+class ClinicalAdmin(SiteTimeFieldsMixin, SiteTimeChangeMixin, NotFoundForHiddenMixin, admin.ModelAdmin):
     """Subject-level records: visible at the user's sites, entered by coordinators and investigators."""
 
     trial_lookup = "subject__trial"

@@ -6,11 +6,14 @@ permission 403, absent (or out-of-scope) records 404.
 
 from __future__ import annotations
 
+import datetime as dt
 from typing import Any
 
 from django.contrib.auth.models import AbstractBaseUser
 from django.core.exceptions import ValidationError as DjangoValidationError
+from django.db import models
 from django.http import Http404
+from django.utils.dateparse import parse_datetime
 from drf_spectacular.utils import OpenApiResponse, inline_serializer
 from rest_framework import exceptions, pagination, serializers
 from rest_framework.request import Request
@@ -50,6 +53,43 @@ def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | Non
         code = exc.get_codes()
         response.data = error_body(code if isinstance(code, str) else "error", str(exc.detail))
     return response
+
+
+class OffsetDateTimeField(serializers.DateTimeField):
+    """ISO 8601 with a UTC offset, in and out.
+
+    A time without an offset is refused: on whose clock would it be? Times are returned in UTC (``Z``);
+    a client shows them on the site's clock (the subject's site carries its IANA time zone).
+    """
+
+    default_error_messages = {
+        "offset_required": "Give the time with its UTC offset, e.g. 2026-03-01T04:00:00+08:00 or "
+                           "2026-02-28T20:00:00Z.",
+    }
+
+    def to_internal_value(self, value: Any) -> dt.datetime:
+        if isinstance(value, dt.datetime):
+            naive = value.tzinfo is None
+        else:
+            try:
+                parsed = parse_datetime(str(value).strip())
+            except ValueError:  # a well-formed but impossible time: the parent's "invalid" says so
+                parsed = None
+            naive = parsed is not None and parsed.tzinfo is None
+        if naive:
+            self.fail("offset_required")
+        return super().to_internal_value(value)
+
+    def to_representation(self, value: Any) -> str | None:
+        if not value:
+            return None
+        if isinstance(value, str):
+            return value
+        return value.astimezone(dt.UTC).isoformat().replace("+00:00", "Z")
+
+
+# Every ModelSerializer's date-time fields take and give offsets (declared fields use the class directly).
+serializers.ModelSerializer.serializer_field_mapping[models.DateTimeField] = OffsetDateTimeField
 
 
 class StablePagination(pagination.PageNumberPagination):

@@ -16,7 +16,7 @@ from django.http import Http404, HttpRequest, HttpResponse, HttpResponseRedirect
 from django.template.response import TemplateResponse
 from django.urls import path, reverse
 
-from config.admin_scoping import ClinicalAdmin, add_domain_error
+from config.admin_scoping import ClinicalAdmin, add_domain_error, site_time_column
 from config.errors import DomainError, PermissionRefused
 from dataqueries import services
 from dataqueries.models import DataQuery, QueryMessage
@@ -127,8 +127,9 @@ class MessageInline(admin.TabularInline):
 class DataQueryAdmin(ClinicalAdmin):
     trial_lookup, site_lookup = "trial", "site"
     list_display = ["id", "subject", "site", "record_type", "field_name", "origin", "check_code", "status",
-                    "raised_at", "raised_by"]
+                    "raised_at_site_time", "raised_by"]
     list_display_links = ["id"]
+    raised_at_site_time = site_time_column("raised_at", "raised at")
     list_filter = ["status", ("site", admin.RelatedOnlyFieldListFilter), "origin", "check_code"]
     list_select_related = ["subject", "site", "content_type", "raised_by"]
     search_fields = ["subject__code", "field_name", "text"]

@@ -17,7 +17,7 @@ from django.template.response import TemplateResponse
 from django.urls import path, reverse
 from django.utils.html import format_html
 
-from config.admin_scoping import NotFoundForHiddenMixin, add_domain_error
+from config.admin_scoping import NotFoundForHiddenMixin, SiteTimeChangeMixin, add_domain_error, site_time_column
 from config.errors import DomainError
 from locking.models import Lock
 from locking.selectors import visible_locks
@@ -87,12 +87,14 @@ class ActiveFilter(admin.SimpleListFilter):
 
 
 @admin.register(Lock)
-class LockAdmin(NotFoundForHiddenMixin, admin.ModelAdmin):
+class LockAdmin(SiteTimeChangeMixin, NotFoundForHiddenMixin, admin.ModelAdmin):
     form = LockForm
-    list_display = ["scope", "level", "reason", "locked_by", "locked_at", "active", "released_by", "released_at",
-                    "release_reason", "release_link"]
+    list_display = ["scope", "level", "reason", "locked_by", "locked_at_site_time", "active", "released_by",
+                    "released_at_site_time", "release_reason", "release_link"]
     list_filter = [ActiveFilter, "level", ("trial", admin.RelatedOnlyFieldListFilter)]
-    list_select_related = ["trial", "site", "subject", "locked_by", "released_by"]
+    list_select_related = ["trial", "site", "subject__site", "locked_by", "released_by"]
+    locked_at_site_time = site_time_column("locked_at", "locked at")
+    released_at_site_time = site_time_column("released_at", "released at")
     search_fields = ["reason", "trial__code", "site__code", "subject__code"]
     ordering = ["-locked_at", "-pk"]
     autocomplete_fields = ["subject"]

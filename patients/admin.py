@@ -18,7 +18,7 @@ from django.shortcuts import get_object_or_404
 from django.template.response import TemplateResponse
 from django.urls import path, reverse
 
-from config.admin_scoping import ClinicalAdmin, ReadOnlyClinicalAdmin, add_domain_error
+from config.admin_scoping import ClinicalAdmin, ReadOnlyClinicalAdmin, add_domain_error, site_time_column
 from config.errors import DomainError
 from locking.services import check_writable
 from patients import forms as action_forms
@@ -274,8 +274,9 @@ class ConsentAdmin(ReadOnlyClinicalAdmin):
 
 @admin.register(EligibilityAssessment)
 class EligibilityAssessmentAdmin(ReadOnlyClinicalAdmin):
-    list_display = ["subject", "assessed_on", "eligible", "assessed_by", "confirmed_by", "confirmed_at"]
-    list_select_related = ["subject", "assessed_by", "confirmed_by"]
+    list_display = ["subject", "assessed_on", "eligible", "assessed_by", "confirmed_by", "confirmed_at_site_time"]
+    list_select_related = ["subject__site", "assessed_by", "confirmed_by"]
+    confirmed_at_site_time = site_time_column("confirmed_at", "confirmed at")
     search_fields = ["subject__code"]
     list_filter = ["eligible", ("subject__site", admin.RelatedOnlyFieldListFilter)]
 
@@ -289,7 +290,9 @@ class BodyMeasurementAdmin(ReadOnlyClinicalAdmin):
 
 @admin.register(SubjectTransition)
 class SubjectTransitionAdmin(ReadOnlyClinicalAdmin):
-    list_display = ["subject", "effective_on", "from_status", "to_status", "reason", "recorded_by", "recorded_at"]
-    list_select_related = ["subject", "recorded_by"]
+    list_display = ["subject", "effective_on", "from_status", "to_status", "reason", "recorded_by",
+                    "recorded_at_site_time"]
+    list_select_related = ["subject__site", "recorded_by"]
+    recorded_at_site_time = site_time_column("recorded_at", "recorded at")
     list_filter = ["to_status", ("subject__site", admin.RelatedOnlyFieldListFilter)]
     search_fields = ["subject__code"]

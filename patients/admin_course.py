@@ -16,7 +16,13 @@ from django import forms
 from django.contrib import admin
 from django.http import HttpRequest
 
-from config.admin_scoping import ClinicalAdmin, add_domain_error
+from config.admin_scoping import (
+    ClinicalAdmin,
+    SiteTimeFieldsMixin,
+    add_domain_error,
+    read_in_site_time,
+    site_time_column,
+)
 from config.errors import DomainError
 from locking.services import check_writable
 from patients.models import (
@@ -110,6 +116,8 @@ class ServiceAdmin(ClinicalAdmin):
             def clean(self) -> dict[str, Any]:
                 data = super().clean()
                 subject = obj.subject if obj is not None else data.get("subject")
+                if subject is not None:  # the typed times are the subject's site clock
+                    read_in_site_time(self, subject.site)
                 if subject is not None:  # a frozen or locked subject: say so on the form
                     _guard(self, lambda: check_writable(trial_id=subject.trial_id, site_id=subject.site_id,
                                                         subject_id=subject.pk))
@@ -329,10 +337,11 @@ class InfusionAdmin(ServiceAdmin):
     study_date_field = "infused_on"
     add_fields = ["subject", "lot", "dose_level", "cells_per_kg", "infused_at", "fraction_number",
                   "planned_fractions"]
-    list_display = ["subject", "course_number", "fraction_number", "infused_on", "lot", "cells_per_kg",
-                    "total_cells"]
+    list_display = ["subject", "course_number", "fraction_number", "infused_on", "infused_at_site_time", "lot",
+                    "cells_per_kg", "total_cells"]
     list_select_related = ["subject__site", "lot"]
     search_fields = ["subject__code", "lot__lot_number"]
+    infused_at_site_time = site_time_column("infused_at", "infused at")
 
     def get_readonly_fields(self, request: HttpRequest, obj: Any = None) -> list[str]:
         return [] if obj is None else ["course_number", "infused_on", "weight_kg", "total_cells", "measurement"]
@@ -353,10 +362,24 @@ class InfusionAdmin(ServiceAdmin):
         return super().formfield_for_foreignkey(db_field, request, **kwargs)
 
 
-class AssessmentInline(admin.StackedInline):
+class AssessmentInline(SiteTimeFieldsMixin, admin.StackedInline):
     extra = 0
     can_delete = False
     readonly = ["derived_grade", "algorithm", "flags"]
+
+    def get_formset(self, request: HttpRequest, obj: Any = None, **kwargs: Any) -> Any:
+        formset = super().get_formset(request, obj, **kwargs)
+        if obj is None:
+            return formset
+
+        class AssessmentForm(formset.form):  # type: ignore[misc, name-defined]
+            def clean(self) -> dict[str, Any]:
+                data = super().clean()
+                read_in_site_time(self, obj.subject.site)  # assessed_at on the subject's site clock
+                return data
+
+        formset.form = AssessmentForm
+        return formset
 
     def has_view_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         return True
@@ -395,11 +418,13 @@ EVENT_FIELDS = ["subject", "category", "term", "meddra_code", "onset_on", "resol
 class AdverseEventAdmin(ServiceAdmin):
     study_date_field = "onset_on"
     add_fields = EVENT_FIELDS
-    list_display = ["subject", "term", "category", "grade", "onset_on", "resolved_on", "serious", "report_due_at"]
+    list_display = ["subject", "term", "category", "grade", "onset_on", "resolved_on", "serious",
+                    "report_due_at_site_time"]
     list_filter = ["category", "serious", "grade"]
     list_select_related = ["subject__site"]
     search_fields = ["subject__code", "term"]
     inlines = [CrsInline, IcansInline]
+    report_due_at_site_time = site_time_column("report_due_at", "report due")
 
     def get_inlines(self, request: HttpRequest, obj: Any = None) -> list[Any]:
         if obj is None or obj.category == AdverseEvent.Category.CTCAE:
@@ -445,10 +470,11 @@ class MedicationAdmin(ServiceAdmin):
     study_date_field = "given_at"
     add_fields = ["subject", "adverse_event", "drug", "drug_name", "dose", "dose_unit", "route", "given_at",
                   "indication"]
-    list_display = ["subject", "drug", "dose", "dose_unit", "route", "given_at", "adverse_event"]
+    list_display = ["subject", "drug", "dose", "dose_unit", "route", "given_at_site_time", "adverse_event"]
     list_select_related = ["subject__site", "adverse_event"]
     search_fields = ["subject__code"]
     list_filter = ["drug"]
+    given_at_site_time = site_time_column("given_at", "given at")
 
     def rule(self, data: dict[str, Any], request: HttpRequest) -> None:
         event = data.get("adverse_event")
@@ -514,7 +540,7 @@ def subject_course(subject: Any) -> list[dict[str, Any]]:
 
     A fixed number of queries (one per kind of record), however long the course.
     """
-    tz = subject.site.tzinfo  # loaded whether or not a record needs the site's local date
+    tz, zone = subject.site.tzinfo, subject.site.time_zone  # loaded whether or not a record needs the site's date
     infusions = list(subject.infusions.select_related("lot").order_by("infused_on", "pk"))
     timeline = timeline_of(subject)
     rows: list[tuple[dt.date, int, str, str]] = []
@@ -558,13 +584,13 @@ def subject_course(subject: Any) -> list[dict[str, Any]]:
             local = assessment.assessed_at.astimezone(tz)
             override = (f" (derived {assessment.derived_grade}, overridden: {assessment.override_reason})"
                         if assessment.override_grade is not None else "")
-            add(local.date(), label, f"Assessment at {local:%H:%M} (site time): grade {assessment.grade}{override}", 4)
+            add(local.date(), label, f"Assessment at {local:%H:%M} ({zone}): grade {assessment.grade}{override}", 4)
     for m in subject.medications.all():
         name = m.drug_name or m.get_drug_display()
         given = m.given_at.astimezone(tz)
         indication = f" for {m.indication}" if m.indication else ""
         add(given.date(), "Medication", f"{name} {m.dose.normalize():f} {m.dose_unit} {m.get_route_display()} "
-            f"at {given:%H:%M} (site time){indication}", 5)
+            f"at {given:%H:%M} ({zone}){indication}", 5)
     for r in subject.responses.select_related("visit"):
         visit = f" at {r.visit.code}" if r.visit else ""
         antigen = f", {r.get_antigen_status_display()}" if r.antigen_status else ""

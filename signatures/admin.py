@@ -17,7 +17,7 @@ from django.urls import reverse
 from django.utils.html import format_html
 from django.utils.safestring import mark_safe
 
-from config.admin_scoping import ReadOnlyClinicalAdmin, add_domain_error
+from config.admin_scoping import ReadOnlyClinicalAdmin, add_domain_error, site_time_column
 from config.errors import DomainError
 from patients.admin import SubjectAdmin
 from patients.models import Subject
@@ -172,8 +172,9 @@ class ValidityFilter(admin.SimpleListFilter):
 
 @admin.register(Signature)
 class SignatureAdmin(SignatureColumns, ReadOnlyClinicalAdmin):
-    list_display = ["subject", "scope_display", "meaning", "signer_name", "signed_at", "status_display"]
-    list_select_related = ["subject", "record_type"]
+    list_display = ["subject", "scope_display", "meaning", "signer_name", "signed_at_site_time", "status_display"]
+    list_select_related = ["subject__site", "record_type"]
+    signed_at_site_time = site_time_column("signed_at", "signed at")
     list_filter = [ValidityFilter, "meaning", "scope", ("subject__site", admin.RelatedOnlyFieldListFilter)]
     search_fields = ["subject__code", "signer_name"]
     ordering = ["-signed_at", "-pk"]
@@ -218,8 +219,9 @@ class SignatureAdmin(SignatureColumns, ReadOnlyClinicalAdmin):
 class FailedSigningAttemptAdmin(ReadOnlyClinicalAdmin):
     """Refused signings (wrong password, not an investigator), for the trial's data managers (§11.300(d))."""
 
-    list_display = ["attempted_at", "user", "subject", "code", "meaning"]
-    list_select_related = ["user", "subject"]
+    list_display = ["attempted_at_site_time", "user", "subject", "code", "meaning"]
+    list_select_related = ["user", "subject__site"]
+    attempted_at_site_time = site_time_column("attempted_at", "attempted at")
     list_filter = ["code"]
     search_fields = ["subject__code", "user__username"]
 

@@ -6,6 +6,7 @@ protocol number is a constant in code.
 
 from __future__ import annotations
 
+import datetime as dt
 import re
 import zoneinfo
 from decimal import Decimal
@@ -18,6 +19,7 @@ from django.core.exceptions import ValidationError
 from django.core.validators import MaxValueValidator, MinValueValidator, RegexValidator
 from django.db import models
 from django.db.models import F, Q
+from django.utils import timezone
 
 from config.audit import audited
 
@@ -181,6 +183,15 @@ class Site(TimeStampedModel):
     @property
     def tzinfo(self) -> zoneinfo.ZoneInfo:
         return zoneinfo.ZoneInfo(self.time_zone)
+
+    def local(self, moment: dt.datetime) -> dt.datetime:
+        """``moment`` on the site's clock: times are entered and shown in the site's time zone."""
+        return moment.astimezone(self.tzinfo)
+
+    def zone_label(self, moment: dt.datetime | None = None) -> str:
+        """The zone as shown beside a time, e.g. "Asia/Shanghai, UTC+08:00" (the offset at ``moment``)."""
+        offset = self.local(moment or timezone.now()).strftime("%z")
+        return f"{self.time_zone}, UTC{offset[:3]}:{offset[3:]}"
 
 
 @audited

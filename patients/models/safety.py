@@ -6,6 +6,7 @@ version. An investigator override needs a reason and never replaces the derived 
 
 from __future__ import annotations
 
+import datetime as dt
 from decimal import Decimal
 
 from django.conf import settings
@@ -147,7 +148,7 @@ class CrsAssessment(AssessmentBase):
         ]
 
     def __str__(self) -> str:
-        return f"CRS assessment {self.assessed_at:%Y-%m-%d %H:%M}: grade {self.grade}"
+        return f"CRS assessment {self.assessed_at.astimezone(dt.UTC):%Y-%m-%d %H:%M} UTC: grade {self.grade}"
 
 
 @audited
@@ -181,7 +182,7 @@ class IcansAssessment(AssessmentBase):
         ]
 
     def __str__(self) -> str:
-        return f"ICANS assessment {self.assessed_at:%Y-%m-%d %H:%M}: grade {self.grade}"
+        return f"ICANS assessment {self.assessed_at.astimezone(dt.UTC):%Y-%m-%d %H:%M} UTC: grade {self.grade}"
 
 
 @audited
@@ -230,7 +231,8 @@ class ConcomitantMedication(TimeStampedModel):
 
     def __str__(self) -> str:
         name = self.drug_name or self.get_drug_display()
-        return f"{name} {self.dose} {self.dose_unit} {self.get_route_display()} at {self.given_at:%Y-%m-%d %H:%M}"
+        given = self.given_at.astimezone(dt.UTC)
+        return f"{name} {self.dose} {self.dose_unit} {self.get_route_display()} at {given:%Y-%m-%d %H:%M} UTC"
 
 
 __all__ = ["AdverseEvent", "Attribution", "ConcomitantMedication", "CrsAssessment", "IcansAssessment"]

@@ -11,6 +11,7 @@ import datetime as dt
 from decimal import Decimal
 from html.parser import HTMLParser
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import pytest
 from django.db import connection
@@ -73,9 +74,10 @@ def add_form_data(client: Any, model: str, **values: Any) -> dict[str, Any]:
     return data
 
 
-def split(moment: dt.datetime, name: str) -> dict[str, str]:
-    """An aware datetime as the admin's split date/time widget posts it (UTC is the project's time zone)."""
-    moment = moment.astimezone(dt.UTC)
+def split(moment: dt.datetime, name: str, zone: str = "Asia/Shanghai") -> dict[str, str]:
+    """An aware datetime as the admin's split date/time widget posts it: on the site's clock (the factories'
+    sites are in Asia/Shanghai)."""
+    moment = moment.astimezone(ZoneInfo(zone))
     return {f"{name}_0": moment.strftime("%Y-%m-%d"), f"{name}_1": moment.strftime("%H:%M:%S")}
 
 
@@ -351,7 +353,7 @@ def test_subject_page_shows_the_course_in_order_with_study_days(world, login):
     crs = by_kind["CRS"]
     assert [row[1] for row in crs] == ["1", "1"]
     assert crs[0][3] == f"Cytokine release syndrome, grade 3 ({event.grade_scale})"
-    assert crs[1][3] == "Assessment at 16:00 (site time): grade 3"  # 08:00 UTC in Shanghai
+    assert crs[1][3] == "Assessment at 16:00 (Asia/Shanghai): grade 3"  # 08:00 UTC in Shanghai
     (medication,) = by_kind["Medication"]
     assert medication[1] == "1" and medication[3].startswith("Tocilizumab 8 mg/kg Intravenous at ")
     (resp,) = by_kind["Response"]
