@@ -126,7 +126,7 @@ LISTS = [
     ("/api/v1/collections/", _collections, 5),
     ("/api/v1/lots/", _lots, 5),
     ("/api/v1/bridging/", _bridging, 5),
-    ("/api/v1/lymphodepletion-courses/", _courses, 6),  # + the doses
+    ("/api/v1/lymphodepletion-courses/", _courses, 7),  # + the doses, + the regimens' agents (the plan)
     ("/api/v1/infusions/", _infusions, 5),
     ("/api/v1/adverse-events/", _events, 5),
     ("/api/v1/medications/", _medications, 5),
