@@ -13,7 +13,7 @@ from rest_framework.response import Response
 
 from audit.selectors import AuditEntryList, AuditFilters, audit_scope, list_audit_entries
 from audit.tables import table_for
-from config.api import ERRORS
+from config.api import ERRORS, refuse_unknown_params
 from trials.models import Site
 
 
@@ -100,6 +100,7 @@ class AuditEventListApi(generics.ListAPIView):
         return super().get(request, *args, **kwargs)
 
     def get_queryset(self) -> AuditEntryList:  # type: ignore[override]
+        refuse_unknown_params(self.request, AuditFilterSerializer().fields)
         params = AuditFilterSerializer(data=self.request.query_params)
         params.is_valid(raise_exception=True)
         scope = audit_scope(self.request.user)
