@@ -76,6 +76,10 @@ class SubjectRecordFilter(filters.FilterSet):
     site = CodeOrIdFilter(field_name="subject__site", help_text="Site code (or id).")
 
 
+# A subject's own records, read whole (a handful each): no pagination, no filters.
+SUBJECT_PART: dict[str, Any] = {"pagination_class": None, "filterset_class": None}
+
+
 def _decorate(summary: str, request: Any = None, responses: dict[int, Any] | None = None) -> Any:
     return extend_schema(summary=summary, request=request, responses=responses or {200: s.SubjectSerializer,
                                                                                    **ERRORS})
@@ -130,28 +134,30 @@ class SubjectViewSet(ScopedViewSet):
         subject = enrolment.amend_subject(subject=subject, changes=changes, reason=reason, by=acting_user(request))
         return Response(s.SubjectSerializer(subject).data)
 
-    @extend_schema(summary="Transition log", responses={200: s.TransitionSerializer(many=True), **READ_ERRORS})
-    @action(detail=True, methods=["get"])
+    @extend_schema(summary="Transition log", responses={200: s.TransitionSerializer(many=True), **READ_ERRORS},
+                   filters=False)
+    @action(detail=True, methods=["get"], **SUBJECT_PART)
     def transitions(self, request: Request, pk: str, **kwargs: Any) -> Response:
         subject = self.get_object()
         rows = subject.transitions.select_related("recorded_by").order_by("recorded_at", "pk")
         return Response(s.TransitionSerializer(rows, many=True).data)
 
-    @extend_schema(summary="Consents", responses={200: s.ConsentSerializer(many=True), **READ_ERRORS})
-    @action(detail=True, methods=["get"])
+    @extend_schema(summary="Consents", responses={200: s.ConsentSerializer(many=True), **READ_ERRORS}, filters=False)
+    @action(detail=True, methods=["get"], **SUBJECT_PART)
     def consents(self, request: Request, pk: str, **kwargs: Any) -> Response:
         rows = self.get_object().consents.order_by("consented_on", "pk")
         return Response(s.ConsentSerializer(rows, many=True).data)
 
-    @extend_schema(summary="Height and weight", responses={200: s.MeasurementSerializer(many=True), **READ_ERRORS})
-    @action(detail=True, methods=["get"], url_path="body-measurements")
+    @extend_schema(summary="Height and weight", responses={200: s.MeasurementSerializer(many=True), **READ_ERRORS},
+                   filters=False)
+    @action(detail=True, methods=["get"], url_path="body-measurements", **SUBJECT_PART)
     def body_measurements(self, request: Request, pk: str, **kwargs: Any) -> Response:
         rows = self.get_object().measurements.order_by("measured_on", "pk")
         return Response(s.MeasurementSerializer(rows, many=True).data)
 
     @extend_schema(summary="Eligibility assessments",
-                   responses={200: s.EligibilitySerializer(many=True), **READ_ERRORS})
-    @action(detail=True, methods=["get"], url_path="eligibility-assessments")
+                   responses={200: s.EligibilitySerializer(many=True), **READ_ERRORS}, filters=False)
+    @action(detail=True, methods=["get"], url_path="eligibility-assessments", **SUBJECT_PART)
     def eligibility_assessments(self, request: Request, pk: str, **kwargs: Any) -> Response:
         rows = self.get_object().eligibility_assessments.prefetch_related("answers__criterion").order_by("pk")
         return Response(s.EligibilitySerializer(rows, many=True).data)
