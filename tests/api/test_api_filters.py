@@ -215,3 +215,16 @@ def test_every_list_refuses_an_unknown_parameter(world, path):
     assert response.status_code == 400, (url, response.json())
     assert response.json()["code"] == "unknown_parameter"
     assert list(response.json()["field_errors"]) == ["no_such_filter"]
+
+
+def test_audit_trail_filters_by_subject_code_and_hides_other_sites_subjects(world):
+    a, b = consented(**_people(world, "a")), consented(**_people(world, "b"))
+    dm, monitor = api_client(world.data_manager), api_client(world.monitor)
+    by_code = dm.get("/api/v1/audit-events/", {"subject": a.code, "page_size": 500}).json()["results"]
+    by_id = dm.get("/api/v1/audit-events/", {"subject": str(a.pk), "page_size": 500}).json()["results"]
+    assert by_code and by_code == by_id
+    assert {r["subject"] for r in by_code} == {a.code}
+    other = monitor.get("/api/v1/audit-events/", {"subject": b.code})
+    unknown = monitor.get("/api/v1/audit-events/", {"subject": "NO-SUCH-SUBJECT"})
+    assert other.status_code == unknown.status_code == 200
+    assert other.json() == unknown.json() == {"count": 0, "next": None, "previous": None, "results": []}
