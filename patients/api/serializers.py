@@ -87,7 +87,8 @@ class CodeOrIdField(serializers.RelatedField):
     level, so a code never matches across the caller's trials); ``within`` narrows further (an agent
     within the course's regimen). An id is looked up among the caller's records (their trials, or
     their sites with ``site_path``), and the service then checks it belongs to the subject's trial.
-    Either way, an unknown value and another site's record give the same ``does_not_exist``.
+    Either way, an unknown value and another site's record give the same ``does_not_exist``. A value
+    of digits is tried as an id first, then as a code.
     """
 
     default_error_messages = {
