@@ -13,6 +13,7 @@ from typing import Any
 import msgspec
 from django.db.models import QuerySet
 from django.shortcuts import get_object_or_404
+from django_filters import rest_framework as filters
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, extend_schema, extend_schema_view, inline_serializer
 from rest_framework import mixins, serializers, status, viewsets
@@ -21,7 +22,7 @@ from rest_framework.response import Response
 
 from assays.models import Analyte, LabDraw, Result
 from assays.services import BatchRejected, ResultIn, ingest_results
-from config.api import ERRORS, READ_ERRORS, OffsetDateTimeField, acting_user, error_body
+from config.api import ERRORS, READ_ERRORS, CodeOrIdFilter, OffsetDateTimeField, acting_user, error_body
 from config.errors import RuleViolation
 from patients.api.serializers import ON_STUDY, OnStudySerializer
 from patients.timeline import with_timeline
@@ -120,11 +121,37 @@ class AnalyteSerializer(serializers.ModelSerializer):
         return {u.unit: u.factor for u in obj.units.all()}
 
 
+class LabFilter(filters.FilterSet):
+    """Filters shared by draws and results: the subject (code or id), its trial and the site."""
+
+    subject = CodeOrIdFilter(field_name="subject", help_text="Subject code (or id), e.g. BJ01-0001.")
+    trial = CodeOrIdFilter(field_name="subject__trial", help_text="Trial code (or id).")
+    site = CodeOrIdFilter(field_name="site", help_text="Site code (or id).")
+    subject__code = filters.CharFilter(field_name="subject__code", help_text="Subject code (kept for earlier "
+                                                                             "clients; prefer `subject`).")
+
+
+class ResultFilter(LabFilter):
+    analyte = filters.CharFilter(field_name="analyte__code", help_text="Analyte code, e.g. CRP.")
+    analyte__code = filters.CharFilter(field_name="analyte__code", help_text="Analyte code (kept for earlier "
+                                                                             "clients; prefer `analyte`).")
+
+    class Meta:
+        model = Result
+        fields = ["subject", "trial", "site", "analyte", "status", "superseded"]
+
+
+class DrawFilter(LabFilter):
+    class Meta:
+        model = LabDraw
+        fields = ["subject", "trial", "site", "specimen", "accession_number"]
+
+
 class ResultViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.GenericViewSet):
     """Results of the caller's sites; POST one result (an object) or a batch ({"results": [...]})."""
 
     serializer_class = ResultSerializer
-    filterset_fields = ["analyte__code", "subject__code", "status", "superseded"]
+    filterset_class = ResultFilter
 
     def get_queryset(self) -> QuerySet:
         qs = with_timeline(Result.objects.select_related("subject__site", "analyte", "draw"))
@@ -163,7 +190,7 @@ class DrawViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.Gen
     """Lab draws of the caller's sites, addressed by id or by accession number (as subjects are by code)."""
 
     serializer_class = DrawSerializer
-    filterset_fields = ["subject__code", "specimen", "accession_number"]
+    filterset_class = DrawFilter
     lookup_value_regex = "[^/]+"
 
     def get_queryset(self) -> QuerySet:

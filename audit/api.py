@@ -13,7 +13,9 @@ from rest_framework.response import Response
 
 from audit.selectors import AuditEntryList, AuditFilters, audit_scope, list_audit_entries
 from audit.tables import table_for
-from config.api import ERRORS, OffsetDateTimeField
+from config.api import ERRORS, OffsetDateTimeField, refuse_unknown_params
+from patients.models import Subject
+from trials.access import access_of
 from trials.models import Site
 
 
@@ -30,8 +32,8 @@ class AuditFilterSerializer(serializers.Serializer):
     site = serializers.CharField(required=False, help_text="Site code, e.g. BJ01.")
     user = serializers.CharField(required=False, help_text="Username of the person or service account.")
     table = serializers.CharField(required=False, help_text="Model label, e.g. patients.Subject.")
-    subject = serializers.IntegerField(required=False, min_value=1,
-                                       help_text="Subject id: the subject and every record placed under it.")
+    subject = serializers.CharField(required=False, help_text="Subject code (or id): the subject and every "
+                                                              "record placed under it.")
 
     def validate_table(self, value: str) -> str:
         table = table_for(value)
@@ -54,7 +56,21 @@ class AuditFilterSerializer(serializers.Serializer):
             users = get_user_model().objects.filter(username=data["user"])
             user_id = users.values_list("pk", flat=True).first() or 0
         return AuditFilters(date_from=data.get("date_from"), date_to=data.get("date_to"), site_id=site_id,
-                            user_id=user_id, table=data.get("table"), subject_id=data.get("subject"))
+                            user_id=user_id, table=data.get("table"), subject_id=self._subject_id(data.get("subject")))
+
+    def _subject_id(self, value: str | None) -> int | None:
+        """An id as given (the trail is scoped anyway); a code among the caller's subjects, else 0 (none):
+        another site's subject code matches nothing, exactly as an unknown one."""
+        if value is None:
+            return None
+        if value.isascii() and value.isdigit() and len(value) < 19:
+            return int(value)
+        subjects = Subject.objects.filter(access_of(self.context["request"].user).site_q(), code=value)
+        ids = list(subjects.values_list("pk", flat=True)[:2])
+        if len(ids) > 1:
+            raise serializers.ValidationError({"subject": [f"Subject code {value} exists in several of your trials; "
+                                                           "use its id."]})
+        return ids[0] if ids else 0
 
 
 class FieldChangeSerializer(serializers.Serializer):
@@ -100,7 +116,8 @@ class AuditEventListApi(generics.ListAPIView):
         return super().get(request, *args, **kwargs)
 
     def get_queryset(self) -> AuditEntryList:  # type: ignore[override]
-        params = AuditFilterSerializer(data=self.request.query_params)
+        refuse_unknown_params(self.request, AuditFilterSerializer().fields)
+        params = AuditFilterSerializer(data=self.request.query_params, context={"request": self.request})
         params.is_valid(raise_exception=True)
         scope = audit_scope(self.request.user)
         assert scope is not None  # CanReadAuditTrail

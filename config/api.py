@@ -12,8 +12,10 @@ from typing import Any
 from django.contrib.auth.models import AbstractBaseUser
 from django.core.exceptions import ValidationError as DjangoValidationError
 from django.db import models
+from django.db.models import Q, QuerySet
 from django.http import Http404
 from django.utils.dateparse import parse_datetime
+from django_filters import rest_framework as filters
 from drf_spectacular.utils import OpenApiResponse, inline_serializer
 from rest_framework import exceptions, pagination, serializers
 from rest_framework.request import Request
@@ -22,7 +24,7 @@ from rest_framework.serializers import as_serializer_error
 from rest_framework.views import exception_handler as drf_exception_handler
 from rest_framework.views import set_rollback
 
-from config.errors import DomainError
+from config.errors import DomainError, RuleViolation
 
 
 def acting_user(request: Request | Any) -> AbstractBaseUser:
@@ -37,7 +39,7 @@ def error_body(code: str, message: str, field_errors: dict[str, Any] | None = No
 def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | None:
     if isinstance(exc, DomainError):
         set_rollback()
-        errors = {exc.field: [exc.message]} if exc.field else {}
+        errors = getattr(exc, "field_errors", None) or ({exc.field: [exc.message]} if exc.field else {})
         return Response(error_body(exc.code, exc.message, errors), status=exc.http_status)
     if isinstance(exc, DjangoValidationError):  # full_clean() inside a service
         exc = exceptions.ValidationError(detail=as_serializer_error(exc))
@@ -112,3 +114,60 @@ ERRORS = {
     409: OpenApiResponse(ErrorSerializer, description="The record's state forbids this."),
 }
 READ_ERRORS = {code: ERRORS[code] for code in (401, 404)}
+
+
+class UnknownParameters(RuleViolation):
+    """Query parameters a list does not know: refused by name rather than silently ignored."""
+
+    def __init__(self, names: list[str]) -> None:
+        super().__init__("unknown_parameter", f"Unknown query parameter(s): {', '.join(names)}.", field=names[0])
+        self.field_errors = {name: ["Unknown query parameter."] for name in names}
+
+
+class CodeOrIdFilter(filters.CharFilter):
+    """A related record by its code, or by its id when the value is all digits (a code of digits matches
+    too). An unknown code and one outside the caller's scope both give an empty list, never an error."""
+
+    def __init__(self, *args: Any, code_field: str = "code", **kwargs: Any) -> None:
+        self.code_field = code_field
+        super().__init__(*args, **kwargs)
+
+    def filter(self, qs: QuerySet, value: str) -> QuerySet:
+        if value in (None, ""):
+            return qs
+        match = Q(**{f"{self.field_name}__{self.code_field}": value})
+        if value.isascii() and value.isdigit() and len(value) < 19:  # fits a bigint
+            match |= Q(**{f"{self.field_name}_id": int(value)})
+        return qs.filter(match)
+
+
+class StrictFilterBackend(filters.DjangoFilterBackend):
+    """django-filter, plus: a list refuses query parameters it does not know (400 ``unknown_parameter``).
+
+    A list knows its filterset's filters, pagination (``page``, ``page_size``) and ``format``; a list
+    that reads its parameters itself calls ``refuse_unknown_params``. Detail reads and actions are
+    not checked: they take no filters.
+    """
+
+    ALWAYS = frozenset({"page", "page_size", "format"})
+
+    def filter_queryset(self, request: Request, queryset: QuerySet, view: Any) -> QuerySet:
+        if is_list_request(request, view):
+            filterset_class = self.get_filterset_class(view, queryset)
+            refuse_unknown_params(request, filterset_class.base_filters if filterset_class else ())
+        return super().filter_queryset(request, queryset, view)
+
+
+def refuse_unknown_params(request: Request, known: Any) -> None:
+    """Raise ``unknown_parameter`` for a query parameter outside ``known`` and pagination/format."""
+    if unknown := sorted(set(request.query_params) - set(known) - StrictFilterBackend.ALWAYS):
+        raise UnknownParameters(unknown)
+
+
+def is_list_request(request: Request, view: Any) -> bool:
+    if request.method not in ("GET", "HEAD"):
+        return False
+    action = getattr(view, "action", None)
+    if action is not None:
+        return action == "list"
+    return (getattr(view, "lookup_url_kwarg", None) or getattr(view, "lookup_field", "pk")) not in view.kwargs

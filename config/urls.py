@@ -8,6 +8,7 @@ admin.site.index_title = "Trial administration"
 
 urlpatterns = [
     path("admin/", admin.site.urls),
+    path("api/<version>/", include("trials.urls")),
     path("api/<version>/", include("patients.api.urls")),
     path("api/<version>/", include("assays.urls")),
     path("api/<version>/", include("audit.urls")),

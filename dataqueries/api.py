@@ -13,7 +13,7 @@ from rest_framework.decorators import action
 from rest_framework.request import Request
 from rest_framework.response import Response
 
-from config.api import ERRORS, READ_ERRORS, acting_user
+from config.api import ERRORS, READ_ERRORS, CodeOrIdFilter, acting_user
 from dataqueries import services
 from dataqueries.models import CheckCode, DataQuery, QueryMessage
 from patients.api.serializers import ScopedSubjectField
@@ -64,12 +64,13 @@ class DataQueryFilter(filters.FilterSet):
     status = filters.ChoiceFilter(choices=DataQuery.Status.choices)
     origin = filters.ChoiceFilter(choices=DataQuery.Origin.choices)
     check = filters.ChoiceFilter(field_name="check_code", choices=CheckCode.choices)
-    subject = filters.CharFilter(field_name="subject__code", help_text="Subject code.")
-    site = filters.CharFilter(field_name="site__code", help_text="Site code.")
+    subject = CodeOrIdFilter(field_name="subject", help_text="Subject code (or id).")
+    trial = CodeOrIdFilter(field_name="trial", help_text="Trial code (or id).")
+    site = CodeOrIdFilter(field_name="site", help_text="Site code (or id).")
 
     class Meta:
         model = DataQuery
-        fields = ["status", "origin", "check", "subject", "site"]
+        fields = ["status", "origin", "check", "subject", "trial", "site"]
 
 
 def scoped_queries(user: Any) -> QuerySet[DataQuery]:

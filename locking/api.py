@@ -12,7 +12,7 @@ from rest_framework.decorators import action
 from rest_framework.request import Request
 from rest_framework.response import Response
 
-from config.api import ERRORS, READ_ERRORS, acting_user
+from config.api import ERRORS, READ_ERRORS, CodeOrIdFilter, StrictFilterBackend, acting_user
 from locking.models import Level, Lock
 from locking.selectors import list_locks
 from locking.services import lock_scope, release_lock
@@ -86,9 +86,9 @@ class LockReleaseSerializer(serializers.Serializer):
 class LockFilter(filters.FilterSet):
     active = filters.BooleanFilter(field_name="released_at", lookup_expr="isnull", label="Active (not released)")
     level = filters.ChoiceFilter(choices=Level.choices)
-    trial = filters.CharFilter(field_name="trial__code")
-    site = filters.CharFilter(field_name="site__code")
-    subject = filters.CharFilter(field_name="subject__code")
+    trial = CodeOrIdFilter(field_name="trial", help_text="Trial code (or id).")
+    site = CodeOrIdFilter(field_name="site", help_text="Site code (or id).")
+    subject = CodeOrIdFilter(field_name="subject", help_text="Subject code (or id).")
 
     class Meta:
         model = Lock
@@ -101,7 +101,7 @@ class LockViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.Gen
 
     serializer_class = LockSerializer
     filterset_class = LockFilter
-    filter_backends = [filters.DjangoFilterBackend]
+    filter_backends = [StrictFilterBackend]
 
     def get_queryset(self) -> QuerySet:
         return list_locks(user=self.request.user)

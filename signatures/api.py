@@ -16,7 +16,7 @@ from rest_framework import exceptions, generics, serializers, status
 from rest_framework.request import Request
 from rest_framework.response import Response
 
-from config.api import ERRORS, READ_ERRORS, acting_user
+from config.api import ERRORS, READ_ERRORS, CodeOrIdFilter, StrictFilterBackend, acting_user
 from config.errors import PermissionRefused, RuleViolation
 from patients.models import Subject
 from signatures import services
@@ -74,13 +74,15 @@ class SignRequestSerializer(serializers.Serializer):
 
 
 class SignatureFilter(filters.FilterSet):
-    subject = filters.CharFilter(field_name="subject__code", help_text="Subject code.")
+    subject = CodeOrIdFilter(field_name="subject", help_text="Subject code (or id).")
+    trial = CodeOrIdFilter(field_name="subject__trial", help_text="Trial code (or id).")
+    site = CodeOrIdFilter(field_name="subject__site", help_text="Site code (or id).")
     valid = filters.BooleanFilter(field_name="invalidated_at", lookup_expr="isnull",
                                   help_text="true: still valid; false: changed since signed.")
 
     class Meta:
         model = Signature
-        fields = ["subject", "valid", "meaning", "scope"]
+        fields = ["subject", "trial", "site", "valid", "meaning", "scope"]
 
 
 def _visible_subject(request: Request, value: str) -> Subject:
@@ -109,7 +111,7 @@ class SignatureListApi(generics.ListAPIView):
     """Signatures of subjects at the caller's sites (newest first), and signing."""
 
     serializer_class = SignatureSerializer
-    filter_backends = [filters.DjangoFilterBackend]
+    filter_backends = [StrictFilterBackend]
     filterset_class = SignatureFilter
 
     def get_queryset(self) -> QuerySet[Signature]:

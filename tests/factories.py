@@ -119,11 +119,12 @@ def build_trial(**kwargs: Any) -> Trial:
     CriterionFactory(trial=trial, kind="inclusion", number=2, text="Marrow blasts >= 5%")
     CriterionFactory(trial=trial, kind="exclusion", number=1, text="Active CNS3 disease")
     DoseLevel.objects.create(trial=trial, code="DL1", cells_per_kg=Decimal(1_000_000), tolerance_pct=20)
-    regimen = LymphodepletionRegimen.objects.create(trial=trial, name="FC", dose_tolerance_pct=10)
+    regimen = LymphodepletionRegimen.objects.create(trial=trial, code="FC", name="FC", dose_tolerance_pct=10)
     RegimenAgent.objects.create(regimen=regimen, agent="fludarabine", dose_mg_per_m2=30, days=[-5, -4, -3])
     RegimenAgent.objects.create(regimen=regimen, agent="cyclophosphamide", dose_mg_per_m2=250, days=[-5, -4, -3])
-    Product.objects.create(trial=trial, name="hCART19", target_antigens=["CD19"], scfv_origin="humanized",
-                           costimulatory_domain="4-1BB", vector="lentiviral", allowed_sources=["autologous"])
+    Product.objects.create(trial=trial, code="HCART19", name="hCART19", target_antigens=["CD19"],
+                           scfv_origin="humanized", costimulatory_domain="4-1BB", vector="lentiviral",
+                           allowed_sources=["autologous"])
     return trial
 
 

@@ -106,7 +106,7 @@ class SiteAdmin(DesignAdmin):
 
 @admin.register(Product)
 class ProductAdmin(DesignAdmin):
-    list_display = ["name", "trial", "targets", "scfv_origin", "costimulatory_domain", "vector"]
+    list_display = ["code", "name", "trial", "targets", "scfv_origin", "costimulatory_domain", "vector"]
     list_filter = ["scfv_origin", "costimulatory_domain", "vector"]
     list_select_related = ["trial"]
 
@@ -121,7 +121,7 @@ class RegimenAgentInline(DesignInline):
 
 @admin.register(LymphodepletionRegimen)
 class RegimenAdmin(DesignAdmin):
-    list_display = ["name", "trial", "dose_tolerance_pct"]
+    list_display = ["code", "name", "trial", "dose_tolerance_pct"]
     list_select_related = ["trial"]
     inlines = [RegimenAgentInline]
 

@@ -266,6 +266,8 @@ class Product(TimeStampedModel):
         ALLOGENEIC = "allogeneic", "Allogeneic donor"
 
     trial = models.ForeignKey(Trial, on_delete=models.PROTECT, related_name="products")
+    code = models.CharField(max_length=20, validators=[code_validator],
+                            help_text="Unique in the trial; API clients name the product by it, e.g. HCART19.")
     name = models.CharField(max_length=100)
     target_antigens = ArrayField(
         models.CharField(max_length=10, choices=Antigen.choices), help_text="One or several, e.g. CD19,CD22."
@@ -281,6 +283,7 @@ class Product(TimeStampedModel):
         ordering = ["trial__code", "name"]
         constraints = [
             models.UniqueConstraint(fields=["trial", "name"], name="product_unique_name"),
+            models.UniqueConstraint(fields=["trial", "code"], name="product_unique_code"),
             models.CheckConstraint(
                 condition=Q(target_antigens__len__gte=1), name="product_has_target",
                 violation_error_message="Name at least one target antigen.",
@@ -336,6 +339,8 @@ class DoseLevel(TimeStampedModel):
 @audited
 class LymphodepletionRegimen(TimeStampedModel):
     trial = models.ForeignKey(Trial, on_delete=models.PROTECT, related_name="regimens")
+    code = models.CharField(max_length=20, validators=[code_validator],
+                            help_text="Unique in the trial; API clients name the regimen by it, e.g. FC.")
     name = models.CharField(max_length=100, help_text="e.g. Flu/Cy 30/250 ×3")
     dose_tolerance_pct = models.DecimalField(
         max_digits=5, decimal_places=2, default=Decimal("10"),
@@ -345,7 +350,8 @@ class LymphodepletionRegimen(TimeStampedModel):
 
     class Meta:
         ordering = ["trial__code", "name"]
-        constraints = [models.UniqueConstraint(fields=["trial", "name"], name="regimen_unique_name")]
+        constraints = [models.UniqueConstraint(fields=["trial", "name"], name="regimen_unique_name"),
+                       models.UniqueConstraint(fields=["trial", "code"], name="regimen_unique_code")]
 
     def __str__(self) -> str:
         return self.name
@@ -426,8 +432,12 @@ class EligibilityCriterion(TimeStampedModel):
         ]
 
     def __str__(self) -> str:
-        prefix = "I" if self.kind == self.Kind.INCLUSION else "E"
-        return f"{prefix}{self.number}: {self.text[:80]}"
+        return f"{self.code}: {self.text[:80]}"
+
+    @property
+    def code(self) -> str:
+        """The stable code clients use, from kind and number: I1, I2, E1..."""
+        return f"{'I' if self.kind == self.Kind.INCLUSION else 'E'}{self.number}"
 
 
 @audited

@@ -32,6 +32,7 @@ from patients.models import (
 )
 from patients.timeline import Position, local_date, timeline_from
 from trials.access import access_of
+from trials.models import DoseLevel, LymphodepletionRegimen, Product, RegimenAgent, Visit
 
 
 @extend_schema_field(OpenApiTypes.STR)
@@ -114,6 +115,69 @@ class OnStudySerializer(serializers.ModelSerializer):
 ON_STUDY = ["study_day", "course_number", "course_day"]
 
 
+@extend_schema_field(OpenApiTypes.STR)
+class CodeOrIdField(serializers.RelatedField):
+    """A related record by its natural code or by its id; the response shows the code.
+
+    A code is looked up within the record's subject (its trial: ``DL1`` is the subject's trial's dose
+    level, so a code never matches across the caller's trials); ``within`` narrows further (an agent
+    within the course's regimen). An id is looked up among the caller's records (their trials, or
+    their sites with ``site_path``), and the service then checks it belongs to the subject's trial.
+    Either way, an unknown value and another site's record give the same ``does_not_exist``. A value
+    of digits is tried as an id first, then as a code.
+    """
+
+    default_error_messages = {
+        "does_not_exist": "No {name} {value} here.",
+        "incorrect_type": "Give a code or an id, not {data_type}.",
+    }
+
+    def __init__(self, model: Any, *, code: str = "code", trial_path: str = "trial", site_path: str | None = None,
+                 within: Any = None, **kwargs: Any) -> None:
+        self.model, self.code, self.trial_path, self.site_path = model, code, trial_path, site_path
+        self.within = within or (lambda field: {trial_path: field.subject_trial_id()})
+        kwargs.setdefault("help_text", f"The {model._meta.verbose_name}'s {code.replace('_', ' ')}, or its id.")
+        super().__init__(**kwargs)
+
+    def get_queryset(self) -> QuerySet:
+        access = access_of(self.context["request"].user)
+        if self.site_path is None:
+            return self.model.objects.filter(access.trial_q(trial=self.trial_path))
+        return self.model.objects.filter(access.site_q(trial=self.trial_path, site=self.site_path))
+
+    def subject_trial_id(self) -> int | None:
+        """The trial of the record's subject: the instance's, else the ``subject`` of the same body."""
+        instance = getattr(self.parent, "instance", None)
+        if instance is not None and getattr(instance, "subject_id", None):
+            return instance.subject.trial_id
+        subject_field = self.parent.fields.get("subject")
+        raw = getattr(self.parent, "initial_data", {}).get("subject")
+        if subject_field is None or raw is None:
+            return None
+        try:
+            return subject_field.to_internal_value(raw).trial_id
+        except serializers.ValidationError:
+            return None  # the subject field reports it
+
+    def to_internal_value(self, data: Any) -> Any:
+        if isinstance(data, bool) or not isinstance(data, (str, int)):
+            self.fail("incorrect_type", data_type=type(data).__name__)
+        value, qs = str(data), self.get_queryset()
+        found = None
+        if value.isascii() and value.isdigit() and len(value) < 19:
+            found = qs.filter(pk=int(value)).first()
+        if found is None:
+            within = {f"{k}_id" if not k.endswith("_id") else k: v for k, v in self.within(self).items()}
+            if None not in within.values():
+                found = qs.filter(**{self.code: value}, **within).first()
+        if found is None:
+            self.fail("does_not_exist", name=self.model._meta.verbose_name, value=value)
+        return found
+
+    def to_representation(self, value: Any) -> str:
+        return getattr(value, self.code)
+
+
 class SubjectSerializer(serializers.ModelSerializer):
     trial = serializers.SlugRelatedField(slug_field="code", read_only=True)
     site = serializers.SlugRelatedField(slug_field="code", read_only=True)
@@ -171,7 +235,8 @@ class MeasurementSerializer(serializers.ModelSerializer):
 
 class EligibilitySerializer(serializers.ModelSerializer):
     answers = serializers.DictField(child=serializers.BooleanField(), write_only=True,
-                                    help_text="Criterion id -> met (inclusion met / exclusion present).")
+                                    help_text="Criterion code (I1, E3) or id -> met (inclusion met / "
+                                              "exclusion present).")
     criteria = serializers.SerializerMethodField()
 
     class Meta:
@@ -184,7 +249,7 @@ class EligibilitySerializer(serializers.ModelSerializer):
 
 
 class EnrolSerializer(serializers.Serializer):
-    cohort = serializers.CharField(help_text="Cohort code of the subject's trial.")
+    cohort = serializers.CharField(help_text="Cohort code of the subject's trial (or its id).")
     enrolled_on = serializers.DateField()
 
 
@@ -205,11 +270,11 @@ class OffStudySerializer(serializers.Serializer):
 
 
 def _subject_fields(model: Any, fields: list[str], read_only: list[str],
-                    study_date: str) -> type[serializers.ModelSerializer]:
+                    study_date: str, **declared: serializers.Field) -> type[serializers.ModelSerializer]:
     meta = type("Meta", (), {"model": model, "fields": ["id", "subject", *fields, *ON_STUDY],
                              "read_only_fields": read_only})
     return type(f"{model.__name__}Serializer", (OnStudySerializer,), {
-        "Meta": meta, "subject": ScopedSubjectField(), "study_date_field": study_date})
+        "Meta": meta, "subject": ScopedSubjectField(), "study_date_field": study_date, **declared})
 
 
 CollectionSerializer = _subject_fields(ApheresisCollection, ["collection_id", "collected_on", "cd3_cells_1e9"], [],
@@ -217,13 +282,16 @@ CollectionSerializer = _subject_fields(ApheresisCollection, ["collection_id", "c
 BridgingSerializer = _subject_fields(BridgingTherapy, ["regimen", "started_on", "ended_on"], [], "started_on")
 ResponseSerializer = _subject_fields(ResponseAssessment, [
     "visit", "assessed_on", "category", "marrow_blasts_pct", "mrd_flow_pct", "mrd_sensitivity_pct",
-    "bcr_abl1_is_pct", "extramedullary_status", "cns_status", "antigen_status"], [], "assessed_on")
+    "bcr_abl1_is_pct", "extramedullary_status", "cns_status", "antigen_status"], [], "assessed_on",
+    visit=CodeOrIdField(Visit, required=False, allow_null=True))
 FollowUpSerializer = _subject_fields(FollowUp, ["kind", "event_on", "cause_of_death", "detail"], [], "event_on")
 
 
 class LotSerializer(serializers.ModelSerializer):
     subject = ScopedSubjectField()
-    collection = ScopedRelatedField(ApheresisCollection, required=False, allow_null=True)
+    product = CodeOrIdField(Product)
+    collection = CodeOrIdField(ApheresisCollection, code="collection_id", trial_path="subject__trial",
+                               site_path="subject__site", required=False, allow_null=True)
 
     class Meta:
         model = ProductLot
@@ -248,6 +316,10 @@ class FailureSerializer(serializers.Serializer):
 
 
 class DoseSerializer(serializers.ModelSerializer):
+    agent = CodeOrIdField(RegimenAgent, code="agent", trial_path="regimen__trial",
+                          within=lambda field: {"regimen": field.context["course"].regimen_id},
+                          help_text="The agent of the course's regimen (e.g. fludarabine), or its id.")
+
     class Meta:
         model = LymphodepletionDose
         fields = ["id", "agent", "day", "given_on", "planned_mg", "administered_mg", "deviation_reason"]
@@ -263,6 +335,7 @@ class PlannedDoseSerializer(serializers.Serializer):
 
 class CourseSerializer(serializers.ModelSerializer):
     subject = ScopedSubjectField()
+    regimen = CodeOrIdField(LymphodepletionRegimen)
     doses = DoseSerializer(many=True, read_only=True)
     plan = serializers.SerializerMethodField(help_text="Every planned dose, computed from the course's BSA.")
 
@@ -294,7 +367,8 @@ class CourseCreateSerializer(CourseSerializer):
 
 class InfusionSerializer(OnStudySerializer):
     subject = ScopedSubjectField()
-    lot = ScopedRelatedField(ProductLot)
+    lot = CodeOrIdField(ProductLot, code="lot_number", trial_path="subject__trial", site_path="subject__site")
+    dose_level = CodeOrIdField(DoseLevel)
     study_date_field = "infused_at"
 
     class Meta:

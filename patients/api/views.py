@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from django.db.models import QuerySet
+from django.db.models import Prefetch, QuerySet
 from django.shortcuts import get_object_or_404
 from django_filters import rest_framework as filters
 from drf_spectacular.utils import extend_schema
@@ -13,7 +13,7 @@ from rest_framework.decorators import action
 from rest_framework.request import Request
 from rest_framework.response import Response
 
-from config.api import ERRORS, READ_ERRORS, acting_user
+from config.api import ERRORS, READ_ERRORS, CodeOrIdFilter, StrictFilterBackend, acting_user
 from config.errors import RuleViolation
 from patients.api import serializers as s
 from patients.models import (
@@ -24,6 +24,7 @@ from patients.models import (
     FollowUp,
     Infusion,
     LymphodepletionCourse,
+    LymphodepletionDose,
     ProductLot,
     ResponseAssessment,
     Subject,
@@ -43,7 +44,7 @@ class ScopedViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, mixins.Cre
     trial_path = "subject__trial"
     site_path = "subject__site"
     ordering = ["pk"]
-    filter_backends = [filters.DjangoFilterBackend]
+    filter_backends = [StrictFilterBackend]
 
     def get_queryset(self) -> QuerySet:
         qs = super().get_queryset().filter(access_of(self.request.user).site_q(trial=self.trial_path,
@@ -60,12 +61,26 @@ class ScopedViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, mixins.Cre
 
 
 class SubjectFilter(filters.FilterSet):
-    trial = filters.CharFilter(field_name="trial__code")
-    site = filters.CharFilter(field_name="site__code")
+    trial = CodeOrIdFilter(field_name="trial", help_text="Trial code (or id).")
+    site = CodeOrIdFilter(field_name="site", help_text="Site code (or id).")
+    cohort = CodeOrIdFilter(field_name="cohort", help_text="Cohort code (or id).")
 
     class Meta:
         model = Subject
         fields = ["trial", "site", "status", "cohort"]
+
+
+class SubjectRecordFilter(filters.FilterSet):
+    """The filters of every list of subjects' records. Another site's subject and an unknown one both
+    give an empty list (a choice filter would say which subjects exist elsewhere)."""
+
+    subject = CodeOrIdFilter(field_name="subject", help_text="Subject code (or id), e.g. BJ01-0001.")
+    trial = CodeOrIdFilter(field_name="subject__trial", help_text="Trial code (or id).")
+    site = CodeOrIdFilter(field_name="subject__site", help_text="Site code (or id).")
+
+
+# A subject's own records, read whole (a handful each): no pagination, no filters.
+SUBJECT_PART: dict[str, Any] = {"pagination_class": None, "filterset_class": None}
 
 
 def _decorate(summary: str, request: Any = None, responses: dict[int, Any] | None = None) -> Any:
@@ -122,28 +137,30 @@ class SubjectViewSet(ScopedViewSet):
         subject = enrolment.amend_subject(subject=subject, changes=changes, reason=reason, by=acting_user(request))
         return Response(s.SubjectSerializer(subject).data)
 
-    @extend_schema(summary="Transition log", responses={200: s.TransitionSerializer(many=True), **READ_ERRORS})
-    @action(detail=True, methods=["get"])
+    @extend_schema(summary="Transition log", responses={200: s.TransitionSerializer(many=True), **READ_ERRORS},
+                   filters=False)
+    @action(detail=True, methods=["get"], **SUBJECT_PART)
     def transitions(self, request: Request, pk: str, **kwargs: Any) -> Response:
         subject = self.get_object()
         rows = subject.transitions.select_related("recorded_by").order_by("recorded_at", "pk")
         return Response(s.TransitionSerializer(rows, many=True).data)
 
-    @extend_schema(summary="Consents", responses={200: s.ConsentSerializer(many=True), **READ_ERRORS})
-    @action(detail=True, methods=["get"])
+    @extend_schema(summary="Consents", responses={200: s.ConsentSerializer(many=True), **READ_ERRORS}, filters=False)
+    @action(detail=True, methods=["get"], **SUBJECT_PART)
     def consents(self, request: Request, pk: str, **kwargs: Any) -> Response:
         rows = self.get_object().consents.order_by("consented_on", "pk")
         return Response(s.ConsentSerializer(rows, many=True).data)
 
-    @extend_schema(summary="Height and weight", responses={200: s.MeasurementSerializer(many=True), **READ_ERRORS})
-    @action(detail=True, methods=["get"], url_path="body-measurements")
+    @extend_schema(summary="Height and weight", responses={200: s.MeasurementSerializer(many=True), **READ_ERRORS},
+                   filters=False)
+    @action(detail=True, methods=["get"], url_path="body-measurements", **SUBJECT_PART)
     def body_measurements(self, request: Request, pk: str, **kwargs: Any) -> Response:
         rows = self.get_object().measurements.order_by("measured_on", "pk")
         return Response(s.MeasurementSerializer(rows, many=True).data)
 
     @extend_schema(summary="Eligibility assessments",
-                   responses={200: s.EligibilitySerializer(many=True), **READ_ERRORS})
-    @action(detail=True, methods=["get"], url_path="eligibility-assessments")
+                   responses={200: s.EligibilitySerializer(many=True), **READ_ERRORS}, filters=False)
+    @action(detail=True, methods=["get"], url_path="eligibility-assessments", **SUBJECT_PART)
     def eligibility_assessments(self, request: Request, pk: str, **kwargs: Any) -> Response:
         rows = self.get_object().eligibility_assessments.prefetch_related("answers__criterion").order_by("pk")
         return Response(s.EligibilitySerializer(rows, many=True).data)
@@ -163,12 +180,17 @@ class SubjectViewSet(ScopedViewSet):
     @action(detail=True, methods=["post"])
     def eligibility(self, request: Request, pk: str, **kwargs: Any) -> Response:
         def run(subject: Subject, data: dict[str, Any], by: Any) -> None:
-            criteria = {str(c.pk): c for c in EligibilityCriterion.objects.filter(trial_id=subject.trial_id)}
+            criteria = {}  # by id and by code (I1, E3): either names the criterion
+            for c in EligibilityCriterion.objects.filter(trial_id=subject.trial_id):
+                criteria[str(c.pk)] = criteria[c.code] = c
             unknown = [key for key in data["answers"] if key not in criteria]
             if unknown:
-                raise RuleViolation("unknown_criterion", f"Unknown criterion id(s): {', '.join(unknown)}.",
+                raise RuleViolation("unknown_criterion", f"Unknown criterion code(s) or id(s): {', '.join(unknown)}.",
                                     field="answers")
             answers = {criteria[key]: met for key, met in data["answers"].items()}
+            if len(answers) < len(data["answers"]):
+                raise RuleViolation("duplicate_criterion", "A criterion is answered twice (by its code and its id).",
+                                    field="answers")
             enrolment.assess_eligibility(subject=subject, assessed_on=data["assessed_on"], answers=answers, by=by)
         return self._act(s.EligibilitySerializer, run)
 
@@ -187,7 +209,9 @@ class SubjectViewSet(ScopedViewSet):
     @action(detail=True, methods=["post"])
     def enrol(self, request: Request, pk: str, **kwargs: Any) -> Response:
         def run(subject: Subject, data: dict[str, Any], by: Any) -> None:
-            cohort = Cohort.objects.filter(trial_id=subject.trial_id, code=data["cohort"]).first()
+            value, cohorts = data["cohort"], Cohort.objects.filter(trial_id=subject.trial_id)
+            by_id = value.isascii() and value.isdigit() and len(value) < 19
+            cohort = (by_id and cohorts.filter(pk=int(value)).first()) or cohorts.filter(code=value).first()
             enrolment.enrol_subject(subject=subject, cohort=cohort, enrolled_on=data["enrolled_on"], by=by)
         return self._act(s.EnrolSerializer, run)
 
@@ -245,14 +269,10 @@ def _crud(model: Any, serializer: Any, write: Any, *, select: tuple[str, ...] = 
     amendable = amendments.amendable_fields(model)
     bases = (AmendMixin, ScopedViewSet) if amendable else (ScopedViewSet,)
 
-    class Filter(filters.FilterSet):
-        # By id without checking the id against all subjects: another site's subject and an unknown
-        # one both give an empty list (a choice filter would say which ids exist elsewhere).
-        subject = filters.NumberFilter(field_name="subject_id")
-
+    class Filter(SubjectRecordFilter):
         class Meta:
             model = model_
-            fields = list(filter_fields)
+            fields = ["subject", "trial", "site", *filter_fields]
 
     class View(*bases):  # type: ignore[misc]
         queryset = model.objects.select_related(*select)
@@ -284,11 +304,12 @@ def _record_response(d: dict[str, Any], by: Any) -> Any:
                                    category=d.pop("category"), visit=d.pop("visit", None), by=by, **d)
 
 
-ResponseViewSet = _crud(ResponseAssessment, s.ResponseSerializer, _record_response, filter_fields=("category",))
+ResponseViewSet = _crud(ResponseAssessment, s.ResponseSerializer, _record_response, filter_fields=("category",),
+                        select=("subject__site", "visit"))
 
 
 class LotViewSet(_crud(ProductLot, s.LotSerializer, lambda d, by: treatment.register_lot(by=by, **d),  # type: ignore[misc]
-                       filter_fields=("status",))):
+                       filter_fields=("status",), select=("subject", "product", "collection"))):
     @extend_schema(request=s.ReleaseSerializer, responses={200: s.LotSerializer, **ERRORS})
     @action(detail=True, methods=["post"])
     def release(self, request: Request, pk: str, **kwargs: Any) -> Response:
@@ -309,9 +330,10 @@ class LotViewSet(_crud(ProductLot, s.LotSerializer, lambda d, by: treatment.regi
 
 
 class CourseViewSet(_crud(LymphodepletionCourse, s.CourseSerializer,  # type: ignore[misc]
-                          lambda d, by: treatment.start_lymphodepletion(by=by, **d))):
+                          lambda d, by: treatment.start_lymphodepletion(by=by, **d), select=("subject", "regimen"))):
     def get_queryset(self) -> QuerySet:
-        return super().get_queryset().select_related("regimen").prefetch_related("doses", "regimen__agents")
+        return super().get_queryset().prefetch_related(
+            Prefetch("doses", LymphodepletionDose.objects.select_related("agent")), "regimen__agents")
 
     @extend_schema(request=s.CourseCreateSerializer, responses={201: s.CourseSerializer, **ERRORS})
     def create(self, request: Request, *args: Any, **kwargs: Any) -> Response:
@@ -331,7 +353,8 @@ class CourseViewSet(_crud(LymphodepletionCourse, s.CourseSerializer,  # type: ig
     def doses(self, request: Request, pk: str, **kwargs: Any) -> Response:
         course = self.get_object()
         many = isinstance(request.data, list)
-        data = s.DoseSerializer(data=request.data, many=many, context=self.get_serializer_context())
+        data = s.DoseSerializer(data=request.data, many=many,
+                                context={**self.get_serializer_context(), "course": course})
         data.is_valid(raise_exception=True)
         items = data.validated_data if many else [data.validated_data]
         recorded = treatment.record_lymphodepletion_doses(
@@ -340,7 +363,8 @@ class CourseViewSet(_crud(LymphodepletionCourse, s.CourseSerializer,  # type: ig
         return Response(body, status=status.HTTP_201_CREATED)
 
 
-InfusionViewSet = _crud(Infusion, s.InfusionSerializer, lambda d, by: treatment.record_infusion(by=by, **d))
+InfusionViewSet = _crud(Infusion, s.InfusionSerializer, lambda d, by: treatment.record_infusion(by=by, **d),
+                        select=("subject__site", "lot", "dose_level"))
 
 
 def _record_event(d: dict[str, Any], by: Any) -> Any:

@@ -41,7 +41,7 @@ def test_records_an_mrd_negative_remission_at_a_protocol_visit(world, caller, su
     # Protocol design data (a data manager's admin entry): an early marrow at day 3, window -1/+1.
     visit = Visit.objects.create(trial=world.trial, code="D3", name="Day 3 marrow", target_day=3,
                                  window_before_days=1, window_after_days=1)
-    payload = {"subject": subject.code, "visit": visit.pk, "assessed_on": str(days_ago(2)), "category": "cr_mrd_neg",
+    payload = {"subject": subject.code, "visit": "D3", "assessed_on": str(days_ago(2)), "category": "cr_mrd_neg",
                "marrow_blasts_pct": "0.50", "mrd_flow_pct": "0.001000", "mrd_sensitivity_pct": "0.000100",
                "extramedullary_status": "none", "cns_status": "CNS1"}
     response = post_json(caller.client, RESPONSES, payload)

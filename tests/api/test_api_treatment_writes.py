@@ -45,11 +45,11 @@ def ready_for_infusion(world, day0):
 def test_starts_a_lymphodepletion_course(world, caller):
     subject = ready_for_lymphodepletion(world)
     regimen = world.trial.regimens.get()
-    response = post_json(caller.client, COURSES, {"subject": subject.code, "regimen": regimen.pk,
+    response = post_json(caller.client, COURSES, {"subject": subject.code, "regimen": "FC",
                                                   "planned_infusion_on": str(days_ago(5))})
     assert response.status_code == 201, response.json()
     created = response.json()
-    assert created == {"id": created["id"], "subject": subject.code, "course_number": 1, "regimen": regimen.pk,
+    assert created == {"id": created["id"], "subject": subject.code, "course_number": 1, "regimen": "FC",
                        "planned_infusion_on": str(days_ago(5)), "bsa_formula": "mosteller", "bsa_m2": "1.818",
                        "measurement": subject.measurements.get().pk, "doses": [], "plan": created["plan"]}
     assert [(p["agent"], p["day"], p["planned_on"], p["planned_mg"]) for p in created["plan"]] == [
@@ -92,11 +92,11 @@ def test_records_every_dose_and_the_last_completes_lymphodepletion(world, caller
         deviates = (agent.agent, day) == ("fludarabine", -5)
         administered, reason = ("60.0", "Rounded up to a whole vial") if deviates else (planned, "")
         given_on = day0 + dt.timedelta(days=day)
-        response = post_json(caller.client, url, {"agent": agent.pk, "given_on": str(given_on),
+        response = post_json(caller.client, url, {"agent": agent.agent, "given_on": str(given_on),
                                                   "administered_mg": administered, "deviation_reason": reason})
         assert response.status_code == 201, response.json()
         body = response.json()
-        assert body == {"id": body["id"], "agent": agent.pk, "day": day, "given_on": str(given_on),
+        assert body == {"id": body["id"], "agent": agent.agent, "day": day, "given_on": str(given_on),
                         "planned_mg": planned, "administered_mg": administered, "deviation_reason": reason}
         dose = LymphodepletionDose.objects.get(pk=body["id"])
         assert (dose.course_id, dose.agent_id, dose.day, dose.given_on) == (course.pk, agent.pk, day, given_on)
@@ -145,8 +145,8 @@ def test_records_a_single_infusion(world, caller):
     response = post_json(caller.client, INFUSIONS, _infusion(subject, infused_at=at(day0), cells_per_kg="1000000"))
     assert response.status_code == 201, response.json()
     created = response.json()
-    expected = {"id": created["id"], "subject": subject.code, "lot": subject.lots.get().pk,
-                "dose_level": subject.trial.dose_levels.get().pk, "course_number": 1, "fraction_number": 1,
+    expected = {"id": created["id"], "subject": subject.code, "lot": subject.lots.get().lot_number,
+                "dose_level": "DL1", "course_number": 1, "fraction_number": 1,
                 "planned_fractions": 1, "infused_at": created["infused_at"], "infused_on": str(day0),
                 "cells_per_kg": "1000000", "weight_kg": "70.0", "total_cells": "70000000"}
     assert {k: v for k, v in created.items() if k not in ("study_day", "course_day")} == expected

@@ -121,7 +121,8 @@ def infuse(subject: Subject, by: Any, *, on: dt.date, cells: Decimal = Decimal(1
 
 
 def allogeneic_product(trial: Any) -> Product:
-    return Product.objects.create(trial=trial, name="alloCAR19", target_antigens=["CD19"], scfv_origin="humanized",
+    return Product.objects.create(trial=trial, code="ALLOCAR19", name="alloCAR19", target_antigens=["CD19"],
+                                  scfv_origin="humanized",
                                   costimulatory_domain="4-1BB", vector="lentiviral",
                                   allowed_sources=["autologous", "allogeneic"])
 
@@ -455,7 +456,7 @@ def test_same_agent_day_twice_refused(world):
 
 def test_agent_of_another_regimen_refused(world):
     course = open_course(world)
-    other = LymphodepletionRegimen.objects.create(trial=world.trial, name="Benda", dose_tolerance_pct=10)
+    other = LymphodepletionRegimen.objects.create(trial=world.trial, code="BENDA", name="Benda", dose_tolerance_pct=10)
     benda = RegimenAgent.objects.create(regimen=other, agent="bendamustine", dose_mg_per_m2=90, days=[-5, -4])
     with refused("agent_not_in_regimen", "agent"):
         treatment.record_lymphodepletion_dose(course=course, agent=benda, given_on=days_ago(10),

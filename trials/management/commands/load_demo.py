@@ -105,13 +105,15 @@ class Command(AuditedCommand):
         Cohort.objects.create(trial=trial, code="PED", name="Paediatric (< 18 years)")
         Cohort.objects.create(trial=trial, code="ADULT", name="Adult (≥ 18 years)")
         Product.objects.create(
-            trial=trial, name="hCART19", target_antigens=[Antigen.CD19], scfv_origin=ScfvOrigin.HUMANIZED,
+            trial=trial, code="HCART19", name="hCART19", target_antigens=[Antigen.CD19],
+            scfv_origin=ScfvOrigin.HUMANIZED,
             costimulatory_domain=Product.Costimulatory.FOUR_1BB, vector=Product.Vector.LENTIVIRAL,
             allowed_sources=[Product.Source.AUTOLOGOUS, Product.Source.ALLOGENEIC],
         )
         DoseLevel.objects.create(trial=trial, code="DL1", cells_per_kg=Decimal("1000000"), tolerance_pct=20)
         DoseLevel.objects.create(trial=trial, code="DL2", cells_per_kg=Decimal("3000000"), tolerance_pct=20)
-        regimen = LymphodepletionRegimen.objects.create(trial=trial, name="Flu/Cy 30/250 ×3", dose_tolerance_pct=10)
+        regimen = LymphodepletionRegimen.objects.create(trial=trial, code="FC", name="Flu/Cy 30/250 ×3",
+                                                        dose_tolerance_pct=10)
         RegimenAgent.objects.create(regimen=regimen, agent="fludarabine", dose_mg_per_m2=30, days=[-5, -4, -3])
         RegimenAgent.objects.create(regimen=regimen, agent="cyclophosphamide", dose_mg_per_m2=250, days=[-5, -4, -3])
         for code, name, day, before, after, assays in VISITS:
