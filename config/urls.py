@@ -14,6 +14,7 @@ urlpatterns = [
     path("api/<version>/", include("locking.urls")),
     path("api/<version>/", include("signatures.urls")),
     path("api/<version>/", include("dataqueries.urls")),
+    path("api/<version>/", include("trials.urls")),
     path("api/schema/", SpectacularAPIView.as_view(api_version="v1"), name="schema"),
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="api-docs"),
 ]
