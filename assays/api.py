@@ -45,12 +45,21 @@ class BatchBody(msgspec.Struct, forbid_unknown_fields=True):
 
 _single = msgspec.json.Decoder(ResultBody)
 _batch = msgspec.json.Decoder(BatchBody)
+_top = msgspec.json.Decoder(dict[str, msgspec.Raw])  # the top-level keys only; values are kept unparsed
 
 
 def _row(body: ResultBody) -> ResultIn:
     value = body.value if isinstance(body.value, str) else repr(body.value)
     return ResultIn(body.source_ref, body.subject, body.accession_number, body.specimen, body.collected_at,
                     body.analyte, value, body.unit, body.status, body.correction_reason)
+
+
+def _decode_rows(raw: bytes) -> list[ResultIn]:
+    """One result object, or a batch: an object whose ``results`` key holds the rows (decided by decoding
+    the body, not by looking for the word in its first bytes)."""
+    if "results" in _top.decode(raw):
+        return [_row(r) for r in _batch.decode(raw).results]
+    return [_row(_single.decode(raw))]
 
 
 def _decode_error(err: msgspec.ValidationError | msgspec.DecodeError) -> Response:
@@ -129,10 +138,7 @@ class ResultViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.G
     def create(self, request: Request, *args: Any, **kwargs: Any) -> Response:
         raw = request.body  # decoded by msgspec, not DRF's parsers
         try:
-            if raw.lstrip()[:1] == b"{" and b'"results"' in raw[:200]:
-                rows = [_row(r) for r in _batch.decode(raw).results]
-            else:
-                rows = [_row(_single.decode(raw))]
+            rows = _decode_rows(raw)
         except (msgspec.ValidationError, msgspec.DecodeError) as err:
             return _decode_error(err)
         try:
