@@ -2,7 +2,8 @@
 
 The first response to a key (2xx or 4xx) is stored with the caller and a hash of the request; a retry
 with the same key and request gets that response again, with ``Idempotent-Replayed: true``, and writes
-nothing. The key row and the request's writes share one transaction (services' own transactions
+nothing. An answer marked ``Cache-Control: no-store`` (it carries a secret) is not stored, so its retry
+runs again. The key row and the request's writes share one transaction (services' own transactions
 become savepoints of it), so they commit together or not at all; a 5xx rolls both back. Keys belong
 to the authenticated caller: two users may use the same key.
 """
@@ -44,6 +45,11 @@ def api_user(request: HttpRequest) -> AbstractBaseUser | None:
     return user if user is not None and user.is_authenticated else None
 
 
+def _carries_a_secret(response: HttpResponse) -> bool:
+    """An answer marked ``Cache-Control: no-store`` (e.g. a new token's secret) is never written down."""
+    return "no-store" in response.get("Cache-Control", "")
+
+
 def _replay(stored: services.IdempotencyKey) -> HttpResponse:
     response = HttpResponse(bytes(stored.body), status=stored.status_code, content_type=stored.content_type or None)
     response["Idempotent-Replayed"] = "true"
@@ -78,7 +84,7 @@ class IdempotencyMiddleware:
             response = self.get_response(request)
             if response.status_code >= 500:
                 transaction.set_rollback(True)  # neither the key nor any write of the failed request is kept
-            elif response.streaming or response.status_code in NOT_KEPT:
+            elif response.streaming or response.status_code in NOT_KEPT or _carries_a_secret(response):
                 services.forget_key(user=user, key=key)
             else:
                 services.store_response(user=user, key=key, response=response)

@@ -88,7 +88,9 @@ class PersonalTokenListApi(generics.ListAPIView):
             raise not_a_member(values["trial"])  # an unknown trial and a foreign one look alike
         token, secret = issue_personal_token(trial=trial, name=values["name"], expires_on=values.get("expires_on"),
                                              by=acting_user(request))
-        return Response({**PersonalTokenSerializer(token).data, "token": secret}, status=status.HTTP_201_CREATED)
+        # no-store: neither caches nor the Idempotency-Key store may keep the secret.
+        return Response({**PersonalTokenSerializer(token).data, "token": secret}, status=status.HTTP_201_CREATED,
+                        headers={"Cache-Control": "no-store"})
 
 
 class PersonalTokenRevokeApi(APIView):

@@ -235,3 +235,15 @@ def test_issuing_and_revoking_are_audited(world):
     api_client(world.coordinator).post(f"{URL}{token.pk}/revoke/")
     labels = list(Events.objects.tracks(token).order_by("pgh_created_at").values_list("pgh_label", flat=True))
     assert labels[0] == "insert" and "update" in labels
+
+
+def test_a_new_tokens_secret_is_not_kept_by_the_idempotency_store(world):
+    from idempotency.models import IdempotencyKey
+
+    client = api_client(world.coordinator)
+    response = client.post(URL, {"trial": world.trial.code, "name": "Script"}, format="json",
+                           HTTP_IDEMPOTENCY_KEY="issue-1")
+    assert response.status_code == 201 and response["Cache-Control"] == "no-store"
+    secret = response.json()["token"].split(".", 1)[1]
+    assert not any(secret.encode() in bytes(row.body) for row in IdempotencyKey.objects.all())
+    assert not IdempotencyKey.objects.exists()
