@@ -14,14 +14,20 @@ import msgspec
 from django.db.models import QuerySet
 from django.shortcuts import get_object_or_404
 from drf_spectacular.types import OpenApiTypes
-from drf_spectacular.utils import OpenApiParameter, extend_schema, extend_schema_view, inline_serializer
+from drf_spectacular.utils import (
+    OpenApiParameter,
+    OpenApiResponse,
+    extend_schema,
+    extend_schema_view,
+    inline_serializer,
+)
 from rest_framework import mixins, serializers, status, viewsets
 from rest_framework.request import Request
 from rest_framework.response import Response
 
 from assays.models import Analyte, LabDraw, Result
 from assays.services import BatchRejected, ResultIn, ingest_results
-from config.api import ERRORS, READ_ERRORS, acting_user, error_body
+from config.api import ERRORS, READ_ERRORS, ErrorSerializer, acting_user, error_body
 from config.errors import RuleViolation
 from trials.access import access_of
 
@@ -87,6 +93,8 @@ RESULT_SCHEMA = inline_serializer("ResultIn", {
     "unit": serializers.CharField(required=False), "status": serializers.CharField(required=False),
     "correction_reason": serializers.CharField(required=False, help_text="Makes this a correction"),
 })
+TOO_LARGE = OpenApiResponse(ErrorSerializer, description="The body is over the API's limit (DJANGO_API_MAX_BODY_MB, "
+                                                         "32 MB by default): `body_too_large`.")
 OUTCOME = inline_serializer("IngestOutcome", {"created": serializers.IntegerField(),
                                               "unchanged": serializers.IntegerField(),
                                               "corrected": serializers.IntegerField()})
@@ -134,7 +142,7 @@ class ResultViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.G
         return qs.filter(access_of(self.request.user).site_q(trial="subject__trial", site="site")).order_by("pk")
 
     @extend_schema(summary="Post one result or a batch of up to 10,000 (all or nothing)", request=RESULT_SCHEMA,
-                   responses={201: OUTCOME, 200: OUTCOME, **ERRORS})
+                   responses={201: OUTCOME, 200: OUTCOME, **ERRORS, 413: TOO_LARGE})
     def create(self, request: Request, *args: Any, **kwargs: Any) -> Response:
         raw = request.body  # decoded by msgspec, not DRF's parsers
         try:

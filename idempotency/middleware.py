@@ -22,7 +22,7 @@ from rest_framework.settings import api_settings
 from config.api import error_body
 from config.errors import DomainError
 from idempotency import services
-from idempotency.models import MAX_KEY_LENGTH
+from idempotency.models import MAX_KEY_LENGTH, IdempotencyKey
 
 HEADER = "Idempotency-Key"
 METHODS = frozenset({"POST", "PATCH"})
@@ -50,7 +50,7 @@ def _carries_a_secret(response: HttpResponse) -> bool:
     return "no-store" in response.get("Cache-Control", "")
 
 
-def _replay(stored: services.IdempotencyKey) -> HttpResponse:
+def _replay(stored: IdempotencyKey) -> HttpResponse:
     response = HttpResponse(bytes(stored.body), status=stored.status_code, content_type=stored.content_type or None)
     response["Idempotent-Replayed"] = "true"
     return response
