@@ -15,14 +15,28 @@ from django.db.models import QuerySet
 from django.shortcuts import get_object_or_404
 from django_filters import rest_framework as filters
 from drf_spectacular.types import OpenApiTypes
-from drf_spectacular.utils import OpenApiParameter, extend_schema, extend_schema_view, inline_serializer
+from drf_spectacular.utils import (
+    OpenApiParameter,
+    OpenApiResponse,
+    extend_schema,
+    extend_schema_view,
+    inline_serializer,
+)
 from rest_framework import mixins, serializers, status, viewsets
 from rest_framework.request import Request
 from rest_framework.response import Response
 
 from assays.models import Analyte, LabDraw, Result
 from assays.services import BatchRejected, ResultIn, ingest_results
-from config.api import ERRORS, READ_ERRORS, CodeOrIdFilter, OffsetDateTimeField, acting_user, error_body
+from config.api import (
+    ERRORS,
+    READ_ERRORS,
+    CodeOrIdFilter,
+    ErrorSerializer,
+    OffsetDateTimeField,
+    acting_user,
+    error_body,
+)
 from config.errors import RuleViolation
 from patients.api.serializers import ON_STUDY, OnStudySerializer
 from patients.timeline import with_timeline
@@ -48,12 +62,21 @@ class BatchBody(msgspec.Struct, forbid_unknown_fields=True):
 
 _single = msgspec.json.Decoder(ResultBody)
 _batch = msgspec.json.Decoder(BatchBody)
+_top = msgspec.json.Decoder(dict[str, msgspec.Raw])  # the top-level keys only; values are kept unparsed
 
 
 def _row(body: ResultBody) -> ResultIn:
     value = body.value if isinstance(body.value, str) else repr(body.value)
     return ResultIn(body.source_ref, body.subject, body.accession_number, body.specimen, body.collected_at,
                     body.analyte, value, body.unit, body.status, body.correction_reason)
+
+
+def _decode_rows(raw: bytes) -> list[ResultIn]:
+    """One result object, or a batch: an object whose ``results`` key holds the rows (decided by decoding
+    the body, not by looking for the word in its first bytes)."""
+    if "results" in _top.decode(raw):
+        return [_row(r) for r in _batch.decode(raw).results]
+    return [_row(_single.decode(raw))]
 
 
 def _decode_error(err: msgspec.ValidationError | msgspec.DecodeError) -> Response:
@@ -81,6 +104,8 @@ RESULT_SCHEMA = inline_serializer("ResultIn", {
     "unit": serializers.CharField(required=False), "status": serializers.CharField(required=False),
     "correction_reason": serializers.CharField(required=False, help_text="Makes this a correction"),
 })
+TOO_LARGE = OpenApiResponse(ErrorSerializer, description="The body is over the API's limit (DJANGO_API_MAX_BODY_MB, "
+                                                         "32 MB by default): `body_too_large`.")
 OUTCOME = inline_serializer("IngestOutcome", {"created": serializers.IntegerField(),
                                               "unchanged": serializers.IntegerField(),
                                               "corrected": serializers.IntegerField()})
@@ -158,14 +183,11 @@ class ResultViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.G
         return qs.filter(access_of(self.request.user).site_q(trial="subject__trial", site="site")).order_by("pk")
 
     @extend_schema(summary="Post one result or a batch of up to 10,000 (all or nothing)", request=RESULT_SCHEMA,
-                   responses={201: OUTCOME, 200: OUTCOME, **ERRORS})
+                   responses={201: OUTCOME, 200: OUTCOME, **ERRORS, 413: TOO_LARGE})
     def create(self, request: Request, *args: Any, **kwargs: Any) -> Response:
         raw = request.body  # decoded by msgspec, not DRF's parsers
         try:
-            if raw.lstrip()[:1] == b"{" and b'"results"' in raw[:200]:
-                rows = [_row(r) for r in _batch.decode(raw).results]
-            else:
-                rows = [_row(_single.decode(raw))]
+            rows = _decode_rows(raw)
         except (msgspec.ValidationError, msgspec.DecodeError) as err:
             return _decode_error(err)
         try:

@@ -37,7 +37,7 @@ from pghistory.models import Context
 
 from audit.tables import BOOKKEEPING, REDACTED, SUBJECT, TRIAL, AuditedTable, audited_tables
 from patients.models import Subject
-from trials.access import access_of
+from trials.access import access_of, restricted_trial
 from trials.models import Membership, ServiceAccount, Site
 
 AUDIT_ROLES = frozenset({Membership.Role.DATA_MANAGER, Membership.Role.MONITOR})
@@ -84,7 +84,8 @@ class AuditScope:
 
 def audit_scope(user: AbstractBaseUser | AnonymousUser) -> AuditScope | None:
     """The user's audit scope, or None if they may not read the audit trail at all."""
-    if user.is_authenticated and user.is_active and getattr(user, "is_superuser", False):
+    if (user.is_authenticated and user.is_active and getattr(user, "is_superuser", False)
+            and restricted_trial(user) is None):  # a personal token confines even a superuser to one trial
         return AuditScope(everything=True)  # as access_of() would say, without loading memberships
     access = access_of(user)
     scope = AuditScope(

@@ -11,7 +11,8 @@ from rest_framework.request import Request
 
 
 class TokenAuthentication(authentication.BaseAuthentication):
-    """``Authorization: Token <prefix>.<secret>`` for laboratory and site systems (trials.ServiceAccount)."""
+    """``Authorization: Token <prefix>.<secret>``: a laboratory or site system (trials.ServiceAccount), or a
+    person's own token for one trial (trials.PersonalToken), which confines the request to that trial."""
 
     keyword = "Token"
 
@@ -21,15 +22,30 @@ class TokenAuthentication(authentication.BaseAuthentication):
             return None
         if len(header) != 2:
             raise exceptions.AuthenticationFailed("Malformed token header.")
+        # The Idempotency-Key middleware authenticates before the view does: reuse its answer.
+        cached = getattr(request._request, "_token_authentication", None)
+        if cached is not None and cached[0] == header[1]:
+            return cached[1]
+        result = self._credential_user(header[1])
+        request._request._token_authentication = (header[1], result)
+        return result
+
+    def _credential_user(self, raw: str) -> tuple[AbstractBaseUser, Any]:
+        from trials.access import restrict_to_trial
+        from trials.models import PersonalToken
         from trials.services import authenticate_token
 
-        account = authenticate_token(header[1])
-        if account is None:
-            raise exceptions.AuthenticationFailed("Invalid or revoked token.")
-        from config.audit import note_service_account
+        credential = authenticate_token(raw)
+        if credential is None:
+            raise exceptions.AuthenticationFailed("Invalid, expired or revoked token.")
+        from config.audit import note_personal_token, note_service_account
 
-        note_service_account(account)
-        return account.user, account
+        if isinstance(credential, PersonalToken):
+            restrict_to_trial(credential.user, credential.trial_id)
+            note_personal_token(credential)
+        else:
+            note_service_account(credential)
+        return credential.user, credential
 
     def authenticate_header(self, request: Request) -> str:
         return self.keyword
@@ -41,4 +57,5 @@ class TokenScheme(OpenApiAuthenticationExtension):
 
     def get_security_definition(self, auto_schema: Any) -> dict[str, Any]:
         return {"type": "apiKey", "in": "header", "name": "Authorization",
-                "description": "`Token <prefix>.<secret>`, issued once to a service account by a data manager."}
+                "description": "`Token <prefix>.<secret>`: a service account's token, issued once by a data "
+                                "manager, or a person's own token for one trial (`/personal-tokens/`)."}

@@ -53,6 +53,11 @@ def note_service_account(account: Any) -> None:
     pghistory.context(service_account=account.name, service_account_id=account.pk)
 
 
+def note_personal_token(token: Any) -> None:
+    """Name the personal API token behind a token-authenticated write (its user is the person)."""
+    pghistory.context(personal_token=token.name, personal_token_id=token.pk)
+
+
 class AuditedCommand(BaseCommand):
     """A management command whose writes carry ``source=command`` and the command's name."""
 

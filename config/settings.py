@@ -58,6 +58,7 @@ INSTALLED_APPS = [
     "locking",
     "signatures",
     "dataqueries",
+    "idempotency",
 ]
 
 MIDDLEWARE = [
@@ -71,6 +72,8 @@ MIDDLEWARE = [
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "config.audit.AuditContextMiddleware",
+    "config.api_limits.ApiBodyLimitMiddleware",
+    "idempotency.middleware.IdempotencyMiddleware",
 ]
 
 ROOT_URLCONF = "config.urls"
@@ -147,6 +150,11 @@ if env_flag("DJANGO_BEHIND_PROXY"):
 
 LOGIN_URL = "admin:login"
 
+# --- API request bodies: a full batch of 10,000 laboratory results is about 3 MB of JSON. A larger body
+# is answered 413 (code body_too_large) before any view runs; Django's own limit is raised to match.
+API_MAX_BODY_BYTES = int(os.environ.get("DJANGO_API_MAX_BODY_MB", "32")) * 1024 * 1024
+DATA_UPLOAD_MAX_MEMORY_SIZE = API_MAX_BODY_BYTES
+
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [
         "config.api_auth.TokenAuthentication",
@@ -169,6 +177,8 @@ SPECTACULAR_SETTINGS = {
     "VERSION": "1.0.0",
     "SERVE_INCLUDE_SCHEMA": False,
     "COMPONENT_SPLIT_REQUEST": True,
+    "POSTPROCESSING_HOOKS": ["drf_spectacular.hooks.postprocess_schema_enums",
+                             "idempotency.schema.add_idempotency_key_header"],
     "ENUM_NAME_OVERRIDES": {
         "AttributionEnum": "patients.models.Attribution",
         "SubjectStatusEnum": "patients.models.SubjectStatus",

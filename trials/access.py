@@ -88,6 +88,18 @@ class TrialAccess:
         return qs.filter(self.site_q(trial=trial, site=site))
 
 
+def restrict_to_trial(user: AbstractBaseUser, trial_id: int) -> None:
+    """Confine ``user`` (this user object, i.e. this request) to one trial, as a personal API token does:
+    only the memberships in that trial count, and superuser rights do not apply."""
+    user._token_trial_id = trial_id  # type: ignore[attr-defined]
+    user.__dict__.pop("_trial_access", None)
+
+
+def restricted_trial(user: AbstractBaseUser | AnonymousUser) -> int | None:
+    """The one trial a personal token confines this user object to, or None."""
+    return getattr(user, "_token_trial_id", None)
+
+
 def access_of(user: AbstractBaseUser | AnonymousUser) -> TrialAccess:
     """Load the user's active memberships once per user object (one query)."""
     if not user.is_authenticated or not user.is_active:
@@ -97,10 +109,15 @@ def access_of(user: AbstractBaseUser | AnonymousUser) -> TrialAccess:
         return cached
     site_roles: dict[tuple[int, int], set[str]] = {}
     trial_roles: dict[int, set[str]] = {}
+    only_trial = restricted_trial(user)
     # Hand-written: this runs on every request, and the ORM's compilation cost more than the query.
     with connection.cursor() as cursor:
-        cursor.execute(f"SELECT trial_id, site_id, role FROM {Membership._meta.db_table} "
-                       f"WHERE user_id = %s AND active", [user.pk])
+        if only_trial is None:
+            cursor.execute(f"SELECT trial_id, site_id, role FROM {Membership._meta.db_table} "
+                           f"WHERE user_id = %s AND active", [user.pk])
+        else:
+            cursor.execute(f"SELECT trial_id, site_id, role FROM {Membership._meta.db_table} "
+                           f"WHERE user_id = %s AND active AND trial_id = %s", [user.pk, only_trial])
         rows = cursor.fetchall()
     for trial_id, site_id, role in rows:
         if site_id is None:
@@ -108,7 +125,7 @@ def access_of(user: AbstractBaseUser | AnonymousUser) -> TrialAccess:
         else:
             site_roles.setdefault((trial_id, site_id), set()).add(role)
     access = TrialAccess(
-        is_superuser=bool(getattr(user, "is_superuser", False)),
+        is_superuser=bool(getattr(user, "is_superuser", False)) and only_trial is None,
         site_roles={k: frozenset(v) for k, v in site_roles.items()},
         trial_roles={k: frozenset(v) for k, v in trial_roles.items()},
     )

@@ -5,10 +5,10 @@ from __future__ import annotations
 from typing import Any
 
 from django.contrib import admin, messages
-from django.db.models import Count, QuerySet
+from django.db.models import Count, Q, QuerySet
 from django.http import HttpRequest
 
-from config.admin_scoping import DesignAdmin, DesignInline, add_domain_error
+from config.admin_scoping import DesignAdmin, DesignInline, NotFoundForHiddenMixin, add_domain_error
 from config.errors import DomainError
 from trials.access import access_of
 from trials.models import (
@@ -17,6 +17,7 @@ from trials.models import (
     EligibilityCriterion,
     LymphodepletionRegimen,
     Membership,
+    PersonalToken,
     Product,
     RegimenAgent,
     RegistryIdentifier,
@@ -26,7 +27,14 @@ from trials.models import (
     TrialSite,
     Visit,
 )
-from trials.services import check_service_account, issue_service_account, revoke_service_account
+from trials.services import (
+    check_personal_token,
+    check_service_account,
+    issue_personal_token,
+    issue_service_account,
+    revoke_personal_token,
+    revoke_service_account,
+)
 
 
 class RegistryIdentifierInline(DesignInline):
@@ -204,3 +212,84 @@ class ServiceAccountAdmin(DesignAdmin):
                 messages.error(request, f"{account.name}: {err.message}")
             else:
                 messages.success(request, f"{account.name} revoked.")
+
+
+@admin.register(PersonalToken)
+class PersonalTokenAdmin(NotFoundForHiddenMixin, admin.ModelAdmin):
+    """My API tokens: every member issues their own for one of their trials (the secret is shown once) and
+    revokes them; a data manager also sees and revokes the tokens of the trials they manage."""
+
+    list_display = ["name", "trial", "user", "token_prefix", "expires_on", "last_used_at", "revoked_at"]
+    list_select_related = ["trial", "user"]
+    fields = ["trial", "name", "expires_on"]
+    actions = ["revoke"]
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet:
+        access = access_of(request.user)
+        qs = super().get_queryset(request)
+        if access.is_superuser:
+            return qs
+        managed = sorted(t for t in access.trial_ids if access.designs(t))
+        return qs.filter(Q(user_id=request.user.pk) | Q(trial_id__in=managed))
+
+    def get_readonly_fields(self, request: HttpRequest, obj: Any = None) -> list[str]:
+        return [] if obj is None else ["name", "trial", "user", "token_prefix", "expires_on", "created_at",
+                                       "last_used_at", "revoked_at", "revoked_by"]
+
+    def get_fields(self, request: HttpRequest, obj: Any = None) -> list[str]:
+        return self.fields if obj is None else self.get_readonly_fields(request, obj)
+
+    def has_module_permission(self, request: HttpRequest) -> bool:
+        return access_of(request.user).reads_any
+
+    def has_view_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return access_of(request.user).reads_any
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return access_of(request.user).reads_any
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False  # issued, then only revoked (the action)
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False  # revoke instead: the audit trail keeps what the token was
+
+    def formfield_for_foreignkey(self, db_field: Any, request: HttpRequest, **kwargs: Any) -> Any:
+        if db_field.name == "trial":  # only the trials where the user has a role
+            kwargs["queryset"] = Trial.objects.filter(memberships__user_id=request.user.pk,
+                                                      memberships__active=True).distinct()
+        return super().formfield_for_foreignkey(db_field, request, **kwargs)
+
+    def get_form(self, request: HttpRequest, obj: Any = None, change: bool = False, **kwargs: Any) -> Any:
+        base = super().get_form(request, obj, change=change, **kwargs)
+
+        class IssueForm(base):  # type: ignore[misc, valid-type]
+            def clean(self) -> dict[str, Any]:
+                data = super().clean()
+                if not self.errors:
+                    try:
+                        check_personal_token(trial=data["trial"], expires_on=data.get("expires_on"),
+                                             by=request.user)
+                    except DomainError as err:
+                        add_domain_error(self, err)
+                return data
+
+        return IssueForm
+
+    def save_model(self, request: HttpRequest, obj: Any, form: Any, change: bool) -> None:
+        data = form.cleaned_data
+        token, secret = issue_personal_token(trial=data["trial"], name=data["name"],
+                                             expires_on=data.get("expires_on"), by=request.user)
+        obj.pk, obj.name = token.pk, token.name
+        messages.warning(request, f"Your API token {token.name} for {token.trial.code}: {secret} — copy it now; "
+                         "it will not be shown again.")
+
+    @admin.action(description="Revoke the selected API tokens")
+    def revoke(self, request: HttpRequest, queryset: QuerySet) -> None:
+        for token in queryset.filter(revoked_at__isnull=True):
+            try:
+                revoke_personal_token(token=token, by=request.user)
+            except DomainError as err:
+                messages.error(request, f"{token.name}: {err.message}")
+            else:
+                messages.success(request, f"{token.name} revoked.")

@@ -509,6 +509,41 @@ class ServiceAccount(TimeStampedModel):
         return f"{self.name}{state}"
 
 
+@audited
+class PersonalToken(TimeStampedModel):
+    """A person's own API token for one trial: it acts as its owner, with the owner's roles and sites in that
+    trial and nothing of other trials (``trials.access.access_of`` honours the restriction).
+
+    Shown once when issued and stored as a SHA-256 hash, like a service account's token; its prefix
+    starts with ``p`` so that one look-up by prefix finds the right table. Issued by its owner from an
+    interactive login only; revoked by the owner or a data manager of the trial.
+    """
+
+    PREFIX_MARK = "p"  # service account prefixes are hexadecimal, so never start with it
+
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="personal_tokens",
+                             editable=False)
+    trial = models.ForeignKey(Trial, on_delete=models.PROTECT, related_name="personal_tokens")
+    name = models.CharField(max_length=100, help_text="What it is for, e.g. screening import script")
+    token_prefix = models.CharField(max_length=12, unique=True, editable=False)
+    token_hash = models.CharField(max_length=64, editable=False)
+    expires_on = models.DateField(null=True, blank=True,
+                                  help_text="Last day (UTC) the token works; empty: until revoked.")
+    revoked_at = models.DateTimeField(null=True, blank=True, editable=False)
+    revoked_by = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, null=True, blank=True,
+                                   related_name="+", editable=False)
+    last_used_at = models.DateTimeField(null=True, blank=True, editable=False)
+
+    class Meta:
+        ordering = ["-created_at", "-pk"]
+        verbose_name = "personal API token"
+        verbose_name_plural = "My API tokens"
+
+    def __str__(self) -> str:
+        state = " (revoked)" if self.revoked_at else ""
+        return f"{self.name} ({self.token_prefix}){state}"
+
+
 class UserAccount(get_user_model()):  # type: ignore[misc, valid-type]
     """The user model, as tracked by the audit trail (a proxy, so the triggers' migrations live here)."""
 

@@ -1,10 +1,11 @@
-"""Writes to the trial design that carry rules: service accounts and their tokens."""
+"""Writes to the trial design that carry rules: service accounts, personal API tokens, and token checks."""
 
 from __future__ import annotations
 
 import hashlib
 import secrets
 from collections.abc import Iterable
+from datetime import date, datetime
 
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import AbstractBaseUser
@@ -13,7 +14,7 @@ from django.utils import timezone
 
 from config.errors import PermissionRefused, RuleViolation, StateConflict
 from trials.access import access_of
-from trials.models import Membership, ServiceAccount, Site, Trial
+from trials.models import Membership, PersonalToken, ServiceAccount, Site, Trial
 
 TOKEN_BYTES = 32
 LAST_USED_RESOLUTION_S = 60  # last_used_at is refreshed at most once a minute (no write per request)
@@ -68,36 +69,98 @@ def revoke_service_account(*, account: ServiceAccount, by: AbstractBaseUser) -> 
     return account
 
 
-def _active_account(prefix: str) -> ServiceAccount | None:
-    """The unrevoked account with this token prefix and its user, in one hand-written query (this runs
-    on every laboratory request; the ORM's query compilation cost more than the query)."""
+Credential = ServiceAccount | PersonalToken
+
+
+def _active_credential(model: type[Credential], prefix: str) -> Credential | None:
+    """The unrevoked service account or personal token with this prefix and its (active) user, in one
+    hand-written query (this runs on every API request; the ORM's query compilation cost more than the query)."""
     user_model = get_user_model()
-    account_fields = [f for f in ServiceAccount._meta.concrete_fields]
+    own_fields = [f for f in model._meta.concrete_fields]
     user_fields = [f for f in user_model._meta.concrete_fields]
-    columns = [f"a.{f.column}" for f in account_fields] + [f"u.{f.column}" for f in user_fields]
+    columns = [f"a.{f.column}" for f in own_fields] + [f"u.{f.column}" for f in user_fields]
     with connection.cursor() as cursor:
-        cursor.execute(f"SELECT {', '.join(columns)} FROM {ServiceAccount._meta.db_table} a "
+        cursor.execute(f"SELECT {', '.join(columns)} FROM {model._meta.db_table} a "
                        f"JOIN {user_model._meta.db_table} u ON u.id = a.user_id "
-                       f"WHERE a.token_prefix = %s AND a.revoked_at IS NULL", [prefix])
+                       f"WHERE a.token_prefix = %s AND a.revoked_at IS NULL AND u.is_active", [prefix])
         row = cursor.fetchone()
     if row is None:
         return None
-    n = len(account_fields)
-    account = ServiceAccount.from_db(connection.alias, [f.attname for f in account_fields], row[:n])
-    account.user = user_model.from_db(connection.alias, [f.attname for f in user_fields], row[n:])
-    return account
+    n = len(own_fields)
+    credential = model.from_db(connection.alias, [f.attname for f in own_fields], row[:n])
+    credential.user = user_model.from_db(connection.alias, [f.attname for f in user_fields], row[n:])
+    return credential
 
 
-def authenticate_token(raw: str) -> ServiceAccount | None:
-    """The active account a token belongs to, or None. Compares hashes in constant time."""
+def _expired(credential: Credential, now: datetime) -> bool:
+    expires_on = getattr(credential, "expires_on", None)
+    return expires_on is not None and expires_on < now.date()  # UTC: the server's time zone
+
+
+def authenticate_token(raw: str) -> Credential | None:
+    """The active service account or personal token a token belongs to, or None (revoked, expired,
+    unknown or a wrong secret). Personal tokens' prefixes start with ``p``, service accounts' are
+    hexadecimal: the prefix names the one table to look in. Compares hashes in constant time."""
     prefix, _, secret = raw.partition(".")
     if not prefix or not secret:
         return None
-    account = _active_account(prefix)
-    if account is None or not secrets.compare_digest(account.token_hash, hash_token(secret)):
+    model = PersonalToken if prefix.startswith(PersonalToken.PREFIX_MARK) else ServiceAccount
+    credential = _active_credential(model, prefix)
+    if credential is None or not secrets.compare_digest(credential.token_hash, hash_token(secret)):
         return None
     now = timezone.now()
-    if account.last_used_at is None or (now - account.last_used_at).total_seconds() > LAST_USED_RESOLUTION_S:
-        ServiceAccount.objects.filter(pk=account.pk).update(last_used_at=now)
-        account.last_used_at = now
-    return account
+    if _expired(credential, now):
+        return None
+    if credential.last_used_at is None or (now - credential.last_used_at).total_seconds() > LAST_USED_RESOLUTION_S:
+        model.objects.filter(pk=credential.pk).update(last_used_at=now)
+        credential.last_used_at = now
+    return credential
+
+
+# --- personal API tokens -------------------------------------------------------------------------------
+
+
+def not_a_member(trial_code: str) -> PermissionRefused:
+    return PermissionRefused("not_a_member", f"You have no active role in {trial_code}; a personal token acts "
+                             "with your own role there, so it could do nothing.", field="trial")
+
+
+def check_personal_token(*, trial: Trial, expires_on: date | None, by: AbstractBaseUser) -> None:
+    """A person holds a token only for a trial they take part in, and never one that is already expired."""
+    if not Membership.objects.filter(user_id=by.pk, trial=trial, active=True).exists():
+        raise not_a_member(trial.code)
+    if expires_on is not None and expires_on < timezone.now().date():
+        raise RuleViolation("expiry_in_past", "The expiry date has passed; choose today or a later day.",
+                            field="expires_on")
+
+
+def check_revoke_personal_token(*, token: PersonalToken, by: AbstractBaseUser) -> None:
+    if token.user_id != by.pk and not access_of(by).designs(token.trial_id):
+        raise PermissionRefused("not_permitted", "Only the token's owner or a data manager of the trial "
+                                "revokes it.")
+    if token.revoked_at is not None:
+        raise StateConflict("already_revoked", f"{token.name} was revoked on {token.revoked_at:%d %b %Y}.")
+
+
+@transaction.atomic
+def issue_personal_token(*, trial: Trial, name: str, expires_on: date | None,
+                         by: AbstractBaseUser) -> tuple[PersonalToken, str]:
+    """Issue ``by`` a token for ``trial``; returns it with its secret, which is never shown again.
+
+    Callers make sure ``by`` logged in interactively (a session): a token never issues tokens."""
+    check_personal_token(trial=trial, expires_on=expires_on, by=by)
+    prefix, secret = PersonalToken.PREFIX_MARK + secrets.token_hex(5), secrets.token_urlsafe(TOKEN_BYTES)
+    token = PersonalToken(user=by, trial=trial, name=name, expires_on=expires_on, token_prefix=prefix,
+                          token_hash=hash_token(secret))
+    token.full_clean()
+    token.save()
+    return token, f"{prefix}.{secret}"
+
+
+@transaction.atomic
+def revoke_personal_token(*, token: PersonalToken, by: AbstractBaseUser) -> PersonalToken:
+    token = PersonalToken.objects.select_for_update(of=("self",)).select_related("trial").get(pk=token.pk)
+    check_revoke_personal_token(token=token, by=by)
+    token.revoked_at, token.revoked_by = timezone.now(), by
+    token.save(update_fields=["revoked_at", "revoked_by", "updated_at"])
+    return token

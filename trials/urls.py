@@ -1,7 +1,7 @@
 from django.urls import path
 from rest_framework.routers import SimpleRouter
 
-from trials import api
+from trials import api, token_api
 
 router = SimpleRouter()
 router.register("trials", api.TrialViewSet, basename="trial")
@@ -18,4 +18,7 @@ DESIGN = [
 urlpatterns = [
     *router.urls,
     *(path(f"trials/<str:code>/{part}/", view.as_view(), name=name) for part, view, name in DESIGN),
+    path("personal-tokens/", token_api.PersonalTokenListApi.as_view(), name="personal-token-list"),
+    path("personal-tokens/<int:pk>/revoke/", token_api.PersonalTokenRevokeApi.as_view(),
+         name="personal-token-revoke"),
 ]
