@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from django.db.models import QuerySet
+from django.db.models import Q, QuerySet
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
@@ -18,6 +18,7 @@ from patients.models import (
     ConcomitantMedication,
     Consent,
     CrsAssessment,
+    DonorCollection,
     EligibilityAssessment,
     FollowUp,
     IcansAssessment,
@@ -33,9 +34,20 @@ from patients.models import (
 from trials.access import access_of
 
 
+def subject_lookup(value: str) -> dict[str, Any]:
+    """The filter a subject reference stands for: an id (digits), a site's screening number written
+    ``<site code>/<screening number>`` (e.g. ``BJ01/SCR-017``; neither a code nor an id has a "/"), or a code."""
+    if value.isascii() and value.isdigit():  # str.isdigit() alone admits "²", which int() refuses
+        return {"pk": int(value)}
+    site, slash, number = value.partition("/")
+    if slash:
+        return {"site__code": site, "screening_number": number} if number else {"pk__in": []}
+    return {"code": value}
+
+
 @extend_schema_field(OpenApiTypes.STR)
 class ScopedSubjectField(serializers.RelatedField):
-    """A subject by id or by code, among the subjects the caller may see.
+    """A subject by id, by code, or by ``<site code>/<screening number>``, among the subjects the caller may see.
 
     Visibility, not data entry, decides whether the subject resolves: a monitor naming a subject of
     their own site gets the service's 403 ``not_permitted``, not a misleading "no such subject".
@@ -43,7 +55,7 @@ class ScopedSubjectField(serializers.RelatedField):
 
     default_error_messages = {
         "does_not_exist": "No subject {value} in your sites.",
-        "ambiguous": "Subject code {value} exists in several of your trials; use its id.",
+        "ambiguous": "Subject {value} exists in several of your trials; use its id.",
     }
 
     def get_queryset(self) -> QuerySet:
@@ -52,9 +64,7 @@ class ScopedSubjectField(serializers.RelatedField):
 
     def to_internal_value(self, data: Any) -> Subject:
         value = str(data)
-        qs = self.get_queryset()
-        is_id = value.isascii() and value.isdigit()  # str.isdigit() alone admits "²", which int() refuses
-        matches = list(qs.filter(pk=int(value))) if is_id else list(qs.filter(code=value)[:2])
+        matches = list(self.get_queryset().filter(**subject_lookup(value))[:2])
         if not matches:
             self.fail("does_not_exist", value=value)
         if len(matches) > 1:
@@ -85,7 +95,8 @@ class SubjectSerializer(serializers.ModelSerializer):
 
     class Meta:
         model = Subject
-        fields = ["id", "code", "trial", "site", "status", "screened_on", "sex", "age_at_consent", "cohort",
+        fields = ["id", "code", "screening_number", "trial", "site", "status", "screened_on", "sex", "age_at_consent",
+                  "cohort",
                   "diagnosis", "fusion_genes", "mutations", "marrow_blasts_pct", "extramedullary_disease",
                   "cns_status", "prior_allo_hsct", "prior_cart", "prior_cart_target", "prior_cart_scfv_origin",
                   "prior_lines", "enrolled_on", "off_study_on", "off_study_reason", "off_study_detail"]
@@ -100,9 +111,10 @@ class ScreeningSerializer(serializers.ModelSerializer):
 
     class Meta:
         model = Subject
-        fields = ["trial", "site", "screened_on", "sex", "diagnosis", "fusion_genes", "mutations",
+        fields = ["trial", "site", "screened_on", "screening_number", "sex", "diagnosis", "fusion_genes", "mutations",
                   "marrow_blasts_pct", "extramedullary_disease", "cns_status", "prior_allo_hsct", "prior_cart",
                   "prior_cart_target", "prior_cart_scfv_origin", "prior_lines"]
+        validators: list[Any] = []  # a taken screening number is the service's 409, not a generic 400
 
     def create(self, validated_data: dict[str, Any]) -> Subject:
         from patients.services.enrolment import screen_subject
@@ -179,19 +191,62 @@ BridgingSerializer = _subject_fields(BridgingTherapy, ["regimen", "started_on", 
 ResponseSerializer = _subject_fields(ResponseAssessment, [
     "visit", "assessed_on", "category", "marrow_blasts_pct", "mrd_flow_pct", "mrd_sensitivity_pct",
     "bcr_abl1_is_pct", "extramedullary_status", "cns_status", "antigen_status"], [])
-FollowUpSerializer = _subject_fields(FollowUp, ["kind", "event_on", "cause_of_death", "detail"], [])
+FollowUpSerializer = _subject_fields(FollowUp, ["kind", "event_on", "cause_of_death", "cause_of_death_unknown",
+                                                "detail"], [])
+
+
+class DonorCollectionSerializer(serializers.ModelSerializer):
+    subject = ScopedSubjectField()
+    collection_id = serializers.CharField(max_length=40, help_text="Donor collection bag ID (unique).")  # a taken
+    # bag ID is the service's 409 duplicate_collection_id, not the model's generic uniqueness 400
+
+    class Meta:
+        model = DonorCollection
+        fields = ["id", "subject", "donor_code", "donor_type", "hla_matched", "hla_total", "collection_id",
+                  "collected_on"]
+
+
+@extend_schema_field(OpenApiTypes.STR)
+class ScopedDonorCollectionField(serializers.RelatedField):
+    """A donor collection by id or by its collection (bag) id, among those the caller may see; shown as its id."""
+
+    default_error_messages = {
+        "does_not_exist": "No donor collection {value} in your sites.",
+        "ambiguous": "{value} is both a donor collection id and a bag id; give the bag id.",
+    }
+
+    def get_queryset(self) -> QuerySet:
+        user = self.context["request"].user
+        return DonorCollection.objects.filter(access_of(user).site_q(trial="subject__trial", site="subject__site"))
+
+    def to_internal_value(self, data: Any) -> DonorCollection:
+        value = str(data)
+        match = Q(collection_id=value)
+        if value.isascii() and value.isdigit():
+            match |= Q(pk=int(value))
+        matches = list(self.get_queryset().filter(match)[:2])
+        if not matches:
+            self.fail("does_not_exist", value=value)
+        if len(matches) > 1:
+            self.fail("ambiguous", value=value)
+        return matches[0]
+
+    def to_representation(self, value: DonorCollection) -> int:
+        return value.pk
 
 
 class LotSerializer(serializers.ModelSerializer):
     subject = ScopedSubjectField()
     collection = ScopedRelatedField(ApheresisCollection, required=False, allow_null=True)
+    donor_collection = ScopedDonorCollectionField(required=False, allow_null=True,
+                                                  help_text="A donor-derived lot's donor collection: id or bag id.")
 
     class Meta:
         model = ProductLot
-        fields = ["id", "subject", "product", "lot_number", "source", "collection", "donor_type", "status",
-                  "release_date", "viability_pct", "car_positive_pct", "total_viable_car_cells", "qc_pass",
+        fields = ["id", "subject", "product", "lot_number", "source", "collection", "donor_collection", "donor_type",
+                  "status", "release_date", "viability_pct", "car_positive_pct", "total_viable_car_cells", "qc_pass",
                   "failed_on", "failure_reason"]
-        read_only_fields = ["id", "status", "release_date", "viability_pct", "car_positive_pct",
+        read_only_fields = ["id", "donor_type", "status", "release_date", "viability_pct", "car_positive_pct",
                             "total_viable_car_cells", "qc_pass", "failed_on", "failure_reason"]
 
 
@@ -301,6 +356,7 @@ class SubjectAmendmentSerializer(serializers.ModelSerializer):
 
     class Meta:
         model = Subject
-        fields = ["sex", "diagnosis", "fusion_genes", "mutations", "marrow_blasts_pct", "extramedullary_disease",
-                  "cns_status", "prior_allo_hsct", "prior_cart", "prior_cart_target", "prior_cart_scfv_origin",
-                  "prior_lines", "age_at_consent", "reason_for_change"]
+        fields = ["screening_number", "sex", "diagnosis", "fusion_genes", "mutations", "marrow_blasts_pct",
+                  "extramedullary_disease", "cns_status", "prior_allo_hsct", "prior_cart", "prior_cart_target",
+                  "prior_cart_scfv_origin", "prior_lines", "age_at_consent", "reason_for_change"]
+        validators: list[Any] = []  # a taken screening number is the service's 409, not a generic 400

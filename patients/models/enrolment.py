@@ -123,7 +123,8 @@ class Subject(TimeStampedModel):
         constraints = [
             models.UniqueConstraint(fields=["trial", "code"], name="subject_unique_code"),
             models.UniqueConstraint(fields=["trial", "site", "screening_number"], condition=~Q(screening_number=""),
-                                    name="subject_unique_screening_number"),
+                                    name="subject_unique_screening_number",
+                                    violation_error_message="This screening number is already used at the site."),
             models.CheckConstraint(
                 condition=Q(prior_cart=True) | (Q(prior_cart_target="") & Q(prior_cart_scfv_origin="")),
                 name="subject_prior_cart_details_need_prior_cart",
