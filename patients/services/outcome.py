@@ -105,7 +105,8 @@ def check_cause_of_death(*, kind: str, cause_of_death: str, cause_of_death_unkno
         raise RuleViolation("cause_given_and_unknown", "Give the cause of death or mark it unknown, not both.",
                             field="cause_of_death")
     if kind == FollowUp.Kind.DEATH and not cause_of_death.strip() and not cause_of_death_unknown:
-        raise RuleViolation("cause_required", "Give the cause of death, or mark it unknown.", field="cause_of_death")
+        raise RuleViolation("cause_required", "Give the cause of death. If it is not known, mark it unknown.",
+                            field="cause_of_death")
 
 
 def death_detail(*, cause_of_death: str, cause_of_death_unknown: bool, detail: str) -> str:
