@@ -231,7 +231,10 @@ class ScopedDonorCollectionField(serializers.RelatedField):
             self.fail("ambiguous", value=value)
         return matches[0]
 
-    def to_representation(self, value: DonorCollection) -> int:
+    def use_pk_only_optimization(self) -> bool:
+        return True  # shown as its id, read from the lot's own column: no query per listed lot
+
+    def to_representation(self, value: Any) -> int:
         return value.pk
 
 
