@@ -312,6 +312,22 @@ def test_death_without_cause_is_refused_on_cause_of_death(world, login):
     assert subject.status == SubjectStatus.FOLLOW_UP
 
 
+def test_death_of_unknown_cause_through_the_admin(world, login):
+    subject = site_a(world)
+    client = login(world.coordinator)
+    data = add_form_data(client, "followup", subject=subject.pk, kind="death", event_on=days_ago(1),
+                         cause_of_death="Sepsis", cause_of_death_unknown="on")
+    refused(client.post(add_url("followup"), data), "cause_of_death", "Give the cause of death or mark it unknown")
+    assert not FollowUp.objects.exists()
+    data["cause_of_death"] = ""
+    response = client.post(add_url("followup"), data)
+    assert response.status_code == 302, response.context["adminform"].form.errors
+    death = FollowUp.objects.get()
+    assert (death.kind, death.cause_of_death, death.cause_of_death_unknown) == ("death", "", True)
+    subject.refresh_from_db()
+    assert (subject.status, subject.off_study_detail) == (SubjectStatus.OFF_STUDY, "Cause unknown")
+
+
 # --- 3. the course on the subject page -------------------------------------------------------------
 
 
