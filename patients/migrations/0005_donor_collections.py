@@ -179,7 +179,7 @@ class Migration(migrations.Migration):
         ),
         migrations.AddConstraint(
             model_name='subject',
-            constraint=models.UniqueConstraint(condition=models.Q(('screening_number', ''), _negated=True), fields=('trial', 'site', 'screening_number'), name='subject_unique_screening_number'),
+            constraint=models.UniqueConstraint(condition=models.Q(('screening_number', ''), _negated=True), fields=('trial', 'site', 'screening_number'), name='subject_unique_screening_number', violation_error_message='This screening number is already used at the site.'),
         ),
         migrations.AddField(
             model_name='donorcollection',
