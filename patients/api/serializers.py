@@ -206,7 +206,7 @@ class DonorCollectionSerializer(serializers.ModelSerializer):
                   "collected_on"]
 
 
-@extend_schema_field(OpenApiTypes.STR)
+@extend_schema_field({"oneOf": [{"type": "integer"}, {"type": "string"}]})
 class ScopedDonorCollectionField(serializers.RelatedField):
     """A donor collection by id or by its collection (bag) id, among those the caller may see; shown as its id."""
 
