@@ -47,8 +47,7 @@ ACTIONS: dict[str, type[action_forms.SubjectActionForm]] = {
 
 CHARACTERISTICS = [
     "screening_number", "sex", "diagnosis", "fusion_genes", "mutations", "marrow_blasts_pct", "extramedullary_disease",
-    "cns_status",
-    "prior_allo_hsct", "prior_cart", "prior_cart_target", "prior_cart_scfv_origin", "prior_lines",
+    "cns_status", "prior_allo_hsct", "prior_cart", "prior_cart_target", "prior_cart_scfv_origin", "prior_lines",
 ]
 
 

@@ -402,8 +402,8 @@ def offered_actions(subject: Subject) -> list[str]:
 
 AMENDABLE_FIELDS = frozenset({
     "screening_number", "sex", "diagnosis", "fusion_genes", "mutations", "marrow_blasts_pct", "extramedullary_disease",
-    "cns_status",
-    "prior_allo_hsct", "prior_cart", "prior_cart_target", "prior_cart_scfv_origin", "prior_lines", "age_at_consent",
+    "cns_status", "prior_allo_hsct", "prior_cart", "prior_cart_target", "prior_cart_scfv_origin", "prior_lines",
+    "age_at_consent",
 })
 
 
