@@ -46,8 +46,8 @@ ACTIONS: dict[str, type[action_forms.SubjectActionForm]] = {
 }
 
 CHARACTERISTICS = [
-    "sex", "diagnosis", "fusion_genes", "mutations", "marrow_blasts_pct", "extramedullary_disease", "cns_status",
-    "prior_allo_hsct", "prior_cart", "prior_cart_target", "prior_cart_scfv_origin", "prior_lines",
+    "screening_number", "sex", "diagnosis", "fusion_genes", "mutations", "marrow_blasts_pct", "extramedullary_disease",
+    "cns_status", "prior_allo_hsct", "prior_cart", "prior_cart_target", "prior_cart_scfv_origin", "prior_lines",
 ]
 
 
@@ -68,6 +68,8 @@ class ScreeningForm(forms.ModelForm):
             try:
                 enrolment.check_screening_permission(user=self.user, trial=data["trial"], site=data["site"])
                 enrolment.check_screening(trial=data["trial"], site=data["site"], screened_on=data["screened_on"])
+                enrolment.check_screening_number(trial=data["trial"], site=data["site"],
+                                                 screening_number=data.get("screening_number", ""))
             except DomainError as err:
                 add_domain_error(self, err)
         return data
@@ -93,7 +95,7 @@ class AmendSubjectForm(forms.ModelForm):
             try:
                 if changed:
                     check_writable(trial_id=subject.trial_id, site_id=subject.site_id, subject_id=subject.pk)
-                enrolment.check_amendment(changed=changed, reason=data.get("reason_for_change", ""))
+                enrolment.check_amendment(changed=changed, reason=data.get("reason_for_change", ""), subject=subject)
             except DomainError as err:
                 add_domain_error(self, err)
         return data
@@ -123,13 +125,13 @@ class TransitionInline(admin.TabularInline):
 @admin.register(Subject)
 class SubjectAdmin(ClinicalAdmin):
     trial_lookup, site_lookup = "trial", "site"
-    list_display = ["code", "trial", "site", "status", "cohort", "diagnosis", "screened_on", "enrolled_on",
-                    "open_queries"]
+    list_display = ["code", "screening_number", "trial", "site", "status", "cohort", "diagnosis", "screened_on",
+                    "enrolled_on", "open_queries"]
     list_filter = ["status", ("trial", admin.RelatedOnlyFieldListFilter),
                    ("site", admin.RelatedOnlyFieldListFilter), ("cohort", admin.RelatedOnlyFieldListFilter),
                    "diagnosis"]
     list_select_related = ["trial", "site", "cohort"]
-    search_fields = ["code"]
+    search_fields = ["code", "screening_number"]
     ordering = ["trial__code", "code"]
     inlines = [TransitionInline]
     change_form_template = "admin/patients/subject/change_form.html"

@@ -31,6 +31,7 @@ from patients.models import (
     BridgingTherapy,
     ConcomitantMedication,
     CrsAssessment,
+    DonorCollection,
     FollowUp,
     IcansAssessment,
     Infusion,
@@ -41,7 +42,7 @@ from patients.models import (
 )
 from patients.services import amendments, outcome, safety, treatment
 from patients.timeline import Position, local_date, timeline_from, timeline_of, with_timeline
-from trials.access import access_of
+from trials.access import ENTRY_ROLES, access_of
 
 
 def _guard(form: forms.BaseForm, rule: Callable[[], Any]) -> None:
@@ -173,12 +174,46 @@ class CollectionAdmin(ServiceAdmin):
         return treatment.record_collection(by=request.user, **data)
 
 
+@admin.register(DonorCollection)
+class DonorCollectionAdmin(ServiceAdmin):
+    """The donor collection of a donor-derived (allogeneic) product, recorded for its recipient."""
+
+    study_date_field = "collected_on"
+    add_fields = ["subject", "donor_code", "donor_type", "hla_matched", "hla_total", "collection_id",
+                  "collected_on"]
+    list_display = ["collection_id", "subject", "donor_code", "donor_type", "hla_match", "collected_on"]
+    list_filter = ["donor_type"]
+    list_select_related = ["subject__site"]
+    search_fields = ["collection_id", "donor_code", "subject__code"]
+
+    @admin.display(description="HLA match")
+    def hla_match(self, obj: DonorCollection) -> str:
+        return obj.hla_match
+
+    def rule(self, data: dict[str, Any], request: HttpRequest) -> None:
+        treatment.check_donor_collection(**data)
+
+    def write(self, data: dict[str, Any], request: HttpRequest) -> Any:
+        return treatment.record_donor_collection(by=request.user, **data)
+
+
+def _scoped_collections(model: Any, request: HttpRequest) -> Any:
+    """Collections (own or donor) of subjects whose data the user enters, labelled with the subject's code."""
+    return model.objects.filter(access_of(request.user).site_q(
+        trial="subject__trial", site="subject__site", roles=ENTRY_ROLES)).select_related("subject")
+
+
+class CollectionChoice(forms.ModelChoiceField):
+    def label_from_instance(self, obj: Any) -> str:
+        return f"{obj.subject.code}: {obj}"
+
+
 @admin.register(ProductLot)
 class ProductLotAdmin(ServiceAdmin):
     """Registration on add; release or manufacturing failure on the change page."""
 
     study_date_field = "release_date"
-    add_fields = ["subject", "product", "lot_number", "source", "collection", "donor_type"]
+    add_fields = ["subject", "product", "lot_number", "source", "collection", "donor_collection"]
     release_fields = ["release_date", "viability_pct", "car_positive_pct", "total_viable_car_cells", "qc_pass",
                       "failed_on", "failure_reason"]
     list_display = ["lot_number", "subject", "source", "status", "release_date", "total_viable_car_cells"]
@@ -192,15 +227,23 @@ class ProductLotAdmin(ServiceAdmin):
         return ClinicalAdmin.has_change_permission(self, request, obj)
 
     def get_fields(self, request: HttpRequest, obj: Any = None) -> list[str]:
-        return self.add_fields if obj is None else [*self.add_fields, "status", *self.release_fields]
+        return self.add_fields if obj is None else [*self.add_fields, "donor_type", "status", *self.release_fields]
 
     def get_readonly_fields(self, request: HttpRequest, obj: Any = None) -> list[str]:
-        return [] if obj is None else [*self.add_fields, "status"]
+        return [] if obj is None else [*self.add_fields, "donor_type", "status"]
+
+    def formfield_for_foreignkey(self, db_field: Any, request: HttpRequest, **kwargs: Any) -> Any:
+        # The recipient's own collections and donor collections, at the sites where the user enters data.
+        if db_field.name in ("collection", "donor_collection"):
+            kwargs["queryset"] = _scoped_collections(db_field.related_model, request)
+            kwargs["form_class"] = CollectionChoice
+        return super().formfield_for_foreignkey(db_field, request, **kwargs)
 
     def rule(self, data: dict[str, Any], request: HttpRequest) -> None:
         if "subject" in data:  # registration
             treatment.check_lot_registration(subject=data["subject"], product=data["product"], source=data["source"],
-                                             collection=data.get("collection"), donor_type=data.get("donor_type", ""))
+                                             collection=data.get("collection"),
+                                             donor_collection=data.get("donor_collection"))
 
     def get_form(self, request: HttpRequest, obj: Any = None, change: bool = False, **kwargs: Any) -> Any:
         form = super().get_form(request, obj, change=change, **kwargs)
@@ -518,15 +561,16 @@ class ResponseAdmin(ServiceAdmin):
 @admin.register(FollowUp)
 class FollowUpAdmin(ServiceAdmin):
     study_date_field = "event_on"
-    add_fields = ["subject", "kind", "event_on", "cause_of_death", "detail"]
-    list_display = ["subject", "kind", "event_on", "cause_of_death"]
+    add_fields = ["subject", "kind", "event_on", "cause_of_death", "cause_of_death_unknown", "detail"]
+    list_display = ["subject", "kind", "event_on", "cause_of_death", "cause_of_death_unknown"]
     list_select_related = ["subject__site"]
     list_filter = ["kind"]
     search_fields = ["subject__code"]
 
     def rule(self, data: dict[str, Any], request: HttpRequest) -> None:
         outcome.check_follow_up(subject=data["subject"], kind=data["kind"], event_on=data["event_on"],
-                                cause_of_death=data.get("cause_of_death", ""))
+                                cause_of_death=data.get("cause_of_death", ""),
+                                cause_of_death_unknown=data.get("cause_of_death_unknown", False))
 
     def write(self, data: dict[str, Any], request: HttpRequest) -> Any:
         return outcome.record_follow_up(by=request.user, **data)
@@ -554,6 +598,10 @@ def subject_course(subject: Any) -> list[dict[str, Any]]:
             add(c.withdrawn_on, "Consent", f"Consent withdrawn: {c.withdrawal_reason}", 9)
     for a in subject.collections.all():
         add(a.collected_on, "Apheresis", f"Collection {a.collection_id}")
+    for d in subject.donor_collections.all():
+        hla = f", HLA {d.hla_match}" if d.hla_total is not None else ""
+        add(d.collected_on, "Donor collection", f"Collection {d.collection_id} from donor {d.donor_code} "
+            f"({d.get_donor_type_display()}{hla})")
     for lot in subject.lots.all():
         if lot.release_date:
             add(lot.release_date, "Product", f"Lot {lot.lot_number} released ({lot.total_viable_car_cells:.3g} "
@@ -596,7 +644,9 @@ def subject_course(subject: Any) -> list[dict[str, Any]]:
         antigen = f", {r.get_antigen_status_display()}" if r.antigen_status else ""
         add(r.assessed_on, "Response", f"{r.get_category_display()}{visit}{antigen}", 6)
     for f in subject.follow_ups.all():
-        add(f.event_on, "Follow-up", f"{f.get_kind_display()} {f.cause_of_death or f.detail}".strip(), 7)
+        detail = outcome.death_detail(cause_of_death=f.cause_of_death, cause_of_death_unknown=f.cause_of_death_unknown,
+                                      detail=f.detail)
+        add(f.event_on, "Follow-up", f"{f.get_kind_display()} {detail}".strip(), 7)
     rows.sort(key=lambda row: (row[0], row[1]))
     return [{"date": day, "position": timeline.position(day), "kind": kind, "text": text}
             for day, _order, kind, text in rows]

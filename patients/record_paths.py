@@ -14,6 +14,7 @@ SUBJECT_PATHS: dict[str, str] = {
     "patients.eligibilityanswer": "assessment__subject",
     "patients.subjecttransition": "subject",
     "patients.apheresiscollection": "subject",
+    "patients.donorcollection": "subject",
     "patients.productlot": "subject",
     "patients.bridgingtherapy": "subject",
     "patients.lymphodepletioncourse": "subject",

@@ -18,6 +18,7 @@ from patients.models import (
     ConcomitantMedication,
     Consent,
     CrsAssessment,
+    DonorCollection,
     EligibilityAssessment,
     FollowUp,
     IcansAssessment,
@@ -35,9 +36,20 @@ from trials.access import access_of
 from trials.models import DoseLevel, LymphodepletionRegimen, Product, RegimenAgent, Visit
 
 
+def subject_lookup(value: str) -> dict[str, Any]:
+    """The filter a subject reference stands for: an id (digits), a site's screening number written
+    ``<site code>/<screening number>`` (e.g. ``BJ01/SCR-017``; neither a code nor an id has a "/"), or a code."""
+    if value.isascii() and value.isdigit():  # str.isdigit() alone admits "²", which int() refuses
+        return {"pk": int(value)}
+    site, slash, number = value.partition("/")
+    if slash:
+        return {"site__code": site, "screening_number": number} if number else {"pk__in": []}
+    return {"code": value}
+
+
 @extend_schema_field(OpenApiTypes.STR)
 class ScopedSubjectField(serializers.RelatedField):
-    """A subject by id or by code, among the subjects the caller may see.
+    """A subject by id, by code, or by ``<site code>/<screening number>``, among the subjects the caller may see.
 
     Visibility, not data entry, decides whether the subject resolves: a monitor naming a subject of
     their own site gets the service's 403 ``not_permitted``, not a misleading "no such subject".
@@ -45,7 +57,7 @@ class ScopedSubjectField(serializers.RelatedField):
 
     default_error_messages = {
         "does_not_exist": "No subject {value} in your sites.",
-        "ambiguous": "Subject code {value} exists in several of your trials; use its id.",
+        "ambiguous": "Subject {value} exists in several of your trials; use its id.",
     }
 
     def get_queryset(self) -> QuerySet:
@@ -54,9 +66,7 @@ class ScopedSubjectField(serializers.RelatedField):
 
     def to_internal_value(self, data: Any) -> Subject:
         value = str(data)
-        qs = self.get_queryset()
-        is_id = value.isascii() and value.isdigit()  # str.isdigit() alone admits "²", which int() refuses
-        matches = list(qs.filter(pk=int(value))) if is_id else list(qs.filter(code=value)[:2])
+        matches = list(self.get_queryset().filter(**subject_lookup(value))[:2])
         if not matches:
             self.fail("does_not_exist", value=value)
         if len(matches) > 1:
@@ -185,7 +195,8 @@ class SubjectSerializer(serializers.ModelSerializer):
 
     class Meta:
         model = Subject
-        fields = ["id", "code", "trial", "site", "status", "screened_on", "sex", "age_at_consent", "cohort",
+        fields = ["id", "code", "screening_number", "trial", "site", "status", "screened_on", "sex", "age_at_consent",
+                  "cohort",
                   "diagnosis", "fusion_genes", "mutations", "marrow_blasts_pct", "extramedullary_disease",
                   "cns_status", "prior_allo_hsct", "prior_cart", "prior_cart_target", "prior_cart_scfv_origin",
                   "prior_lines", "enrolled_on", "off_study_on", "off_study_reason", "off_study_detail"]
@@ -200,9 +211,10 @@ class ScreeningSerializer(serializers.ModelSerializer):
 
     class Meta:
         model = Subject
-        fields = ["trial", "site", "screened_on", "sex", "diagnosis", "fusion_genes", "mutations",
+        fields = ["trial", "site", "screened_on", "screening_number", "sex", "diagnosis", "fusion_genes", "mutations",
                   "marrow_blasts_pct", "extramedullary_disease", "cns_status", "prior_allo_hsct", "prior_cart",
                   "prior_cart_target", "prior_cart_scfv_origin", "prior_lines"]
+        validators: list[Any] = []  # a taken screening number is the service's 409, not a generic 400
 
     def create(self, validated_data: dict[str, Any]) -> Subject:
         from patients.services.enrolment import screen_subject
@@ -284,7 +296,20 @@ ResponseSerializer = _subject_fields(ResponseAssessment, [
     "visit", "assessed_on", "category", "marrow_blasts_pct", "mrd_flow_pct", "mrd_sensitivity_pct",
     "bcr_abl1_is_pct", "extramedullary_status", "cns_status", "antigen_status"], [], "assessed_on",
     visit=CodeOrIdField(Visit, required=False, allow_null=True))
-FollowUpSerializer = _subject_fields(FollowUp, ["kind", "event_on", "cause_of_death", "detail"], [], "event_on")
+FollowUpSerializer = _subject_fields(FollowUp, ["kind", "event_on", "cause_of_death", "cause_of_death_unknown",
+                                                "detail"], [], "event_on")
+
+
+class DonorCollectionSerializer(OnStudySerializer):
+    subject = ScopedSubjectField()
+    study_date_field = "collected_on"
+    collection_id = serializers.CharField(max_length=40, help_text="Donor collection bag ID (unique).")  # a taken
+    # bag ID is the service's 409 duplicate_collection_id, not the model's generic uniqueness 400
+
+    class Meta:
+        model = DonorCollection
+        fields = ["id", "subject", "donor_code", "donor_type", "hla_matched", "hla_total", "collection_id",
+                  "collected_on", *ON_STUDY]
 
 
 class LotSerializer(serializers.ModelSerializer):
@@ -292,13 +317,16 @@ class LotSerializer(serializers.ModelSerializer):
     product = CodeOrIdField(Product)
     collection = CodeOrIdField(ApheresisCollection, code="collection_id", trial_path="subject__trial",
                                site_path="subject__site", required=False, allow_null=True)
+    donor_collection = CodeOrIdField(DonorCollection, code="collection_id", trial_path="subject__trial",
+                                     site_path="subject__site", required=False, allow_null=True,
+                                     help_text="A donor-derived lot's donor collection: its bag id, or its id.")
 
     class Meta:
         model = ProductLot
-        fields = ["id", "subject", "product", "lot_number", "source", "collection", "donor_type", "status",
-                  "release_date", "viability_pct", "car_positive_pct", "total_viable_car_cells", "qc_pass",
+        fields = ["id", "subject", "product", "lot_number", "source", "collection", "donor_collection", "donor_type",
+                  "status", "release_date", "viability_pct", "car_positive_pct", "total_viable_car_cells", "qc_pass",
                   "failed_on", "failure_reason"]
-        read_only_fields = ["id", "status", "release_date", "viability_pct", "car_positive_pct",
+        read_only_fields = ["id", "donor_type", "status", "release_date", "viability_pct", "car_positive_pct",
                             "total_viable_car_cells", "qc_pass", "failed_on", "failure_reason"]
 
 
@@ -438,6 +466,7 @@ class SubjectAmendmentSerializer(serializers.ModelSerializer):
 
     class Meta:
         model = Subject
-        fields = ["sex", "diagnosis", "fusion_genes", "mutations", "marrow_blasts_pct", "extramedullary_disease",
-                  "cns_status", "prior_allo_hsct", "prior_cart", "prior_cart_target", "prior_cart_scfv_origin",
-                  "prior_lines", "age_at_consent", "reason_for_change"]
+        fields = ["screening_number", "sex", "diagnosis", "fusion_genes", "mutations", "marrow_blasts_pct",
+                  "extramedullary_disease", "cns_status", "prior_allo_hsct", "prior_cart", "prior_cart_target",
+                  "prior_cart_scfv_origin", "prior_lines", "age_at_consent", "reason_for_change"]
+        validators: list[Any] = []  # a taken screening number is the service's 409, not a generic 400

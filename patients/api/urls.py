@@ -5,6 +5,7 @@ from patients.api import views
 router = SimpleRouter()
 router.register("subjects", views.SubjectViewSet, basename="subject")
 router.register("collections", views.CollectionViewSet, basename="collection")
+router.register("donor-collections", views.DonorCollectionViewSet, basename="donor-collection")
 router.register("lots", views.LotViewSet, basename="lot")
 router.register("bridging", views.BridgingViewSet, basename="bridging")
 router.register("lymphodepletion-courses", views.CourseViewSet, basename="ld-course")

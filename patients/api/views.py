@@ -7,7 +7,7 @@ from typing import Any
 from django.db.models import Prefetch, QuerySet
 from django.shortcuts import get_object_or_404
 from django_filters import rest_framework as filters
-from drf_spectacular.utils import extend_schema
+from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import mixins, serializers, status, viewsets
 from rest_framework.decorators import action
 from rest_framework.request import Request
@@ -21,6 +21,7 @@ from patients.models import (
     ApheresisCollection,
     BridgingTherapy,
     ConcomitantMedication,
+    DonorCollection,
     FollowUp,
     Infusion,
     LymphodepletionCourse,
@@ -64,10 +65,12 @@ class SubjectFilter(filters.FilterSet):
     trial = CodeOrIdFilter(field_name="trial", help_text="Trial code (or id).")
     site = CodeOrIdFilter(field_name="site", help_text="Site code (or id).")
     cohort = CodeOrIdFilter(field_name="cohort", help_text="Cohort code (or id).")
+    screening_number = filters.CharFilter(field_name="screening_number",
+                                          help_text="The site's screening number (exact); combine with site.")
 
     class Meta:
         model = Subject
-        fields = ["trial", "site", "status", "cohort"]
+        fields = ["trial", "site", "status", "cohort", "screening_number"]
 
 
 class SubjectRecordFilter(filters.FilterSet):
@@ -110,6 +113,24 @@ class SubjectViewSet(ScopedViewSet):
         if len(matches) > 1:
             raise RuleViolation("ambiguous_code", f"Code {value} exists in several of your trials; use the id.")
         return matches[0]
+
+    @extend_schema(summary="A subject by its site's screening number", parameters=[
+        OpenApiParameter("site_code", str, OpenApiParameter.PATH, description="The site's code, e.g. BJ01."),
+        OpenApiParameter("number", str, OpenApiParameter.PATH, description="The site's screening number."),
+        OpenApiParameter("trial", str, description="Trial code, where the site screens for several trials.")],
+        responses={200: s.SubjectSerializer, **READ_ERRORS})
+    @action(detail=False, methods=["get"], url_path=r"by-screening-number/(?P<site_code>[^/]+)/(?P<number>[^/]+)")
+    def by_screening_number(self, request: Request, site_code: str, number: str, **kwargs: Any) -> Response:
+        qs = self.get_queryset().filter(site__code=site_code, screening_number=number)
+        if trial := request.query_params.get("trial"):
+            qs = qs.filter(trial__code=trial)
+        matches = list(qs[:2])
+        if not matches:
+            return get_object_or_404(qs.none())
+        if len(matches) > 1:
+            raise RuleViolation("ambiguous_screening_number", f"{site_code}/{number} exists in several of your "
+                                "trials; add ?trial=<code>.")
+        return Response(s.SubjectSerializer(matches[0]).data)
 
     @extend_schema(responses={201: s.SubjectSerializer, **ERRORS})
     def create(self, request: Request, *args: Any, **kwargs: Any) -> Response:
@@ -292,6 +313,9 @@ def _crud(model: Any, serializer: Any, write: Any, *, select: tuple[str, ...] = 
 
 CollectionViewSet = _crud(ApheresisCollection, s.CollectionSerializer,
                           lambda d, by: treatment.record_collection(by=by, **d))
+DonorCollectionViewSet = _crud(DonorCollection, s.DonorCollectionSerializer,
+                               lambda d, by: treatment.record_donor_collection(by=by, **d),
+                               filter_fields=("donor_type",))
 BridgingViewSet = _crud(BridgingTherapy, s.BridgingSerializer, lambda d, by: treatment.record_bridging(by=by, **d))
 MedicationViewSet = _crud(ConcomitantMedication, s.MedicationSerializer,
                           lambda d, by: safety.record_medication(by=by, **d), filter_fields=("drug",))

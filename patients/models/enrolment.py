@@ -10,7 +10,7 @@ from decimal import Decimal
 
 from django.conf import settings
 from django.contrib.postgres.fields import ArrayField
-from django.core.validators import MaxValueValidator, MinValueValidator
+from django.core.validators import MaxValueValidator, MinValueValidator, RegexValidator
 from django.db import models
 from django.db.models import Q
 
@@ -58,6 +58,12 @@ class CnsStatus(models.TextChoices):
     UNKNOWN = "unknown", "Not assessed"
 
 
+# A site's screening log number: letters, digits and . _ - (no spaces, no "/", which separates the site
+# code from the number in a subject reference such as "BJ01/SCR-017").
+SCREENING_NUMBER_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,39}$"
+SCREENING_NUMBER_MESSAGE = "Use letters, digits, '.', '_' and '-' only (e.g. SCR-017)."
+
+
 @audited
 class Subject(TimeStampedModel):
     """A trial participant, known only by a pseudonymous code (never a name or a birth date)."""
@@ -72,6 +78,11 @@ class Subject(TimeStampedModel):
     code = models.CharField(max_length=40, editable=False, help_text="Generated per trial and site.")
     status = models.CharField(
         max_length=15, choices=SubjectStatus.choices, default=SubjectStatus.SCREENING, editable=False
+    )
+    screening_number = models.CharField(
+        max_length=40, blank=True, validators=[RegexValidator(SCREENING_NUMBER_PATTERN, SCREENING_NUMBER_MESSAGE)],
+        help_text="The site's own screening log number, if it keeps one (unique at the site in the trial; "
+                  "never a medical record number).",
     )
     screened_on = models.DateField()
     sex = models.CharField(max_length=1, choices=Sex.choices)
@@ -111,6 +122,9 @@ class Subject(TimeStampedModel):
         ordering = ["trial__code", "code"]
         constraints = [
             models.UniqueConstraint(fields=["trial", "code"], name="subject_unique_code"),
+            models.UniqueConstraint(fields=["trial", "site", "screening_number"], condition=~Q(screening_number=""),
+                                    name="subject_unique_screening_number",
+                                    violation_error_message="This screening number is already used at the site."),
             models.CheckConstraint(
                 condition=Q(prior_cart=True) | (Q(prior_cart_target="") & Q(prior_cart_scfv_origin="")),
                 name="subject_prior_cart_details_need_prior_cart",

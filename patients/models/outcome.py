@@ -83,15 +83,21 @@ class FollowUp(TimeStampedModel):
     kind = models.CharField(max_length=15, choices=Kind.choices)
     event_on = models.DateField()
     cause_of_death = models.CharField(max_length=200, blank=True)
+    cause_of_death_unknown = models.BooleanField(
+        default=False, help_text="The cause of death is not known (leave the cause empty); a blank cause alone "
+                                 "is not accepted.")
     detail = models.TextField(blank=True)
     recorded_by = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="+")
 
     class Meta:
         ordering = ["subject", "event_on", "pk"]
         constraints = [
-            models.CheckConstraint(condition=~Q(kind="death") | ~Q(cause_of_death=""),
+            models.CheckConstraint(condition=~Q(kind="death") | ~Q(cause_of_death="") | Q(cause_of_death_unknown=True),
                                    name="followup_death_has_cause",
-                                   violation_error_message="A death records its cause."),
+                                   violation_error_message="A death records its cause, or that it is unknown."),
+            models.CheckConstraint(condition=Q(cause_of_death_unknown=False) | (Q(kind="death") & Q(cause_of_death="")),
+                                   name="followup_unknown_cause_is_a_death_without_cause",
+                                   violation_error_message="Only a death without a cause text has an unknown cause."),
         ]
 
     def __str__(self) -> str:

@@ -6,7 +6,7 @@ from __future__ import annotations
 from decimal import Decimal
 
 from django.conf import settings
-from django.core.validators import MaxValueValidator, MinValueValidator
+from django.core.validators import MaxValueValidator, MinValueValidator, RegexValidator
 from django.db import models
 from django.db.models import F, Q
 
@@ -35,6 +35,63 @@ class ApheresisCollection(TimeStampedModel):
         return f"{self.collection_id} ({self.collected_on})"
 
 
+class DonorType(models.TextChoices):
+    """Who gave the cells of a donor-derived (allogeneic) product."""
+
+    HSCT_DONOR = "hsct_donor", "The subject's HSCT donor"
+    NEW_DONOR = "new_donor", "New donor (collected for this subject)"
+    THIRD_PARTY = "third_party", "Third-party / off-the-shelf donor"
+
+
+# A donor is known only by a pseudonymous code (DOMAIN §8.6): capitals, digits and hyphens, with at least
+# one digit, so that a name ("SMITH", "Jane Doe") can never be stored as one.
+DONOR_CODE_PATTERN = r"^[A-Z0-9][A-Z0-9-]{2,39}$"
+DONOR_CODE_MESSAGE = ("A donor code is a pseudonymous code of 3 to 40 capitals, digits and hyphens with at least "
+                      "one digit (e.g. D-2024-017), never a name.")
+
+
+@audited
+class DonorCollection(TimeStampedModel):
+    """The donor's cells a donor-derived product is made from: the chain of identity's first link when the
+    product is not the subject's own (subject <- donor collection -> lot -> infusion)."""
+
+    subject = models.ForeignKey(Subject, on_delete=models.PROTECT, related_name="donor_collections",
+                                help_text="The recipient.")
+    donor_code = models.CharField(max_length=40, validators=[
+        RegexValidator(DONOR_CODE_PATTERN, DONOR_CODE_MESSAGE), RegexValidator(r"[0-9]", DONOR_CODE_MESSAGE)],
+        help_text="Pseudonymous donor code from the donor registry or manufacturer (never a name); one code "
+                  "per donor.")
+    donor_type = models.CharField(max_length=20, choices=DonorType.choices)
+    hla_matched = models.PositiveSmallIntegerField(
+        "HLA alleles matched", null=True, blank=True, validators=[MaxValueValidator(12)],
+        help_text="e.g. 10 of 10; 5 of 10 for a haploidentical donor. Empty when not known.")
+    hla_total = models.PositiveSmallIntegerField(
+        "HLA alleles typed", null=True, blank=True, validators=[MinValueValidator(1), MaxValueValidator(12)])
+    collection_id = models.CharField(max_length=40, unique=True, help_text="Donor collection bag ID.")
+    collected_on = models.DateField()
+    recorded_by = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="+")
+
+    class Meta:
+        ordering = ["subject", "collected_on", "pk"]
+        constraints = [
+            models.CheckConstraint(
+                condition=Q(donor_code__regex=DONOR_CODE_PATTERN) & Q(donor_code__regex=r"[0-9]"),
+                name="donorcollection_pseudonymous_code", violation_error_message=DONOR_CODE_MESSAGE),
+            models.CheckConstraint(
+                condition=(Q(hla_matched__isnull=True) & Q(hla_total__isnull=True))
+                | (Q(hla_total__gte=1) & Q(hla_matched__lte=F("hla_total"))),
+                name="donorcollection_hla_match_within_total",
+                violation_error_message="Give both HLA numbers, matched no more than typed, or neither."),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.collection_id} (donor {self.donor_code}, {self.collected_on})"
+
+    @property
+    def hla_match(self) -> str:
+        return "" if self.hla_total is None else f"{self.hla_matched}/{self.hla_total}"
+
+
 @audited
 class ProductLot(TimeStampedModel):
     """A manufactured CAR-T product lot, intended for one subject only."""
@@ -45,10 +102,14 @@ class ProductLot(TimeStampedModel):
         FAILED = "failed", "Manufacturing failed"
 
     class DonorType(models.TextChoices):
-        MATCHED_SIBLING = "matched_sibling", "Matched sibling"
-        HAPLOIDENTICAL = "haploidentical", "Haploidentical"
-        UNRELATED = "unrelated", "Unrelated"
+        # Copied from the lot's donor collection. The first three come from lots registered before donor
+        # collections were recorded (kept as entered; such lots have no donor collection).
+        MATCHED_SIBLING = "matched_sibling", "Matched sibling (legacy)"
+        HAPLOIDENTICAL = "haploidentical", "Haploidentical (legacy)"
+        UNRELATED = "unrelated", "Unrelated (legacy)"
         HSCT_DONOR = "hsct_donor", "The subject's HSCT donor"
+        NEW_DONOR = "new_donor", "New donor (collected for this subject)"
+        THIRD_PARTY = "third_party", "Third-party / off-the-shelf donor"
 
     subject = models.ForeignKey(Subject, on_delete=models.PROTECT, related_name="lots")
     product = models.ForeignKey(Product, on_delete=models.PROTECT, related_name="lots")
@@ -56,9 +117,14 @@ class ProductLot(TimeStampedModel):
         ApheresisCollection, on_delete=models.PROTECT, null=True, blank=True, related_name="lots",
         help_text="The subject's own collection (autologous products).",
     )
+    donor_collection = models.ForeignKey(
+        DonorCollection, on_delete=models.PROTECT, null=True, blank=True, related_name="lots",
+        help_text="The donor collection of this subject (donor-derived products).",
+    )
     lot_number = models.CharField(max_length=40, unique=True)
     source = models.CharField(max_length=12, choices=Product.Source.choices)
-    donor_type = models.CharField(max_length=20, choices=DonorType.choices, blank=True)
+    donor_type = models.CharField(max_length=20, choices=DonorType.choices, blank=True, editable=False,
+                                  help_text="The donor collection's donor type.")
     status = models.CharField(max_length=15, choices=Status.choices, default=Status.MANUFACTURING)
     release_date = models.DateField(null=True, blank=True)
     viability_pct = models.DecimalField(max_digits=5, decimal_places=2, null=True, blank=True, validators=PCT)
@@ -86,11 +152,15 @@ class ProductLot(TimeStampedModel):
                 name="productlot_failed_has_reason",
             ),
             models.CheckConstraint(
-                condition=Q(source="allogeneic") | (Q(donor_type="") & Q(collection__isnull=False)),
+                condition=Q(source="allogeneic") | (Q(donor_type="") & Q(collection__isnull=False)
+                                                    & Q(donor_collection__isnull=True)),
                 name="productlot_autologous_from_collection",
             ),
+            # A donor-derived lot has a donor (its donor collection's type, or a legacy lot's donor type) and
+            # none of the subject's own collections.
             models.CheckConstraint(
-                condition=Q(source="autologous") | ~Q(donor_type=""), name="productlot_allogeneic_has_donor",
+                condition=Q(source="autologous") | (~Q(donor_type="") & Q(collection__isnull=True)),
+                name="productlot_allogeneic_has_donor",
             ),
         ]
 
@@ -206,6 +276,6 @@ class Infusion(TimeStampedModel):
 
 
 __all__ = [
-    "ApheresisCollection", "BridgingTherapy", "BsaFormulaChoice", "Infusion", "LymphodepletionCourse",
-    "LymphodepletionDose", "ProductLot",
+    "ApheresisCollection", "BridgingTherapy", "BsaFormulaChoice", "DonorCollection", "DonorType", "Infusion",
+    "LymphodepletionCourse", "LymphodepletionDose", "ProductLot",
 ]

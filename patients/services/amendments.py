@@ -79,7 +79,8 @@ def _check_bridging(bridging: BridgingTherapy) -> None:
 
 def _check_follow_up(follow_up: FollowUp) -> None:
     check_follow_up_values(subject=follow_up.subject, kind=follow_up.kind, event_on=follow_up.event_on,
-                           cause_of_death=follow_up.cause_of_death)
+                           cause_of_death=follow_up.cause_of_death,
+                           cause_of_death_unknown=follow_up.cause_of_death_unknown)
 
 
 AMENDABLE: dict[type[models.Model], Amendable] = {
@@ -91,7 +92,8 @@ AMENDABLE: dict[type[models.Model], Amendable] = {
     ConcomitantMedication: Amendable(frozenset({"drug", "drug_name", "dose", "dose_unit", "route", "given_at",
                                                 "indication"}), _check_medication),
     BridgingTherapy: Amendable(frozenset({"regimen", "started_on", "ended_on"}), _check_bridging),
-    FollowUp: Amendable(frozenset({"event_on", "cause_of_death", "detail"}), _check_follow_up),
+    FollowUp: Amendable(frozenset({"event_on", "cause_of_death", "cause_of_death_unknown", "detail"}),
+                        _check_follow_up),
     ApheresisCollection: Amendable(frozenset({"cd3_cells_1e9"}), lambda _collection: None),
 }
 

@@ -133,8 +133,10 @@ def screen_subject(*, trial: Trial, site: Site, screened_on: dt.date, by: Abstra
     check_screening(trial=trial, site=site, screened_on=screened_on)
     if unknown := set(characteristics) - (AMENDABLE_FIELDS - {"age_at_consent"}):
         raise RuleViolation("not_a_characteristic", f"{', '.join(sorted(unknown))} cannot be set at screening.")
-    # The lock on the trial-site row serialises code numbering between concurrent screenings.
+    # The lock on the trial-site row serialises code numbering (and screening numbers) between concurrent
+    # screenings and corrections.
     trial_site = TrialSite.objects.select_for_update().get(trial=trial, site=site)
+    check_screening_number(trial=trial, site=site, screening_number=str(characteristics.get("screening_number", "")))
     trial_site.last_subject_number += 1
     trial_site.save(update_fields=["last_subject_number", "updated_at"])
     subject = Subject(trial=trial, site=site, screened_on=screened_on,
@@ -144,6 +146,18 @@ def screen_subject(*, trial: Trial, site: Site, screened_on: dt.date, by: Abstra
     SubjectTransition.objects.create(subject=subject, from_status="", to_status=S.SCREENING,
                                      effective_on=screened_on, recorded_by=by)
     return subject
+
+
+def check_screening_number(*, trial: Trial, site: Site, screening_number: str, subject: Subject | None = None) -> None:
+    """A site's own screening number names one subject of the trial at that site (optional)."""
+    if not screening_number:
+        return
+    taken = Subject.objects.filter(trial=trial, site=site, screening_number=screening_number)
+    if subject is not None:
+        taken = taken.exclude(pk=subject.pk)
+    if taken.exists():
+        raise StateConflict("duplicate_screening_number", f"Screening number {screening_number} is already used "
+                            f"at {site.code} in {trial.code}.", field="screening_number")
 
 
 # --- consent -------------------------------------------------------------------------------------
@@ -387,16 +401,20 @@ def offered_actions(subject: Subject) -> list[str]:
 
 
 AMENDABLE_FIELDS = frozenset({
-    "sex", "diagnosis", "fusion_genes", "mutations", "marrow_blasts_pct", "extramedullary_disease", "cns_status",
-    "prior_allo_hsct", "prior_cart", "prior_cart_target", "prior_cart_scfv_origin", "prior_lines", "age_at_consent",
+    "screening_number", "sex", "diagnosis", "fusion_genes", "mutations", "marrow_blasts_pct", "extramedullary_disease",
+    "cns_status", "prior_allo_hsct", "prior_cart", "prior_cart_target", "prior_cart_scfv_origin", "prior_lines",
+    "age_at_consent",
 })
 
 
-def check_amendment(*, changed: Mapping[str, object], reason: str) -> None:
+def check_amendment(*, changed: Mapping[str, object], reason: str, subject: Subject | None = None) -> None:
     if unknown := set(changed) - AMENDABLE_FIELDS:
         raise RuleViolation("not_amendable", f"{', '.join(sorted(unknown))} cannot be changed here.")
     if changed and not reason.strip():
         raise RuleViolation("reason_required", "Give a reason for the change.", field="reason_for_change")
+    if subject is not None and "screening_number" in changed:
+        check_screening_number(trial=subject.trial, site=subject.site, subject=subject,
+                               screening_number=str(changed["screening_number"]))
 
 
 @transaction.atomic
@@ -405,7 +423,9 @@ def amend_subject(*, subject: Subject, changes: Mapping[str, object], reason: st
     subject = _lock(subject)
     check_can_enter(user=by, subject=subject)
     changed = {name: value for name, value in changes.items() if getattr(subject, name) != value}
-    check_amendment(changed=changed, reason=reason)
+    if "screening_number" in changed:  # serialised with screenings at the site (see screen_subject)
+        TrialSite.objects.select_for_update().filter(trial_id=subject.trial_id, site_id=subject.site_id).first()
+    check_amendment(changed=changed, reason=reason, subject=subject)
     if not changed:
         return subject
     for name, value in changed.items():

@@ -82,42 +82,62 @@ def record_response(*, subject: Subject, assessed_on: dt.date, category: str, by
 OFF_STUDY_FOR = {FollowUp.Kind.DEATH: OffStudyReason.DEATH, FollowUp.Kind.LOST: OffStudyReason.LOST_TO_FOLLOW_UP}
 
 
-def check_follow_up(*, subject: Subject, kind: str, event_on: dt.date, cause_of_death: str) -> None:
+def check_follow_up(*, subject: Subject, kind: str, event_on: dt.date, cause_of_death: str,
+                    cause_of_death_unknown: bool = False) -> None:
     # Survival follow-up is allowed even after consent was withdrawn (DESIGN: "except survival follow-up").
     if subject.status == SubjectStatus.OFF_STUDY and kind != FollowUp.Kind.DEATH:
         raise StateConflict("subject_closed", f"{subject.code} is off study; only survival status can be added.")
     if timeline_of(subject).day0 is None and kind != FollowUp.Kind.DEATH:
         raise StateConflict("not_infused", f"{subject.code} has not been infused.")
-    check_follow_up_values(subject=subject, kind=kind, event_on=event_on, cause_of_death=cause_of_death)
+    check_follow_up_values(subject=subject, kind=kind, event_on=event_on, cause_of_death=cause_of_death,
+                           cause_of_death_unknown=cause_of_death_unknown)
     if subject.follow_ups.filter(kind=FollowUp.Kind.DEATH).exists():
         raise StateConflict("subject_dead", f"{subject.code}'s death is already recorded.")
 
 
-def check_follow_up_values(*, subject: Subject, kind: str, event_on: dt.date, cause_of_death: str) -> None:
+def check_follow_up_values(*, subject: Subject, kind: str, event_on: dt.date, cause_of_death: str,
+                           cause_of_death_unknown: bool = False) -> None:
     """The record's own values (entry and corrections): a date not in the future and after consent, and
-    a cause for a death."""
+    for a death its cause, or an explicit "cause unknown" (a blank cause alone may be an omission)."""
     check_not_future(day=event_on, site=subject.site, field="event_on")
-    if kind == FollowUp.Kind.DEATH and not cause_of_death.strip():
-        raise RuleViolation("cause_required", "Give the cause of death.", field="cause_of_death")
+    check_cause_of_death(kind=kind, cause_of_death=cause_of_death, cause_of_death_unknown=cause_of_death_unknown)
     first = subject.consents.order_by("consented_on").first()
     if first is None or event_on < first.consented_on:
         raise RuleViolation("before_consent", "Follow-up starts after consent.", field="event_on")
 
 
+def check_cause_of_death(*, kind: str, cause_of_death: str, cause_of_death_unknown: bool) -> None:
+    if cause_of_death_unknown and kind != FollowUp.Kind.DEATH:
+        raise RuleViolation("cause_unknown_without_death", "Only a death has a cause of death.",
+                            field="cause_of_death_unknown")
+    if cause_of_death_unknown and cause_of_death:
+        raise RuleViolation("cause_given_and_unknown", "Give the cause of death or mark it unknown, not both.",
+                            field="cause_of_death")
+    if kind == FollowUp.Kind.DEATH and not cause_of_death.strip() and not cause_of_death_unknown:
+        raise RuleViolation("cause_required", "Give the cause of death. If it is not known, mark it unknown.",
+                            field="cause_of_death")
+
+
+def death_detail(*, cause_of_death: str, cause_of_death_unknown: bool, detail: str) -> str:
+    return cause_of_death or ("Cause unknown" if cause_of_death_unknown else detail)
+
+
 @transaction.atomic
 def record_follow_up(*, subject: Subject, kind: str, event_on: dt.date, by: AbstractBaseUser,
-                     cause_of_death: str = "", detail: str = "") -> FollowUp:
+                     cause_of_death: str = "", cause_of_death_unknown: bool = False, detail: str = "") -> FollowUp:
     """Allo-HSCT, last contact, death (takes the subject off study) or lost to follow-up (likewise)."""
     subject = _lock(subject)
     check_can_enter(user=by, subject=subject)
-    check_follow_up(subject=subject, kind=kind, event_on=event_on, cause_of_death=cause_of_death)
+    check_follow_up(subject=subject, kind=kind, event_on=event_on, cause_of_death=cause_of_death,
+                    cause_of_death_unknown=cause_of_death_unknown)
     follow_up = FollowUp(subject=subject, kind=kind, event_on=event_on, cause_of_death=cause_of_death,
-                         detail=detail, recorded_by=by)
+                         cause_of_death_unknown=cause_of_death_unknown, detail=detail, recorded_by=by)
     follow_up.full_clean()
     follow_up.save()
     if kind in OFF_STUDY_FOR and subject.status != SubjectStatus.OFF_STUDY:
-        subject.off_study_on, subject.off_study_reason = event_on, OFF_STUDY_FOR[kind]
-        subject.off_study_detail = cause_of_death or detail
+        why = death_detail(cause_of_death=cause_of_death, cause_of_death_unknown=cause_of_death_unknown,
+                           detail=detail)
+        subject.off_study_on, subject.off_study_reason, subject.off_study_detail = event_on, OFF_STUDY_FOR[kind], why
         move_subject(subject=subject, to=SubjectStatus.OFF_STUDY, on=event_on, by=by,
-                     reason=f"{FollowUp.Kind(kind).label}. {cause_of_death or detail}".strip(". "))
+                     reason=f"{FollowUp.Kind(kind).label}. {why}".strip(". "))
     return follow_up

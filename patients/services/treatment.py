@@ -1,13 +1,18 @@
 """Chain of identity, bridging, lymphodepletion and CAR-T infusion (protocol §5.1-5.3, DESIGN "Rules").
 
 subject -> apheresis collection -> product lot -> infusion: a lot is infused only into its own
-subject, only once released, and only in one course. Lymphodepletion doses are computed from the
+subject, only once released, and only in one course. A donor-derived (allogeneic) lot comes from a
+donor collection recorded for its recipient instead (subject <- donor collection -> lot -> infusion).
+APHERESED means "the product's source is collected": the subject's own apheresis or, for a
+donor-derived product, the donor collection moves an enrolled subject there, so lymphodepletion and
+everything after it follow the same rules for both sources. Lymphodepletion doses are computed from the
 body surface area of the latest height and weight; infusion doses from cells/kg and the latest weight.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import re
 from dataclasses import dataclass
 from decimal import Decimal
 
@@ -20,6 +25,8 @@ from patients.dosing import BsaFormula, body_surface_area, planned_dose_mg, with
 from patients.models import (
     ApheresisCollection,
     BridgingTherapy,
+    DonorCollection,
+    DonorType,
     Infusion,
     LymphodepletionCourse,
     LymphodepletionDose,
@@ -27,6 +34,7 @@ from patients.models import (
     Subject,
     SubjectStatus,
 )
+from patients.models.treatment import DONOR_CODE_MESSAGE, DONOR_CODE_PATTERN
 from patients.selectors import latest_measurement, site_today
 from patients.services.enrolment import _lock, check_can_enter, check_consented, check_not_future, move_subject
 from trials.models import DoseLevel, LymphodepletionRegimen, Product, RegimenAgent
@@ -48,9 +56,7 @@ def check_collection(*, subject: Subject, collected_on: dt.date, collection_id: 
     check_treatment_state(subject=subject, allowed=(S.ENROLLED, S.APHERESED, S.FOLLOW_UP), what="apheresis")
     check_not_future(day=collected_on, site=subject.site, field="collected_on")
     check_consented(subject=subject, on=collected_on, field="collected_on")
-    if ApheresisCollection.objects.filter(collection_id=collection_id).exists():
-        raise StateConflict("duplicate_collection_id", f"Collection {collection_id} is already recorded.",
-                            field="collection_id")
+    check_new_bag_id(collection_id=collection_id)
     if subject.enrolled_on and collected_on < subject.enrolled_on:
         raise RuleViolation("before_enrolment", f"{subject.code} was enrolled on {subject.enrolled_on:%d %b %Y}.",
                             field="collected_on")
@@ -71,8 +77,76 @@ def record_collection(*, subject: Subject, collection_id: str, collected_on: dt.
     return collection
 
 
+def check_new_bag_id(*, collection_id: str) -> None:
+    """A bag ID names one collection, the subject's own or a donor's."""
+    if (ApheresisCollection.objects.filter(collection_id=collection_id).exists()
+            or DonorCollection.objects.filter(collection_id=collection_id).exists()):
+        raise StateConflict("duplicate_collection_id", f"Collection {collection_id} is already recorded.",
+                            field="collection_id")
+
+
+# --- donor collections (donor-derived products) ---------------------------------------------------
+
+DONOR_CODE = re.compile(DONOR_CODE_PATTERN)
+BANKED = (DonorType.THIRD_PARTY,)  # collected from a healthy donor before any recipient was known
+
+
+def check_donor_collection(*, subject: Subject, collection_id: str, collected_on: dt.date, donor_code: str,
+                           donor_type: str, hla_matched: int | None = None, hla_total: int | None = None) -> None:
+    """The recipient is enrolled and consented; a donor collected for this subject (their HSCT donor or a
+    new donor) gives on or after enrolment; an off-the-shelf (third-party) collection may predate it."""
+    check_treatment_state(subject=subject, allowed=(S.ENROLLED, S.APHERESED, S.FOLLOW_UP),
+                          what="a donor collection")
+    check_not_future(day=collected_on, site=subject.site, field="collected_on")
+    banked = donor_type in BANKED
+    check_consented(subject=subject, on=site_today(subject.site) if banked else collected_on, field="collected_on")
+    check_new_bag_id(collection_id=collection_id)
+    if not banked and subject.enrolled_on and collected_on < subject.enrolled_on:
+        raise RuleViolation("before_enrolment", f"{subject.code} was enrolled on {subject.enrolled_on:%d %b %Y}.",
+                            field="collected_on")
+    check_donor(subject=subject, donor_code=donor_code, donor_type=donor_type, hla_matched=hla_matched,
+                hla_total=hla_total)
+
+
+def check_donor(*, subject: Subject, donor_code: str, donor_type: str, hla_matched: int | None,
+                hla_total: int | None) -> None:
+    """A pseudonymous donor code (never a name), a donor type that fits the subject, a coherent HLA match."""
+    if not DONOR_CODE.fullmatch(donor_code) or not any(c.isdigit() for c in donor_code):
+        raise RuleViolation("donor_code_not_pseudonymous", DONOR_CODE_MESSAGE, field="donor_code")
+    if donor_type == DonorType.HSCT_DONOR and not subject.prior_allo_hsct:
+        raise RuleViolation("no_prior_hsct", f"{subject.code} has no prior allogeneic HSCT; choose a new or "
+                            "third-party donor.", field="donor_type")
+    if (hla_matched is None) != (hla_total is None):
+        raise RuleViolation("hla_match_incomplete", "Give the HLA alleles matched and typed (e.g. 10 of 10), or "
+                            "neither.", field="hla_total" if hla_total is None else "hla_matched")
+    if hla_matched is not None and hla_total is not None and hla_matched > hla_total:
+        raise RuleViolation("hla_match_above_total", f"{hla_matched} of {hla_total} HLA alleles cannot match.",
+                            field="hla_matched")
+
+
+@transaction.atomic
+def record_donor_collection(*, subject: Subject, collection_id: str, collected_on: dt.date, donor_code: str,
+                            donor_type: str, by: AbstractBaseUser, hla_matched: int | None = None,
+                            hla_total: int | None = None) -> DonorCollection:
+    """The donor collection of a donor-derived product; it makes an enrolled subject apheresed (source collected)."""
+    subject = _lock(subject)
+    check_can_enter(user=by, subject=subject)
+    check_donor_collection(subject=subject, collection_id=collection_id, collected_on=collected_on,
+                           donor_code=donor_code, donor_type=donor_type, hla_matched=hla_matched, hla_total=hla_total)
+    collection = DonorCollection(subject=subject, collection_id=collection_id, collected_on=collected_on,
+                                 donor_code=donor_code, donor_type=donor_type, hla_matched=hla_matched,
+                                 hla_total=hla_total, recorded_by=by)
+    collection.full_clean()
+    collection.save()
+    if subject.status == S.ENROLLED:
+        move_subject(subject=subject, to=S.APHERESED, on=max(collected_on, subject.enrolled_on or collected_on),
+                     by=by, reason=f"Donor collection {collection_id} (donor {donor_code})")
+    return collection
+
+
 def check_lot_registration(*, subject: Subject, product: Product, source: str,
-                           collection: ApheresisCollection | None, donor_type: str) -> None:
+                           collection: ApheresisCollection | None,
+                           donor_collection: DonorCollection | None = None) -> None:
     check_treatment_state(subject=subject, allowed=TREATMENT_STATES, what="registering a product lot")
     check_consented(subject=subject, on=site_today(subject.site), field="lot_number")
     if product.trial_id != subject.trial_id:
@@ -84,26 +158,34 @@ def check_lot_registration(*, subject: Subject, product: Product, source: str,
         if collection is None or collection.subject_id != subject.pk:
             raise RuleViolation("collection_not_subjects", f"An autologous lot comes from a collection of "
                                 f"{subject.code}.", field="collection")
-        if donor_type:
-            raise RuleViolation("donor_for_autologous", "An autologous lot has no donor.", field="donor_type")
-    elif not donor_type:
-        raise RuleViolation("donor_required", "Give the donor of an allogeneic lot.", field="donor_type")
+        if donor_collection is not None:
+            raise RuleViolation("donor_for_autologous", "An autologous lot has no donor collection.",
+                                field="donor_collection")
     elif collection is not None:
         raise RuleViolation("collection_for_allogeneic", "An allogeneic lot comes from a donor, not from the "
                             "subject's collection.", field="collection")
+    elif donor_collection is None:
+        raise RuleViolation("donor_required", "Give the donor collection of a donor-derived lot.",
+                            field="donor_collection")
+    elif donor_collection.subject_id != subject.pk:
+        raise RuleViolation("donor_collection_not_subjects", f"A donor-derived lot comes from a donor collection "
+                            f"recorded for {subject.code}.", field="donor_collection")
 
 
 @transaction.atomic
 def register_lot(*, subject: Subject, product: Product, lot_number: str, source: str, by: AbstractBaseUser,
-                 collection: ApheresisCollection | None = None, donor_type: str = "") -> ProductLot:
+                 collection: ApheresisCollection | None = None,
+                 donor_collection: DonorCollection | None = None) -> ProductLot:
+    """A lot in manufacture; a donor-derived lot takes its donor type from its donor collection."""
     subject = _lock(subject)
     check_can_enter(user=by, subject=subject)
     check_lot_registration(subject=subject, product=product, source=source, collection=collection,
-                           donor_type=donor_type)
+                           donor_collection=donor_collection)
     if ProductLot.objects.filter(lot_number=lot_number).exists():
         raise StateConflict("duplicate_lot_number", f"Lot {lot_number} is already registered.", field="lot_number")
-    lot = ProductLot(subject=subject, product=product, lot_number=lot_number, source=source,
-                     collection=collection, donor_type=donor_type, recorded_by=by)
+    lot = ProductLot(subject=subject, product=product, lot_number=lot_number, source=source, collection=collection,
+                     donor_collection=donor_collection,
+                     donor_type=donor_collection.donor_type if donor_collection else "", recorded_by=by)
     lot.full_clean()
     lot.save()
     return lot
@@ -114,8 +196,9 @@ def check_release(*, lot: ProductLot, release_date: dt.date, qc_pass: bool,
     if lot.status != ProductLot.Status.MANUFACTURING:
         raise StateConflict("lot_not_in_manufacture", f"Lot {lot.lot_number} is {lot.get_status_display().lower()}.")
     check_not_future(day=release_date, site=lot.subject.site, field="release_date")
-    if lot.collection and release_date < lot.collection.collected_on:
-        raise RuleViolation("release_before_collection", f"Collected on {lot.collection.collected_on:%d %b %Y}.",
+    source = lot.collection or lot.donor_collection
+    if source and release_date < source.collected_on:
+        raise RuleViolation("release_before_collection", f"Collected on {source.collected_on:%d %b %Y}.",
                             field="release_date")
     if not qc_pass:
         raise RuleViolation("qc_failed", "A lot that failed QC cannot be released; record a manufacturing "
@@ -129,8 +212,8 @@ def check_release(*, lot: ProductLot, release_date: dt.date, qc_pass: bool,
 def release_lot(*, lot: ProductLot, release_date: dt.date, viability_pct: Decimal, car_positive_pct: Decimal,
                 total_viable_car_cells: Decimal | None, qc_pass: bool, by: AbstractBaseUser) -> ProductLot:
     _lock(lot.subject)
-    lot = (ProductLot.objects.select_for_update(of=("self",)).select_related("subject__site", "collection")
-           .get(pk=lot.pk))
+    lot = (ProductLot.objects.select_for_update(of=("self",))
+           .select_related("subject__site", "collection", "donor_collection").get(pk=lot.pk))
     check_can_enter(user=by, subject=lot.subject)
     check_release(lot=lot, release_date=release_date, qc_pass=qc_pass, total_viable_car_cells=total_viable_car_cells)
     lot.status, lot.release_date, lot.qc_pass = ProductLot.Status.RELEASED, release_date, qc_pass

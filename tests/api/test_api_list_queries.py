@@ -50,6 +50,14 @@ def _collections(world, lab, n):
                                     collected_on=days_ago(19 - i), by=world.coordinator)
 
 
+def _donor_collections(world, lab, n):
+    subject = enrolled_subject(**_clinical(world))
+    for i in range(n):
+        treatment.record_donor_collection(subject=subject, collection_id=f"DC-{subject.code}-{i}",
+                                          collected_on=days_ago(19 - i), donor_code=f"D-{i + 100}",
+                                          donor_type="third_party", by=world.coordinator)
+
+
 def _lots(world, lab, n):
     subject = apheresed_subject(**_clinical(world))
     for i in range(n):
@@ -124,6 +132,7 @@ def _lab_results(world, lab, n):
 LISTS = [
     ("/api/v1/subjects/", _subjects, 5),
     ("/api/v1/collections/", _collections, 5),
+    ("/api/v1/donor-collections/", _donor_collections, 5),
     ("/api/v1/lots/", _lots, 5),
     ("/api/v1/bridging/", _bridging, 5),
     ("/api/v1/lymphodepletion-courses/", _courses, 7),  # + the doses, + the regimens' agents (the plan)

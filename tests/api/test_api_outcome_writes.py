@@ -88,7 +88,8 @@ def test_records_follow_up_that_keeps_the_subject_on_study(world, caller, subjec
     assert response.status_code == 201, response.json()
     created = response.json()
     assert created == {"id": created["id"], "subject": subject.code, "kind": kind, "event_on": str(days_ago(1)),
-                       "cause_of_death": "", "detail": detail, "study_day": 4, "course_number": 1, "course_day": 4}
+                       "cause_of_death": "", "cause_of_death_unknown": False, "detail": detail, "study_day": 4,
+                       "course_number": 1, "course_day": 4}
     stored = FollowUp.objects.get(pk=created["id"])
     assert (stored.subject_id, stored.kind, stored.event_on, stored.detail, stored.recorded_by) == (
         subject.pk, kind, days_ago(1), detail, caller.user)
@@ -125,3 +126,30 @@ def test_another_sites_response_is_neither_listed_nor_readable(world, caller, su
     assert read_back(caller.client, RESPONSES, own.pk)["subject"] == subject.code
     refused = caller.client.get(f"{RESPONSES}{other.pk}/")
     assert refused.status_code == 404 and refused.json()["code"] == "not_found"
+
+
+def test_recording_a_death_of_unknown_cause(world, caller, subject):
+    response = post_json(caller.client, FOLLOW_UPS, {"subject": subject.code, "kind": "death",
+                                                     "event_on": str(days_ago(1)), "cause_of_death_unknown": True})
+    assert response.status_code == 201, response.json()
+    created = response.json()
+    assert (created["cause_of_death"], created["cause_of_death_unknown"]) == ("", True)
+    subject.refresh_from_db()
+    assert (subject.status, subject.off_study_reason, subject.off_study_detail) == (
+        SubjectStatus.OFF_STUDY, OffStudyReason.DEATH, "Cause unknown")
+    assert read_back(caller.client, FOLLOW_UPS, created["id"]) == created
+
+
+@pytest.mark.parametrize(("body", "code", "field"), [
+    ({"cause_of_death": ""}, "cause_required", "cause_of_death"),
+    ({"cause_of_death": "Sepsis", "cause_of_death_unknown": True}, "cause_given_and_unknown", "cause_of_death"),
+])
+def test_death_cause_refusals(world, subject, body, code, field):
+    client = caller_for(world, "coordinator").client
+    response = post_json(client, FOLLOW_UPS, {"subject": subject.code, "kind": "death",
+                                              "event_on": str(days_ago(1)), **body})
+    assert response.status_code == 400, response.json()
+    assert response.json()["code"] == code and field in response.json()["field_errors"]
+    assert not FollowUp.objects.filter(subject=subject).exists()
+    subject.refresh_from_db()
+    assert subject.status == SubjectStatus.FOLLOW_UP

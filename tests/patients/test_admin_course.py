@@ -316,6 +316,22 @@ def test_death_without_cause_is_refused_on_cause_of_death(world, login):
     assert subject.status == SubjectStatus.FOLLOW_UP
 
 
+def test_death_of_unknown_cause_through_the_admin(world, login):
+    subject = site_a(world)
+    client = login(world.coordinator)
+    data = add_form_data(client, "followup", subject=subject.pk, kind="death", event_on=days_ago(1),
+                         cause_of_death="Sepsis", cause_of_death_unknown="on")
+    refused(client.post(add_url("followup"), data), "cause_of_death", "Give the cause of death or mark it unknown")
+    assert not FollowUp.objects.exists()
+    data["cause_of_death"] = ""
+    response = client.post(add_url("followup"), data)
+    assert response.status_code == 302, response.context["adminform"].form.errors
+    death = FollowUp.objects.get()
+    assert (death.kind, death.cause_of_death, death.cause_of_death_unknown) == ("death", "", True)
+    subject.refresh_from_db()
+    assert (subject.status, subject.off_study_detail) == (SubjectStatus.OFF_STUDY, "Cause unknown")
+
+
 # --- 3. the course on the subject page -------------------------------------------------------------
 
 
@@ -467,3 +483,29 @@ def test_course_lists_show_the_study_day_of_each_record(world, login):
     assert '<td class="field-study_day">0</td>' in infusions.content.decode()
     courses = client.get(reverse("admin:patients_lymphodepletioncourse_changelist")).content.decode()
     assert '<td class="field-study_day">0</td>' in courses  # the planned day 0 of the course
+
+
+# --- donor collections -------------------------------------------------------------------------------
+
+
+def test_donor_collection_through_the_admin_and_scoped_to_the_site(world, login):
+    from patients.models import DonorCollection
+
+    subject = site_a(world, make=apheresed_subject)
+    client = login(world.coordinator)
+    data = add_form_data(client, "donorcollection", subject=subject.pk, donor_code="D-77", donor_type="hsct_donor",
+                         hla_matched="10", hla_total="10", collection_id="DC-77", collected_on=days_ago(2))
+    refused(client.post(add_url("donorcollection"), data), "donor_type", "has no prior allogeneic HSCT")
+    assert not DonorCollection.objects.exists()
+    data["donor_type"] = "new_donor"
+    response = client.post(add_url("donorcollection"), data)
+    assert response.status_code == 302, response.context["adminform"].form.errors
+    collection = DonorCollection.objects.get()
+    assert (collection.subject, collection.hla_match, collection.recorded_by) == (subject, "10/10", world.coordinator)
+    lot_form = client.get(add_url("productlot")).context["adminform"].form
+    assert list(lot_form.fields["donor_collection"].queryset) == [collection]
+    other = login(world.coordinator_b)
+    assert other.get(change_url(collection)).status_code == 404
+    listed = other.get(reverse("admin:patients_donorcollection_changelist"))
+    assert listed.status_code == 200 and list(listed.context["cl"].result_list) == []
+    assert list(other.get(add_url("productlot")).context["adminform"].form.fields["donor_collection"].queryset) == []

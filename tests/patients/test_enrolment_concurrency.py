@@ -49,3 +49,23 @@ def test_concurrent_enrolments_of_one_subject_enrol_it_once(world):
         assert SubjectTransition.objects.filter(subject=subject, to_status=SubjectStatus.ENROLLED).count() == 1
         subject.refresh_from_db()
         assert subject.status == SubjectStatus.ENROLLED
+
+
+def test_concurrent_screening_and_correction_to_one_screening_number_store_it_once(world):
+    """A screening and a correction naming the same number take turns on the trial-site row: one wins, the
+    other is refused with duplicate_screening_number, never an IntegrityError."""
+    for n in range(ROUNDS):
+        number = f"SCR-{n}"
+        existing = enrolment.screen_subject(trial=world.trial, site=world.site_a, screened_on=days_ago(30),
+                                            by=world.coordinator, **SUBJECT_DEFAULTS)
+        results = run_together(
+            lambda number=number: enrolment.screen_subject(
+                trial=world.trial, site=world.site_a, screened_on=days_ago(30), by=world.coordinator,
+                screening_number=number, **SUBJECT_DEFAULTS),
+            lambda number=number, existing=existing: enrolment.amend_subject(
+                subject=existing, changes={"screening_number": number}, reason="Log number", by=world.investigator))
+        kinds = sorted(kind for kind, _ in results)
+        assert kinds == ["error", "ok"], results
+        error = next(value for kind, value in results if kind == "error")
+        assert isinstance(error, DomainError) and error.code == "duplicate_screening_number", error
+        assert Subject.objects.filter(site=world.site_a, screening_number=number).count() == 1

@@ -288,3 +288,43 @@ def test_follow_up_refused_for_a_monitor(world):
     subject = infused(world)
     with refused("not_permitted"):
         follow(subject, world.monitor, "last_contact")
+
+
+# --- death without a known cause --------------------------------------------------------------------
+
+
+def test_death_with_unknown_cause_takes_subject_off_study(world):
+    subject = infused(world)
+    death = follow(subject, world.coordinator, "death", on=days_ago(2), cause_of_death_unknown=True)
+    assert (death.cause_of_death, death.cause_of_death_unknown) == ("", True)
+    assert status_of(subject) == (S.OFF_STUDY, OffStudyReason.DEATH, days_ago(2))
+    assert subject.off_study_detail == "Cause unknown"
+    assert subject.transitions.order_by("-pk").first().reason == "Death. Cause unknown"
+
+
+def test_unknown_cause_with_a_cause_text_refused(world):
+    subject = infused(world)
+    with refused("cause_given_and_unknown", "cause_of_death"):
+        follow(subject, world.coordinator, "death", cause_of_death="Sepsis", cause_of_death_unknown=True)
+    assert status_of(subject)[0] == S.FOLLOW_UP
+
+
+def test_unknown_cause_for_a_living_subject_refused(world):
+    subject = infused(world)
+    with refused("cause_unknown_without_death", "cause_of_death_unknown"):
+        follow(subject, world.coordinator, "last_contact", cause_of_death_unknown=True)
+
+
+def test_unknown_cause_corrected_to_a_known_one(world):
+    from patients.services import amendments
+
+    subject = infused(world)
+    death = follow(subject, world.coordinator, "death", cause_of_death_unknown=True)
+    amendments.amend_record(record=death, changes={"cause_of_death": "Sepsis", "cause_of_death_unknown": False},
+                            reason="Autopsy report received", by=world.coordinator)
+    death.refresh_from_db()
+    assert (death.cause_of_death, death.cause_of_death_unknown) == ("Sepsis", False)
+    with pytest.raises(DomainError) as err:
+        amendments.amend_record(record=death, changes={"cause_of_death": ""}, reason="Unsure",
+                                by=world.coordinator)
+    assert err.value.code == "cause_required"

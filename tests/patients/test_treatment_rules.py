@@ -204,41 +204,50 @@ def test_autologous_lot_without_collection_refused(world):
                                source="autologous", collection=None, by=world.coordinator)
 
 
-def test_autologous_lot_with_donor_refused(world):
+def donor_collection(subject: Subject, by: Any, bag: str = "DC-1") -> Any:
+    return treatment.record_donor_collection(subject=subject, collection_id=bag, collected_on=days_ago(19),
+                                             donor_code="D-2024-017", donor_type="new_donor", by=by)
+
+
+def test_autologous_lot_with_donor_collection_refused(world):
     subject = apheresed_subject(**people(world))
-    with refused("donor_for_autologous", "donor_type"):
+    donated = donor_collection(subject, world.coordinator)
+    with refused("donor_for_autologous", "donor_collection"):
         treatment.register_lot(subject=subject, product=world.trial.products.get(), lot_number="LOT-X",
                                source="autologous", collection=subject.collections.get(),
-                               donor_type="unrelated", by=world.coordinator)
+                               donor_collection=donated, by=world.coordinator)
 
 
 def test_source_the_product_does_not_allow_refused(world):
     subject = apheresed_subject(**people(world))
+    donated = donor_collection(subject, world.coordinator)
     with refused("source_not_allowed", "source"):
         treatment.register_lot(subject=subject, product=world.trial.products.get(), lot_number="LOT-X",
-                               source="allogeneic", donor_type="unrelated", by=world.coordinator)
+                               source="allogeneic", donor_collection=donated, by=world.coordinator)
 
 
-def test_allogeneic_lot_without_donor_type_refused(world):
+def test_allogeneic_lot_without_donor_collection_refused(world):
     subject = apheresed_subject(**people(world))
-    with refused("donor_required", "donor_type"):
+    with refused("donor_required", "donor_collection"):
         treatment.register_lot(subject=subject, product=allogeneic_product(world.trial), lot_number="LOT-X",
                                source="allogeneic", by=world.coordinator)
 
 
 def test_allogeneic_lot_from_subjects_collection_refused(world):
     subject = apheresed_subject(**people(world))
+    donated = donor_collection(subject, world.coordinator)
     with refused("collection_for_allogeneic", "collection"):
         treatment.register_lot(subject=subject, product=allogeneic_product(world.trial), lot_number="LOT-X",
-                               source="allogeneic", donor_type="unrelated", collection=subject.collections.get(),
+                               source="allogeneic", donor_collection=donated, collection=subject.collections.get(),
                                by=world.coordinator)
 
 
-def test_allogeneic_lot_with_donor_accepted(world):
+def test_allogeneic_lot_from_its_donor_collection_takes_the_donor_type(world):
     subject = apheresed_subject(**people(world))
+    donated = donor_collection(subject, world.coordinator)
     lot = treatment.register_lot(subject=subject, product=allogeneic_product(world.trial), lot_number="LOT-X",
-                                 source="allogeneic", donor_type="unrelated", by=world.coordinator)
-    assert lot.collection is None and lot.donor_type == "unrelated"
+                                 source="allogeneic", donor_collection=donated, by=world.coordinator)
+    assert lot.collection is None and lot.donor_collection == donated and lot.donor_type == "new_donor"
 
 
 def test_product_of_another_trial_refused(world):

@@ -166,19 +166,21 @@ class Command(AuditedCommand):
 
         b_all = {"diagnosis": "b_all", "marrow_blasts_pct": Decimal("42.5"), "prior_lines": 3}
         # BJ01-0001: enrolled adult, Ph+ B-ALL relapsed after allo-HSCT.
-        s1 = screen("BJ01", 40, sex="M", fusion_genes=["BCR::ABL1"], mutations=["IKZF1 deletion"],
-                    prior_allo_hsct=True, **b_all)
+        s1 = screen("BJ01", 40, screening_number="SCR-011", sex="M", fusion_genes=["BCR::ABL1"],
+                    mutations=["IKZF1 deletion"], prior_allo_hsct=True, **b_all)
         consent(s1, 39, 34)
         eligible(s1, 35)
         enrolment.enrol_subject(subject=s1, cohort=cohorts["ADULT"], enrolled_on=today - dt.timedelta(34),
                                 by=users["coord.bj"])
         self._treat(s1, users, today)
         # BJ01-0002: eligible child with KMT2A::AFF1, awaiting enrolment.
-        s2 = screen("BJ01", 12, sex="F", fusion_genes=["KMT2A::AFF1"], cns_status="CNS2", **b_all)
+        s2 = screen("BJ01", 12, screening_number="SCR-014", sex="F", fusion_genes=["KMT2A::AFF1"], cns_status="CNS2",
+                    **b_all)
         consent(s2, 11, 9)
         eligible(s2, 8)
         # BJ01-0003: consented, in screening.
-        s3 = screen("BJ01", 5, sex="M", fusion_genes=["TCF3::HLF"], mutations=["TP53"], **b_all)
+        s3 = screen("BJ01", 5, screening_number="SCR-017", sex="M", fusion_genes=["TCF3::HLF"], mutations=["TP53"],
+                    **b_all)
         consent(s3, 4, 15)
         # SH02-0001: screen failure (CNS3).
         s4 = screen("SH02", 30, sex="F", cns_status="CNS3", **b_all)
