@@ -343,9 +343,25 @@ class FailureSerializer(serializers.Serializer):
     reason = serializers.CharField(allow_blank=True)
 
 
+def _dose_regimen(field: serializers.Field) -> dict[str, int | None]:
+    """The regimen a dose's agent code is looked up in: the course's, or, for doses posted with a new
+    course, the regimen named in the same body."""
+    course = field.context.get("course")
+    if course is not None:
+        return {"regimen": course.regimen_id}
+    root = field.root
+    raw = root.initial_data.get("regimen") if isinstance(getattr(root, "initial_data", None), dict) else None
+    regimen_field = root.fields.get("regimen") if hasattr(root, "fields") else None
+    if raw is None or regimen_field is None:
+        return {"regimen": None}
+    try:
+        return {"regimen": regimen_field.to_internal_value(raw).pk}
+    except serializers.ValidationError:
+        return {"regimen": None}  # the regimen field reports it
+
+
 class DoseSerializer(serializers.ModelSerializer):
-    agent = CodeOrIdField(RegimenAgent, code="agent", trial_path="regimen__trial",
-                          within=lambda field: {"regimen": field.context["course"].regimen_id},
+    agent = CodeOrIdField(RegimenAgent, code="agent", trial_path="regimen__trial", within=_dose_regimen,
                           help_text="The agent of the course's regimen (e.g. fludarabine), or its id.")
 
     class Meta:
