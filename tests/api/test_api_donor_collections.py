@@ -48,7 +48,9 @@ def test_records_a_donor_collection(world, caller):
     response = post_json(caller.client, URL, body(subject))
     assert response.status_code == 201, response.json()
     created = response.json()
-    assert created == {"id": created["id"], **body(subject)}
+    # Collected before any infusion: no study day or course yet.
+    assert created == {"id": created["id"], **body(subject), "study_day": None, "course_number": None,
+                       "course_day": None}
     stored = DonorCollection.objects.get(pk=created["id"])
     assert (stored.subject, stored.donor_code, stored.hla_match, stored.recorded_by) == (
         subject, "D-2024-017", "5/10", caller.user)
@@ -139,7 +141,7 @@ def test_donor_derived_lot_names_its_donor_collection_by_id_or_bag_id(world, by)
     assert response.status_code == 201, response.json()
     created = response.json()
     assert (created["donor_collection"], created["collection"], created["donor_type"]) == (
-        collection.pk, None, "third_party")  # the donor type comes from the donor collection, not the body
+        collection.collection_id, None, "third_party")  # shown by its bag id; the type comes from the collection
     lot = ProductLot.objects.get(pk=created["id"])
     assert (lot.donor_collection, lot.donor_type) == (collection, "third_party")
     assert read_back(client, LOTS, lot.pk) == created
@@ -185,6 +187,5 @@ def test_lot_cannot_use_another_sites_donor_collection(world):
                                             "lot_number": "ALLO-1", "source": "allogeneic",
                                             "donor_collection": reference})
         assert response.status_code == 400, response.json()
-        assert response.json()["field_errors"]["donor_collection"] == [f"No donor collection {reference} in your "
-                                                                       "sites."]
+        assert response.json()["field_errors"]["donor_collection"] == [f"No donor collection {reference} here."]
     assert counts() == before
