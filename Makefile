@@ -28,11 +28,14 @@ run: $(STAMP)
 	DJANGO_DEBUG=$${DJANGO_DEBUG:-1} $(BIN)/python manage.py runserver 127.0.0.1:$(PORT)
 
 test: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/lint-imports
 	DJANGO_DEBUG=1 $(BIN)/python manage.py makemigrations --check --dry-run
 	DJANGO_DEBUG=1 $(BIN)/python -m pytest $(PYTEST_ARGS)
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
+	$(BIN)/lint-imports
 
 db-stop:
 	-$(BIN)/python -c "import pgserver, pathlib; pgserver.get_server(pathlib.Path('var/pgdata').resolve(), cleanup_mode='stop')"

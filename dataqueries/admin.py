@@ -16,11 +16,11 @@ from django.http import Http404, HttpRequest, HttpResponse, HttpResponseRedirect
 from django.template.response import TemplateResponse
 from django.urls import path, reverse
 
-from config.admin_scoping import ClinicalAdmin, add_domain_error, site_time_column
 from config.errors import DomainError, PermissionRefused
 from dataqueries import services
 from dataqueries.models import DataQuery, QueryMessage
 from trials.access import access_of
+from trials.admin_scoping import ClinicalAdmin, add_domain_error, site_time_column
 from trials.models import Membership
 
 RAISE_ROLES = frozenset({Membership.Role.DATA_MANAGER, Membership.Role.MONITOR})

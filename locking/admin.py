@@ -17,13 +17,13 @@ from django.template.response import TemplateResponse
 from django.urls import path, reverse
 from django.utils.html import format_html
 
-from config.admin_scoping import NotFoundForHiddenMixin, SiteTimeChangeMixin, add_domain_error, site_time_column
 from config.errors import DomainError
 from locking.models import Lock
 from locking.selectors import visible_locks
 from locking.services import check_lock, check_release, lock_scope, release_lock
 from patients.models import Subject
 from trials.access import access_of
+from trials.admin_scoping import NotFoundForHiddenMixin, SiteTimeChangeMixin, add_domain_error, site_time_column
 from trials.models import Site, Trial
 
 SCOPE_FIELDS = ["trial", "site", "subject", "level", "reason"]

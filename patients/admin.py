@@ -18,7 +18,6 @@ from django.shortcuts import get_object_or_404
 from django.template.response import TemplateResponse
 from django.urls import path, reverse
 
-from config.admin_scoping import ClinicalAdmin, ReadOnlyClinicalAdmin, add_domain_error, site_time_column
 from config.errors import DomainError
 from locking.services import check_writable
 from patients import forms as action_forms
@@ -33,6 +32,7 @@ from patients.models import (
 )
 from patients.services import enrolment
 from trials.access import ENTRY_ROLES, access_of
+from trials.admin_scoping import ClinicalAdmin, ReadOnlyClinicalAdmin, add_domain_error, site_time_column
 from trials.models import Site, Trial
 
 ACTIONS: dict[str, type[action_forms.SubjectActionForm]] = {

@@ -16,13 +16,6 @@ from django import forms
 from django.contrib import admin
 from django.http import HttpRequest
 
-from config.admin_scoping import (
-    ClinicalAdmin,
-    SiteTimeFieldsMixin,
-    add_domain_error,
-    read_in_site_time,
-    site_time_column,
-)
 from config.errors import DomainError
 from locking.services import check_writable
 from patients.models import (
@@ -43,6 +36,13 @@ from patients.models import (
 from patients.services import amendments, outcome, safety, treatment
 from patients.timeline import Position, local_date, timeline_from, timeline_of, with_timeline
 from trials.access import ENTRY_ROLES, access_of
+from trials.admin_scoping import (
+    ClinicalAdmin,
+    SiteTimeFieldsMixin,
+    add_domain_error,
+    read_in_site_time,
+    site_time_column,
+)
 
 
 def _guard(form: forms.BaseForm, rule: Callable[[], Any]) -> None:

@@ -7,10 +7,10 @@ from typing import Any
 from django import forms
 from django.contrib.admin.widgets import AdminDateWidget
 
-from config.admin_scoping import add_domain_error
 from config.errors import DomainError
 from patients.models import OffStudyReason, Subject
 from patients.services import enrolment, measurements
+from trials.admin_scoping import add_domain_error
 from trials.models import Cohort, EligibilityCriterion
 
 

@@ -17,7 +17,6 @@ from django.urls import reverse
 from django.utils.html import format_html
 from django.utils.safestring import mark_safe
 
-from config.admin_scoping import ReadOnlyClinicalAdmin, add_domain_error, site_time_column
 from config.errors import DomainError
 from patients.admin import SubjectAdmin
 from patients.models import Subject
@@ -26,6 +25,7 @@ from signatures.content import model_of
 from signatures.models import FailedSigningAttempt, Meaning, Signature
 from signatures.selectors import list_forms, signable_subjects, verify_signature
 from trials.access import access_of
+from trials.admin_scoping import ReadOnlyClinicalAdmin, add_domain_error, site_time_column
 from trials.models import Membership
 
 # --- shown wherever a signature is listed (§11.50: name, time and meaning with every signature) ------

@@ -8,9 +8,9 @@ from django.contrib import admin, messages
 from django.db.models import Count, Q, QuerySet
 from django.http import HttpRequest
 
-from config.admin_scoping import DesignAdmin, DesignInline, NotFoundForHiddenMixin, add_domain_error
 from config.errors import DomainError
 from trials.access import access_of
+from trials.admin_scoping import DesignAdmin, DesignInline, NotFoundForHiddenMixin, add_domain_error
 from trials.models import (
     Cohort,
     DoseLevel,

@@ -2,7 +2,7 @@
 
 Django's own form fields and displays then read and show wall-clock times in it. Users across several
 zones (data managers, monitors of many sites) keep UTC here; the admin converts each record's times to
-its own site's zone (``config.admin_scoping``). The API never relies on the current zone: its times
+its own site's zone (``trials.admin_scoping``). The API never relies on the current zone: its times
 carry their offsets.
 """
 

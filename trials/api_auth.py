@@ -1,4 +1,4 @@
-"""Token authentication for laboratory and site systems (kept apart from config.api: DRF imports it early)."""
+"""Token authentication for laboratory and site systems and for personal tokens (DRF imports it early)."""
 
 from __future__ import annotations
 
@@ -52,7 +52,7 @@ class TokenAuthentication(authentication.BaseAuthentication):
 
 
 class TokenScheme(OpenApiAuthenticationExtension):
-    target_class = "config.api_auth.TokenAuthentication"
+    target_class = "trials.api_auth.TokenAuthentication"
     name = "serviceToken"
 
     def get_security_definition(self, auto_schema: Any) -> dict[str, Any]:
