@@ -35,7 +35,7 @@ lint: $(STAMP)
 	$(BIN)/ruff check .
 
 db-stop:
-	-$(BIN)/python -c "import pgserver, pathlib; pgserver.get_server(pathlib.Path('var/pgdata').resolve(), cleanup_mode='stop')"
+	$(BIN)/python -m config.embedded_db stop
 
 clean:
 	rm -rf $(VENV) var
