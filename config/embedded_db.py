@@ -120,8 +120,12 @@ def _server_status(pgdata: Path) -> int:
 
 
 def repair(pgdata: Path) -> list[str]:
+    """Repair both files under pgserver's own inter-process lock (no handle is added meanwhile)."""
     _prepare_runtime_dir(pgdata)
-    return repair_handle_file(pgdata) + repair_postmaster_file(pgdata)
+    from pgserver import PostgresServer
+
+    with PostgresServer._lock:
+        return repair_handle_file(pgdata) + repair_postmaster_file(pgdata)
 
 
 def start_server(pgdata: Path) -> str:

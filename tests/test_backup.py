@@ -115,10 +115,17 @@ def test_a_backup_restores_into_a_new_database_with_its_roles_table_for_table(wo
         assert copy.is_valid and verify_signature(copy).matches
 
 
-def test_restoring_over_a_database_that_holds_tables_is_refused(world, tmp_path):
+def test_restoring_over_a_database_that_holds_tables_is_refused_unless_forced(world, restored, tmp_path):
     dump = back_up(tmp_path)
     with pytest.raises(CommandError, match="is not empty"):
         call_command("restore_database", str(dump), stdout=io.StringIO())
+    call_command("restore_database", str(dump), target=restored, stdout=io.StringIO())
+    with pytest.raises(CommandError, match="is not empty"):
+        call_command("restore_database", str(dump), target=restored, stdout=io.StringIO())
+    out = io.StringIO()
+    call_command("restore_database", str(dump), target=restored, force=True, stdout=out)
+    assert "pg_restore finished without errors" in out.getvalue()
+    assert fingerprint(restored) == fingerprint(connection.settings_dict["NAME"])
 
 
 def test_restoring_a_missing_file_is_refused(tmp_path):
