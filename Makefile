@@ -7,7 +7,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell cksum pyproject.toml | cut -d' ' -f1)
 
-.PHONY: run test install lint db-stop bench clean
+.PHONY: run test install lint db-stop backup restore bench clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -38,7 +38,17 @@ lint: $(STAMP)
 	$(BIN)/lint-imports
 
 db-stop:
-	-$(BIN)/python -c "import pgserver, pathlib; pgserver.get_server(pathlib.Path('var/pgdata').resolve(), cleanup_mode='stop')"
+	$(BIN)/python -m config.embedded_db stop
+
+# make backup: var/backups/<UTC timestamp>.dump (pg_dump custom format) + .roles.sql (the roles it needs).
+backup: $(STAMP)
+	DJANGO_DEBUG=$${DJANGO_DEBUG:-1} $(BIN)/python manage.py backup_database
+
+# make restore FILE=var/backups/<timestamp>.dump [TARGET=database] [FORCE=1]: roles first, then pg_restore.
+restore: $(STAMP)
+	@test -n "$(FILE)" || { echo "usage: make restore FILE=var/backups/<timestamp>.dump [TARGET=db] [FORCE=1]"; exit 2; }
+	DJANGO_DEBUG=$${DJANGO_DEBUG:-1} $(BIN)/python manage.py restore_database "$(FILE)" \
+		$(if $(TARGET),--target "$(TARGET)") $(if $(FORCE),--force)
 
 clean:
 	rm -rf $(VENV) var
