@@ -210,3 +210,12 @@ def test_an_unexpected_error_is_a_json_500_with_the_request_id(subject, coordina
     assert response["Content-Type"].startswith("application/json")
     assert response["X-Request-ID"] and response["X-Request-ID"] in body["message"]
     assert "boom" not in response.content.decode()
+
+
+@pytest.mark.parametrize("when", ["0001-01-01T00:30:00+08:00", "9999-12-31T23:00:00-05:00"])
+def test_a_time_at_the_ends_of_the_calendar_is_400_on_its_field(subject, coordinator, when):
+    body = {"subject": subject.code, "category": "ctcae", "term": "Febrile neutropenia", "grade": 3, "serious": True,
+            "sae_hospitalisation": True, "onset_on": str(days_ago(2)), "site_aware_at": when,
+            "related_to_product": "probable", "related_to_lymphodepletion": "unlikely"}
+    errors = assert_error(post_json(coordinator, EVENTS, body), 400, "invalid")["field_errors"]
+    assert "site_aware_at" in errors
