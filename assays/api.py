@@ -22,7 +22,7 @@ from drf_spectacular.utils import (
     extend_schema_view,
     inline_serializer,
 )
-from rest_framework import mixins, serializers, status, viewsets
+from rest_framework import exceptions, mixins, serializers, status, viewsets
 from rest_framework.request import Request
 from rest_framework.response import Response
 
@@ -36,6 +36,7 @@ from config.api import (
     OffsetDateTimeField,
     acting_user,
     error_body,
+    is_json,
 )
 from config.errors import RuleViolation
 from patients.api.serializers import ON_STUDY, OnStudySerializer
@@ -85,6 +86,10 @@ def _decode_error(err: msgspec.ValidationError | msgspec.DecodeError) -> Respons
     path = message.rsplit(" - at `$.", 1)[1].rstrip("`") if " - at `$." in message else "body"
     return Response(error_body("invalid", message.split(" - at ")[0], {path: [message.split(" - at ")[0]]}),
                     status=status.HTTP_400_BAD_REQUEST)
+
+
+def _body_error(message: str) -> Response:
+    return Response(error_body("invalid", message, {"body": [message]}), status=status.HTTP_400_BAD_REQUEST)
 
 
 def _rejected(err: BatchRejected) -> Response:
@@ -183,13 +188,19 @@ class ResultViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.G
         return qs.filter(access_of(self.request.user).site_q(trial="subject__trial", site="site")).order_by("pk")
 
     @extend_schema(summary="Post one result or a batch of up to 10,000 (all or nothing)", request=RESULT_SCHEMA,
-                   responses={201: OUTCOME, 200: OUTCOME, **ERRORS, 413: TOO_LARGE})
+                   responses={201: OUTCOME, 200: OUTCOME, **ERRORS, 413: TOO_LARGE, 415: ERRORS[415]})
     def create(self, request: Request, *args: Any, **kwargs: Any) -> Response:
+        if not is_json(request):  # before reading the body: Django may have consumed a form body already
+            raise exceptions.UnsupportedMediaType(request.content_type)
         raw = request.body  # decoded by msgspec, not DRF's parsers
         try:
             rows = _decode_rows(raw)
         except (msgspec.ValidationError, msgspec.DecodeError) as err:
             return _decode_error(err)
+        except UnicodeDecodeError:
+            return _body_error("The body is not valid UTF-8.")
+        except RecursionError:
+            return _body_error("The body is nested too deeply.")
         try:
             outcome = ingest_results(rows=rows, by=acting_user(request))
         except BatchRejected as err:

@@ -42,6 +42,14 @@ MAX_BATCH = 10_000
 STATUSES = frozenset(Result.Status.values)
 SPECIMENS = frozenset(Specimen.values)
 CENSORED = re.compile(r"^\s*([<>])\s*(LLOQ|ULOQ|[-+0-9.eE]+)\s*$", re.IGNORECASE)
+# A number as laboratories write it, in ASCII: float() alone also takes "١٢", "1_000", "inf" and "nan".
+NUMBER = re.compile(r"^\s*[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?\s*$", re.ASCII)
+# The columns' sizes: a longer text is a per-row error, never a database error.
+MAX_LENGTHS = {"source_ref": 80, "accession_number": 40, "value": 40, "unit": 30, "subject": 40, "analyte": 30,
+               "specimen": 6, "status": 12}
+TEXT_FIELDS = ("source_ref", "subject", "accession_number", "specimen", "analyte", "value", "unit", "status",
+               "correction_reason")
+EARLIEST = 1900  # a collection year before this is a typo (and year 1 overflows a time-zone conversion)
 RESULT_COLUMNS = ("draw_id", "subject_id", "site_id", "analyte_id", "source_ref", "value_text", "unit_text", "value",
                   "censored", "flag", "ctcae_grade", "status", "superseded", "correction_reason", "recorded_by_id",
                   "recorded_at")
@@ -201,13 +209,14 @@ def _parse_value(analyte: Analyte, text: str, factor: float | None) -> tuple[flo
             bound = analyte.lloq if number == "LLOQ" else analyte.uloq
             return (bound, censor, "") if bound is not None else (None, censor, "")
         text = number
-    try:
-        number_value = float(text)
-    except ValueError:
+    if not NUMBER.match(text):
         return None, "", "Not a number (send a number, '<LLOQ', '>ULOQ' or e.g. '<0.5')."
+    number_value = float(text) * (factor or 1.0)
     if not math.isfinite(number_value):
-        return None, "", "Not a finite number."
-    return number_value * (factor or 1.0), censor, ""
+        return None, "", "Not a finite number (in the analyte's unit)."
+    if number_value < 0:
+        return None, "", "A concentration or count is never negative."
+    return number_value, censor, ""
 
 
 class _Batch:
@@ -222,6 +231,20 @@ class _Batch:
     def error(self, index: int, field_name: str, code: str, message: str, *, conflict: bool = False) -> None:
         entry = {"index": index, "field": f"results[{index}].{field_name}", "code": code, "message": message}
         (self.conflicts if conflict else self.errors).append(entry)
+
+
+def _check_text(batch: _Batch, i: int, row: ResultIn) -> bool:
+    """Every text fits its column and holds no NUL character (PostgreSQL refuses both: a 500, not a 400)."""
+    ok = True
+    for name in TEXT_FIELDS:
+        text = getattr(row, name)
+        if "\x00" in text:
+            batch.error(i, name, "null_character", "Null characters are not allowed.")
+            ok = False
+        elif name in MAX_LENGTHS and len(text) > MAX_LENGTHS[name]:
+            batch.error(i, name, "too_long", f"At most {MAX_LENGTHS[name]} characters.")
+            ok = False
+    return ok
 
 
 def _check_row(batch: _Batch, i: int, row: ResultIn, subject: _SubjectFacts | None, catalogue: _Catalogue) -> tuple:
@@ -242,6 +265,9 @@ def _check_row(batch: _Batch, i: int, row: ResultIn, subject: _SubjectFacts | No
         ok = False
     if row.collected_at.tzinfo is None:
         batch.error(i, "collected_at", "naive_time", "Give the collection time with its UTC offset.")
+        return ()
+    if row.collected_at.year < EARLIEST:
+        batch.error(i, "collected_at", "time_out_of_range", f"The collection time is before {EARLIEST}.")
         return ()
     if row.collected_at > batch.now:
         batch.error(i, "collected_at", "time_in_future", "The collection time is in the future.")
@@ -396,6 +422,8 @@ def _build(batch: _Batch, facts: dict[str, _SubjectFacts], catalogue: _Catalogue
                         f"{seen[row.source_ref]}.")
             continue
         seen[row.source_ref] = i
+        if not _check_text(batch, i, row):
+            continue
         subject = facts.get(row.subject)
         checked = _check_row(batch, i, row, subject, catalogue)
         if subject is not None and subject.id in locks:  # frozen or locked: the row is refused (409)
@@ -476,9 +504,9 @@ def ingest_results(*, rows: Sequence[ResultIn], by: AbstractBaseUser) -> IngestO
 @transaction.atomic
 def _ingest_once(*, rows: Sequence[ResultIn], by: AbstractBaseUser) -> IngestOutcome:
     batch = _Batch(rows, by)
-    facts = _subject_facts(by, {row.subject for row in rows})
+    facts = _subject_facts(by, {row.subject for row in rows if "\x00" not in row.subject})  # NUL: refused per row
     locks = blocking_locks((f.id, f.site_id, f.trial_id) for f in facts.values())  # frozen or locked subjects
-    catalogue = _Catalogue({row.analyte for row in rows})
+    catalogue = _Catalogue({row.analyte for row in rows if "\x00" not in row.analyte})
     records, superseded, unchanged = _build(batch, facts, catalogue, locks)
     if batch.errors:
         raise BatchRejected(batch.errors + batch.conflicts)

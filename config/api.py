@@ -7,6 +7,9 @@ permission 403, absent (or out-of-scope) records 404.
 from __future__ import annotations
 
 import datetime as dt
+import logging
+import uuid
+from collections.abc import Callable
 from typing import Any
 
 from django.contrib.auth.models import AbstractBaseUser
@@ -26,6 +29,8 @@ from rest_framework.views import set_rollback
 
 from config.errors import DomainError, RuleViolation
 
+logger = logging.getLogger("config.api")
+
 
 def acting_user(request: Request | Any) -> AbstractBaseUser:
     """The person or service account's user behind a request (never AnonymousUser: views require auth)."""
@@ -34,6 +39,11 @@ def acting_user(request: Request | Any) -> AbstractBaseUser:
 
 def error_body(code: str, message: str, field_errors: dict[str, Any] | None = None) -> dict[str, Any]:
     return {"code": code, "message": message, "field_errors": field_errors or {}}
+
+
+def is_json(request: Request) -> bool:
+    """True if the request declares a JSON body (``application/json``, any parameters such as charset)."""
+    return (request.content_type or "").split(";", 1)[0].strip().lower() == "application/json"
 
 
 def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | None:
@@ -47,7 +57,7 @@ def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | Non
         exc = exceptions.NotFound()
     response = drf_exception_handler(exc, context)
     if response is None:
-        return None
+        return server_error(exc, context)
     if isinstance(exc, exceptions.ValidationError):
         detail = response.data if isinstance(response.data, dict) else {"non_field_errors": response.data}
         response.data = error_body("invalid", "Invalid input.", detail)
@@ -55,6 +65,36 @@ def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | Non
         code = exc.get_codes()
         response.data = error_body(code if isinstance(code, str) else "error", str(exc.detail))
     return response
+
+
+def server_error(exc: Exception, context: dict[str, Any]) -> Response:
+    """An unexpected error: logged with its traceback, answered 500 in the API's error shape with the
+    request id (the X-Request-ID header) to quote, never Django's HTML page."""
+    set_rollback()
+    request = getattr(context.get("request"), "_request", context.get("request"))
+    request_id = getattr(request, "audit_request_id", None) or str(uuid.uuid4())
+    if request is not None:
+        request.audit_request_id = request_id  # the audit middleware sends it back as X-Request-ID
+    logger.error("Unhandled API error (request %s)", request_id, exc_info=exc)
+    return Response(error_body("server_error", f"Internal error; quote request id {request_id}.",
+                               {"request_id": [request_id]}), status=500)
+
+
+def _ascii_only(to_internal_value: Callable[..., Any]) -> Callable[..., Any]:
+    """Python's int(), float(), Decimal() and the date parsers take any script's digits ("١٢" is 12): a
+    number, date or time sent as text is ASCII or invalid."""
+
+    def strict(self: serializers.Field, data: Any) -> Any:
+        if isinstance(data, str) and not data.isascii():
+            self.fail("invalid", format="ISO 8601")  # the date fields' message names a format
+        return to_internal_value(self, data)
+
+    return strict
+
+
+for _field in (serializers.IntegerField, serializers.FloatField, serializers.DecimalField, serializers.DateField,
+               serializers.DateTimeField, serializers.TimeField, serializers.DurationField):
+    _field.to_internal_value = _ascii_only(_field.to_internal_value)  # type: ignore[method-assign]
 
 
 class OffsetDateTimeField(serializers.DateTimeField):
@@ -112,6 +152,7 @@ ERRORS = {
     403: OpenApiResponse(ErrorSerializer, description="The role does not allow this."),
     404: OpenApiResponse(ErrorSerializer, description="No such record in your scope."),
     409: OpenApiResponse(ErrorSerializer, description="The record's state forbids this."),
+    415: OpenApiResponse(ErrorSerializer, description="The body is not JSON (`unsupported_media_type`)."),
 }
 READ_ERRORS = {code: ERRORS[code] for code in (401, 404)}
 

@@ -73,6 +73,7 @@ MIDDLEWARE = [
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "config.audit.AuditContextMiddleware",
     "config.api_limits.ApiBodyLimitMiddleware",
+    "config.api_limits.ApiNulMiddleware",
     "idempotency.middleware.IdempotencyMiddleware",
 ]
 
@@ -170,6 +171,9 @@ REST_FRAMEWORK = {
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer",
                                  "rest_framework.renderers.BrowsableAPIRenderer"],
+    # The API takes JSON only: a form, multipart, text or XML body is 415 unsupported_media_type.
+    "DEFAULT_PARSER_CLASSES": ["config.api_parsers.StrictJSONParser"],
+    "TEST_REQUEST_DEFAULT_FORMAT": "json",
 }
 SPECTACULAR_SETTINGS = {
     "TITLE": "CAR-T trial data API",

@@ -434,6 +434,7 @@ class AdverseEventSerializer(OnStudySerializer):
                   "sae_disability", "sae_congenital", "sae_important", "site_aware_at", "report_due_at",
                   "related_to_product", "related_to_lymphodepletion", "outcome", "action_taken", "death_on", *ON_STUDY]
         read_only_fields = ["id", "grade_scale", "report_due_at"]
+        extra_kwargs = {"category": {"required": True}}  # the model's default is not the service's: say which
 
 
 ASSESSMENT_READ_ONLY = ["id", "event", "derived_grade", "algorithm", "flags"]
