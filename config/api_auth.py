@@ -49,12 +49,13 @@ class TokenAuthentication(authentication.BaseAuthentication):
         from config.lockout import TOKEN_USERNAME, lockout_message, record_failure, token_locked
         from trials.access import restrict_to_trial
         from trials.models import PersonalToken
-        from trials.services import authenticate_token
+        from trials.services import authenticate_token, token_was_issued
 
         credential = authenticate_token(raw)
         prefix = raw.partition(".")[0][:40]
         if credential is None:
-            if record_failure(http_request, TOKEN_USERNAME.format(prefix=prefix)):
+            # A revoked or expired token is not a guess: it is refused, and counts towards no lock.
+            if not token_was_issued(raw) and record_failure(http_request, TOKEN_USERNAME.format(prefix=prefix)):
                 raise TooManyFailures(lockout_message())
             raise exceptions.AuthenticationFailed("Invalid, expired or revoked token.")
         if token_locked(http_request, prefix):

@@ -18,7 +18,7 @@ from rest_framework.test import APIClient
 from signatures.models import FailedSigningAttempt, Signature
 from tests.api.support import token_client
 from tests.factories import PASSWORD, UserFactory, consented
-from trials.services import issue_service_account
+from trials.services import issue_service_account, revoke_service_account
 
 pytestmark = pytest.mark.django_db
 
@@ -158,6 +158,16 @@ def test_a_token_lock_lifts_after_the_cool_off(lab_token):
     for _ in range(settings.AXES_FAILURE_LIMIT):
         get_subjects("ffff.wrong")
     age_attempts(ip_address="10.0.1.1")
+    assert get_subjects(lab_token).status_code == 200
+
+
+def test_a_revoked_token_retried_is_401_and_locks_nothing(world, lab_token):
+    account, old_token = issue_service_account(trial=world.trial, sites=[world.site_a], name="Old LIS",
+                                               by=world.data_manager)
+    revoke_service_account(account=account, by=world.data_manager)
+    for _ in range(settings.AXES_FAILURE_LIMIT + 1):
+        assert get_subjects(old_token).status_code == 401
+    assert not AccessAttempt.objects.exists()
     assert get_subjects(lab_token).status_code == 200
 
 
