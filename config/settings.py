@@ -7,6 +7,7 @@ DATABASE_URL selects PostgreSQL anywhere; without it an embedded server under va
 from __future__ import annotations
 
 import os
+from datetime import timedelta
 from pathlib import Path
 
 import dj_database_url
@@ -59,6 +60,7 @@ INSTALLED_APPS = [
     "signatures",
     "dataqueries",
     "idempotency",
+    "axes",
 ]
 
 MIDDLEWARE = [
@@ -75,6 +77,7 @@ MIDDLEWARE = [
     "config.api_limits.ApiBodyLimitMiddleware",
     "config.api_limits.ApiNulMiddleware",
     "idempotency.middleware.IdempotencyMiddleware",
+    "axes.middleware.AxesMiddleware",
 ]
 
 ROOT_URLCONF = "config.urls"
@@ -151,6 +154,19 @@ if env_flag("DJANGO_BEHIND_PROXY"):
 
 LOGIN_URL = "admin:login"
 
+# --- Login throttling (21 CFR 11.300(d)): failed admin logins, wrong API tokens and wrong signing passwords
+# lock the account (and the client address) after AXES_FAILURE_LIMIT failures within the cool-off, for the
+# cool-off (config.lockout). The attempts are in the admin's "Access attempts"; deleting them unlocks.
+AUTHENTICATION_BACKENDS = ["config.lockout.LockoutBackend", "django.contrib.auth.backends.ModelBackend"]
+AXES_FAILURE_LIMIT = int(os.environ.get("DJANGO_LOGIN_FAILURE_LIMIT", "5"))
+AXES_COOLOFF_TIME = timedelta(minutes=int(os.environ.get("DJANGO_LOGIN_COOLOFF_MINUTES", "30")))
+AXES_LOCKOUT_PARAMETERS = "config.lockout.lockout_parameters"
+AXES_RESET_ON_SUCCESS = True
+AXES_LOCKOUT_CALLABLE = "config.lockout.lockout_response"
+AXES_VERBOSE = False
+if env_flag("DJANGO_BEHIND_PROXY"):  # the client is the address the proxy saw, not the proxy
+    AXES_CLIENT_IP_CALLABLE = "config.lockout.forwarded_client_ip"
+
 # --- API request bodies: a full batch of 10,000 laboratory results is about 3 MB of JSON. A larger body
 # is answered 413 (code body_too_large) before any view runs; Django's own limit is raised to match.
 API_MAX_BODY_BYTES = int(os.environ.get("DJANGO_API_MAX_BODY_MB", "32")) * 1024 * 1024
@@ -203,5 +219,5 @@ LOGGING = {
     "disable_existing_loggers": False,
     "handlers": {"console": {"class": "logging.StreamHandler"}},
     "root": {"handlers": ["console"], "level": os.environ.get("DJANGO_LOG_LEVEL", "INFO")},
-    "loggers": {"pgserver": {"level": "WARNING"}},
+    "loggers": {"pgserver": {"level": "WARNING"}, "axes": {"level": "WARNING"}},
 }

@@ -2,6 +2,8 @@ from django.contrib import admin
 from django.urls import include, path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
+import config.lockout_admin  # noqa: F401  (the login-throttling pages, for data managers)
+
 admin.site.site_header = "CAR-T trial data"
 admin.site.site_title = "CAR-T trial data"
 admin.site.index_title = "Trial administration"

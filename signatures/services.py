@@ -15,7 +15,8 @@ from django.contrib.contenttypes.models import ContentType
 from django.db import models, transaction
 from django.utils import timezone
 
-from config.errors import DomainError, PermissionRefused, RuleViolation
+from config.errors import DomainError, PermissionRefused, RuleViolation, StateConflict
+from config.lockout import account_locked, lockout_message, record_signing_failure
 from locking.services import check_writable
 from patients.models import Subject
 from signatures.content import SUBJECT_PATHS, content_hash, form_labels
@@ -34,6 +35,13 @@ def check_signer(*, subject: Subject, by: AbstractBaseUser) -> None:
                                   role=Membership.Role.INVESTIGATOR):
         raise PermissionRefused("investigator_required",
                                 f"Only an investigator of {subject.code}'s site may sign its case report forms.")
+
+
+def check_not_locked_out(*, by: AbstractBaseUser) -> None:
+    """§11.300(d): after repeated wrong passwords (signing or logging in) the account signs nothing until
+    the cool-off has passed or a data manager unlocks it."""
+    if account_locked(by.get_username()):
+        raise StateConflict("account_locked", lockout_message())
 
 
 def check_signature(*, subject: Subject, meaning: str, record: models.Model | None) -> None:
@@ -73,8 +81,10 @@ def sign(*, subject: Subject, meaning: str, password: str, by: AbstractBaseUser,
     """Sign the subject's casebook, or one form (``record``), with the given meaning.
 
     Refusals: 403 ``service_account_cannot_sign`` / ``investigator_required``; 400 ``unknown_meaning``,
-    ``not_a_form``, ``record_not_of_subject``, ``wrong_password`` (field ``password``); 409 from
-    ``locking.services.check_writable`` when the subject is locked for signatures.
+    ``not_a_form``, ``record_not_of_subject``, ``wrong_password`` (field ``password``); 409
+    ``account_locked`` when wrong passwords or failed logins have locked the account (the wrong password
+    that reaches the limit says so too), and from ``locking.services.check_writable`` when the subject is
+    locked for signatures.
     """
     try:
         check_signer(subject=subject, by=by)
@@ -82,8 +92,15 @@ def sign(*, subject: Subject, meaning: str, password: str, by: AbstractBaseUser,
         record_failed_attempt(subject=subject, by=by, code=err.code, meaning=meaning)
         raise
     check_signature(subject=subject, meaning=meaning, record=record)
+    try:
+        check_not_locked_out(by=by)
+    except DomainError as err:
+        record_failed_attempt(subject=subject, by=by, code=err.code, meaning=meaning)
+        raise
     if not by.check_password(password):
         record_failed_attempt(subject=subject, by=by, code="wrong_password", meaning=meaning)
+        if record_signing_failure(by.get_username()):
+            raise StateConflict("account_locked", f"The password is not correct. {lockout_message()}")
         raise RuleViolation("wrong_password", "The password is not correct.", field="password")
     return _write_signature(subject=subject, meaning=meaning, by=by, record=record)
 

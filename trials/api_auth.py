@@ -5,9 +5,17 @@ from __future__ import annotations
 from typing import Any
 
 from django.contrib.auth.models import AbstractBaseUser
+from django.http import HttpRequest
 from drf_spectacular.extensions import OpenApiAuthenticationExtension
-from rest_framework import authentication, exceptions
+from rest_framework import authentication, exceptions, status
 from rest_framework.request import Request
+
+
+class TooManyFailures(exceptions.APIException):
+    """The client address or the token has failed too often within the cool-off (config.lockout)."""
+
+    status_code = status.HTTP_429_TOO_MANY_REQUESTS
+    default_code = "too_many_failures"
 
 
 class TokenAuthentication(authentication.BaseAuthentication):
@@ -23,21 +31,35 @@ class TokenAuthentication(authentication.BaseAuthentication):
         if len(header) != 2:
             raise exceptions.AuthenticationFailed("Malformed token header.")
         # The Idempotency-Key middleware authenticates before the view does: reuse its answer.
+        # A refusal is reused too, so that one wrong token counts as one failure.
         cached = getattr(request._request, "_token_authentication", None)
         if cached is not None and cached[0] == header[1]:
+            if isinstance(cached[1], exceptions.APIException):
+                raise cached[1]
             return cached[1]
-        result = self._credential_user(header[1])
+        try:
+            result = self._credential_user(header[1], request._request)
+        except exceptions.APIException as refusal:
+            request._request._token_authentication = (header[1], refusal)
+            raise
         request._request._token_authentication = (header[1], result)
         return result
 
-    def _credential_user(self, raw: str) -> tuple[AbstractBaseUser, Any]:
+    def _credential_user(self, raw: str, http_request: HttpRequest) -> tuple[AbstractBaseUser, Any]:
+        from config.lockout import TOKEN_USERNAME, lockout_message, record_failure, token_locked
         from trials.access import restrict_to_trial
         from trials.models import PersonalToken
-        from trials.services import authenticate_token
+        from trials.services import authenticate_token, token_was_issued
 
         credential = authenticate_token(raw)
+        prefix = raw.partition(".")[0][:40]
         if credential is None:
+            # A revoked or expired token is not a guess: it is refused, and counts towards no lock.
+            if not token_was_issued(raw) and record_failure(http_request, TOKEN_USERNAME.format(prefix=prefix)):
+                raise TooManyFailures(lockout_message())
             raise exceptions.AuthenticationFailed("Invalid, expired or revoked token.")
+        if token_locked(http_request, prefix):
+            raise TooManyFailures(lockout_message())
         from config.audit import note_personal_token, note_service_account
 
         if isinstance(credential, PersonalToken):

@@ -117,6 +117,16 @@ def authenticate_token(raw: str) -> Credential | None:
     return credential
 
 
+def token_was_issued(raw: str) -> bool:
+    """Whether the token is one that was issued (its secret is right), though now revoked, expired or its
+    user inactive: a forgotten system, not someone guessing (config.lockout counts only guesses)."""
+    prefix, _, secret = raw.partition(".")
+    if not prefix or not secret:
+        return False
+    model = PersonalToken if prefix.startswith(PersonalToken.PREFIX_MARK) else ServiceAccount
+    return model.objects.filter(token_prefix=prefix, token_hash=hash_token(secret)).exists()
+
+
 # --- personal API tokens -------------------------------------------------------------------------------
 
 

@@ -183,4 +183,4 @@ def test_service_token_lists_results_in_fixed_queries(world, lab):
     _lab_results(world, lab, 4)
     six = count_list_queries(lab, "/api/v1/results/", rows=6)
     assert six == two
-    assert six <= 4  # the token's account and user, memberships, count, results
+    assert six <= 5  # the token's account and user, its address's login failures, memberships, count, results
