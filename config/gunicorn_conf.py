@@ -17,3 +17,6 @@ accesslog = "-"
 # name of the software serving the trial data is nobody's business (no version was ever sent).
 SERVER_HEADER = "cart-trials"
 gunicorn.http.wsgi.SERVER = SERVER_HEADER
+# No control socket: nothing here uses gunicornc, and its default path ($HOME/.gunicorn) is shared by
+# every checkout of the same user.
+control_socket_disable = True

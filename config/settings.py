@@ -1,6 +1,7 @@
 """Settings, read from the environment. Safe defaults are the production ones.
 
-DEBUG is off unless DJANGO_DEBUG=1; with DEBUG off, DJANGO_SECRET_KEY is required.
+DEBUG is off unless DJANGO_DEBUG=1; with DEBUG off, a secret key is required: DJANGO_SECRET_KEY, or
+else the key file (DJANGO_SECRET_KEY_FILE, default var/secret_key, which `make run` generates once).
 DATABASE_URL selects PostgreSQL anywhere; without it an embedded server under var/ is used.
 """
 
@@ -28,9 +29,13 @@ def env_list(name: str, default: str = "") -> list[str]:
 
 
 DEBUG = env_flag("DJANGO_DEBUG")
-# Without DJANGO_SECRET_KEY, development and offline commands (makemigrations, check) still run on a
-# placeholder key; serving (config.wsgi / config.asgi) and `check --deploy` refuse it when DEBUG is off.
+# Without DJANGO_SECRET_KEY, the key file is read if it exists. Without either, development and offline
+# commands (makemigrations, check) still run on a placeholder key; serving (config.wsgi / config.asgi)
+# and `check --deploy` refuse it when DEBUG is off.
+SECRET_KEY_FILE = Path(os.environ.get("DJANGO_SECRET_KEY_FILE") or BASE_DIR / "var" / "secret_key")
 SECRET_KEY = os.environ.get("DJANGO_SECRET_KEY", "")
+if not SECRET_KEY and SECRET_KEY_FILE.is_file():
+    SECRET_KEY = SECRET_KEY_FILE.read_text().strip()
 SECRET_KEY_MISSING = not SECRET_KEY
 if SECRET_KEY_MISSING:
     SECRET_KEY = "django-insecure-placeholder-key-set-DJANGO_SECRET_KEY-in-production-0123456789"
