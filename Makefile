@@ -1,13 +1,20 @@
 # Two commands do everything on a fresh Linux machine with Python 3.11+:
 #   make run    set up, migrate, load the demo trial once, serve the admin and API on 127.0.0.1:$(PORT)
+#               as production does (gunicorn, DEBUG off, static files by WhiteNoise), over plain http
 #   make test   set up and run the whole test suite against PostgreSQL
+# make dev serves the same with Django's autoreloading development server and DEBUG on.
 PYTHON ?= python3
 PORT ?= 8000
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell cksum pyproject.toml | cut -d' ' -f1)
+SECRET_KEY_FILE := var/secret_key
+# `make run` only: production settings except https (localhost is served over plain http).
+RUN_ENV := DJANGO_DEBUG=0 DJANGO_ALLOWED_HOSTS=localhost,127.0.0.1 DJANGO_SECURE_SSL_REDIRECT=0 \
+	DJANGO_SECURE_COOKIES=0 DJANGO_SECRET_KEY_FILE=$(SECRET_KEY_FILE)
+DEV_ENV := DJANGO_DEBUG=1
 
-.PHONY: run test install lint db-stop backup restore bench clean
+.PHONY: run dev test install lint db-stop backup restore bench clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -17,15 +24,31 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
-run: $(STAMP)
-	DJANGO_DEBUG=$${DJANGO_DEBUG:-1} $(BIN)/python manage.py migrate --no-input
-	DJANGO_DEBUG=$${DJANGO_DEBUG:-1} $(BIN)/python manage.py load_demo
+# Generated once, readable by its owner only; settings read it when DJANGO_SECRET_KEY is not set.
+$(SECRET_KEY_FILE):
+	mkdir -p $(dir $@)
+	umask 077 && $(BIN)/python -c "import secrets; print(secrets.token_urlsafe(50))" > $@.tmp && mv $@.tmp $@
+
+# Migrate, load the demo trial once, and (embedded server) create the application's database role.
+define prepare
+	$(1) $(BIN)/python manage.py migrate --no-input
+	$(1) $(BIN)/python manage.py load_demo
 	@# On the embedded server the product runs as the application's role, which cannot rewrite the audit trail.
-	@if [ -z "$$DATABASE_URL" ]; then DJANGO_DEBUG=$${DJANGO_DEBUG:-1} $(BIN)/python manage.py create_app_role cart_app; fi
+	@if [ -z "$$DATABASE_URL" ]; then $(1) $(BIN)/python manage.py create_app_role cart_app; fi
 	@echo ""
 	@echo "Admin: http://127.0.0.1:$(PORT)/admin/   (Ctrl-C stops the server; the data stays in var/)"
+endef
+
+run: $(STAMP) $(SECRET_KEY_FILE)
+	$(call prepare,$(RUN_ENV))
+	$(RUN_ENV) $(BIN)/python manage.py collectstatic --no-input --verbosity 0
 	if [ -z "$$DATABASE_URL" ]; then export DATABASE_USER=cart_app; fi; \
-	DJANGO_DEBUG=$${DJANGO_DEBUG:-1} $(BIN)/python manage.py runserver 127.0.0.1:$(PORT)
+	$(RUN_ENV) PORT=$(PORT) exec $(BIN)/python -m gunicorn -c python:config.gunicorn_conf config.wsgi
+
+dev: $(STAMP)
+	$(call prepare,$(DEV_ENV))
+	if [ -z "$$DATABASE_URL" ]; then export DATABASE_USER=cart_app; fi; \
+	$(DEV_ENV) $(BIN)/python manage.py runserver 127.0.0.1:$(PORT)
 
 test: $(STAMP)
 	$(BIN)/ruff check .

@@ -101,7 +101,7 @@ class AuditTrailAdmin(admin.ModelAdmin):
     def record_view(self, request: HttpRequest, label: str, pk: str) -> HttpResponse:
         scope = self._scope(request)
         table = table_for(label)
-        if table is None or not scope.reads(table.kind):
+        if table is None or not scope.reads_table(table):
             raise Http404("No such record in your scope.")
         model = apps.get_model(table.label)
         try:

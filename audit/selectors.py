@@ -10,14 +10,18 @@ the rows of the page. A page costs two queries (count and page); an export one s
 Who may read what (``audit_scope``):
 
 * superusers: everything;
-* data managers of a trial: every subject record of the trial (all sites) and its protocol design;
-  a data manager bound to one site reads that site's subject records and the trial's design;
+* data managers of a trial: every subject record of the trial (all sites), its protocol design and
+  its sites' own rows;
+* a data manager bound to a site: that site's subject records, the trial-level design (trial, cohorts,
+  products, ...), and of the design rows that belong to a site (its trial site with the screening
+  counter, memberships there, the site itself) only their own site's: nothing of another site;
 * monitors: the subject records of their (trial, site) pairs, and nothing of the design;
 * everyone else (coordinators, investigators, service accounts): nothing; the views answer 403.
 
 A subject record is placed by its subject's current trial and site (see ``audit.tables``); a design
-record by its trial; records of no trial (sites, the analyte catalogue, audit exports) only appear
-for superusers.
+record by its trial (and its site, where it has one); a site's own row by the site, read by the data
+managers of that site (or of a trial it takes part in); other records of no trial (the analyte
+catalogue, audit exports) only appear for superusers.
 """
 
 from __future__ import annotations
@@ -35,10 +39,10 @@ from django.db import connection
 from django.db.models import Q, QuerySet
 from pghistory.models import Context
 
-from audit.tables import BOOKKEEPING, REDACTED, SUBJECT, TRIAL, AuditedTable, audited_tables
+from audit.tables import BOOKKEEPING, GLOBAL, REDACTED, SUBJECT, TRIAL, AuditedTable, audited_tables
 from patients.models import Subject
-from trials.access import access_of, restricted_trial
-from trials.models import Membership, ServiceAccount, Site
+from trials.access import DESIGN_ROLES, access_of, restricted_trial
+from trials.models import Membership, ServiceAccount, Site, TrialSite
 
 AUDIT_ROLES = frozenset({Membership.Role.DATA_MANAGER, Membership.Role.MONITOR})
 EXPORT_CHUNK_SIZE = 2000
@@ -62,14 +66,26 @@ class AuditScope:
     everything: bool = False
     site_pairs: frozenset[tuple[int, int]] = frozenset()  # (trial, site): subject records there
     wide_trials: frozenset[int] = frozenset()  # trials whose subject records are read at every site
-    design_trials: frozenset[int] = frozenset()  # trials whose design records are read
+    design_trials: frozenset[int] = frozenset()  # trials whose design records are read at every site
+    design_pairs: frozenset[tuple[int, int]] = frozenset()  # (trial, site): a site-bound reader of the design
+
+    @property
+    def bound_design_trials(self) -> frozenset[int]:
+        """Trials whose trial-level design is read, but whose site rows only at ``design_pairs``."""
+        return frozenset(t for t, _s in self.design_pairs) - self.design_trials
 
     def reads(self, kind: str) -> bool:
         if self.everything:
             return True
         if kind == SUBJECT:
             return bool(self.site_pairs or self.wide_trials)
-        return kind == TRIAL and bool(self.design_trials)
+        return kind == TRIAL and bool(self.design_trials or self.design_pairs)
+
+    def reads_table(self, table: AuditedTable) -> bool:
+        """Like ``reads``, and a site's own rows (trials.Site) for the data managers of the site."""
+        if table.kind == GLOBAL and table.site_sql != "NULL" and not self.everything:
+            return bool(self.design_trials or self.design_pairs)
+        return self.reads(table.kind)
 
     def subject_q(self, *, trial: str = "trial_id", site: str = "site_id") -> Q:
         if self.everything:
@@ -88,12 +104,16 @@ def audit_scope(user: AbstractBaseUser | AnonymousUser) -> AuditScope | None:
             and restricted_trial(user) is None):  # a personal token confines even a superuser to one trial
         return AuditScope(everything=True)  # as access_of() would say, without loading memberships
     access = access_of(user)
+    design_wide = frozenset(t for t, roles in access.trial_roles.items() if roles & DESIGN_ROLES)
     scope = AuditScope(
         site_pairs=frozenset(k for k, roles in access.site_roles.items() if roles & AUDIT_ROLES),
         wide_trials=frozenset(t for t, roles in access.trial_roles.items() if roles & AUDIT_ROLES),
-        design_trials=frozenset(t for t in access.trial_ids if access.designs(t)),
+        design_trials=design_wide,
+        design_pairs=frozenset(k for k, roles in access.site_roles.items()
+                               if roles & DESIGN_ROLES and k[0] not in design_wide),
     )
-    return scope if scope.site_pairs or scope.wide_trials or scope.design_trials else None
+    readable = scope.site_pairs or scope.wide_trials or scope.design_trials or scope.design_pairs
+    return scope if readable else None
 
 
 @dataclass(frozen=True)
@@ -167,12 +187,14 @@ def _scope_sql(table: AuditedTable, scope: AuditScope) -> tuple[str, list[Any]]:
     if scope.everything:
         return "", []
     if table.kind == TRIAL:
-        return _in(table.trial_sql, sorted(scope.design_trials))
+        return _design_sql(table, scope)
+    if table.kind == GLOBAL:
+        return _own_site_sql(table, scope)
     parts, params = [], []
     if scope.site_pairs:
-        pairs = sorted(scope.site_pairs)
-        parts.append(f"(({table.trial_sql}), ({table.site_sql})) IN ({', '.join(['(%s, %s)'] * len(pairs))})")
-        params += [v for pair in pairs for v in pair]
+        sql, values = _pairs_sql(table.trial_sql, table.site_sql, scope.site_pairs)
+        parts.append(sql)
+        params += values
     if scope.wide_trials:
         sql, values = _in(table.trial_sql, sorted(scope.wide_trials))
         parts.append(sql)
@@ -180,8 +202,48 @@ def _scope_sql(table: AuditedTable, scope: AuditScope) -> tuple[str, list[Any]]:
     return f"({' OR '.join(parts)})", params
 
 
+def _pairs_sql(trial_sql: str, site_sql: str, pairs: frozenset[tuple[int, int]]) -> tuple[str, list[Any]]:
+    values = sorted(pairs)
+    sql = f"(({trial_sql}), ({site_sql})) IN ({', '.join(['(%s, %s)'] * len(values))})"
+    return sql, [v for pair in values for v in pair]
+
+
+def _design_sql(table: AuditedTable, scope: AuditScope) -> tuple[str, list[Any]]:
+    """Design rows of the scope's trials; of a row that belongs to a site (a trial site, a membership),
+    a site-bound data manager reads only their own site's."""
+    bound = scope.bound_design_trials
+    if table.site_sql == "NULL" or not bound:
+        return _in(table.trial_sql, sorted(scope.design_trials | bound))
+    parts, params = [], []
+    if scope.design_trials:
+        sql, values = _in(table.trial_sql, sorted(scope.design_trials))
+        parts.append(sql)
+        params += values
+    in_trial, trial_values = _in(table.trial_sql, sorted(bound))
+    at_site, site_values = _pairs_sql(table.trial_sql, table.site_sql, scope.design_pairs)
+    parts.append(f"({in_trial} AND (({table.site_sql}) IS NULL OR {at_site}))")
+    params += trial_values + site_values
+    return f"({' OR '.join(parts)})", params
+
+
+def _own_site_sql(table: AuditedTable, scope: AuditScope) -> tuple[str, list[Any]]:
+    """A site's own row (trials.Site): the sites of the scope's site-bound design pairs, and every site
+    taking part in a trial whose design the scope reads at every site."""
+    parts, params = [], []
+    if scope.design_pairs:
+        sql, values = _in(table.site_sql, sorted({s for _t, s in scope.design_pairs}))
+        parts.append(sql)
+        params += values
+    if scope.design_trials:
+        trials = sorted(scope.design_trials)
+        parts.append(f"({table.site_sql}) IN (SELECT ts.site_id FROM {_q(TrialSite._meta.db_table)} ts "
+                     f"WHERE ts.trial_id IN ({', '.join(['%s'] * len(trials))}))")
+        params += trials
+    return (f"({' OR '.join(parts)})", params) if parts else ("FALSE", [])
+
+
 def _tables(scope: AuditScope, filters: AuditFilters) -> list[AuditedTable]:
-    tables = [t for t in audited_tables().values() if scope.reads(t.kind)]
+    tables = [t for t in audited_tables().values() if scope.reads_table(t)]
     if filters.table is not None:
         tables = [t for t in tables if t.label == filters.table]
     if filters.subject_id is not None:
@@ -400,7 +462,7 @@ def iter_audit_entries(*, scope: AuditScope, filters: AuditFilters | None = None
 
 
 def auditable_tables(scope: AuditScope) -> list[AuditedTable]:
-    return [t for t in audited_tables().values() if scope.reads(t.kind)]
+    return [t for t in audited_tables().values() if scope.reads_table(t)]
 
 
 def auditable_sites(scope: AuditScope) -> QuerySet[Site]:

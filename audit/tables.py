@@ -11,7 +11,8 @@ describes. They are derived once from the foreign keys of each tracked model:
   a regimen agent through its regimen); their site is their own ``site_id`` where they have one
   (memberships, trial sites).
 * ``global`` tables belong to no trial (sites, the analyte catalogue, audit exports, and any table whose
-  path is unknown). Only superusers read their history.
+  path is unknown). Only superusers read their history, except a site's own row, which the data
+  managers of that site read (see ``audit.selectors``).
 
 Parents are joined by their current row: clinical records are never deleted (PROTECT, no delete
 permission), and an event whose parent has gone has no trial, so it is hidden from everyone but

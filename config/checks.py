@@ -8,7 +8,8 @@ from django.conf import settings
 from django.core.checks import Error, Tags, register
 from django.core.exceptions import ImproperlyConfigured
 
-SECRET_KEY_MESSAGE = "DJANGO_SECRET_KEY is required when DJANGO_DEBUG is off."
+SECRET_KEY_MESSAGE = ("DJANGO_SECRET_KEY is required when DJANGO_DEBUG is off "
+                      "(or a key file: DJANGO_SECRET_KEY_FILE, default var/secret_key).")
 
 
 def require_secret_key() -> None:

@@ -1,6 +1,7 @@
 """Settings, read from the environment. Safe defaults are the production ones.
 
-DEBUG is off unless DJANGO_DEBUG=1; with DEBUG off, DJANGO_SECRET_KEY is required.
+DEBUG is off unless DJANGO_DEBUG=1; with DEBUG off, a secret key is required: DJANGO_SECRET_KEY, or
+else the key file (DJANGO_SECRET_KEY_FILE, default var/secret_key, which `make run` generates once).
 DATABASE_URL selects PostgreSQL anywhere; without it an embedded server under var/ is used.
 """
 
@@ -11,6 +12,7 @@ from datetime import timedelta
 from pathlib import Path
 
 import dj_database_url
+from csp.constants import NONE, SELF, UNSAFE_INLINE
 from django.core.exceptions import ImproperlyConfigured
 
 BASE_DIR = Path(__file__).resolve().parent.parent
@@ -28,9 +30,13 @@ def env_list(name: str, default: str = "") -> list[str]:
 
 
 DEBUG = env_flag("DJANGO_DEBUG")
-# Without DJANGO_SECRET_KEY, development and offline commands (makemigrations, check) still run on a
-# placeholder key; serving (config.wsgi / config.asgi) and `check --deploy` refuse it when DEBUG is off.
+# Without DJANGO_SECRET_KEY, the key file is read if it exists. Without either, development and offline
+# commands (makemigrations, check) still run on a placeholder key; serving (config.wsgi / config.asgi)
+# and `check --deploy` refuse it when DEBUG is off.
+SECRET_KEY_FILE = Path(os.environ.get("DJANGO_SECRET_KEY_FILE") or BASE_DIR / "var" / "secret_key")
 SECRET_KEY = os.environ.get("DJANGO_SECRET_KEY", "")
+if not SECRET_KEY and SECRET_KEY_FILE.is_file():
+    SECRET_KEY = SECRET_KEY_FILE.read_text().strip()
 SECRET_KEY_MISSING = not SECRET_KEY
 if SECRET_KEY_MISSING:
     SECRET_KEY = "django-insecure-placeholder-key-set-DJANGO_SECRET_KEY-in-production-0123456789"
@@ -49,6 +55,8 @@ INSTALLED_APPS = [
     "rest_framework",
     "django_filters",
     "drf_spectacular",
+    "drf_spectacular_sidecar",
+    "csp",
     "pgtrigger",
     "pghistory",
     "pghistory.admin",
@@ -65,6 +73,9 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
+    "csp.middleware.CSPMiddleware",
+    # Above IdempotencyMiddleware: that one keeps answers not marked no-store, so it must see them unmarked.
+    "config.headers.SecurityHeadersMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
@@ -151,6 +162,23 @@ SECURE_REFERRER_POLICY = "same-origin"
 X_FRAME_OPTIONS = "DENY"
 if env_flag("DJANGO_BEHIND_PROXY"):
     SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+# Every page loads scripts, styles, images and fonts from this origin only (the API docs' Swagger UI is
+# served from drf-spectacular-sidecar's static files, not a CDN). Inline scripts are refused; inline styles
+# are allowed for the few the admin, the browsable API and Swagger UI write into their pages.
+CONTENT_SECURITY_POLICY = {
+    "DIRECTIVES": {
+        "default-src": [SELF],
+        "script-src": [SELF],
+        "style-src": [SELF, UNSAFE_INLINE],
+        "img-src": [SELF, "data:"],
+        "font-src": [SELF],
+        "connect-src": [SELF],
+        "object-src": [NONE],
+        "base-uri": [SELF],
+        "form-action": [SELF],
+        "frame-ancestors": [NONE],
+    },
+}
 
 LOGIN_URL = "admin:login"
 
@@ -196,6 +224,9 @@ SPECTACULAR_SETTINGS = {
     "DESCRIPTION": "Subjects, treatment, safety and assay results of CAR-T trials, scoped to the caller's sites.",
     "VERSION": "1.0.0",
     "SERVE_INCLUDE_SCHEMA": False,
+    "SWAGGER_UI_DIST": "SIDECAR",  # from this origin, so the Content-Security-Policy can stay 'self'
+    "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
+    "REDOC_DIST": "SIDECAR",
     "COMPONENT_SPLIT_REQUEST": True,
     "POSTPROCESSING_HOOKS": ["drf_spectacular.hooks.postprocess_schema_enums",
                              "idempotency.schema.add_idempotency_key_header"],

@@ -71,7 +71,10 @@ def test_data_manager_reads_both_sites_and_the_design(world, subjects):
     assert {e.site_code for e in entries} == {"SA", "SB", None}
     tables = {e.table for e in entries}
     assert {"trials.DoseLevel", "trials.RegimenAgent", "trials.Membership", "trials.TrialSite"} <= tables
-    assert "trials.Site" not in tables  # sites belong to no trial: superusers only
+    # A site's own row belongs to no trial: this trial's data managers read its sites', not another's.
+    other = SiteFactory(code="SO")
+    sites = {e.record_id for e in entries_for(world.data_manager, table="trials.Site")}
+    assert sites == {str(world.site_a.pk), str(world.site_b.pk)} and str(other.pk) not in sites
 
 
 def test_other_trials_data_manager_sees_nothing_of_this_trial(world, subjects):
@@ -84,7 +87,8 @@ def test_other_trials_data_manager_sees_nothing_of_this_trial(world, subjects):
     MembershipFactory(user=coordinator, trial=other, site=site, role=Membership.Role.COORDINATOR)
     mine = screened(trial=other, site=site, coordinator=coordinator)
     entries = entries_for(dm)
-    assert entries and {e.trial_id for e in entries} == {other.pk}
+    assert entries and {e.trial_id for e in entries if e.table != "trials.Site"} == {other.pk}
+    assert {e.record_id for e in entries if e.table == "trials.Site"} == {str(site.pk)}  # its own site only
     assert str(mine.pk) in {e.record_id for e in entries if e.table == "patients.Subject"}
 
 
@@ -92,3 +96,47 @@ def test_superuser_reads_everything(world, subjects):
     root = UserFactory(username="root", is_superuser=True)
     tables = {e.table for e in entries_for(root)}
     assert {"trials.Site", "patients.Subject", "trials.DoseLevel"} <= tables
+
+
+@pytest.fixture
+def dm_b(world: Any) -> Any:
+    """A data manager bound to site B only."""
+    user = UserFactory(username="dm_b")
+    MembershipFactory(user=user, trial=world.trial, site=world.site_b, role=Membership.Role.DATA_MANAGER)
+    return user
+
+
+def test_site_bound_data_manager_reads_nothing_of_another_site(world, login, subjects, dm_b):
+    site_rows = {("trials.TrialSite", str(ts.pk)): ts.site.code for ts in world.trial.trial_sites.all()}
+    site_rows |= {("trials.Site", str(s.pk)): s.code for s in (world.site_a, world.site_b)}
+    entries = entries_for(dm_b)
+    assert {e.site_code for e in entries} == {"SB", None}
+    # Their site's own design rows (its screening counter, the site itself) and the trial-level design.
+    seen = {site_rows[(e.table, e.record_id)] for e in entries if (e.table, e.record_id) in site_rows}
+    assert seen == {"SB"}
+    tables = {e.table for e in entries}
+    assert {"trials.Site", "trials.TrialSite", "trials.DoseLevel", "trials.RegimenAgent", "patients.Subject"} <= tables
+    assert not [e for e in entries if e.table == "trials.Membership" and e.site_code not in ("SB", None)]
+
+    client = login(dm_b)
+    api = client.get("/api/v1/audit-events/", {"page_size": 500}).json()["results"]
+    assert api and {r["site"] for r in api} == {"SB", None}
+    assert client.get("/api/v1/audit-events/", {"site": "SA", "page_size": 500}).json()["results"] == []
+    assert {r["site"] for r in client.get("/api/v1/audit-events/", {"site": "SB"}).json()["results"]} == {"SB"}
+    trail = client.get(reverse("admin:audit_auditevent_changelist"), {"table": "trials.TrialSite"})
+    assert {e.site_code for e in trail.context["page"].object_list} == {"SB"}
+    assert client.get(reverse("admin:audit_auditevent_changelist"), {"site": world.site_a.pk}).status_code == 400
+    rows = b"".join(client.get(reverse("admin:audit_export")).streaming_content).decode()
+    assert ",SB" in rows and ",SA" not in rows and subjects["a"].code not in rows
+
+
+def test_site_bound_data_manager_may_not_open_another_sites_design_rows(world, login, subjects, dm_b):
+    client = login(dm_b)
+    other = world.trial.trial_sites.get(site=world.site_a)
+    mine = world.trial.trial_sites.get(site=world.site_b)
+    history = "admin:audit_record_history"
+    assert client.get(reverse(history, args=["trials.TrialSite", other.pk])).status_code == 404
+    assert client.get(reverse(history, args=["trials.Site", world.site_a.pk])).status_code == 404
+    assert client.get(reverse(history, args=["trials.TrialSite", mine.pk])).status_code == 200
+    assert client.get(reverse(history, args=["trials.Site", world.site_b.pk])).status_code == 200
+    assert client.get(reverse("admin:audit_subject_history", args=[subjects["a"].pk])).status_code == 404
