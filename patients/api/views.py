@@ -333,7 +333,8 @@ ResponseViewSet = _crud(ResponseAssessment, s.ResponseSerializer, _record_respon
 
 
 class LotViewSet(_crud(ProductLot, s.LotSerializer, lambda d, by: treatment.register_lot(by=by, **d),  # type: ignore[misc]
-                       filter_fields=("status",), select=("subject", "product", "collection"))):
+                       filter_fields=("status",), select=("subject", "product", "collection",
+                                                                   "donor_collection"))):
     @extend_schema(request=s.ReleaseSerializer, responses={200: s.LotSerializer, **ERRORS})
     @action(detail=True, methods=["post"])
     def release(self, request: Request, pk: str, **kwargs: Any) -> Response:

@@ -166,6 +166,29 @@ def test_list_queries_do_not_grow_with_rows(world, lab, url, make, ceiling):
     assert six <= ceiling
 
 
+def _donor_derived_lots(world, n):
+    product = world.trial.products.get()
+    product.allowed_sources = ["autologous", "allogeneic"]
+    product.save()
+    subject = enrolled_subject(**_clinical(world))
+    for i in range(n):
+        donation = treatment.record_donor_collection(subject=subject, collection_id=f"DC-{subject.code}-{i}",
+                                                     collected_on=days_ago(19 - i), donor_code=f"D-{i + 100}",
+                                                     donor_type="third_party", by=world.coordinator)
+        treatment.register_lot(subject=subject, product=product, lot_number=f"ALLO-{subject.code}-{i}",
+                               source="allogeneic", donor_collection=donation, by=world.coordinator)
+
+
+def test_donor_derived_lots_list_in_fixed_queries(world):
+    """Each lot shows its donor collection's bag id: read in the list's own query, not one per lot."""
+    _donor_derived_lots(world, 2)
+    client = api_client(world.coordinator)
+    client.get("/api/v1/lots/")
+    two = count_list_queries(client, "/api/v1/lots/", rows=2)
+    _donor_derived_lots(world, 4)
+    assert count_list_queries(client, "/api/v1/lots/", rows=6) == two
+
+
 def test_analyte_catalogue_queries_do_not_grow_with_rows(world):
     assert Analyte.objects.filter(units__isnull=False).distinct().count() >= 6  # seeded with their units
     client = api_client(world.coordinator)

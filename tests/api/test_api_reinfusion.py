@@ -89,6 +89,10 @@ def test_doses_of_an_open_course_are_recorded_in_one_request_all_or_nothing(worl
                                                 "planned_infusion_on": str(SECOND_DAY0)}).json()
     url = f"{COURSES}{course['id']}/doses/"
     doses = doses_of(regimen, SECOND_DAY0, PLANNED)
+    empty = post_json(caller.client, url, [])
+    assert (empty.status_code, empty.json()["code"], list(empty.json()["field_errors"])) == (400, "no_doses", ["doses"])
+    unknown_agent = post_json(caller.client, url, [{**doses[0], "agent": "busulfan"}])
+    assert unknown_agent.status_code == 400 and "agent" in str(unknown_agent.json()["field_errors"])
     refused = post_json(caller.client, url, [*doses[:-1], {**doses[-1], "administered_mg": "900.0"}])
     assert refused.status_code == 400, refused.json()
     assert (refused.json()["code"], list(refused.json()["field_errors"])) == (
