@@ -68,6 +68,7 @@ INSTALLED_APPS = [
     "signatures",
     "dataqueries",
     "idempotency",
+    "exports",
     "axes",
 ]
 
