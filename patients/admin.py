@@ -19,6 +19,7 @@ from django.shortcuts import get_object_or_404
 from django.template.response import TemplateResponse
 from django.urls import path, reverse
 
+from config.api import acting_user
 from config.errors import DomainError
 from exports.casebook.services import download_casebook
 from locking.services import check_writable
@@ -242,7 +243,7 @@ class SubjectAdmin(ClinicalAdmin):
         subject = self.get_object(request, unquote(object_id))  # 404 outside the user's sites
         if not self.has_view_permission(request, subject):
             raise Http404("No such record.")
-        data = download_casebook(subject=subject, by=request.user)
+        data = download_casebook(subject=subject, by=acting_user(request))
         response = HttpResponse(data, content_type="application/pdf")
         response["Content-Disposition"] = f'attachment; filename="{subject.code}.pdf"'
         return response

@@ -54,7 +54,12 @@ class PartSpec:
 
     @property
     def accessor(self) -> str:
-        return self.model._meta.get_field(self.parent).remote_field.get_accessor_name()  # type: ignore[union-attr]
+        """The parent's name for these rows (e.g. ``crsassessments``)."""
+        field = self.model._meta.get_field(self.parent)
+        name = field.remote_field.get_accessor_name() if isinstance(field, models.ForeignKey) else None
+        if not name:
+            raise ValueError(f"{self.label}.{self.parent} is not a foreign key with a reverse accessor")
+        return name
 
 
 @dataclass(frozen=True)

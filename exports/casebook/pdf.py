@@ -65,7 +65,7 @@ def _fonts() -> frozenset[int]:
     for name, file in ((FONT, "Vera.ttf"), (BOLD, "VeraBd.ttf"), (ITALIC, "VeraIt.ttf")):
         pdfmetrics.registerFont(TTFont(name, str(folder / file)))
     pdfmetrics.registerFontFamily(FONT, normal=FONT, bold=BOLD, italic=ITALIC, boldItalic=BOLD)
-    return frozenset(pdfmetrics.getFont(FONT).face.charToGlyph)  # type: ignore[attr-defined]
+    return frozenset(pdfmetrics.getFont(FONT).face.charToGlyph)
 
 
 SUBSTITUTES = {ARROW: "->", "≠": "!="}
@@ -368,7 +368,7 @@ def validity(signature: Signature, site: Any) -> str:
 
 
 def signature_scope(signature: Signature) -> str:
-    if signature.record_type_id is None:
+    if signature.record_type is None:
         return "casebook (all forms)"
     return f"{signature.record_type.name} #{signature.record_id}"
 
