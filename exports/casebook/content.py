@@ -15,10 +15,12 @@ from __future__ import annotations
 
 import datetime as dt
 from collections import defaultdict
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from django.apps import apps
+from django.contrib.auth import get_user_model
+from django.contrib.auth.models import AbstractBaseUser
 from django.db import models
 from django.db.models import Prefetch
 
@@ -34,6 +36,8 @@ from signatures.models import Signature
 # Columns that are the record's own bookkeeping or its place (the casebook is one subject's, at one site).
 HIDDEN = frozenset({"id", "subject", "site", "created_at", "updated_at"})
 RECORD, TABLE = "record", "table"  # one block of label/value pairs per record, or one row per record
+# Design records whose names read other rows (a trial site names its trial and site): shown by id.
+UNNAMED = frozenset({"trials.TrialSite", "trials.Membership"})
 
 
 @dataclass(frozen=True)
@@ -213,14 +217,60 @@ class _Builder:
         return tuple(e for key, entries in self.trail.items() if key not in self.used for e in entries)
 
 
+def _references(label: str) -> dict[str, type[models.Model]]:
+    """The foreign key columns of a tracked model whose rows can be named without a query of their own:
+    users (by user name) and protocol design records (their names read only their own columns)."""
+    found: dict[str, type[models.Model]] = {}
+    for f in apps.get_model(label)._meta.concrete_fields:
+        target = f.related_model if f.many_to_one or f.one_to_one else None
+        if not (isinstance(target, type) and issubclass(target, models.Model)):
+            continue
+        if target is get_user_model() or (target._meta.app_label == "trials" and target._meta.label not in UNNAMED):
+            found[f.column] = target
+    return found
+
+
+def _named(trail: dict[tuple[str, str], list[AuditEntry]]) -> dict[tuple[str, str], str]:
+    """(model label, id) -> "name (#id)" of the rows the trail's changes refer to: one query per model."""
+    wanted: dict[type[models.Model], set[int]] = defaultdict(set)
+    for entries in trail.values():
+        for entry in entries:
+            references = _references(entry.table)
+            for change in entry.changes:
+                if change.field in references:
+                    wanted[references[change.field]].update(
+                        int(v) for v in (change.old, change.new) if v is not None and v.isdigit())
+    names: dict[tuple[str, str], str] = {}
+    for model, ids in sorted(wanted.items(), key=lambda item: item[0]._meta.label):
+        for obj in model._default_manager.filter(pk__in=sorted(ids)):
+            name = obj.get_username() if isinstance(obj, AbstractBaseUser) else str(obj)
+            names[(model._meta.label, str(obj.pk))] = f"{name} (#{obj.pk})"
+    return names
+
+
+def _with_names(entry: AuditEntry, names: dict[tuple[str, str], str]) -> AuditEntry:
+    references = _references(entry.table)
+    if not any(c.field in references for c in entry.changes):
+        return entry
+
+    def named(column: str, value: str | None) -> str | None:
+        return value if value is None else names.get((references[column]._meta.label, value), value)
+
+    changes = tuple(replace(c, old=named(c.field, c.old), new=named(c.field, c.new)) if c.field in references
+                    else c for c in entry.changes)
+    return replace(entry, changes=changes)
+
+
 def subject_trail(subject: Subject) -> dict[tuple[str, str], list[AuditEntry]]:
-    """Every audit entry of the subject's records, oldest first, by (model label, record id): one query.
+    """Every audit entry of the subject's records, oldest first, by (model label, record id): one query, and
+    one per kind of referenced row (users, design records) to name what a changed foreign key points to.
     The scope is the subject's own trial and site, whoever exports (the file depends on the data only)."""
     scope = AuditScope(site_pairs=frozenset({(subject.trial_id, subject.site_id)}))
     trail: dict[tuple[str, str], list[AuditEntry]] = defaultdict(list)
     for entry in iter_audit_entries(scope=scope, filters=AuditFilters(subject_id=subject.pk)):
         trail[(entry.table, entry.record_id)].append(entry)
-    return trail
+    names = _named(trail)
+    return {key: [_with_names(e, names) for e in entries] for key, entries in trail.items()}
 
 
 def _queries(subject: Subject) -> tuple[QueryThread, ...]:

@@ -186,6 +186,14 @@ def test_an_amended_value_shows_old_and_new_with_the_reason(world: Any, course: 
                      r"Transcription error on the marrow report", text)
 
 
+def test_a_changed_reference_is_named(world: Any, course: Subject) -> None:
+    """The trail stores a foreign key's id; the casebook names the user or design record it points to."""
+    text = casebook(course, world.data_manager)
+    cohort = world.trial.cohorts.get(code="ADULT")
+    assert f"cohort: — -> ADULT Adult (#{cohort.pk})" in text
+    assert f"confirmed by: — -> inv_a (#{world.investigator.pk})" in text
+
+
 def test_a_signature_is_valid_then_invalid_after_a_change(world: Any, course: Subject) -> None:
     sign(subject=course, meaning="review", password=PASSWORD, by=world.investigator)
     text = casebook(course, world.data_manager)
