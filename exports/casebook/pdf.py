@@ -177,36 +177,53 @@ def course_day(position: Position) -> str:
 
 # --- tables ----------------------------------------------------------------------------------------
 
+PAD = 3
 GRID = [
     ("GRID", (0, 0), (-1, -1), 0.25, colors.HexColor("#999999")),
     ("VALIGN", (0, 0), (-1, -1), "TOP"),
-    ("LEFTPADDING", (0, 0), (-1, -1), 3),
-    ("RIGHTPADDING", (0, 0), (-1, -1), 3),
+    ("FONTNAME", (0, 0), (-1, -1), FONT),
+    ("FONTSIZE", (0, 0), (-1, -1), 7.5),
+    ("LEADING", (0, 0), (-1, -1), 9),
+    ("LEFTPADDING", (0, 0), (-1, -1), PAD),
+    ("RIGHTPADDING", (0, 0), (-1, -1), PAD),
     ("TOPPADDING", (0, 0), (-1, -1), 1.5),
     ("BOTTOMPADDING", (0, 0), (-1, -1), 1.5),
 ]
 HEADER = [("BACKGROUND", (0, 0), (-1, 0), colors.HexColor("#E4E8EE"))]
 
 
+def cell(value: str, width: float, style: str = "cell") -> str | Paragraph:
+    """A table cell: plain text when it fits on one line (drawn by the table itself, much faster), else a
+    wrapping paragraph."""
+    plain = drawable(value)
+    font = BOLD if style == "label" else FONT
+    if "\n" not in plain and pdfmetrics.stringWidth(plain, font, 7.5) <= width - 2 * PAD - 0.5:
+        return plain
+    return Paragraph(text(value), styles()[style])
+
+
 def grid(header: Sequence[str], rows: Iterable[Sequence[str]], widths: Sequence[float] | None = None) -> Table:
     """A table with a repeated header row; cells wrap."""
-    data = [[para(h, "label") for h in header], *([para(c) for c in row] for row in rows)]
-    if widths is None:
-        widths = [WIDTH / len(header)] * len(header)
-    table = Table(data, colWidths=list(widths), repeatRows=1, hAlign="LEFT")
-    table.setStyle(TableStyle([*GRID, *HEADER]))
+    widths = list(widths) if widths is not None else [WIDTH / len(header)] * len(header)
+    data = [[cell(h, w, "label") for h, w in zip(header, widths, strict=True)],
+            *([cell(c, w) for c, w in zip(row, widths, strict=True)] for row in rows)]
+    table = Table(data, colWidths=widths, repeatRows=1, hAlign="LEFT", splitInRow=1)
+    table.setStyle(TableStyle([*GRID, *HEADER, ("FONTNAME", (0, 0), (-1, 0), BOLD)]))
     return table
 
 
 def pairs(items: Sequence[tuple[str, str]], per_line: int = 3) -> Table:
     """Label/value pairs, ``per_line`` pairs a line."""
-    cells = [(para(label, "label"), para(value)) for label, value in items] or [(para(DASH), para(""))]
-    rows = [[c for pair in cells[i:i + per_line] for c in pair] for i in range(0, len(cells), per_line)]
-    rows[-1] += [para("")] * (2 * per_line - len(rows[-1]))
     unit = WIDTH / per_line
-    table = Table(rows, colWidths=[unit * 0.38, unit * 0.62] * per_line, hAlign="LEFT")
-    shade = [("BACKGROUND", (c, 0), (c, -1), colors.HexColor("#F2F4F7")) for c in range(0, 2 * per_line, 2)]
-    table.setStyle(TableStyle([*GRID, *shade]))
+    widths = [unit * 0.38, unit * 0.62]
+    cells = [(cell(label, widths[0], "label"), cell(value, widths[1])) for label, value in items] or [(DASH, "")]
+    rows: list[list[str | Paragraph]] = [[c for pair in cells[i:i + per_line] for c in pair]
+                                         for i in range(0, len(cells), per_line)]
+    rows[-1] += [""] * (2 * per_line - len(rows[-1]))
+    table = Table(rows, colWidths=widths * per_line, hAlign="LEFT", splitInRow=1)
+    labels = range(0, 2 * per_line, 2)
+    table.setStyle(TableStyle([*GRID, *(("BACKGROUND", (c, 0), (c, -1), colors.HexColor("#F2F4F7")) for c in labels),
+                               *(("FONTNAME", (c, 0), (c, -1), BOLD) for c in labels)]))
     return table
 
 

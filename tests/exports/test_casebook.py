@@ -258,6 +258,13 @@ def test_a_long_casebook_paginates_with_page_n_of_m(world: Any) -> None:
     assert text.count(f"Casebook {subject.code} · trial") == pages  # the header on every page
 
 
+def test_a_value_longer_than_a_page_is_split_across_pages(world: Any, course: Subject) -> None:
+    detail = " ".join(f"Clinic note line {n}." for n in range(1500))
+    outcome.record_follow_up(subject=course, kind="last_contact", event_on=day(10), detail=detail, by=world.coordinator)
+    text = casebook(course, world.data_manager)
+    assert "Clinic note line 0." in text and "Clinic note line 1499." in text
+
+
 def test_queries_do_not_grow_with_the_records(world: Any, course: Subject) -> None:
     scope = scope_for(world.data_manager, world.trial)
 
