@@ -176,6 +176,20 @@ def test_crs_assessment_with_its_components_and_grade(world: Any, course: Subjec
     assert "Tocilizumab" in text
 
 
+def test_icans_assessment_with_its_ice_score(world: Any, course: Subject) -> None:
+    event = safety.record_adverse_event(subject=course, by=world.coordinator, data=safety.EventInput(
+        category="icans", term="ICANS", onset_on=day(4), related_to_product="probable",
+        related_to_lymphodepletion="unlikely"))
+    items = dict.fromkeys(("orientation_year", "orientation_month", "orientation_city", "orientation_hospital",
+                           "follows_commands", "writes_sentence", "counts_backwards"), True)
+    safety.record_icans_assessment(event=event, assessed_at=at(day(4), 2), by=world.coordinator,
+                                   components={**items, "orientation_city": False, "objects_named": 3})
+    text = casebook(course, world.data_manager)
+    assert "ICANS assessments (ASTCT) (1)" in text
+    assert f"date {day(4).isoformat()} · study day 4 · course 1, day 4" in text
+    assert "Ice score 9" in text
+
+
 def test_an_amended_value_shows_old_and_new_with_the_reason(world: Any, course: Subject) -> None:
     response = ResponseAssessment.objects.get(subject=course)
     with pghistory.context(user=world.coordinator.pk):  # as the admin's and the API's middleware record it
