@@ -19,6 +19,7 @@ class AuditExport(models.Model):
 
     class Format(models.TextChoices):
         CSV = "csv", "CSV"
+        CASEBOOK = "casebook", "PDF casebook of one subject"
 
     exported_by = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="+")
     exported_at = models.DateTimeField(default=timezone.now, editable=False)

@@ -10,6 +10,7 @@ from typing import Any
 
 from django import forms
 from django.contrib import admin, messages
+from django.contrib.admin.utils import unquote
 from django.contrib.admin.widgets import AdminDateWidget
 from django.core.exceptions import PermissionDenied
 from django.db.models import Count, Q, QuerySet
@@ -18,7 +19,9 @@ from django.shortcuts import get_object_or_404
 from django.template.response import TemplateResponse
 from django.urls import path, reverse
 
+from config.api import acting_user
 from config.errors import DomainError
+from exports.casebook.services import download_casebook
 from locking.services import check_writable
 from patients import forms as action_forms
 from patients.admin_course import subject_course
@@ -204,6 +207,7 @@ class SubjectAdmin(ClinicalAdmin):
         view = self.admin_site.admin_view
         return [
             path("<path:object_id>/action/<slug:action>/", view(self.action_view), name="patients_subject_action"),
+            path("<path:object_id>/casebook/", view(self.casebook_view), name="patients_subject_casebook"),
             path("<path:object_id>/eligibility/<int:assessment_id>/confirm/", view(self.confirm_view),
                  name="patients_subject_confirm_eligibility"),
             *super().get_urls(),
@@ -233,6 +237,16 @@ class SubjectAdmin(ClinicalAdmin):
                    "form": form, "title": f"{form.title}: {subject.code}", "original": subject,
                    "media": self.media + form.media}
         return TemplateResponse(request, "admin/patients/subject/action.html", context)
+
+    def casebook_view(self, request: HttpRequest, object_id: str) -> HttpResponse:
+        """The subject's PDF casebook, for whoever reads the subject's site (404 for anyone else); audited."""
+        subject = self.get_object(request, unquote(object_id))  # 404 outside the user's sites
+        if not self.has_view_permission(request, subject):
+            raise Http404("No such record.")
+        data = download_casebook(subject=subject, by=acting_user(request))
+        response = HttpResponse(data, content_type="application/pdf")
+        response["Content-Disposition"] = f'attachment; filename="{subject.code}.pdf"'
+        return response
 
     def confirm_view(self, request: HttpRequest, object_id: str, assessment_id: int) -> HttpResponse:
         subject = self._entry_subject(request, object_id)

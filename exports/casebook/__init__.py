@@ -1,0 +1,1 @@
+"""The PDF casebook: what one subject's casebook holds (``content``) and how it is printed (``pdf``)."""

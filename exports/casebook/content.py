@@ -1,0 +1,300 @@
+"""What a subject's casebook holds, read with a fixed number of queries whatever the number of records.
+
+Forms come in course order (enrolment, consents, measurements, eligibility, status history, collections
+and lots, bridging, lymphodepletion, infusions, adverse events with their CRS/ICANS assessments,
+medications, responses, follow-up, lab draws with their results). Each record carries its position on
+the subject's timeline (``patients.timeline``: study day and course day are never computed here), its
+audit trail (``audit.selectors``: one query for the whole subject), and then come the subject's
+signatures with their validity and its unresolved data queries with their threads.
+
+Queries per subject: one for the subject, one for its lock state, one per form table and one per part
+table (prefetches), one for the audit trail, one for the signatures and two for the data queries.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections import defaultdict
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+from django.apps import apps
+from django.contrib.auth import get_user_model
+from django.contrib.auth.models import AbstractBaseUser
+from django.db import models
+from django.db.models import Prefetch
+
+from audit.selectors import AuditEntry, AuditFilters, AuditScope, iter_audit_entries
+from dataqueries.models import DataQuery, QueryMessage
+from locking.models import Lock
+from locking.services import blocking_lock
+from patients.models import Subject
+from patients.record_paths import SUBJECT_PATHS
+from patients.timeline import Position, Timeline, local_date, timeline_from, with_timeline
+from signatures.models import Signature
+
+# Columns that are the record's own bookkeeping or its place (the casebook is one subject's, at one site).
+HIDDEN = frozenset({"id", "subject", "site", "created_at", "updated_at"})
+RECORD, TABLE = "record", "table"  # one block of label/value pairs per record, or one row per record
+# Design records whose names read other rows (a trial site names its trial and site): shown by id.
+UNNAMED = frozenset({"trials.TrialSite", "trials.Membership"})
+
+
+@dataclass(frozen=True)
+class PartSpec:
+    """Rows entered and read as part of another record's form (e.g. an adverse event's CRS assessments)."""
+
+    label: str  # "patients.crsassessment"
+    parent: str  # the foreign key to the parent record
+    title: str
+    dates: tuple[str, ...]  # the clinical date (or time) of a row: the first that is set
+    order: tuple[str, ...]
+    style: str = TABLE
+    columns: tuple[str, ...] | None = None  # None: every column but HIDDEN and the parent
+
+    @property
+    def model(self) -> type[models.Model]:
+        return apps.get_model(self.label)
+
+    @property
+    def accessor(self) -> str:
+        """The parent's name for these rows (e.g. ``crsassessments``)."""
+        field = self.model._meta.get_field(self.parent)
+        name = field.remote_field.get_accessor_name() if isinstance(field, models.ForeignKey) else None
+        if not name:
+            raise ValueError(f"{self.label}.{self.parent} is not a foreign key with a reverse accessor")
+        return name
+
+
+@dataclass(frozen=True)
+class FormSpec:
+    """One case report form: a subject-level table (``patients.record_paths``) and how it is shown."""
+
+    label: str
+    title: str
+    dates: tuple[str, ...]
+    order: tuple[str, ...]
+    style: str = RECORD
+    columns: tuple[str, ...] | None = None
+    parts: tuple[PartSpec, ...] = ()
+
+    @property
+    def model(self) -> type[models.Model]:
+        return apps.get_model(self.label)
+
+
+DOSES = PartSpec("patients.lymphodepletiondose", "course", "Doses", ("given_on",), ("given_on", "agent__agent", "pk"),
+                 columns=("agent", "day", "given_on", "planned_mg", "administered_mg", "deviation_reason",
+                          "recorded_by"))
+FORMS: tuple[FormSpec, ...] = (
+    FormSpec("patients.subject", "Enrolment", ("screened_on",), ("pk",)),
+    FormSpec("patients.consent", "Informed consent", ("consented_on",), ("consented_on", "pk")),
+    FormSpec("patients.bodymeasurement", "Height and weight", ("measured_on",), ("measured_on", "pk"), TABLE,
+             ("measured_on", "height_cm", "weight_kg", "recorded_by")),
+    FormSpec("patients.eligibilityassessment", "Eligibility", ("assessed_on",), ("assessed_on", "pk"), parts=(
+        PartSpec("patients.eligibilityanswer", "assessment", "Criteria", (), ("criterion__kind", "criterion__number",
+                                                                            "pk"), columns=("criterion", "met")),)),
+    FormSpec("patients.subjecttransition", "Status history", ("effective_on",), ("recorded_at", "pk"), TABLE,
+             ("effective_on", "from_status", "to_status", "reason", "recorded_by", "recorded_at")),
+    FormSpec("patients.apheresiscollection", "Apheresis collections", ("collected_on",), ("collected_on", "pk")),
+    FormSpec("patients.donorcollection", "Donor collections", ("collected_on",), ("collected_on", "pk")),
+    FormSpec("patients.productlot", "Product lots", ("release_date", "failed_on"), ("pk",)),
+    FormSpec("patients.bridgingtherapy", "Bridging therapy", ("started_on",), ("started_on", "pk")),
+    # A course is dated by its doses (its planned day 0 is one of its values, not the date of an event).
+    FormSpec("patients.lymphodepletioncourse", "Lymphodepletion", (), ("course_number",),
+             parts=(DOSES,)),
+    FormSpec("patients.infusion", "CAR-T infusions", ("infused_on",), ("course_number", "fraction_number")),
+    FormSpec("patients.adverseevent", "Adverse events", ("onset_on",), ("onset_on", "pk"), parts=(
+        PartSpec("patients.crsassessment", "event", "CRS assessments (ASTCT)", ("assessed_at",),
+                 ("assessed_at", "pk"), RECORD),
+        PartSpec("patients.icansassessment", "event", "ICANS assessments (ASTCT)", ("assessed_at",),
+                 ("assessed_at", "pk"), RECORD))),
+    FormSpec("patients.concomitantmedication", "Medications", ("given_at",), ("given_at", "pk")),
+    FormSpec("patients.responseassessment", "Response assessments", ("assessed_on",), ("assessed_on", "pk")),
+    FormSpec("patients.followup", "Follow-up", ("event_on",), ("event_on", "pk")),
+    FormSpec("assays.labdraw", "Laboratory", ("collected_at",), ("collected_at", "pk"), parts=(
+        PartSpec("assays.result", "draw", "Results", ("collected_at",), ("analyte__code", "pk"),
+                 columns=("analyte", "value_text", "unit_text", "value", "censored", "flag", "ctcae_grade",
+                          "status", "superseded", "correction_reason", "source_ref", "recorded_at")),)),
+)
+
+
+@dataclass(frozen=True)
+class Row:
+    """One record as shown: its id, its position on the timeline, its audit trail and its parts."""
+
+    label: str
+    pk: int
+    obj: models.Model
+    date: dt.date | None
+    position: Position
+    trail: tuple[AuditEntry, ...]
+    parts: tuple[tuple[PartSpec, tuple[Row, ...]], ...] = ()
+
+
+@dataclass(frozen=True)
+class Form:
+    spec: FormSpec
+    rows: tuple[Row, ...]
+
+
+@dataclass(frozen=True)
+class QueryThread:
+    query: DataQuery
+    messages: tuple[QueryMessage, ...]
+
+
+@dataclass(frozen=True)
+class Casebook:
+    subject: Subject
+    timeline: Timeline
+    cutoff: dt.datetime
+    lock: Lock | None
+    forms: tuple[Form, ...]
+    signatures: tuple[Signature, ...]
+    queries: tuple[QueryThread, ...]
+    other_trail: tuple[AuditEntry, ...] = field(default=())  # changes of rows shown in no form (e.g. locks)
+
+
+def columns_of(model: type[models.Model], columns: tuple[str, ...] | None, parent: str = "") -> list[models.Field]:
+    """The fields shown for ``model``: the named ones, or every concrete field but the hidden ones."""
+    if columns is not None:
+        return [model._meta.get_field(name) for name in columns]  # type: ignore[misc]
+    return [f for f in model._meta.concrete_fields if f.name not in HIDDEN and f.name != parent]
+
+
+def _related(model: type[models.Model], columns: list[models.Field]) -> list[str]:
+    return [f.name for f in columns if f.many_to_one or f.one_to_one]
+
+
+def _part_queryset(part: PartSpec) -> models.QuerySet:
+    model = part.model
+    return model._default_manager.select_related(*_related(model, columns_of(model, part.columns, part.parent))) \
+        .order_by(*part.order)
+
+
+def _form_queryset(spec: FormSpec, subject_id: int) -> models.QuerySet:
+    model = spec.model
+    path = SUBJECT_PATHS[spec.label]
+    qs = model._default_manager.filter(**({"pk": subject_id} if path == "pk" else {f"{path}_id": subject_id}))
+    qs = qs.select_related(*_related(model, columns_of(model, spec.columns)))
+    for part in spec.parts:
+        qs = qs.prefetch_related(Prefetch(part.accessor, queryset=_part_queryset(part)))
+    return qs.order_by(*spec.order)
+
+
+def clinical_date(obj: Any, dates: tuple[str, ...], tz: Any, parent: Any = None) -> dt.date | None:
+    """The site's local date of the record's first set clinical date or time (a part may take its parent's)."""
+    for name in dates:
+        value = getattr(obj, name, None)
+        if value is None and parent is not None:
+            value = getattr(parent, name, None)
+        if value is not None:
+            return local_date(value, tz)
+    return None
+
+
+class _Builder:
+    """Turns loaded records into rows with their timeline position and audit trail."""
+
+    def __init__(self, subject: Subject, timeline: Timeline, trail: dict[tuple[str, str], list[AuditEntry]]) -> None:
+        self.tz, self.timeline, self.trail = subject.site.tzinfo, timeline, trail
+        self.used: set[tuple[str, str]] = set()
+
+    def _trail_of(self, obj: models.Model) -> tuple[AuditEntry, ...]:
+        key = (obj._meta.label, str(obj.pk))
+        self.used.add(key)
+        return tuple(self.trail.get(key, ()))
+
+    def row(self, label: str, obj: models.Model, dates: tuple[str, ...], parts: tuple[PartSpec, ...] = (),
+            parent: Any = None) -> Row:
+        date = clinical_date(obj, dates, self.tz, parent)
+        children = tuple((part, tuple(self.row(part.label, child, part.dates, parent=obj)
+                                      for child in getattr(obj, part.accessor).all())) for part in parts)
+        return Row(label, obj.pk, obj, date, self.timeline.position(date), self._trail_of(obj), children)
+
+    def leftovers(self) -> tuple[AuditEntry, ...]:
+        return tuple(e for key, entries in self.trail.items() if key not in self.used for e in entries)
+
+
+def _references(label: str) -> dict[str, type[models.Model]]:
+    """The foreign key columns of a tracked model whose rows can be named without a query of their own:
+    users (by user name) and protocol design records (their names read only their own columns)."""
+    found: dict[str, type[models.Model]] = {}
+    for f in apps.get_model(label)._meta.concrete_fields:
+        target = f.related_model if f.many_to_one or f.one_to_one else None
+        if not (isinstance(target, type) and issubclass(target, models.Model)):
+            continue
+        if target is get_user_model() or (target._meta.app_label == "trials" and target._meta.label not in UNNAMED):
+            found[f.column] = target
+    return found
+
+
+def _named(trail: dict[tuple[str, str], list[AuditEntry]]) -> dict[tuple[str, str], str]:
+    """(model label, id) -> "name (#id)" of the rows the trail's changes refer to: one query per model."""
+    wanted: dict[type[models.Model], set[int]] = defaultdict(set)
+    for entries in trail.values():
+        for entry in entries:
+            references = _references(entry.table)
+            for change in entry.changes:
+                if change.field in references:
+                    wanted[references[change.field]].update(
+                        int(v) for v in (change.old, change.new) if v is not None and v.isdigit())
+    names: dict[tuple[str, str], str] = {}
+    for model, ids in sorted(wanted.items(), key=lambda item: item[0]._meta.label):
+        for obj in model._default_manager.filter(pk__in=sorted(ids)):
+            name = obj.get_username() if isinstance(obj, AbstractBaseUser) else str(obj)
+            names[(model._meta.label, str(obj.pk))] = f"{name} (#{obj.pk})"
+    return names
+
+
+def _with_names(entry: AuditEntry, names: dict[tuple[str, str], str]) -> AuditEntry:
+    references = _references(entry.table)
+    if not any(c.field in references for c in entry.changes):
+        return entry
+
+    def named(column: str, value: str | None) -> str | None:
+        return value if value is None else names.get((references[column]._meta.label, value), value)
+
+    changes = tuple(replace(c, old=named(c.field, c.old), new=named(c.field, c.new)) if c.field in references
+                    else c for c in entry.changes)
+    return replace(entry, changes=changes)
+
+
+def subject_trail(subject: Subject) -> dict[tuple[str, str], list[AuditEntry]]:
+    """Every audit entry of the subject's records, oldest first, by (model label, record id): one query, and
+    one per kind of referenced row (users, design records) to name what a changed foreign key points to.
+    The scope is the subject's own trial and site, whoever exports (the file depends on the data only)."""
+    scope = AuditScope(site_pairs=frozenset({(subject.trial_id, subject.site_id)}))
+    trail: dict[tuple[str, str], list[AuditEntry]] = defaultdict(list)
+    for entry in iter_audit_entries(scope=scope, filters=AuditFilters(subject_id=subject.pk)):
+        trail[(entry.table, entry.record_id)].append(entry)
+    names = _named(trail)
+    return {key: [_with_names(e, names) for e in entries] for key, entries in trail.items()}
+
+
+def _queries(subject: Subject) -> tuple[QueryThread, ...]:
+    messages = QueryMessage.objects.select_related("by").order_by("at", "pk")
+    unresolved = (DataQuery.objects.filter(subject=subject, status__in=DataQuery.UNRESOLVED)
+                  .select_related("content_type", "raised_by").prefetch_related(Prefetch("messages", messages))
+                  .order_by("raised_at", "pk"))
+    return tuple(QueryThread(q, tuple(q.messages.all())) for q in unresolved)
+
+
+def load_casebook(*, subject_id: int, cutoff: dt.datetime,
+                  forms: tuple[FormSpec, ...] = FORMS) -> Casebook:
+    """One subject's casebook, read in a fixed number of queries (see the module's docstring)."""
+    subject = with_timeline(Subject.objects.select_related("trial", "site", "cohort"), subject="pk").get(pk=subject_id)
+    timeline = timeline_from(subject, subject)
+    builder = _Builder(subject, timeline, subject_trail(subject))
+    loaded = [Form(spec, tuple(builder.row(spec.label, obj, spec.dates, spec.parts)
+                               for obj in _form_queryset(spec, subject.pk))) for spec in forms]
+    signatures = tuple(Signature.objects.filter(subject=subject).select_related("record_type")
+                       .order_by("signed_at", "pk"))
+    for signature in signatures:
+        builder.used.add((Signature._meta.label, str(signature.pk)))
+    return Casebook(subject=subject, timeline=timeline, cutoff=cutoff,
+                    lock=blocking_lock(trial_id=subject.trial_id, site_id=subject.site_id, subject_id=subject.pk),
+                    forms=tuple(loaded), signatures=signatures, queries=_queries(subject),
+                    other_trail=builder.leftovers())
+

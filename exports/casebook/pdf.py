@@ -1,0 +1,493 @@
+"""A casebook as a PDF (ReportLab platypus): a cover, every form in course order with each record's study
+day, course day and audit trail, the signatures with their validity and the unresolved data queries.
+
+Times are on the site's clock, each labelled with its UTC offset (the cover names the zone). The output is
+reproducible: ReportLab's invariant mode fixes the creation date and document id, the fonts are the
+Bitstream Vera faces shipped with ReportLab (no dependence on the machine's fonts), and every list is in
+a fixed order, so the same data give the same bytes.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import functools
+import io
+import re
+import unicodedata
+from collections.abc import Iterable, Sequence
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+from xml.sax.saxutils import escape
+
+import reportlab
+from django.db import models
+from reportlab.lib import colors
+from reportlab.lib.enums import TA_LEFT
+from reportlab.lib.pagesizes import A4, landscape
+from reportlab.lib.styles import ParagraphStyle
+from reportlab.lib.units import mm
+from reportlab.pdfbase import pdfmetrics
+from reportlab.pdfbase.ttfonts import TTFont
+from reportlab.pdfgen.canvas import Canvas
+from reportlab.platypus import (
+    BaseDocTemplate,
+    CondPageBreak,
+    Flowable,
+    Frame,
+    PageBreak,
+    PageTemplate,
+    Paragraph,
+    Spacer,
+    Table,
+    TableStyle,
+)
+
+from audit.selectors import AuditEntry
+from exports.casebook.content import RECORD, Casebook, Form, PartSpec, QueryThread, Row, columns_of
+from patients.timeline import Position
+from signatures.models import Signature
+
+PAGE = landscape(A4)
+MARGIN = 14 * mm
+WIDTH = PAGE[0] - 2 * MARGIN
+FONT, BOLD, ITALIC = "CasebookVera", "CasebookVera-Bold", "CasebookVera-Italic"
+DASH = "—"
+ARROW = "→"
+
+
+# --- fonts and text --------------------------------------------------------------------------------
+
+@functools.cache
+def _fonts() -> frozenset[int]:
+    """Register the Vera faces once; the code points they draw."""
+    folder = Path(reportlab.__file__).parent / "fonts"
+    for name, file in ((FONT, "Vera.ttf"), (BOLD, "VeraBd.ttf"), (ITALIC, "VeraIt.ttf")):
+        pdfmetrics.registerFont(TTFont(name, str(folder / file)))
+    pdfmetrics.registerFontFamily(FONT, normal=FONT, bold=BOLD, italic=ITALIC, boldItalic=BOLD)
+    return frozenset(pdfmetrics.getFont(FONT).face.charToGlyph)
+
+
+SUBSTITUTES = {ARROW: "->", "≠": "!="}
+
+
+def _drawable(char: str, glyphs: frozenset[int]) -> str:
+    if ord(char) in glyphs or char in "\n\t":
+        return char
+    if char in SUBSTITUTES:
+        return SUBSTITUTES[char]
+    folded = unicodedata.normalize("NFKC", char)  # e.g. subscript and superscript digits
+    if folded == char or not all(ord(c) in glyphs for c in folded):
+        return "?"
+    return f"^{folded}" if "SUPERSCRIPT" in unicodedata.name(char, "") else folded
+
+
+def drawable(value: str) -> str:
+    """``value`` with each character the font lacks replaced (by its plain form, or '?')."""
+    glyphs = _fonts()
+    return "".join(_drawable(c, glyphs) for c in value)
+
+
+def text(value: str) -> str:
+    """``value`` as Paragraph markup: drawable and escaped."""
+    return escape(drawable(value)).replace("\n", "<br/>")
+
+
+@functools.cache
+def styles() -> dict[str, ParagraphStyle]:
+    _fonts()
+    base = ParagraphStyle("cell", fontName=FONT, fontSize=7.5, leading=9, alignment=TA_LEFT)
+    return {
+        "cell": base,
+        "label": ParagraphStyle("label", parent=base, fontName=BOLD),
+        "body": ParagraphStyle("body", parent=base, fontSize=9, leading=12),
+        "note": ParagraphStyle("note", parent=base, fontName=ITALIC, fontSize=8, leading=10,
+                               textColor=colors.HexColor("#444444")),
+        "title": ParagraphStyle("title", parent=base, fontName=BOLD, fontSize=20, leading=26, spaceAfter=10),
+        "h1": ParagraphStyle("h1", parent=base, fontName=BOLD, fontSize=13, leading=17, spaceBefore=8, spaceAfter=5),
+        "h2": ParagraphStyle("h2", parent=base, fontName=BOLD, fontSize=9.5, leading=12, spaceBefore=7,
+                             spaceAfter=3),
+        "h3": ParagraphStyle("h3", parent=base, fontName=ITALIC, fontSize=8.5, leading=11, spaceBefore=4,
+                             spaceAfter=2),
+    }
+
+
+def para(value: str, style: str = "cell") -> Paragraph:
+    return Paragraph(text(value), styles()[style])
+
+
+# --- values ----------------------------------------------------------------------------------------
+
+def site_time(moment: dt.datetime | None, site: Any) -> str:
+    """A time on the site's clock with its UTC offset at that moment, e.g. '2025-03-02 18:00 UTC+08:00'."""
+    if moment is None:
+        return DASH
+    local = site.local(moment)
+    offset = local.strftime("%z")
+    return f"{local:%Y-%m-%d %H:%M} UTC{offset[:3]}:{offset[3:]}"
+
+
+def show(value: Any, site: Any) -> str:
+    """A stored value as the casebook prints it."""
+    if value is None or value == "" or value == []:
+        return DASH
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, dt.datetime):
+        return site_time(value, site)
+    if isinstance(value, dt.date):
+        return value.isoformat()
+    if isinstance(value, float):
+        return str(int(value)) if value.is_integer() and abs(value) < 1e15 else repr(value)
+    if isinstance(value, list | tuple):
+        return ", ".join(show(v, site) for v in value)
+    if isinstance(value, Decimal | int | str):
+        return str(value)
+    return str(value)
+
+
+def field_value(obj: models.Model, field: models.Field, site: Any) -> str:
+    """The field's value as shown: a choice's label, a related record's name, a time on the site's clock."""
+    if field.many_to_one or field.one_to_one:
+        related = getattr(obj, field.name)
+        return DASH if related is None else str(related)
+    value = getattr(obj, field.attname)
+    choices = dict(field.flatchoices) or dict(getattr(getattr(field, "base_field", None), "flatchoices", None) or ())
+    if choices and isinstance(value, list):
+        return show([choices.get(v, v) for v in value], site)
+    if choices and value not in (None, ""):
+        return str(choices.get(value, value))
+    return show(value, site)
+
+
+def label_of(field: models.Field) -> str:
+    name = str(field.verbose_name)
+    return name[:1].upper() + name[1:]
+
+
+def study_day(position: Position) -> str:
+    return DASH if position.study_day is None else str(position.study_day)
+
+
+def course_day(position: Position) -> str:
+    if position.course_number is None:
+        return DASH
+    return f"course {position.course_number}, day {position.course_day}"
+
+
+# --- tables ----------------------------------------------------------------------------------------
+
+PAD = 3
+GRID = [
+    ("GRID", (0, 0), (-1, -1), 0.25, colors.HexColor("#999999")),
+    ("VALIGN", (0, 0), (-1, -1), "TOP"),
+    ("FONTNAME", (0, 0), (-1, -1), FONT),
+    ("FONTSIZE", (0, 0), (-1, -1), 7.5),
+    ("LEADING", (0, 0), (-1, -1), 9),
+    ("LEFTPADDING", (0, 0), (-1, -1), PAD),
+    ("RIGHTPADDING", (0, 0), (-1, -1), PAD),
+    ("TOPPADDING", (0, 0), (-1, -1), 1.5),
+    ("BOTTOMPADDING", (0, 0), (-1, -1), 1.5),
+]
+HEADER = [("BACKGROUND", (0, 0), (-1, 0), colors.HexColor("#E4E8EE"))]
+
+
+def cell(value: str, width: float, style: str = "cell") -> str | Paragraph:
+    """A table cell: plain text when it fits on one line (drawn by the table itself, much faster), else a
+    wrapping paragraph."""
+    plain = drawable(value)
+    font = BOLD if style == "label" else FONT
+    if "\n" not in plain and pdfmetrics.stringWidth(plain, font, 7.5) <= width - 2 * PAD - 0.5:
+        return plain
+    return Paragraph(text(value), styles()[style])
+
+
+def grid(header: Sequence[str], rows: Iterable[Sequence[str]], widths: Sequence[float] | None = None) -> Table:
+    """A table with a repeated header row; cells wrap."""
+    widths = list(widths) if widths is not None else [WIDTH / len(header)] * len(header)
+    data = [[cell(h, w, "label") for h, w in zip(header, widths, strict=True)],
+            *([cell(c, w) for c, w in zip(row, widths, strict=True)] for row in rows)]
+    table = Table(data, colWidths=widths, repeatRows=1, hAlign="LEFT", splitInRow=1)
+    table.setStyle(TableStyle([*GRID, *HEADER, ("FONTNAME", (0, 0), (-1, 0), BOLD)]))
+    return table
+
+
+def pairs(items: Sequence[tuple[str, str]], per_line: int = 3) -> Table:
+    """Label/value pairs, ``per_line`` pairs a line."""
+    unit = WIDTH / per_line
+    widths = [unit * 0.38, unit * 0.62]
+    cells = [(cell(label, widths[0], "label"), cell(value, widths[1])) for label, value in items] or [(DASH, "")]
+    rows: list[list[str | Paragraph]] = [[c for pair in cells[i:i + per_line] for c in pair]
+                                         for i in range(0, len(cells), per_line)]
+    rows[-1] += [""] * (2 * per_line - len(rows[-1]))
+    table = Table(rows, colWidths=widths * per_line, hAlign="LEFT", splitInRow=1)
+    labels = range(0, 2 * per_line, 2)
+    table.setStyle(TableStyle([*GRID, *(("BACKGROUND", (c, 0), (c, -1), colors.HexColor("#F2F4F7")) for c in labels),
+                               *(("FONTNAME", (c, 0), (c, -1), BOLD) for c in labels)]))
+    return table
+
+
+# --- audit trail -----------------------------------------------------------------------------------
+
+ACTIONS = {"insert": "created", "update": "changed", "delete": "deleted"}
+TRAIL_WIDTHS = (0.12, 0.13, 0.11, 0.07, 0.39, 0.18)
+
+
+ISO_TIME = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}(:\d{2}(\.\d+)?)?([+-]\d{2}:\d{2}|Z)$")
+
+
+def stored(value: str | None, site: Any) -> str:
+    """A value as the audit trail stored it; a time (ISO 8601, UTC) on the site's clock."""
+    if value is None or value == "":
+        return DASH
+    if ISO_TIME.match(value):
+        return site_time(dt.datetime.fromisoformat(value), site)
+    return value
+
+
+def change_lines(entry: AuditEntry, site: Any) -> str:
+    """The changed values of an update (old → new) or the values of a delete; a creation lists none (its
+    values are the record's, shown above, or the old side of a later change)."""
+    if entry.action == "insert":
+        return "record created"
+    lines = [f"{c.label}: {stored(c.old, site)} {ARROW} {stored(c.new, site)}" for c in entry.changes]
+    return "\n".join(lines) or "no field changed"
+
+
+def trail_table(entries: Sequence[tuple[str, AuditEntry]], site: Any) -> Table:
+    """Audit entries as (record name, entry): when, who, which record, what changed, why."""
+    rows = [(site_time(e.at, site), e.who, record, ACTIONS.get(e.action, e.action), change_lines(e, site),
+             e.reason or DASH) for record, e in entries]
+    return grid(["When (site time)", "Who", "Record", "Action", f"Changes (old {ARROW} new)", "Reason"], rows,
+                [WIDTH * w for w in TRAIL_WIDTHS])
+
+
+def record_name(row: Row) -> str:
+    return f"{row.obj._meta.verbose_name} #{row.pk}"
+
+
+def _trails(rows: Iterable[Row]) -> list[tuple[str, AuditEntry]]:
+    found: list[tuple[str, AuditEntry]] = []
+    for row in rows:
+        found += [(record_name(row), e) for e in row.trail]
+        for _part, children in row.parts:
+            found += _trails(children)
+    return found
+
+
+def trail_flowables(rows: Sequence[Row], site: Any) -> list[Flowable]:
+    entries = _trails(rows)
+    if not entries:
+        return [para("Audit trail: no entry recorded.", "note")]
+    return [para("Audit trail", "h3"), trail_table(entries, site)]
+
+
+# --- forms -----------------------------------------------------------------------------------------
+
+def position_line(row: Row) -> str:
+    if row.date is None:
+        return ""
+    return f": date {row.date.isoformat()} · study day {study_day(row.position)} · {course_day(row.position)}"
+
+
+def record_block(row: Row, site: Any, parent: str = "") -> list[Flowable]:
+    fields = columns_of(type(row.obj), None, parent)
+    title = f"{record_name(row)}{position_line(row)}"
+    return [CondPageBreak(40 * mm), para(title, "h2"),
+            pairs([(label_of(f), field_value(row.obj, f, site)) for f in fields])]
+
+
+def rows_table(spec_columns: tuple[str, ...] | None, rows: Sequence[Row], site: Any, parent: str = "",
+               dated: bool = True) -> Table:
+    """One line per record: its id, study day and course day (when the rows are dated), then its values."""
+    if not rows:
+        raise ValueError("rows_table needs rows")
+    fields = columns_of(type(rows[0].obj), spec_columns, parent)
+    header = ["#", *(["Study day", "Course day"] if dated else []), *(label_of(f) for f in fields)]
+    lines = [[str(r.pk), *([study_day(r.position), course_day(r.position)] if dated else []),
+              *(field_value(r.obj, f, site) for f in fields)] for r in rows]
+    fixed = [WIDTH * 0.04, *([WIDTH * 0.05, WIDTH * 0.08] if dated else [])]
+    rest = (WIDTH - sum(fixed)) / len(fields)
+    return grid(header, lines, [*fixed, *([rest] * len(fields))])
+
+
+def part_flowables(part: PartSpec, children: Sequence[Row], site: Any) -> list[Flowable]:
+    heading = para(f"{part.title} ({len(children)})", "h3")
+    if not children:
+        return [heading, para("None recorded.", "note")]
+    if part.style == RECORD:
+        return [heading, *(f for child in children for f in record_block(child, site, part.parent))]
+    return [heading, rows_table(part.columns, children, site, part.parent, dated=bool(part.dates))]
+
+
+def form_flowables(form: Form, site: Any) -> list[Flowable]:
+    spec = form.spec
+    out: list[Flowable] = [CondPageBreak(50 * mm), para(f"{spec.title} ({len(form.rows)})", "h1")]
+    if not form.rows:
+        return [*out, para("No record.", "note")]
+    if spec.style != RECORD:
+        return [*out, rows_table(spec.columns, form.rows, site), *trail_flowables(form.rows, site)]
+    for row in form.rows:
+        out += record_block(row, site)
+        for part, children in row.parts:
+            out += part_flowables(part, children, site)
+        out += trail_flowables([row], site)
+    return out
+
+
+# --- cover, signatures, queries ----------------------------------------------------------------------
+
+def lock_state(book: Casebook) -> str:
+    lock, site = book.lock, book.subject.site
+    if lock is None:
+        return "Open: not frozen or locked"
+    state = "Locked (database lock)" if lock.level == lock.Level.LOCK else "Frozen (no data entry or change)"
+    return (f"{state}: {lock.scope_label}, since {site_time(lock.locked_at, site)} by "
+            f"{lock.locked_by.get_username()}; reason: {lock.reason}")
+
+
+def cover(book: Casebook) -> list[Flowable]:
+    subject, site, trial = book.subject, book.subject.site, book.subject.trial
+    courses = ", ".join(f"course {n}: {d.isoformat()}" for n, d in enumerate(book.timeline.day0s, start=1))
+    items = [
+        ("Trial", f"{trial.code}: {trial.title}"),
+        ("Site", f"{site.code} {site.name} ({site.country})"),
+        ("Site time zone", f"{site.time_zone}; every time is on the site's clock with its UTC offset"),
+        ("Subject code", subject.code),
+        ("Screening number", subject.screening_number or DASH),
+        ("State", subject.get_status_display()),
+        ("Lock state", lock_state(book)),
+        ("Data cut-off", f"{site_time(book.cutoff, site)} ({book.cutoff.astimezone(dt.UTC):%Y-%m-%d %H:%M:%S} UTC)"),
+        ("Day 0 of each course", courses or "not infused"),
+    ]
+    contents = [(form.spec.title, str(len(form.rows))) for form in book.forms]
+    contents += [("Signatures", str(len(book.signatures))), ("Open data queries", str(len(book.queries)))]
+    return [
+        para(f"Casebook of subject {subject.code}", "title"),
+        pairs(items, per_line=1),
+        Spacer(0, 4 * mm),
+        para("Study day: days from the subject's first CAR-T infusion (day 0; the day before is -1). Course day: "
+             "days from day 0 of the infusion course the date follows (a re-infused subject's second course has "
+             "its own day 0). Each record is followed by its audit trail: who changed which value, when, from "
+             "what to what, and why.", "note"),
+        Spacer(0, 4 * mm),
+        para("Contents", "h2"),
+        grid(["Form", "Records"], contents, [WIDTH * 0.4, WIDTH * 0.1]),
+        PageBreak(),
+    ]
+
+
+def validity(signature: Signature, site: Any) -> str:
+    if signature.is_valid:
+        return "valid"
+    return (f"invalid {DASH} changed since signed ({site_time(signature.invalidated_at, site)}: "
+            f"{signature.invalidated_reason})")
+
+
+def signature_scope(signature: Signature) -> str:
+    if signature.record_type is None:
+        return "casebook (all forms)"
+    return f"{signature.record_type.name} #{signature.record_id}"
+
+
+def signatures(book: Casebook) -> list[Flowable]:
+    site = book.subject.site
+    out: list[Flowable] = [CondPageBreak(40 * mm), para(f"Signatures ({len(book.signatures)})", "h1")]
+    if not book.signatures:
+        return [*out, para("No signature.", "note")]
+    rows = [(site_time(s.signed_at, site), s.signer_name, s.get_meaning_display(), signature_scope(s),
+             validity(s, site)) for s in book.signatures]
+    return [*out, grid(["Signed at (site time)", "Printed name", "Meaning", "Signed", "Validity"], rows,
+                       [WIDTH * w for w in (0.13, 0.17, 0.1, 0.2, 0.4)])]
+
+
+def query_block(thread: QueryThread, site: Any) -> list[Flowable]:
+    query = thread.query
+    raised_by = query.raised_by.get_username() if query.raised_by else f"automatic check {query.check_code}"
+    title = (f"Query #{query.pk} on {query.content_type.name} #{query.object_id}, field {query.field_name}: "
+             f"{query.get_status_display()}")
+    steps = [(site_time(m.at, site), m.by.get_username() if m.by else "automatic check", m.get_kind_display(),
+              m.text or DASH) for m in thread.messages]
+    return [CondPageBreak(30 * mm), para(title, "h2"),
+            para(f"Raised {site_time(query.raised_at, site)} by {raised_by}: {query.text}", "cell"),
+            Spacer(0, 1.5 * mm),
+            grid(["At (site time)", "By", "Step", "Text"], steps, [WIDTH * w for w in (0.13, 0.13, 0.14, 0.6)])]
+
+
+def queries(book: Casebook) -> list[Flowable]:
+    out: list[Flowable] = [CondPageBreak(40 * mm), para(f"Open data queries ({len(book.queries)})", "h1")]
+    if not book.queries:
+        return [*out, para("No open data query.", "note")]
+    return [*out, *(f for thread in book.queries for f in query_block(thread, book.subject.site))]
+
+
+def other_trail(book: Casebook) -> list[Flowable]:
+    if not book.other_trail:
+        return []
+    site = book.subject.site
+    entries = [(f"{e.table_name} #{e.record_id}", e) for e in book.other_trail]
+    return [CondPageBreak(40 * mm), para("Audit trail of other records (queries, locks, ...)", "h1"),
+            trail_table(entries, site)]
+
+
+# --- the document ----------------------------------------------------------------------------------
+
+class NumberedCanvas(Canvas):
+    """Draws "page N of M" once the number of pages is known (the pages are kept until the end)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._pages: list[dict[str, Any]] = []
+
+    def showPage(self) -> None:  # noqa: N802 (ReportLab's name)
+        self._pages.append(dict(self.__dict__))
+        self._startPage()
+
+    def save(self) -> None:
+        total = len(self._pages)
+        for number, state in enumerate(self._pages, start=1):
+            self.__dict__.update(state)
+            self.setFont(FONT, 7.5)
+            self.drawRightString(PAGE[0] - MARGIN, MARGIN / 2, f"page {number} of {total}")
+            super().showPage()
+        super().save()
+
+
+def _header(book: Casebook) -> Any:
+    subject = book.subject
+    line = drawable(f"Casebook {subject.code} · trial {subject.trial.code} · site {subject.site.code}")
+    cutoff = drawable(f"data cut-off {site_time(book.cutoff, subject.site)}")
+
+    def draw(canvas: Canvas, _doc: Any) -> None:
+        canvas.saveState()
+        canvas.setFont(BOLD, 8)
+        canvas.drawString(MARGIN, PAGE[1] - MARGIN / 2 - 2, line)
+        canvas.setFont(FONT, 7.5)
+        canvas.drawString(MARGIN, MARGIN / 2, cutoff)
+        canvas.setStrokeColor(colors.HexColor("#999999"))
+        canvas.line(MARGIN, PAGE[1] - MARGIN + 2 * mm, PAGE[0] - MARGIN, PAGE[1] - MARGIN + 2 * mm)
+        canvas.restoreState()
+
+    return draw
+
+
+def story(book: Casebook) -> list[Flowable]:
+    site = book.subject.site
+    body = [f for form in book.forms for f in form_flowables(form, site)]
+    return [*cover(book), *body, *signatures(book), *queries(book), *other_trail(book)]
+
+
+def render_casebook(book: Casebook) -> bytes:
+    """The casebook's PDF bytes (the same data always give the same bytes)."""
+    buffer = io.BytesIO()
+    subject = book.subject
+    doc = BaseDocTemplate(
+        buffer, pagesize=PAGE, leftMargin=MARGIN, rightMargin=MARGIN, topMargin=MARGIN, bottomMargin=MARGIN,
+        title=f"Casebook {subject.code}", author=f"{subject.trial.code} {subject.site.code}",
+        subject=f"Case report forms of {subject.code}", creator="CAR-T trial data backend", invariant=1,
+    )
+    frame = Frame(MARGIN, MARGIN, WIDTH, PAGE[1] - 2 * MARGIN, id="body", leftPadding=0, rightPadding=0,
+                  topPadding=0, bottomPadding=0)
+    doc.addPageTemplates([PageTemplate(id="casebook", frames=[frame], onPage=_header(book))])
+    doc.build(story(book), canvasmaker=NumberedCanvas)
+    return buffer.getvalue()
