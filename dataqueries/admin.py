@@ -16,6 +16,7 @@ from django.http import Http404, HttpRequest, HttpResponse, HttpResponseRedirect
 from django.template.response import TemplateResponse
 from django.urls import path, reverse
 
+from config.api import acting_user
 from config.errors import DomainError, PermissionRefused
 from dataqueries import services
 from dataqueries.models import DataQuery, QueryMessage
@@ -181,7 +182,7 @@ class DataQueryAdmin(ClinicalAdmin):
     def save_model(self, request: HttpRequest, obj: DataQuery, form: forms.Form, change: bool) -> None:
         data = form.cleaned_data
         created = services.raise_query(subject=data["subject"], record=data["record"], field=data["field_name"],
-                                       text=data["text"], by=request.user)
+                                       text=data["text"], by=acting_user(request))
         obj.pk, obj.status = created.pk, created.status
 
     def save_related(self, request: HttpRequest, form: Any, formsets: Any, change: bool) -> None:
@@ -216,7 +217,7 @@ class DataQueryAdmin(ClinicalAdmin):
         form = QueryActionForm(request.POST or None, query=query, action=action)
         if request.method == "POST" and form.is_valid():
             try:
-                run(query=query, text=form.cleaned_data["text"], by=request.user)
+                run(query=query, text=form.cleaned_data["text"], by=acting_user(request))
             except DomainError as err:  # a race lost after clean(): show it, nothing was saved
                 add_domain_error(form, err)
             else:

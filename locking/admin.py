@@ -17,6 +17,7 @@ from django.template.response import TemplateResponse
 from django.urls import path, reverse
 from django.utils.html import format_html
 
+from config.api import acting_user
 from config.errors import DomainError
 from locking.models import Lock
 from locking.selectors import visible_locks
@@ -152,7 +153,7 @@ class LockAdmin(SiteTimeChangeMixin, NotFoundForHiddenMixin, admin.ModelAdmin):
     def save_model(self, request: HttpRequest, obj: Lock, form: forms.Form, change: bool) -> None:
         data = form.cleaned_data
         lock = lock_scope(trial=data["trial"], site=data.get("site"), subject=data.get("subject"),
-                          level=data["level"], reason=data["reason"], by=request.user)
+                          level=data["level"], reason=data["reason"], by=acting_user(request))
         obj.pk = lock.pk
         obj.__dict__.update({k: v for k, v in lock.__dict__.items() if not k.startswith("_")})
 
@@ -186,7 +187,7 @@ class LockAdmin(SiteTimeChangeMixin, NotFoundForHiddenMixin, admin.ModelAdmin):
         form = ReleaseForm(request.POST or None, lock=lock, user=request.user)
         if request.method == "POST" and form.is_valid():
             try:
-                release_lock(lock=lock, reason=form.cleaned_data["reason"], by=request.user)
+                release_lock(lock=lock, reason=form.cleaned_data["reason"], by=acting_user(request))
             except DomainError as err:  # a race lost after clean(): show it, nothing was saved
                 add_domain_error(form, err)
             else:

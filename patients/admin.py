@@ -18,6 +18,7 @@ from django.shortcuts import get_object_or_404
 from django.template.response import TemplateResponse
 from django.urls import path, reverse
 
+from config.api import acting_user
 from config.errors import DomainError
 from locking.services import check_writable
 from patients import forms as action_forms
@@ -185,11 +186,11 @@ class SubjectAdmin(ClinicalAdmin):
         if change:
             changes = {name: data[name] for name in form.changed_data if name in enrolment.AMENDABLE_FIELDS}
             enrolment.amend_subject(subject=obj, changes=changes, reason=data.get("reason_for_change", ""),
-                                    by=request.user)
+                                    by=acting_user(request))
             return
         characteristics = {name: data[name] for name in CHARACTERISTICS}
         created = enrolment.screen_subject(trial=data["trial"], site=data["site"], screened_on=data["screened_on"],
-                                           by=request.user, **characteristics)
+                                           by=acting_user(request), **characteristics)
         obj.pk, obj.code = created.pk, created.code
 
     def save_related(self, request: HttpRequest, form: Any, formsets: Any, change: bool) -> None:
@@ -223,7 +224,7 @@ class SubjectAdmin(ClinicalAdmin):
         form = form_class(request.POST or None, subject=subject)
         if request.method == "POST" and form.is_valid():
             try:
-                form.save(by=request.user)
+                form.save(by=acting_user(request))
             except DomainError as err:  # a race lost after clean(): show it, nothing was saved
                 add_domain_error(form, err)
             else:
@@ -240,7 +241,7 @@ class SubjectAdmin(ClinicalAdmin):
         if request.method != "POST":
             return HttpResponseRedirect(reverse("admin:patients_subject_change", args=[subject.pk]))
         try:
-            enrolment.confirm_eligibility(assessment=assessment, by=request.user)
+            enrolment.confirm_eligibility(assessment=assessment, by=acting_user(request))
         except DomainError as err:
             messages.error(request, err.message)
         else:

@@ -17,6 +17,7 @@ from django.urls import reverse
 from django.utils.html import format_html
 from django.utils.safestring import mark_safe
 
+from config.api import acting_user
 from config.errors import DomainError
 from patients.admin import SubjectAdmin
 from patients.models import Subject
@@ -202,8 +203,8 @@ class SignatureAdmin(SignatureColumns, ReadOnlyClinicalAdmin):
         if request.method == "POST" and form.is_valid():
             data = form.cleaned_data
             try:
-                signature = services.sign(subject=data["subject"], meaning=data["meaning"],
-                                          password=data["password"], by=request.user, record=form.chosen_record())
+                signature = services.sign(subject=data["subject"], meaning=data["meaning"], password=data["password"],
+                                          by=acting_user(request), record=form.chosen_record())
             except DomainError as err:
                 add_domain_error(form, err)
             else:

@@ -8,6 +8,7 @@ from django.contrib import admin, messages
 from django.db.models import Count, Q, QuerySet
 from django.http import HttpRequest
 
+from config.api import acting_user
 from config.errors import DomainError
 from trials.access import access_of
 from trials.admin_scoping import DesignAdmin, DesignInline, NotFoundForHiddenMixin, add_domain_error
@@ -186,7 +187,7 @@ class ServiceAccountAdmin(DesignAdmin):
                 data = super().clean()
                 if not self.errors:
                     try:
-                        check_service_account(trial=data["trial"], sites=data["sites"], by=request.user)
+                        check_service_account(trial=data["trial"], sites=data["sites"], by=acting_user(request))
                     except DomainError as err:
                         add_domain_error(self, err)
                 return data
@@ -196,7 +197,7 @@ class ServiceAccountAdmin(DesignAdmin):
     def save_model(self, request: HttpRequest, obj: Any, form: Any, change: bool) -> None:
         data = form.cleaned_data
         account, token = issue_service_account(trial=data["trial"], sites=data["sites"], name=data["name"],
-                                               by=request.user)
+                                               by=acting_user(request))
         obj.pk, obj.name = account.pk, account.name
         messages.warning(request, f"Token for {account.name}: {token} — copy it now; it will not be shown again.")
 
@@ -207,7 +208,7 @@ class ServiceAccountAdmin(DesignAdmin):
     def revoke(self, request: HttpRequest, queryset: QuerySet) -> None:
         for account in queryset.filter(revoked_at__isnull=True):
             try:
-                revoke_service_account(account=account, by=request.user)
+                revoke_service_account(account=account, by=acting_user(request))
             except DomainError as err:
                 messages.error(request, f"{account.name}: {err.message}")
             else:
@@ -269,7 +270,7 @@ class PersonalTokenAdmin(NotFoundForHiddenMixin, admin.ModelAdmin):
                 if not self.errors:
                     try:
                         check_personal_token(trial=data["trial"], expires_on=data.get("expires_on"),
-                                             by=request.user)
+                                             by=acting_user(request))
                     except DomainError as err:
                         add_domain_error(self, err)
                 return data
@@ -279,7 +280,7 @@ class PersonalTokenAdmin(NotFoundForHiddenMixin, admin.ModelAdmin):
     def save_model(self, request: HttpRequest, obj: Any, form: Any, change: bool) -> None:
         data = form.cleaned_data
         token, secret = issue_personal_token(trial=data["trial"], name=data["name"],
-                                             expires_on=data.get("expires_on"), by=request.user)
+                                             expires_on=data.get("expires_on"), by=acting_user(request))
         obj.pk, obj.name = token.pk, token.name
         messages.warning(request, f"Your API token {token.name} for {token.trial.code}: {secret} — copy it now; "
                          "it will not be shown again.")
@@ -288,7 +289,7 @@ class PersonalTokenAdmin(NotFoundForHiddenMixin, admin.ModelAdmin):
     def revoke(self, request: HttpRequest, queryset: QuerySet) -> None:
         for token in queryset.filter(revoked_at__isnull=True):
             try:
-                revoke_personal_token(token=token, by=request.user)
+                revoke_personal_token(token=token, by=acting_user(request))
             except DomainError as err:
                 messages.error(request, f"{token.name}: {err.message}")
             else:

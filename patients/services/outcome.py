@@ -6,7 +6,7 @@ import datetime as dt
 from decimal import Decimal
 from typing import Any
 
-from django.contrib.auth.models import AbstractBaseUser
+from django.contrib.auth.models import User
 from django.db import transaction
 
 from config.errors import RuleViolation, StateConflict
@@ -67,7 +67,7 @@ def check_visit_window(*, visit: Visit, timeline: Timeline, on: dt.date, field: 
 
 
 @transaction.atomic
-def record_response(*, subject: Subject, assessed_on: dt.date, category: str, by: AbstractBaseUser,
+def record_response(*, subject: Subject, assessed_on: dt.date, category: str, by: User,
                     visit: Visit | None = None, **values: Any) -> ResponseAssessment:
     subject = _lock(subject)
     check_can_enter(user=by, subject=subject)
@@ -123,7 +123,7 @@ def death_detail(*, cause_of_death: str, cause_of_death_unknown: bool, detail: s
 
 
 @transaction.atomic
-def record_follow_up(*, subject: Subject, kind: str, event_on: dt.date, by: AbstractBaseUser,
+def record_follow_up(*, subject: Subject, kind: str, event_on: dt.date, by: User,
                      cause_of_death: str = "", cause_of_death_unknown: bool = False, detail: str = "") -> FollowUp:
     """Allo-HSCT, last contact, death (takes the subject off study) or lost to follow-up (likewise)."""
     subject = _lock(subject)
