@@ -84,7 +84,7 @@ def check_target(*, subject: Subject, record: models.Model, field: str) -> None:
         model_field = None
     if (model_field is None or not model_field.concrete or model_field.name != field  # e.g. "subject_id"
             or field in NOT_QUERYABLE_FIELDS):
-        raise RuleViolation("unknown_field", f"{record._meta.verbose_name.capitalize()} has no field {field!r}.",
+        raise RuleViolation("unknown_field", f"{str(record._meta.verbose_name).capitalize()} has no field {field!r}.",
                             field="field_name")
 
 

@@ -42,7 +42,8 @@ class LockForm(forms.ModelForm):
         widgets = {"reason": forms.Textarea(attrs={"rows": 3})}
 
     def clean(self) -> dict[str, Any]:
-        data = super().clean()
+        super().clean()
+        data = self.cleaned_data
         if data.get("subject") is not None and data.get("site") is None:
             data["site"] = data["subject"].site  # a subject lock records the subject's site
         if not self.errors:  # the rule needs every value
@@ -66,7 +67,8 @@ class ReleaseForm(forms.Form):
         self.lock, self.user = lock, user
 
     def clean(self) -> dict[str, Any]:
-        data = super().clean()
+        super().clean()
+        data = self.cleaned_data
         try:
             check_release(lock=self.lock, reason=data.get("reason", ""), by=self.user)
         except DomainError as err:
@@ -127,7 +129,8 @@ class LockAdmin(SiteTimeChangeMixin, NotFoundForHiddenMixin, admin.ModelAdmin):
     def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         return False
 
-    def get_fields(self, request: HttpRequest, obj: Any = None) -> list[str]:
+    # Django takes a list of names; django-stubs' result type is an invariant list of unions.
+    def get_fields(self, request: HttpRequest, obj: Any = None) -> list[str]:  # type: ignore[override]
         return SCOPE_FIELDS if obj is None else ["scope", "level", "reason", *RECORD_FIELDS, "release_link"]
 
     def get_readonly_fields(self, request: HttpRequest, obj: Any = None) -> list[str]:
@@ -135,7 +138,8 @@ class LockAdmin(SiteTimeChangeMixin, NotFoundForHiddenMixin, admin.ModelAdmin):
 
     def get_form(self, request: HttpRequest, obj: Any = None, change: bool = False, **kwargs: Any) -> Any:
         form = super().get_form(request, obj, change=change, **kwargs)
-        form.user = request.user  # a new class per call (modelform_factory), so per request
+        # A new class per call (modelform_factory), so per request; typed as a plain ModelForm class.
+        form.user = request.user  # type: ignore[attr-defined]
         return form
 
     def formfield_for_foreignkey(self, db_field: Any, request: HttpRequest, **kwargs: Any) -> Any:

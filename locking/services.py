@@ -201,7 +201,7 @@ def _active_lock(*, trial_id: int, site_id: int | None, subject_id: int | None, 
     qs = Lock.objects.select_related("trial", "site", "subject", "locked_by")
     if for_update:
         qs = qs.select_for_update(of=("self",))
-    return qs.filter(trial_id=trial_id, site_id=site_id, subject_id=subject_id, released_at__isnull=True).first()
+    return qs.filter(trial_id=trial_id, site=site_id, subject=subject_id, released_at__isnull=True).first()
 
 
 @transaction.atomic

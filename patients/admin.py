@@ -63,7 +63,8 @@ class ScreeningForm(forms.ModelForm):
         widgets = {"screened_on": AdminDateWidget}
 
     def clean(self) -> dict[str, Any]:
-        data = super().clean()
+        super().clean()
+        data = self.cleaned_data
         if not self.errors:
             # Trial and site are offered separately; the pair must be one where the user enters data.
             try:
@@ -89,7 +90,8 @@ class AmendSubjectForm(forms.ModelForm):
         fields = [*CHARACTERISTICS, "age_at_consent"]
 
     def clean(self) -> dict[str, Any]:
-        data = super().clean()
+        super().clean()
+        data = self.cleaned_data
         if not self.errors:
             changed = {name: data[name] for name in self.changed_data if name in enrolment.AMENDABLE_FIELDS}
             subject = self.instance
@@ -104,7 +106,7 @@ class AmendSubjectForm(forms.ModelForm):
 
 class TransitionInline(admin.TabularInline):
     model = SubjectTransition
-    fields = ["effective_on", "from_status", "to_status", "reason", "recorded_by", "recorded_at"]
+    fields = ("effective_on", "from_status", "to_status", "reason", "recorded_by", "recorded_at")
     readonly_fields = fields
     extra = 0
     can_delete = False
@@ -150,10 +152,12 @@ class SubjectAdmin(ClinicalAdmin):
     def get_form(self, request: HttpRequest, obj: Any = None, change: bool = False, **kwargs: Any) -> Any:
         kwargs["form"] = AmendSubjectForm if obj is not None else ScreeningForm
         form = super().get_form(request, obj, change=change, **kwargs)
-        form.user = request.user  # a new class per call (modelform_factory), so per request
+        # A new class per call (modelform_factory), so per request; typed as a plain ModelForm class.
+        form.user = request.user  # type: ignore[attr-defined]
         return form
 
-    def get_fields(self, request: HttpRequest, obj: Any = None) -> list[str]:
+    # Django takes a list of names; django-stubs' result type is an invariant list of unions.
+    def get_fields(self, request: HttpRequest, obj: Any = None) -> list[str]:  # type: ignore[override]
         if obj is None:
             return list(ScreeningForm.Meta.fields)
         fields = ["code", "trial", "site", "status", "cohort", "screened_on", "enrolled_on", "off_study_on",

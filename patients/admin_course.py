@@ -63,7 +63,8 @@ class ServiceAdmin(ClinicalAdmin):
     def get_queryset(self, request: HttpRequest) -> Any:
         return with_timeline(super().get_queryset(request))
 
-    def get_list_display(self, request: HttpRequest) -> list[str]:
+    # Django takes a list of names; django-stubs' result type is an invariant list of unions.
+    def get_list_display(self, request: HttpRequest) -> list[str]:  # type: ignore[override]
         return [*super().get_list_display(request), "study_day", "course_day"]
 
     def _position(self, obj: Any) -> Position:
@@ -92,7 +93,8 @@ class ServiceAdmin(ClinicalAdmin):
         # A saved record opens as a correction form when it has amendable fields (a reason is required).
         return (obj is None or bool(self.amend_fields())) and super().has_change_permission(request, obj)
 
-    def get_fields(self, request: HttpRequest, obj: Any = None) -> list[str]:
+    # Django takes a list of names; django-stubs' result type is an invariant list of unions.
+    def get_fields(self, request: HttpRequest, obj: Any = None) -> list[str]:  # type: ignore[override]
         if obj is None:
             return self.add_fields
         fields = [*self.add_fields, *[f for f in self.get_readonly_fields(request, obj) if f not in self.add_fields]]
@@ -227,7 +229,8 @@ class ProductLotAdmin(ServiceAdmin):
             return False
         return ClinicalAdmin.has_change_permission(self, request, obj)
 
-    def get_fields(self, request: HttpRequest, obj: Any = None) -> list[str]:
+    # Django takes a list of names; django-stubs' result type is an invariant list of unions.
+    def get_fields(self, request: HttpRequest, obj: Any = None) -> list[str]:  # type: ignore[override]
         return self.add_fields if obj is None else [*self.add_fields, "donor_type", "status", *self.release_fields]
 
     def get_readonly_fields(self, request: HttpRequest, obj: Any = None) -> list[str]:
@@ -253,7 +256,8 @@ class ProductLotAdmin(ServiceAdmin):
 
         class ReleaseForm(form):  # type: ignore[misc, valid-type]
             def clean(self) -> dict[str, Any]:
-                data = forms.ModelForm.clean(self)
+                forms.ModelForm.clean(self)
+                data = self.cleaned_data
                 if not self.errors and not data.get("failure_reason"):
                     _guard(self, lambda: treatment.check_release(
                         lot=obj, release_date=data.get("release_date") or dt.date.max,
@@ -318,13 +322,14 @@ class DoseInline(admin.TabularInline):
         if db_field.name == "agent":
             course_id = request.resolver_match.kwargs.get("object_id") if request.resolver_match else None
             kwargs["queryset"] = db_field.related_model.objects.filter(
-                regimen__in=LymphodepletionCourse.objects.filter(pk=course_id).values("regimen"))
+                # pk=None (on the add page) is a valid IS NULL lookup, which django-stubs refuses.
+                regimen__in=LymphodepletionCourse.objects.filter(pk=course_id).values("regimen"))  # type: ignore[misc]
         return super().formfield_for_foreignkey(db_field, request, **kwargs)
 
     def get_formset(self, request: HttpRequest, obj: Any = None, **kwargs: Any) -> Any:
         formset = super().get_formset(request, obj, **kwargs)
 
-        class DoseForm(formset.form):  # type: ignore[misc, name-defined]
+        class DoseForm(formset.form):  # type: ignore[name-defined]
             def clean(self) -> dict[str, Any]:
                 data = super().clean()
                 if obj is not None and data.get("agent") and not self.instance.pk:
@@ -407,6 +412,7 @@ class InfusionAdmin(ServiceAdmin):
 
 
 class AssessmentInline(SiteTimeFieldsMixin, admin.StackedInline):
+    category: str  # the adverse event category the assessment is made for (set by each subclass)
     extra = 0
     can_delete = False
     readonly = ["derived_grade", "algorithm", "flags"]
@@ -416,7 +422,7 @@ class AssessmentInline(SiteTimeFieldsMixin, admin.StackedInline):
         if obj is None:
             return formset
 
-        class AssessmentForm(formset.form):  # type: ignore[misc, name-defined]
+        class AssessmentForm(formset.form):  # type: ignore[name-defined]
             def clean(self) -> dict[str, Any]:
                 data = super().clean()
                 read_in_site_time(self, obj.subject.site)  # assessed_at on the subject's site clock

@@ -156,8 +156,9 @@ class ServiceAccountAdmin(DesignAdmin):
 
     list_display = ["name", "trial", "site_codes", "token_prefix", "last_used_at", "revoked_at"]
     list_select_related = ["trial"]
-    fields = ["name", "trial", "sites"]
-    readonly_fields: list[str] = []
+    add_fields = ("name", "trial", "sites")
+    fields = add_fields
+    readonly_fields = []
     actions = ["revoke"]
 
     def get_queryset(self, request: HttpRequest) -> QuerySet:
@@ -166,8 +167,9 @@ class ServiceAccountAdmin(DesignAdmin):
     def get_readonly_fields(self, request: HttpRequest, obj: Any = None) -> list[str]:
         return [] if obj is None else ["name", "trial", "sites", "token_prefix", "last_used_at", "revoked_at"]
 
-    def get_fields(self, request: HttpRequest, obj: Any = None) -> list[str]:
-        return self.fields if obj is None else self.get_readonly_fields(request, obj)
+    # Django takes a list of names; django-stubs' result type is an invariant list of unions.
+    def get_fields(self, request: HttpRequest, obj: Any = None) -> list[str]:  # type: ignore[override]
+        return list(self.add_fields) if obj is None else self.get_readonly_fields(request, obj)
 
     def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         return obj is None and super().has_change_permission(request, obj)
@@ -222,7 +224,8 @@ class PersonalTokenAdmin(NotFoundForHiddenMixin, admin.ModelAdmin):
 
     list_display = ["name", "trial", "user", "token_prefix", "expires_on", "last_used_at", "revoked_at"]
     list_select_related = ["trial", "user"]
-    fields = ["trial", "name", "expires_on"]
+    add_fields = ("trial", "name", "expires_on")
+    fields = add_fields
     actions = ["revoke"]
 
     def get_queryset(self, request: HttpRequest) -> QuerySet:
@@ -237,8 +240,9 @@ class PersonalTokenAdmin(NotFoundForHiddenMixin, admin.ModelAdmin):
         return [] if obj is None else ["name", "trial", "user", "token_prefix", "expires_on", "created_at",
                                        "last_used_at", "revoked_at", "revoked_by"]
 
-    def get_fields(self, request: HttpRequest, obj: Any = None) -> list[str]:
-        return self.fields if obj is None else self.get_readonly_fields(request, obj)
+    # Django takes a list of names; django-stubs' result type is an invariant list of unions.
+    def get_fields(self, request: HttpRequest, obj: Any = None) -> list[str]:  # type: ignore[override]
+        return list(self.add_fields) if obj is None else self.get_readonly_fields(request, obj)
 
     def has_module_permission(self, request: HttpRequest) -> bool:
         return access_of(request.user).reads_any
@@ -257,7 +261,7 @@ class PersonalTokenAdmin(NotFoundForHiddenMixin, admin.ModelAdmin):
 
     def formfield_for_foreignkey(self, db_field: Any, request: HttpRequest, **kwargs: Any) -> Any:
         if db_field.name == "trial":  # only the trials where the user has a role
-            kwargs["queryset"] = Trial.objects.filter(memberships__user_id=request.user.pk,
+            kwargs["queryset"] = Trial.objects.filter(memberships__user_id=acting_user(request).pk,
                                                       memberships__active=True).distinct()
         return super().formfield_for_foreignkey(db_field, request, **kwargs)
 
