@@ -139,7 +139,7 @@ class _Catalogue:
             self.ranges.setdefault(r[0], []).append(tuple(r[1:]))
 
     def range_for(self, analyte_id: int, sex: str, age: int | None) -> tuple[float | None, float | None]:
-        best = (None, None)
+        best: tuple[float | None, float | None] = (None, None)
         for r_sex, age_min, age_max, low, high in self.ranges.get(analyte_id, ()):
             if (r_sex in ("", sex)) and (age is None or age_min <= age <= age_max):
                 best = (low, high)

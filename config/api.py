@@ -130,7 +130,8 @@ class OffsetDateTimeField(serializers.DateTimeField):
             self.fail("offset_required")
         return super().to_internal_value(value)
 
-    def to_representation(self, value: Any) -> str | None:
+    # DRF's DateTimeField answers None for no value; its stubs declare str.
+    def to_representation(self, value: Any) -> str | None:  # type: ignore[override]
         if not value:
             return None
         if isinstance(value, str):

@@ -52,7 +52,8 @@ class RaiseSerializer(serializers.Serializer):
     record_type = serializers.ChoiceField(choices=sorted(services.SUBJECT_PATHS),
                                           help_text="The queried record's kind, e.g. patients.adverseevent.")
     record_id = serializers.IntegerField(min_value=1)
-    field_name = serializers.CharField(max_length=60, help_text="The queried field, e.g. onset_on.")
+    # A declared field (the serializer's metaclass takes it off the class), not Field.field_name.
+    field_name = serializers.CharField(max_length=60, help_text="The queried field, e.g. onset_on.")  # type: ignore[assignment]
     text = serializers.CharField(help_text="The question for the site.")
 
 

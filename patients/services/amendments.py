@@ -137,7 +137,7 @@ def amend_record(*, record: models.Model, changes: Mapping[str, object], reason:
     model = type(record)
     subject = _lock(record.subject)  # type: ignore[attr-defined]
     check_can_enter(user=by, subject=subject)
-    record = model.objects.select_for_update().get(pk=record.pk)
+    record = model._default_manager.select_for_update().get(pk=record.pk)
     record.subject = subject  # type: ignore[attr-defined]
     was_fatal = getattr(record, "grade", None) == 5
     changed = check_record_amendment(record=record, changes=changes, reason=reason)

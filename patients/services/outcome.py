@@ -79,7 +79,8 @@ def record_response(*, subject: Subject, assessed_on: dt.date, category: str, by
     return response
 
 
-OFF_STUDY_FOR = {FollowUp.Kind.DEATH: OffStudyReason.DEATH, FollowUp.Kind.LOST: OffStudyReason.LOST_TO_FOLLOW_UP}
+OFF_STUDY_FOR: dict[str, OffStudyReason] = {FollowUp.Kind.DEATH: OffStudyReason.DEATH,
+                                             FollowUp.Kind.LOST: OffStudyReason.LOST_TO_FOLLOW_UP}
 
 
 def check_follow_up(*, subject: Subject, kind: str, event_on: dt.date, cause_of_death: str,

@@ -105,12 +105,14 @@ def record_adverse_event(*, subject: Subject, data: EventInput, by: User) -> Adv
     subject = _lock(subject)
     check_can_enter(user=by, subject=subject)
     check_adverse_event(subject=subject, data=data)
-    scale = {Category.CTCAE: "CTCAE v5.0", Category.CRS: grading.ALGORITHM_CRS,
-             Category.ICANS: grading.ALGORITHM_ICANS}[data.category]
+    scales: dict[str, str] = {Category.CTCAE: "CTCAE v5.0", Category.CRS: grading.ALGORITHM_CRS,
+                              Category.ICANS: grading.ALGORITHM_ICANS}
+    scale = scales[data.category]
     event = AdverseEvent(subject=subject, grade_scale=scale, recorded_by=by, **data.__dict__)
     if data.category != Category.CTCAE:
         event.grade = 0
     if event.serious:
+        assert event.site_aware_at is not None  # check_adverse_event requires it of a serious event
         event.report_due_at = event.site_aware_at + dt.timedelta(hours=subject.trial.sae_report_hours)
     event.full_clean()
     event.save()
