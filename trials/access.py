@@ -129,5 +129,5 @@ def access_of(user: AbstractBaseUser | AnonymousUser) -> TrialAccess:
         site_roles={k: frozenset(v) for k, v in site_roles.items()},
         trial_roles={k: frozenset(v) for k, v in trial_roles.items()},
     )
-    vars(user)["_trial_access"] = access  # cached on this user object
+    user._trial_access = access  # type: ignore[attr-defined]  # a cache on the user object, read back above
     return access
