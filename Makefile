@@ -13,6 +13,9 @@ SECRET_KEY_FILE := var/secret_key
 RUN_ENV := DJANGO_DEBUG=0 DJANGO_ALLOWED_HOSTS=localhost,127.0.0.1 DJANGO_SECURE_SSL_REDIRECT=0 \
 	DJANGO_SECURE_COOKIES=0 DJANGO_SECRET_KEY_FILE=$(SECRET_KEY_FILE)
 DEV_ENV := DJANGO_DEBUG=1
+# mypy's Django plugin imports the settings; a placeholder DATABASE_URL keeps that from starting the embedded
+# server (nothing connects to it).
+MYPY := DJANGO_DEBUG=1 DATABASE_URL=postgres://localhost/mypy $(BIN)/mypy
 
 .PHONY: run dev test install lint db-stop backup restore bench clean
 
@@ -53,12 +56,14 @@ dev: $(STAMP)
 test: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/lint-imports
+	$(MYPY)
 	DJANGO_DEBUG=1 $(BIN)/python manage.py makemigrations --check --dry-run
 	DJANGO_DEBUG=1 $(BIN)/python -m pytest $(PYTEST_ARGS)
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/lint-imports
+	$(MYPY)
 
 db-stop:
 	$(BIN)/python -m config.embedded_db stop

@@ -40,8 +40,10 @@ from config.api import (
 )
 from config.errors import RuleViolation
 from patients.api.serializers import ON_STUDY, OnStudySerializer
+from patients.models import Subject
 from patients.timeline import with_timeline
 from trials.access import access_of
+from trials.models import Visit
 
 
 class ResultBody(msgspec.Struct, forbid_unknown_fields=True):
@@ -117,10 +119,10 @@ OUTCOME = inline_serializer("IngestOutcome", {"created": serializers.IntegerFiel
 
 
 class ResultSerializer(OnStudySerializer):
-    subject = serializers.SlugRelatedField(slug_field="code", read_only=True)
+    subject: serializers.SlugRelatedField[Subject] = serializers.SlugRelatedField(slug_field="code", read_only=True)
     collected_at = serializers.DateTimeField(source="draw.collected_at", read_only=True)
     study_date_field = "draw__collected_at"
-    analyte = serializers.SlugRelatedField(slug_field="code", read_only=True)
+    analyte: serializers.SlugRelatedField[Analyte] = serializers.SlugRelatedField(slug_field="code", read_only=True)
     accession_number = serializers.CharField(source="draw.accession_number", read_only=True)
 
     class Meta:
@@ -131,8 +133,8 @@ class ResultSerializer(OnStudySerializer):
 
 
 class DrawSerializer(OnStudySerializer):
-    subject = serializers.SlugRelatedField(slug_field="code", read_only=True)
-    visit = serializers.SlugRelatedField(slug_field="code", read_only=True)
+    subject: serializers.SlugRelatedField[Subject] = serializers.SlugRelatedField(slug_field="code", read_only=True)
+    visit: serializers.SlugRelatedField[Visit] = serializers.SlugRelatedField(slug_field="code", read_only=True)
     study_date_field = "collected_at"
 
     class Meta:

@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import pghistory
-from django.contrib.auth.models import AbstractBaseUser
+from django.contrib.auth.models import AbstractBaseUser, User
 from django.db import IntegrityError, connection, transaction
 from django.utils import timezone
 
@@ -139,7 +139,7 @@ class _Catalogue:
             self.ranges.setdefault(r[0], []).append(tuple(r[1:]))
 
     def range_for(self, analyte_id: int, sex: str, age: int | None) -> tuple[float | None, float | None]:
-        best = (None, None)
+        best: tuple[float | None, float | None] = (None, None)
         for r_sex, age_min, age_max, low, high in self.ranges.get(analyte_id, ()):
             if (r_sex in ("", sex)) and (age is None or age_min <= age <= age_max):
                 best = (low, high)
@@ -485,7 +485,7 @@ def _copy(records: list[tuple]) -> None:
                 copy.write_row(record)
 
 
-def ingest_results(*, rows: Sequence[ResultIn], by: AbstractBaseUser) -> IngestOutcome:
+def ingest_results(*, rows: Sequence[ResultIn], by: User) -> IngestOutcome:
     """Store a batch all-or-nothing. A batch that loses a race with a concurrent one (the same draw or
     reference inserted first) is validated and written again, up to three attempts in all."""
     if not access_of(by).enters_any:  # monitors, data managers: 403, not "unknown subject" per row
@@ -502,7 +502,7 @@ def ingest_results(*, rows: Sequence[ResultIn], by: AbstractBaseUser) -> IngestO
 
 
 @transaction.atomic
-def _ingest_once(*, rows: Sequence[ResultIn], by: AbstractBaseUser) -> IngestOutcome:
+def _ingest_once(*, rows: Sequence[ResultIn], by: User) -> IngestOutcome:
     batch = _Batch(rows, by)
     facts = _subject_facts(by, {row.subject for row in rows if "\x00" not in row.subject})  # NUL: refused per row
     locks = blocking_locks((f.id, f.site_id, f.trial_id) for f in facts.values())  # frozen or locked subjects

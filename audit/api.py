@@ -75,7 +75,7 @@ class AuditFilterSerializer(serializers.Serializer):
 
 class FieldChangeSerializer(serializers.Serializer):
     field = serializers.CharField(help_text="Column, e.g. marrow_blasts_pct or subject_id.")
-    label = serializers.CharField()
+    label = serializers.CharField()  # type: ignore[assignment]  # a declared field (the metaclass takes it off the class), not Field.label
     old = serializers.CharField(allow_null=True, help_text="As stored; null for an insert.")
     new = serializers.CharField(allow_null=True, help_text="As stored; null for a delete.")
 
@@ -84,7 +84,8 @@ class AuditRequestSerializer(serializers.Serializer):
     url = serializers.CharField(allow_null=True)
     method = serializers.CharField(allow_null=True)
     request_id = serializers.CharField(allow_null=True)
-    source = serializers.CharField(allow_null=True, help_text="admin, api or command, where recorded.")
+    # A declared field (the serializer's metaclass takes it off the class), not Field.source.
+    source = serializers.CharField(allow_null=True, help_text="admin, api or command, where recorded.")  # type: ignore[assignment]
 
 
 class AuditEventSerializer(serializers.Serializer):

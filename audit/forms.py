@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
 from django import forms
 from django.contrib.admin.widgets import AdminDateWidget
@@ -16,6 +16,7 @@ from audit.selectors import (
     auditable_users,
     get_audit_subject,
 )
+from trials.models import Site
 
 
 class UserChoiceField(forms.ModelChoiceField):
@@ -28,7 +29,7 @@ class AuditFilterForm(forms.Form):
     date_from = forms.DateField(required=False, label="From", widget=AdminDateWidget,
                                 help_text="UTC date, inclusive.")
     date_to = forms.DateField(required=False, label="To", widget=AdminDateWidget, help_text="UTC date, inclusive.")
-    site = forms.ModelChoiceField(queryset=None, required=False, empty_label="All sites")
+    site: forms.ModelChoiceField[Site] = forms.ModelChoiceField(queryset=None, required=False, empty_label="All sites")
     user = UserChoiceField(queryset=None, required=False, empty_label="All users")
     table = forms.ChoiceField(required=False)
     # Set by the subject history's "Download CSV": the subject and every record placed under it.
@@ -38,11 +39,11 @@ class AuditFilterForm(forms.Form):
         super().__init__(*args, **kwargs)
         self.scope = scope
         # Only what the scope reads is offered: a monitor never sees another site or its staff listed.
-        self.fields["site"].queryset = auditable_sites(scope)
-        self.fields["user"].queryset = auditable_users(scope)
+        cast(forms.ModelChoiceField, self.fields["site"]).queryset = auditable_sites(scope)
+        cast(UserChoiceField, self.fields["user"]).queryset = auditable_users(scope)
         tables = sorted(auditable_tables(scope), key=lambda t: t.name)
-        self.fields["table"].choices = [("", "All tables"), *((t.label, f"{capfirst(t.name)} ({t.label})")
-                                                               for t in tables)]
+        cast(forms.ChoiceField, self.fields["table"]).choices = [
+            ("", "All tables"), *((t.label, f"{capfirst(t.name)} ({t.label})") for t in tables)]
 
     def clean_subject(self) -> Any:
         pk = self.cleaned_data.get("subject")
@@ -54,7 +55,8 @@ class AuditFilterForm(forms.Form):
         return subject
 
     def clean(self) -> dict[str, Any]:
-        data = super().clean()
+        super().clean()
+        data = self.cleaned_data
         start, end = data.get("date_from"), data.get("date_to")
         if start and end and start > end:
             self.add_error("date_to", "The end date is before the start date.")

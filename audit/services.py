@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 import pghistory
-from django.contrib.auth.models import AbstractBaseUser
+from django.contrib.auth.models import User
 from django.db import transaction
 
 from audit.models import AuditExport
@@ -15,7 +15,7 @@ REASONS = {AuditExport.Format.CSV: "Audit trail export", AuditExport.Format.CASE
 
 
 @transaction.atomic
-def record_export(*, by: AbstractBaseUser, filters: dict[str, Any],
+def record_export(*, by: User, filters: dict[str, Any],
                   format: str = AuditExport.Format.CSV) -> AuditExport:
     """Log an export before its rows are sent: who, when and with which filters. The insert is also an
     event of the audit trail, with the request's context (url, request id) where there is one."""

@@ -71,10 +71,18 @@ def _foreign_keys(model: type[models.Model]) -> list[models.ForeignKey]:
     user_model = get_user_model()
     return [
         f for f in model._meta.concrete_fields
+        if isinstance(f, models.ForeignKey)  # many-to-one and one-to-one
         if f.many_to_one or f.one_to_one
         if not f.name.startswith("pgh_")
         if f.related_model not in (user_model, Context)
     ]
+
+
+def _parent(fk: models.ForeignKey) -> type[models.Model]:
+    """The concrete model ``fk`` points at (the apps are loaded: never the lazy string 'self')."""
+    model = fk.related_model
+    assert not isinstance(model, str) and model._meta.concrete_model is not None
+    return model._meta.concrete_model
 
 
 def _path_to(event_model: type[models.Model], target: type[models.Model]) -> list[models.ForeignKey] | None:
@@ -86,7 +94,7 @@ def _path_to(event_model: type[models.Model], target: type[models.Model]) -> lis
         if len(path) >= MAX_HOPS:
             continue
         for fk in _foreign_keys(model):
-            parent = fk.related_model._meta.concrete_model
+            parent = _parent(fk)
             if parent is target:
                 return [*path, fk]
             if parent not in seen:
@@ -99,7 +107,7 @@ def _joins(path: list[models.ForeignKey]) -> tuple[str, str]:
     """LEFT JOINs along ``path`` except its last hop; returns (joins, column of the last hop's key)."""
     joins, alias = [], "e"
     for n, fk in enumerate(path[:-1], start=1):
-        parent = fk.related_model._meta
+        parent = _parent(fk)._meta
         joins.append(f"LEFT JOIN {_q(parent.db_table)} p{n} ON p{n}.{_q(fk.target_field.column)} = "
                      f"{alias}.{_q(fk.column)}")
         alias = f"p{n}"
@@ -109,13 +117,14 @@ def _joins(path: list[models.ForeignKey]) -> tuple[str, str]:
 def _own_column(event_model: type[models.Model], target: type[models.Model]) -> str | None:
     """The event table's own foreign key to ``target`` (e.g. a lock's trial_id and site_id), if any."""
     for fk in _foreign_keys(event_model):
-        if fk.related_model._meta.concrete_model is target:
+        if _parent(fk) is target:
             return f"e.{_q(fk.column)}"
     return None
 
 
 def _describe(event_model: type[models.Model]) -> AuditedTable:
-    tracked = event_model.pgh_tracked_model._meta.concrete_model
+    # pghistory sets pgh_tracked_model on each event class; its base declares it None.
+    tracked = event_model.pgh_tracked_model._meta.concrete_model  # type: ignore[attr-defined]
     subject_model, trial_model = apps.get_model("patients", "Subject"), apps.get_model("trials", "Trial")
     site_model = apps.get_model("trials", "Site")
     subjects = _q(subject_model._meta.db_table)

@@ -26,6 +26,7 @@ import sys
 import threading
 import time
 from pathlib import Path
+from typing import TypedDict
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -47,7 +48,16 @@ def database_url() -> str:
     return base.replace("/postgres?", "/cart_bench?")
 
 
-def prepare(env: dict[str, str]) -> dict[str, object]:
+class Facts(TypedDict):
+    """What prepare() prints as JSON: the token, the site's consented subjects as [code, pk] pairs, ids."""
+
+    token: str
+    subjects: list[tuple[str, int]]
+    site: int
+    user: int
+
+
+def prepare(env: dict[str, str]) -> Facts:
     """Migrate, load the demo trial, issue a token for site BJ01; returns the token and subject facts."""
     subprocess.run([sys.executable, "manage.py", "migrate", "--no-input", "-v", "0"], cwd=ROOT, env=env, check=True)
     subprocess.run([sys.executable, "manage.py", "load_demo"], cwd=ROOT, env=env, check=True, capture_output=True)
@@ -74,7 +84,7 @@ WHEN = (dt.datetime.now(dt.UTC) - dt.timedelta(days=1)).replace(microsecond=0)
 RUN = f"{int(time.time()):x}"  # draws are kept between runs; each run collects its own
 
 
-def make_rows(n: int, tag: str, subjects: list[tuple[str, int]]) -> list[dict[str, object]]:
+def make_rows(n: int, tag: str, subjects: list[tuple[str, int]]) -> list[dict[str, str]]:
     when = WHEN
     rows = []
     rng = random.Random(7)
@@ -99,7 +109,7 @@ def post(port: int, token: str, body: bytes) -> tuple[int, float]:
     return response.status, time.perf_counter() - start
 
 
-def api_round(port: int, token: str, rows: list[dict[str, object]], batch: int, clients: int) -> float:
+def api_round(port: int, token: str, rows: list[dict[str, str]], batch: int, clients: int) -> float:
     bodies = [json.dumps({"results": rows[i:i + batch]}).encode() for i in range(0, len(rows), batch)]
     failures: list[int] = []
 
@@ -122,15 +132,15 @@ def api_round(port: int, token: str, rows: list[dict[str, object]], batch: int, 
     return len(rows) / elapsed
 
 
-def copy_round(url: str, rows: list[dict[str, object]], facts: dict[str, object]) -> float:
+def copy_round(url: str, rows: list[dict[str, str]], facts: Facts) -> float:
     """COPY the same rows into assays_result, with draw ids resolved beforehand (as a bulk loader would)."""
     import psycopg
 
-    subjects = dict(facts["subjects"])  # type: ignore[arg-type]
+    subjects = dict(facts["subjects"])
     with psycopg.connect(url) as conn:
-        draws = dict(conn.execute("SELECT accession_number, id FROM assays_labdraw WHERE site_id = %s",
+        draws: dict[str, int] = dict(conn.execute("SELECT accession_number, id FROM assays_labdraw WHERE site_id = %s",
                                   [facts["site"]]).fetchall())
-        analytes = dict(conn.execute("SELECT code, id FROM assays_analyte").fetchall())
+        analytes: dict[str, int] = dict(conn.execute("SELECT code, id FROM assays_analyte").fetchall())
         now = dt.datetime.now(dt.UTC)
         records = [(draws[r["accession_number"]], subjects[r["subject"]], facts["site"], analytes[r["analyte"]],
                     r["source_ref"], r["value"], r["unit"], float(r["value"]), "", "N", None, "final", False, "",

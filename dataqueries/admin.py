@@ -16,6 +16,7 @@ from django.http import Http404, HttpRequest, HttpResponse, HttpResponseRedirect
 from django.template.response import TemplateResponse
 from django.urls import path, reverse
 
+from config.api import acting_user
 from config.errors import DomainError, PermissionRefused
 from dataqueries import services
 from dataqueries.models import DataQuery, QueryMessage
@@ -39,7 +40,8 @@ class RaiseQueryForm(forms.ModelForm):
         fields = ["subject", "record_type", "record_id", "field_name", "text"]
 
     def clean(self) -> dict[str, Any]:
-        data = super().clean()
+        super().clean()
+        data = self.cleaned_data
         if not self.errors:
             subject = data["subject"]
             try:
@@ -62,7 +64,8 @@ class QueryActionForm(forms.Form):
         self.title, self.submit_label = ACTIONS[action][0], ACTIONS[action][0]
 
     def clean(self) -> dict[str, Any]:
-        data = super().clean()
+        super().clean()
+        data = self.cleaned_data
         text = data.get("text", "")
         try:
             if self.action == "answer":
@@ -103,7 +106,7 @@ class MessageInline(admin.TabularInline):
     """The thread, oldest first; read-only (messages are never changed)."""
 
     model = QueryMessage
-    fields = ["at", "kind", "text", "by"]
+    fields = ("at", "kind", "text", "by")
     readonly_fields = fields
     extra = 0
     can_delete = False
@@ -154,7 +157,8 @@ class DataQueryAdmin(ClinicalAdmin):
     def queried_record(self, obj: DataQuery) -> str:
         return f"{obj.record} (id {obj.object_id})"
 
-    def get_fields(self, request: HttpRequest, obj: Any = None) -> list[str]:
+    # Django takes a list of names; django-stubs' result type is an invariant list of unions.
+    def get_fields(self, request: HttpRequest, obj: Any = None) -> list[str]:  # type: ignore[override]
         return list(RaiseQueryForm.Meta.fields) if obj is None else self.view_fields
 
     def get_readonly_fields(self, request: HttpRequest, obj: Any = None) -> list[str]:
@@ -167,7 +171,7 @@ class DataQueryAdmin(ClinicalAdmin):
         if obj is None:
             kwargs["form"] = RaiseQueryForm
         form = super().get_form(request, obj, change=change, **kwargs)
-        form.user = request.user
+        form.user = request.user  # type: ignore[attr-defined]  # a class made for this request by get_form
         return form
 
     def formfield_for_foreignkey(self, db_field: Any, request: HttpRequest, **kwargs: Any) -> Any:
@@ -181,7 +185,7 @@ class DataQueryAdmin(ClinicalAdmin):
     def save_model(self, request: HttpRequest, obj: DataQuery, form: forms.Form, change: bool) -> None:
         data = form.cleaned_data
         created = services.raise_query(subject=data["subject"], record=data["record"], field=data["field_name"],
-                                       text=data["text"], by=request.user)
+                                       text=data["text"], by=acting_user(request))
         obj.pk, obj.status = created.pk, created.status
 
     def save_related(self, request: HttpRequest, form: Any, formsets: Any, change: bool) -> None:
@@ -216,7 +220,7 @@ class DataQueryAdmin(ClinicalAdmin):
         form = QueryActionForm(request.POST or None, query=query, action=action)
         if request.method == "POST" and form.is_valid():
             try:
-                run(query=query, text=form.cleaned_data["text"], by=request.user)
+                run(query=query, text=form.cleaned_data["text"], by=acting_user(request))
             except DomainError as err:  # a race lost after clean(): show it, nothing was saved
                 add_domain_error(form, err)
             else:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from django.contrib.auth.models import User
 from django.db.models import Count, Prefetch, Q, QuerySet
 from django_filters import rest_framework as filters
 from drf_spectacular.utils import extend_schema, inline_serializer
@@ -17,12 +18,14 @@ from config.api import ERRORS, READ_ERRORS, CodeOrIdFilter, acting_user
 from dataqueries import services
 from dataqueries.models import CheckCode, DataQuery, QueryMessage
 from patients.api.serializers import ScopedSubjectField
+from patients.models import Subject
 from trials.access import access_of
+from trials.models import Site, Trial
 
 
 class MessageSerializer(serializers.ModelSerializer):
-    by = serializers.SlugRelatedField(slug_field="username", read_only=True, allow_null=True,
-                                      help_text="Empty for an automatic check.")
+    by: serializers.SlugRelatedField[User] = serializers.SlugRelatedField(
+        slug_field="username", read_only=True, allow_null=True, help_text="Empty for an automatic check.")
 
     class Meta:
         model = QueryMessage
@@ -31,13 +34,14 @@ class MessageSerializer(serializers.ModelSerializer):
 
 
 class DataQuerySerializer(serializers.ModelSerializer):
-    trial = serializers.SlugRelatedField(slug_field="code", read_only=True)
-    site = serializers.SlugRelatedField(slug_field="code", read_only=True)
-    subject = serializers.SlugRelatedField(slug_field="code", read_only=True)
+    trial: serializers.SlugRelatedField[Trial] = serializers.SlugRelatedField(slug_field="code", read_only=True)
+    site: serializers.SlugRelatedField[Site] = serializers.SlugRelatedField(slug_field="code", read_only=True)
+    subject: serializers.SlugRelatedField[Subject] = serializers.SlugRelatedField(slug_field="code", read_only=True)
     record_type = serializers.CharField(read_only=True, help_text="e.g. patients.adverseevent")
     record_id = serializers.IntegerField(source="object_id", read_only=True)
     check = serializers.CharField(source="check_code", read_only=True, help_text="Automatic check code, or empty.")
-    raised_by = serializers.SlugRelatedField(slug_field="username", read_only=True, allow_null=True)
+    raised_by: serializers.SlugRelatedField[User] = serializers.SlugRelatedField(slug_field="username", read_only=True,
+                                                                                 allow_null=True)
     messages = MessageSerializer(many=True, read_only=True, help_text="The thread, oldest first.")
 
     class Meta:
@@ -52,7 +56,8 @@ class RaiseSerializer(serializers.Serializer):
     record_type = serializers.ChoiceField(choices=sorted(services.SUBJECT_PATHS),
                                           help_text="The queried record's kind, e.g. patients.adverseevent.")
     record_id = serializers.IntegerField(min_value=1)
-    field_name = serializers.CharField(max_length=60, help_text="The queried field, e.g. onset_on.")
+    # A declared field (the serializer's metaclass takes it off the class), not Field.field_name.
+    field_name = serializers.CharField(max_length=60, help_text="The queried field, e.g. onset_on.")  # type: ignore[assignment]
     text = serializers.CharField(help_text="The question for the site.")
 
 

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import pghistory
 from django.apps import apps
-from django.contrib.auth.models import AbstractBaseUser
+from django.contrib.auth.models import AbstractBaseUser, User
 from django.contrib.contenttypes.models import ContentType
 from django.core.exceptions import FieldDoesNotExist
 from django.db import models, transaction
@@ -84,7 +84,7 @@ def check_target(*, subject: Subject, record: models.Model, field: str) -> None:
         model_field = None
     if (model_field is None or not model_field.concrete or model_field.name != field  # e.g. "subject_id"
             or field in NOT_QUERYABLE_FIELDS):
-        raise RuleViolation("unknown_field", f"{record._meta.verbose_name.capitalize()} has no field {field!r}.",
+        raise RuleViolation("unknown_field", f"{str(record._meta.verbose_name).capitalize()} has no field {field!r}.",
                             field="field_name")
 
 
@@ -140,7 +140,7 @@ def _writable(query: DataQuery) -> None:
 
 @transaction.atomic
 def raise_query(*, subject: Subject, record: models.Model, field: str, text: str,
-                by: AbstractBaseUser) -> DataQuery:
+                by: User) -> DataQuery:
     """A person's question about ``field`` of ``record`` (a record of ``subject``)."""
     check_can_raise(user=by, trial_id=subject.trial_id, site_id=subject.site_id)
     check_target(subject=subject, record=record, field=field)
@@ -157,7 +157,7 @@ def raise_query(*, subject: Subject, record: models.Model, field: str, text: str
     return query
 
 
-def _step(*, query: DataQuery, to: str, kind: str, text: str, by: AbstractBaseUser) -> DataQuery:
+def _step(*, query: DataQuery, to: str, kind: str, text: str, by: User) -> DataQuery:
     """Move a locked query to ``to`` and add the message to its thread."""
     _writable(query)
     with pghistory.context(reason=text or f"data query: {kind}"):  # closing needs no text
@@ -168,7 +168,7 @@ def _step(*, query: DataQuery, to: str, kind: str, text: str, by: AbstractBaseUs
 
 
 @transaction.atomic
-def answer_query(*, query: DataQuery, text: str, by: AbstractBaseUser) -> DataQuery:
+def answer_query(*, query: DataQuery, text: str, by: User) -> DataQuery:
     """The site's answer (e.g. "corrected from source" or "confirmed, value is correct")."""
     query = _lock(query)
     check_can_answer(user=by, query=query)
@@ -177,7 +177,7 @@ def answer_query(*, query: DataQuery, text: str, by: AbstractBaseUser) -> DataQu
 
 
 @transaction.atomic
-def close_query(*, query: DataQuery, by: AbstractBaseUser, text: str = "") -> DataQuery:
+def close_query(*, query: DataQuery, by: User, text: str = "") -> DataQuery:
     """The data manager accepts the answer (or withdraws an open query)."""
     query = _lock(query)
     check_can_manage(user=by, query=query)
@@ -186,7 +186,7 @@ def close_query(*, query: DataQuery, by: AbstractBaseUser, text: str = "") -> Da
 
 
 @transaction.atomic
-def reopen_query(*, query: DataQuery, text: str, by: AbstractBaseUser) -> DataQuery:
+def reopen_query(*, query: DataQuery, text: str, by: User) -> DataQuery:
     """The data manager is not satisfied: the query is open again and the site answers anew."""
     query = _lock(query)
     check_can_manage(user=by, query=query)

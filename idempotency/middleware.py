@@ -32,7 +32,9 @@ NOT_KEPT = frozenset({429})  # a throttled request did not run: its retry must
 def api_user(request: HttpRequest) -> AbstractBaseUser | None:
     """The caller as the API's authenticators see it, or None (the view then answers 401 or 403)."""
     before = request.__dict__.get("user")
-    drf_request = Request(request, authenticators=[auth() for auth in api_settings.DEFAULT_AUTHENTICATION_CLASSES])
+    # DRF imports the classes named in the setting; its stubs type them as the names (str).
+    classes = api_settings.DEFAULT_AUTHENTICATION_CLASSES
+    drf_request = Request(request, authenticators=[auth() for auth in classes])  # type: ignore[operator]
     try:
         user = drf_request.user
     except APIException:

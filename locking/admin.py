@@ -17,6 +17,7 @@ from django.template.response import TemplateResponse
 from django.urls import path, reverse
 from django.utils.html import format_html
 
+from config.api import acting_user
 from config.errors import DomainError
 from locking.models import Lock
 from locking.selectors import visible_locks
@@ -41,7 +42,8 @@ class LockForm(forms.ModelForm):
         widgets = {"reason": forms.Textarea(attrs={"rows": 3})}
 
     def clean(self) -> dict[str, Any]:
-        data = super().clean()
+        super().clean()
+        data = self.cleaned_data
         if data.get("subject") is not None and data.get("site") is None:
             data["site"] = data["subject"].site  # a subject lock records the subject's site
         if not self.errors:  # the rule needs every value
@@ -65,7 +67,8 @@ class ReleaseForm(forms.Form):
         self.lock, self.user = lock, user
 
     def clean(self) -> dict[str, Any]:
-        data = super().clean()
+        super().clean()
+        data = self.cleaned_data
         try:
             check_release(lock=self.lock, reason=data.get("reason", ""), by=self.user)
         except DomainError as err:
@@ -126,7 +129,8 @@ class LockAdmin(SiteTimeChangeMixin, NotFoundForHiddenMixin, admin.ModelAdmin):
     def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         return False
 
-    def get_fields(self, request: HttpRequest, obj: Any = None) -> list[str]:
+    # Django takes a list of names; django-stubs' result type is an invariant list of unions.
+    def get_fields(self, request: HttpRequest, obj: Any = None) -> list[str]:  # type: ignore[override]
         return SCOPE_FIELDS if obj is None else ["scope", "level", "reason", *RECORD_FIELDS, "release_link"]
 
     def get_readonly_fields(self, request: HttpRequest, obj: Any = None) -> list[str]:
@@ -134,7 +138,8 @@ class LockAdmin(SiteTimeChangeMixin, NotFoundForHiddenMixin, admin.ModelAdmin):
 
     def get_form(self, request: HttpRequest, obj: Any = None, change: bool = False, **kwargs: Any) -> Any:
         form = super().get_form(request, obj, change=change, **kwargs)
-        form.user = request.user  # a new class per call (modelform_factory), so per request
+        # A new class per call (modelform_factory), so per request; typed as a plain ModelForm class.
+        form.user = request.user  # type: ignore[attr-defined]
         return form
 
     def formfield_for_foreignkey(self, db_field: Any, request: HttpRequest, **kwargs: Any) -> Any:
@@ -152,7 +157,7 @@ class LockAdmin(SiteTimeChangeMixin, NotFoundForHiddenMixin, admin.ModelAdmin):
     def save_model(self, request: HttpRequest, obj: Lock, form: forms.Form, change: bool) -> None:
         data = form.cleaned_data
         lock = lock_scope(trial=data["trial"], site=data.get("site"), subject=data.get("subject"),
-                          level=data["level"], reason=data["reason"], by=request.user)
+                          level=data["level"], reason=data["reason"], by=acting_user(request))
         obj.pk = lock.pk
         obj.__dict__.update({k: v for k, v in lock.__dict__.items() if not k.startswith("_")})
 
@@ -186,7 +191,7 @@ class LockAdmin(SiteTimeChangeMixin, NotFoundForHiddenMixin, admin.ModelAdmin):
         form = ReleaseForm(request.POST or None, lock=lock, user=request.user)
         if request.method == "POST" and form.is_valid():
             try:
-                release_lock(lock=lock, reason=form.cleaned_data["reason"], by=request.user)
+                release_lock(lock=lock, reason=form.cleaned_data["reason"], by=acting_user(request))
             except DomainError as err:  # a race lost after clean(): show it, nothing was saved
                 add_domain_error(form, err)
             else:

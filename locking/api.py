@@ -22,9 +22,11 @@ from trials.models import Site, Trial
 
 
 class LockSerializer(serializers.ModelSerializer):
-    trial = serializers.SlugRelatedField(slug_field="code", read_only=True)
-    site = serializers.SlugRelatedField(slug_field="code", read_only=True, allow_null=True)
-    subject = serializers.SlugRelatedField(slug_field="code", read_only=True, allow_null=True)
+    trial: serializers.SlugRelatedField[Trial] = serializers.SlugRelatedField(slug_field="code", read_only=True)
+    site: serializers.SlugRelatedField[Site] = serializers.SlugRelatedField(slug_field="code", read_only=True,
+                                                                           allow_null=True)
+    subject: serializers.SlugRelatedField[Subject] = serializers.SlugRelatedField(slug_field="code", read_only=True,
+                                                                                 allow_null=True)
     scope = serializers.CharField(source="scope_label", read_only=True)
     locked_by = serializers.CharField(source="locked_by.get_username", read_only=True)
     released_by = serializers.CharField(source="released_by.get_username", read_only=True, allow_null=True,

@@ -96,8 +96,8 @@ class Lock(TimeStampedModel):
     @property
     def scope_label(self) -> str:
         """'trial T001', 'site SA of T001' or 'subject SA-0001 of T001' (reads trial, site and subject)."""
-        return scope_label(trial_code=self.trial.code, site_code=self.site.code if self.site_id else None,
-                           subject_code=self.subject.code if self.subject_id else None)
+        return scope_label(trial_code=self.trial.code, site_code=self.site.code if self.site is not None else None,
+                           subject_code=self.subject.code if self.subject is not None else None)
 
 
 def scope_label(*, trial_code: str, site_code: str | None, subject_code: str | None) -> str:

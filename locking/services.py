@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING
 
 import pghistory
 from django.apps import apps
-from django.contrib.auth.models import AbstractBaseUser
+from django.contrib.auth.models import User
 from django.db import connection, transaction
 from django.db.models import Case, F, Q, Value, When
 from django.utils import timezone
@@ -158,7 +158,7 @@ def blocking_locks(subjects: Iterable[tuple[int, int, int]], *, activity: str = 
 # --- locking and releasing -----------------------------------------------------------------------
 
 
-def _check_manages(*, by: AbstractBaseUser, trial: Trial, site_id: int | None) -> None:
+def _check_manages(*, by: User, trial: Trial, site_id: int | None) -> None:
     """Trial-wide data managers lock anything in their trial; a data manager bound to sites locks and
     releases only those sites' data (never the whole trial)."""
     access = access_of(by)
@@ -171,7 +171,7 @@ def _check_manages(*, by: AbstractBaseUser, trial: Trial, site_id: int | None) -
 
 
 def check_lock(*, trial: Trial, site: Site | None, subject: Subject | None, level: str, reason: str,
-               by: AbstractBaseUser) -> None:
+               by: User) -> None:
     """Only a data manager of the trial locks its data, with a reason, on a consistent scope that has no
     active lock yet (a freeze may be tightened into a lock)."""
     _check_manages(by=by, trial=trial, site_id=site.pk if site else (subject.site_id if subject else None))
@@ -201,11 +201,11 @@ def _active_lock(*, trial_id: int, site_id: int | None, subject_id: int | None, 
     qs = Lock.objects.select_related("trial", "site", "subject", "locked_by")
     if for_update:
         qs = qs.select_for_update(of=("self",))
-    return qs.filter(trial_id=trial_id, site_id=site_id, subject_id=subject_id, released_at__isnull=True).first()
+    return qs.filter(trial_id=trial_id, site=site_id, subject=subject_id, released_at__isnull=True).first()
 
 
 @transaction.atomic
-def lock_scope(*, trial: Trial, level: str, reason: str, by: AbstractBaseUser, site: Site | None = None,
+def lock_scope(*, trial: Trial, level: str, reason: str, by: User, site: Site | None = None,
                subject: Subject | None = None) -> Lock:
     """Freeze or lock a trial, a site of it (site) or one subject (subject; its site is recorded too).
 
@@ -234,7 +234,7 @@ def lock_scope(*, trial: Trial, level: str, reason: str, by: AbstractBaseUser, s
     return lock
 
 
-def check_release(*, lock: Lock, reason: str, by: AbstractBaseUser) -> None:
+def check_release(*, lock: Lock, reason: str, by: User) -> None:
     """Only a data manager of the trial releases a lock, once, and says why (unlocking is audited)."""
     _check_manages(by=by, trial=lock.trial, site_id=lock.site_id)
     if not reason.strip():
@@ -245,7 +245,7 @@ def check_release(*, lock: Lock, reason: str, by: AbstractBaseUser) -> None:
 
 
 @transaction.atomic
-def release_lock(*, lock: Lock, reason: str, by: AbstractBaseUser) -> Lock:
+def release_lock(*, lock: Lock, reason: str, by: User) -> Lock:
     """Release a freeze or lock: writes in its scope are accepted again (unless another lock covers them)."""
     lock = Lock.objects.select_for_update(of=("self",)).select_related("trial").get(pk=lock.pk)
     check_release(lock=lock, reason=reason, by=by)
@@ -254,7 +254,7 @@ def release_lock(*, lock: Lock, reason: str, by: AbstractBaseUser) -> Lock:
     return lock
 
 
-def _release(lock: Lock, *, reason: str, by: AbstractBaseUser) -> None:
+def _release(lock: Lock, *, reason: str, by: User) -> None:
     lock.released_at, lock.released_by, lock.release_reason = timezone.now(), by, reason
     lock.full_clean()
     lock.save(update_fields=["released_at", "released_by", "release_reason", "updated_at"])

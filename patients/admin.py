@@ -65,7 +65,8 @@ class ScreeningForm(forms.ModelForm):
         widgets = {"screened_on": AdminDateWidget}
 
     def clean(self) -> dict[str, Any]:
-        data = super().clean()
+        super().clean()
+        data = self.cleaned_data
         if not self.errors:
             # Trial and site are offered separately; the pair must be one where the user enters data.
             try:
@@ -91,7 +92,8 @@ class AmendSubjectForm(forms.ModelForm):
         fields = [*CHARACTERISTICS, "age_at_consent"]
 
     def clean(self) -> dict[str, Any]:
-        data = super().clean()
+        super().clean()
+        data = self.cleaned_data
         if not self.errors:
             changed = {name: data[name] for name in self.changed_data if name in enrolment.AMENDABLE_FIELDS}
             subject = self.instance
@@ -106,7 +108,7 @@ class AmendSubjectForm(forms.ModelForm):
 
 class TransitionInline(admin.TabularInline):
     model = SubjectTransition
-    fields = ["effective_on", "from_status", "to_status", "reason", "recorded_by", "recorded_at"]
+    fields = ("effective_on", "from_status", "to_status", "reason", "recorded_by", "recorded_at")
     readonly_fields = fields
     extra = 0
     can_delete = False
@@ -152,10 +154,12 @@ class SubjectAdmin(ClinicalAdmin):
     def get_form(self, request: HttpRequest, obj: Any = None, change: bool = False, **kwargs: Any) -> Any:
         kwargs["form"] = AmendSubjectForm if obj is not None else ScreeningForm
         form = super().get_form(request, obj, change=change, **kwargs)
-        form.user = request.user  # a new class per call (modelform_factory), so per request
+        # A new class per call (modelform_factory), so per request; typed as a plain ModelForm class.
+        form.user = request.user  # type: ignore[attr-defined]
         return form
 
-    def get_fields(self, request: HttpRequest, obj: Any = None) -> list[str]:
+    # Django takes a list of names; django-stubs' result type is an invariant list of unions.
+    def get_fields(self, request: HttpRequest, obj: Any = None) -> list[str]:  # type: ignore[override]
         if obj is None:
             return list(ScreeningForm.Meta.fields)
         fields = ["code", "trial", "site", "status", "cohort", "screened_on", "enrolled_on", "off_study_on",
@@ -188,11 +192,11 @@ class SubjectAdmin(ClinicalAdmin):
         if change:
             changes = {name: data[name] for name in form.changed_data if name in enrolment.AMENDABLE_FIELDS}
             enrolment.amend_subject(subject=obj, changes=changes, reason=data.get("reason_for_change", ""),
-                                    by=request.user)
+                                    by=acting_user(request))
             return
         characteristics = {name: data[name] for name in CHARACTERISTICS}
         created = enrolment.screen_subject(trial=data["trial"], site=data["site"], screened_on=data["screened_on"],
-                                           by=request.user, **characteristics)
+                                           by=acting_user(request), **characteristics)
         obj.pk, obj.code = created.pk, created.code
 
     def save_related(self, request: HttpRequest, form: Any, formsets: Any, change: bool) -> None:
@@ -227,7 +231,7 @@ class SubjectAdmin(ClinicalAdmin):
         form = form_class(request.POST or None, subject=subject)
         if request.method == "POST" and form.is_valid():
             try:
-                form.save(by=request.user)
+                form.save(by=acting_user(request))
             except DomainError as err:  # a race lost after clean(): show it, nothing was saved
                 add_domain_error(form, err)
             else:
@@ -254,7 +258,7 @@ class SubjectAdmin(ClinicalAdmin):
         if request.method != "POST":
             return HttpResponseRedirect(reverse("admin:patients_subject_change", args=[subject.pk]))
         try:
-            enrolment.confirm_eligibility(assessment=assessment, by=request.user)
+            enrolment.confirm_eligibility(assessment=assessment, by=acting_user(request))
         except DomainError as err:
             messages.error(request, err.message)
         else:

@@ -16,6 +16,7 @@ from django import forms
 from django.contrib import admin
 from django.http import HttpRequest
 
+from config.api import acting_user
 from config.errors import DomainError
 from locking.services import check_writable
 from patients.models import (
@@ -62,7 +63,8 @@ class ServiceAdmin(ClinicalAdmin):
     def get_queryset(self, request: HttpRequest) -> Any:
         return with_timeline(super().get_queryset(request))
 
-    def get_list_display(self, request: HttpRequest) -> list[str]:
+    # Django takes a list of names; django-stubs' result type is an invariant list of unions.
+    def get_list_display(self, request: HttpRequest) -> list[str]:  # type: ignore[override]
         return [*super().get_list_display(request), "study_day", "course_day"]
 
     def _position(self, obj: Any) -> Position:
@@ -91,7 +93,8 @@ class ServiceAdmin(ClinicalAdmin):
         # A saved record opens as a correction form when it has amendable fields (a reason is required).
         return (obj is None or bool(self.amend_fields())) and super().has_change_permission(request, obj)
 
-    def get_fields(self, request: HttpRequest, obj: Any = None) -> list[str]:
+    # Django takes a list of names; django-stubs' result type is an invariant list of unions.
+    def get_fields(self, request: HttpRequest, obj: Any = None) -> list[str]:  # type: ignore[override]
         if obj is None:
             return self.add_fields
         fields = [*self.add_fields, *[f for f in self.get_readonly_fields(request, obj) if f not in self.add_fields]]
@@ -139,7 +142,7 @@ class ServiceAdmin(ClinicalAdmin):
             return  # a page whose inline rows (e.g. doses) are saved by save_formset
         if change:
             saved = self.model.objects.get(pk=obj.pk)
-            amendments.amend_record(record=saved, changes=self.changes(form), by=request.user,
+            amendments.amend_record(record=saved, changes=self.changes(form), by=acting_user(request),
                                     reason=form.cleaned_data.get(amendments.REASON_FIELD, ""))
             return
         written = self.write(form.cleaned_data, request)
@@ -171,7 +174,7 @@ class CollectionAdmin(ServiceAdmin):
                                    collection_id=data["collection_id"])
 
     def write(self, data: dict[str, Any], request: HttpRequest) -> Any:
-        return treatment.record_collection(by=request.user, **data)
+        return treatment.record_collection(by=acting_user(request), **data)
 
 
 @admin.register(DonorCollection)
@@ -194,7 +197,7 @@ class DonorCollectionAdmin(ServiceAdmin):
         treatment.check_donor_collection(**data)
 
     def write(self, data: dict[str, Any], request: HttpRequest) -> Any:
-        return treatment.record_donor_collection(by=request.user, **data)
+        return treatment.record_donor_collection(by=acting_user(request), **data)
 
 
 def _scoped_collections(model: Any, request: HttpRequest) -> Any:
@@ -226,7 +229,8 @@ class ProductLotAdmin(ServiceAdmin):
             return False
         return ClinicalAdmin.has_change_permission(self, request, obj)
 
-    def get_fields(self, request: HttpRequest, obj: Any = None) -> list[str]:
+    # Django takes a list of names; django-stubs' result type is an invariant list of unions.
+    def get_fields(self, request: HttpRequest, obj: Any = None) -> list[str]:  # type: ignore[override]
         return self.add_fields if obj is None else [*self.add_fields, "donor_type", "status", *self.release_fields]
 
     def get_readonly_fields(self, request: HttpRequest, obj: Any = None) -> list[str]:
@@ -252,7 +256,8 @@ class ProductLotAdmin(ServiceAdmin):
 
         class ReleaseForm(form):  # type: ignore[misc, valid-type]
             def clean(self) -> dict[str, Any]:
-                data = forms.ModelForm.clean(self)
+                forms.ModelForm.clean(self)
+                data = self.cleaned_data
                 if not self.errors and not data.get("failure_reason"):
                     _guard(self, lambda: treatment.check_release(
                         lot=obj, release_date=data.get("release_date") or dt.date.max,
@@ -268,15 +273,15 @@ class ProductLotAdmin(ServiceAdmin):
         lot = ProductLot.objects.get(pk=obj.pk)
         if data.get("failure_reason"):
             treatment.record_manufacturing_failure(lot=lot, failed_on=data["failed_on"] or dt.date.today(),
-                                                   reason=data["failure_reason"], by=request.user)
+                                                   reason=data["failure_reason"], by=acting_user(request))
         else:
             treatment.release_lot(lot=lot, release_date=data["release_date"], viability_pct=data["viability_pct"],
                                   car_positive_pct=data["car_positive_pct"],
                                   total_viable_car_cells=data["total_viable_car_cells"], qc_pass=data["qc_pass"],
-                                  by=request.user)
+                                  by=acting_user(request))
 
     def write(self, data: dict[str, Any], request: HttpRequest) -> Any:
-        return treatment.register_lot(by=request.user, **data)
+        return treatment.register_lot(by=acting_user(request), **data)
 
 
 @admin.register(BridgingTherapy)
@@ -293,7 +298,7 @@ class BridgingAdmin(ServiceAdmin):
                                         what="bridging therapy")
 
     def write(self, data: dict[str, Any], request: HttpRequest) -> Any:
-        return treatment.record_bridging(by=request.user, **data)
+        return treatment.record_bridging(by=acting_user(request), **data)
 
 
 class DoseInline(admin.TabularInline):
@@ -317,13 +322,14 @@ class DoseInline(admin.TabularInline):
         if db_field.name == "agent":
             course_id = request.resolver_match.kwargs.get("object_id") if request.resolver_match else None
             kwargs["queryset"] = db_field.related_model.objects.filter(
-                regimen__in=LymphodepletionCourse.objects.filter(pk=course_id).values("regimen"))
+                # pk=None (on the add page) is a valid IS NULL lookup, which django-stubs refuses.
+                regimen__in=LymphodepletionCourse.objects.filter(pk=course_id).values("regimen"))  # type: ignore[misc]
         return super().formfield_for_foreignkey(db_field, request, **kwargs)
 
     def get_formset(self, request: HttpRequest, obj: Any = None, **kwargs: Any) -> Any:
         formset = super().get_formset(request, obj, **kwargs)
 
-        class DoseForm(formset.form):  # type: ignore[misc, name-defined]
+        class DoseForm(formset.form):  # type: ignore[name-defined]
             def clean(self) -> dict[str, Any]:
                 data = super().clean()
                 if obj is not None and data.get("agent") and not self.instance.pk:
@@ -360,7 +366,7 @@ class LymphodepletionCourseAdmin(ServiceAdmin):
                                                    planned_infusion_on=data["planned_infusion_on"])
 
     def write(self, data: dict[str, Any], request: HttpRequest) -> Any:
-        return treatment.start_lymphodepletion(by=request.user, **data)
+        return treatment.start_lymphodepletion(by=acting_user(request), **data)
 
     def save_formset(self, request: HttpRequest, form: Any, formset: Any, change: bool) -> None:
         course = form.instance
@@ -372,7 +378,7 @@ class LymphodepletionCourseAdmin(ServiceAdmin):
                 continue
             formset.new_objects.append(treatment.record_lymphodepletion_dose(
                 course=course, agent=data["agent"], given_on=data["given_on"], administered_mg=data["administered_mg"],
-                deviation_reason=data.get("deviation_reason", ""), by=request.user))
+                deviation_reason=data.get("deviation_reason", ""), by=acting_user(request)))
 
 
 @admin.register(Infusion)
@@ -396,7 +402,7 @@ class InfusionAdmin(ServiceAdmin):
                                  fraction_number=data["fraction_number"], planned_fractions=data["planned_fractions"])
 
     def write(self, data: dict[str, Any], request: HttpRequest) -> Any:
-        return treatment.record_infusion(by=request.user, **data)
+        return treatment.record_infusion(by=acting_user(request), **data)
 
     def formfield_for_foreignkey(self, db_field: Any, request: HttpRequest, **kwargs: Any) -> Any:
         if db_field.name == "lot":
@@ -406,6 +412,7 @@ class InfusionAdmin(ServiceAdmin):
 
 
 class AssessmentInline(SiteTimeFieldsMixin, admin.StackedInline):
+    category: str  # the adverse event category the assessment is made for (set by each subclass)
     extra = 0
     can_delete = False
     readonly = ["derived_grade", "algorithm", "flags"]
@@ -415,7 +422,7 @@ class AssessmentInline(SiteTimeFieldsMixin, admin.StackedInline):
         if obj is None:
             return formset
 
-        class AssessmentForm(formset.form):  # type: ignore[misc, name-defined]
+        class AssessmentForm(formset.form):  # type: ignore[name-defined]
             def clean(self) -> dict[str, Any]:
                 data = super().clean()
                 read_in_site_time(self, obj.subject.site)  # assessed_at on the subject's site clock
@@ -490,7 +497,7 @@ class AdverseEventAdmin(ServiceAdmin):
             safety.check_adverse_event(subject=data["subject"], data=self._input(data))
 
     def write(self, data: dict[str, Any], request: HttpRequest) -> Any:
-        return safety.record_adverse_event(subject=data["subject"], data=self._input(data), by=request.user)
+        return safety.record_adverse_event(subject=data["subject"], data=self._input(data), by=acting_user(request))
 
     def save_formset(self, request: HttpRequest, form: Any, formset: Any, change: bool) -> None:
         event = AdverseEvent.objects.get(pk=form.instance.pk)
@@ -505,7 +512,7 @@ class AdverseEventAdmin(ServiceAdmin):
                 data.pop(key, None)
             formset.new_objects.append(record(
                 event=event, assessed_at=data.pop("assessed_at"), override_grade=data.pop("override_grade", None),
-                override_reason=data.pop("override_reason", ""), components=data, by=request.user))
+                override_reason=data.pop("override_reason", ""), components=data, by=acting_user(request)))
 
 
 @admin.register(ConcomitantMedication)
@@ -526,7 +533,7 @@ class MedicationAdmin(ServiceAdmin):
                               field="adverse_event")
 
     def write(self, data: dict[str, Any], request: HttpRequest) -> Any:
-        return safety.record_medication(by=request.user, **data)
+        return safety.record_medication(by=acting_user(request), **data)
 
     def formfield_for_foreignkey(self, db_field: Any, request: HttpRequest, **kwargs: Any) -> Any:
         if db_field.name == "adverse_event":
@@ -554,7 +561,7 @@ class ResponseAdmin(ServiceAdmin):
 
     def write(self, data: dict[str, Any], request: HttpRequest) -> Any:
         return outcome.record_response(subject=data["subject"], assessed_on=data["assessed_on"],
-                                       category=data["category"], visit=data.get("visit"), by=request.user,
+                                       category=data["category"], visit=data.get("visit"), by=acting_user(request),
                                        **self._values(data))
 
 
@@ -573,7 +580,7 @@ class FollowUpAdmin(ServiceAdmin):
                                 cause_of_death_unknown=data.get("cause_of_death_unknown", False))
 
     def write(self, data: dict[str, Any], request: HttpRequest) -> Any:
-        return outcome.record_follow_up(by=request.user, **data)
+        return outcome.record_follow_up(by=acting_user(request), **data)
 
 
 # --- the subject's course, in order, with study days ---------------------------------------------------

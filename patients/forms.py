@@ -6,6 +6,7 @@ from typing import Any
 
 from django import forms
 from django.contrib.admin.widgets import AdminDateWidget
+from django.contrib.auth.models import User
 
 from config.errors import DomainError
 from patients.models import OffStudyReason, Subject
@@ -27,8 +28,12 @@ class SubjectActionForm(forms.Form):
     def rule(self, data: dict[str, Any]) -> None:
         raise NotImplementedError
 
+    def save(self, *, by: User) -> object:
+        raise NotImplementedError
+
     def clean(self) -> dict[str, Any]:
-        data = super().clean()
+        super().clean()
+        data = self.cleaned_data
         if not self.errors:  # the rule needs every value
             try:
                 self.rule(data)

@@ -361,7 +361,7 @@ def icans_grade(inputs: IcansInputs, *,
 
 
 def _ice_domain(inputs: IcansInputs) -> tuple[int, tuple[str, ...]]:
-    flags = (FLAG_CAPD_IGNORED,) if inputs.capd_total is not None or inputs.capd_unable else ()
+    flags: tuple[str, ...] = (FLAG_CAPD_IGNORED,) if inputs.capd_total is not None or inputs.capd_unable else ()
     unarousable = inputs.consciousness == Consciousness.UNAROUSABLE
     if unarousable and inputs.consciousness_other_cause:
         # The pseudo-code grades the ICE domain on unarousability whatever its cause.

@@ -8,7 +8,7 @@ from django.contrib.auth.models import AbstractBaseUser
 from django.db.models import QuerySet
 from django.utils import timezone
 
-from patients.models import Consent, EligibilityAssessment, Subject
+from patients.models import BodyMeasurement, Consent, EligibilityAssessment, Subject
 from trials.access import access_of
 from trials.models import Site
 
@@ -43,6 +43,6 @@ def latest_confirmed_eligibility(subject: Subject) -> EligibilityAssessment | No
     )
 
 
-def latest_measurement(subject: Subject, *, on: dt.date):
+def latest_measurement(subject: Subject, *, on: dt.date) -> BodyMeasurement | None:
     """The latest height and weight measured on or before ``on``."""
     return subject.measurements.filter(measured_on__lte=on).order_by("-measured_on", "-pk").first()

@@ -4,7 +4,7 @@ page (investigators only, password re-entry), a read-only list on the subject's 
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
 from django import forms
 from django.contrib import admin, messages
@@ -17,6 +17,7 @@ from django.urls import reverse
 from django.utils.html import format_html
 from django.utils.safestring import mark_safe
 
+from config.api import acting_user
 from config.errors import DomainError
 from patients.admin import SubjectAdmin
 from patients.models import Subject
@@ -41,7 +42,7 @@ def status_html(signature: Signature) -> str:
 
 
 def scope_text(signature: Signature) -> str:
-    if signature.record_type_id is None:
+    if signature.record_type is None:
         return "Casebook"
     return f"{signature.record_type.name.capitalize()} #{signature.record_id}"
 
@@ -85,7 +86,7 @@ class SignatureInline(SignatureColumns, admin.TabularInline):
     fk_name = "subject"
     formset = ReadOnlyInlineFormSet
     template = "admin/signatures/signature_inline.html"
-    fields = ["scope_display", "meaning", "signer_name", "signed_at", "status_display"]
+    fields = ("scope_display", "meaning", "signer_name", "signed_at", "status_display")
     readonly_fields = fields
     extra = 0
     can_delete = False
@@ -137,17 +138,20 @@ class SignForm(forms.Form):
 
     def __init__(self, *args: Any, user: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self.fields["subject"].queryset = signable_subjects(user)
+        cast(forms.ModelChoiceField, self.fields["subject"]).queryset = signable_subjects(user)
         self.chosen_subject = self._chosen_subject()
         forms_ = list_forms(self.chosen_subject) if self.chosen_subject else []
-        self.fields["record"].choices = [("", "— the whole casebook —"), *((f.key, f.title) for f in forms_)]
+        cast(forms.ChoiceField, self.fields["record"]).choices = [("", "— the whole casebook —"),
+                                                                   *((f.key, f.title) for f in forms_)]
 
     def _chosen_subject(self) -> Subject | None:
         value = self.data.get("subject") if self.is_bound else self.initial.get("subject")
         text = str(value or "")
         if not (text.isascii() and text.isdigit()) or len(text) > 18:  # "²" passes isdigit(); int() refuses it
             return None
-        return self.fields["subject"].queryset.filter(pk=int(text)).first()
+        subjects = cast(forms.ModelChoiceField, self.fields["subject"]).queryset
+        assert subjects is not None  # set by __init__
+        return subjects.filter(pk=int(text)).first()
 
     def chosen_record(self) -> Any:
         key = self.cleaned_data.get("record") or ""
@@ -178,8 +182,8 @@ class SignatureAdmin(SignatureColumns, ReadOnlyClinicalAdmin):
     list_filter = [ValidityFilter, "meaning", "scope", ("subject__site", admin.RelatedOnlyFieldListFilter)]
     search_fields = ["subject__code", "signer_name"]
     ordering = ["-signed_at", "-pk"]
-    fields = ["subject", "scope_display", "meaning", "signer_name", "signer", "signed_at", "status_display",
-              "invalidated_at", "invalidated_reason", "content_hash", "content_check"]
+    fields = ("subject", "scope_display", "meaning", "signer_name", "signer", "signed_at", "status_display",
+              "invalidated_at", "invalidated_reason", "content_hash", "content_check")
     readonly_fields = fields
 
     @admin.display(description="Content now")
@@ -202,8 +206,8 @@ class SignatureAdmin(SignatureColumns, ReadOnlyClinicalAdmin):
         if request.method == "POST" and form.is_valid():
             data = form.cleaned_data
             try:
-                signature = services.sign(subject=data["subject"], meaning=data["meaning"],
-                                          password=data["password"], by=request.user, record=form.chosen_record())
+                signature = services.sign(subject=data["subject"], meaning=data["meaning"], password=data["password"],
+                                          by=acting_user(request), record=form.chosen_record())
             except DomainError as err:
                 add_domain_error(form, err)
             else:

@@ -63,8 +63,14 @@ def form_labels() -> list[str]:
 @cache
 def parts_of(label: str) -> tuple[tuple[str, str], ...]:
     """The (part label, foreign key name) pairs of a form model, e.g. adverse event -> CRS, ICANS."""
-    return tuple((part, fk) for part, fk in sorted(FORM_PARTS.items())
-                 if model_of(part)._meta.get_field(fk).related_model._meta.label_lower == label)
+    return tuple((part, fk) for part, fk in sorted(FORM_PARTS.items()) if _target_label(part, fk) == label)
+
+
+def _target_label(part: str, fk: str) -> str:
+    """The label of the model that the foreign key ``fk`` of the model ``part`` points at."""
+    target = model_of(part)._meta.get_field(fk).related_model
+    assert target is not None and not isinstance(target, str), f"{part}.{fk} is not a resolved foreign key"
+    return target._meta.label_lower
 
 
 def subject_filter(label: str, subject_id: int) -> dict[str, int]:

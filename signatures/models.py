@@ -99,13 +99,14 @@ class Signature(models.Model):
     @property
     def record_label(self) -> str:
         """``patients.adverseevent`` for a form (needs ``record_type`` selected), else ''."""
-        return "" if self.record_type_id is None else f"{self.record_type.app_label}.{self.record_type.model}"
+        return "" if self.record_type is None else f"{self.record_type.app_label}.{self.record_type.model}"
 
     @property
     def scope_label(self) -> str:
         """'casebook of S-001' or 'adverse event #12 of S-001' (needs ``subject`` and ``record_type``)."""
         if self.scope == Scope.CASEBOOK:
             return f"casebook of {self.subject}"
+        assert self.record_type is not None  # a form's signature names its form (Meta.constraints)
         return f"{self.record_type.name} #{self.record_id} of {self.subject}"
 
 

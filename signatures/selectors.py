@@ -55,7 +55,8 @@ def list_forms(subject: Subject) -> list[FormRef]:
         # select_related(): some __str__ read a foreign key (e.g. a course's regimen)
         for record in model._default_manager.filter(**subject_filter(label, subject.pk)).select_related() \
                 .order_by("pk"):
-            forms.append(FormRef(label, record.pk, f"{model._meta.verbose_name.capitalize()} #{record.pk}: {record}"))
+            name = str(model._meta.verbose_name).capitalize()
+            forms.append(FormRef(label, record.pk, f"{name} #{record.pk}: {record}"))
     return forms
 
 
@@ -70,7 +71,7 @@ def verify_signature(signature: Signature) -> Verification:
     """Recompute the hash of what the signature covers and compare it with the stored one (for inspection:
     invalidation itself is the triggers' job and does not depend on this)."""
     label = None
-    if signature.record_type_id is not None:
+    if signature.record_type is not None:
         label = f"{signature.record_type.app_label}.{signature.record_type.model}"
     current = content_hash(subject_id=signature.subject_id, record_label=label, record_id=signature.record_id)
     return Verification(matches=current == signature.content_hash, stored_hash=signature.content_hash,

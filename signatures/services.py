@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 
 import pghistory
-from django.contrib.auth.models import AbstractBaseUser
+from django.contrib.auth.models import AbstractBaseUser, User
 from django.contrib.contenttypes.models import ContentType
 from django.db import models, transaction
 from django.utils import timezone
@@ -27,7 +27,7 @@ from trials.models import Membership, ServiceAccount
 logger = logging.getLogger("signatures.security")
 
 
-def check_signer(*, subject: Subject, by: AbstractBaseUser) -> None:
+def check_signer(*, subject: Subject, by: User) -> None:
     """§11.100/§11.10(g): people sign, and only the investigators of the subject's site."""
     if ServiceAccount.objects.filter(user_id=by.pk).exists():
         raise PermissionRefused("service_account_cannot_sign", "A service account cannot sign.")
@@ -37,7 +37,7 @@ def check_signer(*, subject: Subject, by: AbstractBaseUser) -> None:
                                 f"Only an investigator of {subject.code}'s site may sign its case report forms.")
 
 
-def check_not_locked_out(*, by: AbstractBaseUser) -> None:
+def check_not_locked_out(*, by: User) -> None:
     """§11.300(d): after repeated wrong passwords (signing or logging in) the account signs nothing until
     the cool-off has passed or a data manager unlocks it."""
     if account_locked(by.get_username()):
@@ -65,7 +65,7 @@ def printed_name(user: AbstractBaseUser) -> str:
     return full_name.strip() or user.get_username()
 
 
-def record_failed_attempt(*, subject: Subject, by: AbstractBaseUser, code: str, meaning: str = "") -> None:
+def record_failed_attempt(*, subject: Subject, by: User, code: str, meaning: str = "") -> None:
     """Store and log a refused signing. Runs in its own transaction so that the refusal's rollback
     cannot erase it (unless a caller's own transaction encloses it; the log line stays either way)."""
     meaning = meaning if meaning in Meaning.values else ""
@@ -76,7 +76,7 @@ def record_failed_attempt(*, subject: Subject, by: AbstractBaseUser, code: str, 
                                             meaning=meaning)
 
 
-def sign(*, subject: Subject, meaning: str, password: str, by: AbstractBaseUser,
+def sign(*, subject: Subject, meaning: str, password: str, by: User,
          record: models.Model | None = None) -> Signature:
     """Sign the subject's casebook, or one form (``record``), with the given meaning.
 
@@ -106,7 +106,7 @@ def sign(*, subject: Subject, meaning: str, password: str, by: AbstractBaseUser,
 
 
 @transaction.atomic
-def _write_signature(*, subject: Subject, meaning: str, by: AbstractBaseUser,
+def _write_signature(*, subject: Subject, meaning: str, by: User,
                      record: models.Model | None) -> Signature:
     # The lock makes signing and data changes take turns: the invalidation triggers take a KEY SHARE lock
     # on the changed subjects, so a change either commits before the hash is computed here, or waits

@@ -15,9 +15,9 @@ from django.db.models import Q, QuerySet
 from trials.models import Membership
 
 Role = Membership.Role
-READ_ROLES = frozenset(Role.values)
-ENTRY_ROLES = frozenset({Role.COORDINATOR, Role.INVESTIGATOR, Role.SYSTEM})
-DESIGN_ROLES = frozenset({Role.DATA_MANAGER})
+READ_ROLES: frozenset[str] = frozenset(Role.values)
+ENTRY_ROLES: frozenset[str] = frozenset({Role.COORDINATOR, Role.INVESTIGATOR, Role.SYSTEM})
+DESIGN_ROLES: frozenset[str] = frozenset({Role.DATA_MANAGER})
 
 
 @dataclass(frozen=True)
@@ -129,5 +129,5 @@ def access_of(user: AbstractBaseUser | AnonymousUser) -> TrialAccess:
         site_roles={k: frozenset(v) for k, v in site_roles.items()},
         trial_roles={k: frozenset(v) for k, v in trial_roles.items()},
     )
-    user._trial_access = access  # type: ignore[union-attr]
+    user._trial_access = access  # type: ignore[attr-defined]  # a cache on the user object, read back above
     return access

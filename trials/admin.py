@@ -8,6 +8,7 @@ from django.contrib import admin, messages
 from django.db.models import Count, Q, QuerySet
 from django.http import HttpRequest
 
+from config.api import acting_user
 from config.errors import DomainError
 from trials.access import access_of
 from trials.admin_scoping import DesignAdmin, DesignInline, NotFoundForHiddenMixin, add_domain_error
@@ -155,8 +156,9 @@ class ServiceAccountAdmin(DesignAdmin):
 
     list_display = ["name", "trial", "site_codes", "token_prefix", "last_used_at", "revoked_at"]
     list_select_related = ["trial"]
-    fields = ["name", "trial", "sites"]
-    readonly_fields: list[str] = []
+    add_fields = ("name", "trial", "sites")
+    fields = add_fields
+    readonly_fields = []
     actions = ["revoke"]
 
     def get_queryset(self, request: HttpRequest) -> QuerySet:
@@ -165,8 +167,9 @@ class ServiceAccountAdmin(DesignAdmin):
     def get_readonly_fields(self, request: HttpRequest, obj: Any = None) -> list[str]:
         return [] if obj is None else ["name", "trial", "sites", "token_prefix", "last_used_at", "revoked_at"]
 
-    def get_fields(self, request: HttpRequest, obj: Any = None) -> list[str]:
-        return self.fields if obj is None else self.get_readonly_fields(request, obj)
+    # Django takes a list of names; django-stubs' result type is an invariant list of unions.
+    def get_fields(self, request: HttpRequest, obj: Any = None) -> list[str]:  # type: ignore[override]
+        return list(self.add_fields) if obj is None else self.get_readonly_fields(request, obj)
 
     def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         return obj is None and super().has_change_permission(request, obj)
@@ -186,7 +189,7 @@ class ServiceAccountAdmin(DesignAdmin):
                 data = super().clean()
                 if not self.errors:
                     try:
-                        check_service_account(trial=data["trial"], sites=data["sites"], by=request.user)
+                        check_service_account(trial=data["trial"], sites=data["sites"], by=acting_user(request))
                     except DomainError as err:
                         add_domain_error(self, err)
                 return data
@@ -196,7 +199,7 @@ class ServiceAccountAdmin(DesignAdmin):
     def save_model(self, request: HttpRequest, obj: Any, form: Any, change: bool) -> None:
         data = form.cleaned_data
         account, token = issue_service_account(trial=data["trial"], sites=data["sites"], name=data["name"],
-                                               by=request.user)
+                                               by=acting_user(request))
         obj.pk, obj.name = account.pk, account.name
         messages.warning(request, f"Token for {account.name}: {token} — copy it now; it will not be shown again.")
 
@@ -207,7 +210,7 @@ class ServiceAccountAdmin(DesignAdmin):
     def revoke(self, request: HttpRequest, queryset: QuerySet) -> None:
         for account in queryset.filter(revoked_at__isnull=True):
             try:
-                revoke_service_account(account=account, by=request.user)
+                revoke_service_account(account=account, by=acting_user(request))
             except DomainError as err:
                 messages.error(request, f"{account.name}: {err.message}")
             else:
@@ -221,7 +224,8 @@ class PersonalTokenAdmin(NotFoundForHiddenMixin, admin.ModelAdmin):
 
     list_display = ["name", "trial", "user", "token_prefix", "expires_on", "last_used_at", "revoked_at"]
     list_select_related = ["trial", "user"]
-    fields = ["trial", "name", "expires_on"]
+    add_fields = ("trial", "name", "expires_on")
+    fields = add_fields
     actions = ["revoke"]
 
     def get_queryset(self, request: HttpRequest) -> QuerySet:
@@ -236,8 +240,9 @@ class PersonalTokenAdmin(NotFoundForHiddenMixin, admin.ModelAdmin):
         return [] if obj is None else ["name", "trial", "user", "token_prefix", "expires_on", "created_at",
                                        "last_used_at", "revoked_at", "revoked_by"]
 
-    def get_fields(self, request: HttpRequest, obj: Any = None) -> list[str]:
-        return self.fields if obj is None else self.get_readonly_fields(request, obj)
+    # Django takes a list of names; django-stubs' result type is an invariant list of unions.
+    def get_fields(self, request: HttpRequest, obj: Any = None) -> list[str]:  # type: ignore[override]
+        return list(self.add_fields) if obj is None else self.get_readonly_fields(request, obj)
 
     def has_module_permission(self, request: HttpRequest) -> bool:
         return access_of(request.user).reads_any
@@ -256,7 +261,7 @@ class PersonalTokenAdmin(NotFoundForHiddenMixin, admin.ModelAdmin):
 
     def formfield_for_foreignkey(self, db_field: Any, request: HttpRequest, **kwargs: Any) -> Any:
         if db_field.name == "trial":  # only the trials where the user has a role
-            kwargs["queryset"] = Trial.objects.filter(memberships__user_id=request.user.pk,
+            kwargs["queryset"] = Trial.objects.filter(memberships__user_id=acting_user(request).pk,
                                                       memberships__active=True).distinct()
         return super().formfield_for_foreignkey(db_field, request, **kwargs)
 
@@ -269,7 +274,7 @@ class PersonalTokenAdmin(NotFoundForHiddenMixin, admin.ModelAdmin):
                 if not self.errors:
                     try:
                         check_personal_token(trial=data["trial"], expires_on=data.get("expires_on"),
-                                             by=request.user)
+                                             by=acting_user(request))
                     except DomainError as err:
                         add_domain_error(self, err)
                 return data
@@ -279,7 +284,7 @@ class PersonalTokenAdmin(NotFoundForHiddenMixin, admin.ModelAdmin):
     def save_model(self, request: HttpRequest, obj: Any, form: Any, change: bool) -> None:
         data = form.cleaned_data
         token, secret = issue_personal_token(trial=data["trial"], name=data["name"],
-                                             expires_on=data.get("expires_on"), by=request.user)
+                                             expires_on=data.get("expires_on"), by=acting_user(request))
         obj.pk, obj.name = token.pk, token.name
         messages.warning(request, f"Your API token {token.name} for {token.trial.code}: {secret} — copy it now; "
                          "it will not be shown again.")
@@ -288,7 +293,7 @@ class PersonalTokenAdmin(NotFoundForHiddenMixin, admin.ModelAdmin):
     def revoke(self, request: HttpRequest, queryset: QuerySet) -> None:
         for token in queryset.filter(revoked_at__isnull=True):
             try:
-                revoke_personal_token(token=token, by=request.user)
+                revoke_personal_token(token=token, by=acting_user(request))
             except DomainError as err:
                 messages.error(request, f"{token.name}: {err.message}")
             else:

@@ -103,8 +103,9 @@ class SiteTimeChangeMixin:
         site = site_of(self.get_object(request, unquote(object_id))) if object_id else None  # type: ignore[attr-defined]
         if site is None:
             return super().changeform_view(request, object_id, form_url, extra_context)  # type: ignore[misc]
-        request.site_time_label = site.zone_label()  # type: ignore[attr-defined]
-        extra_context = {**(extra_context or {}), "site_time_zone": request.site_time_label}
+        label = site.zone_label()
+        request.site_time_label = label  # type: ignore[attr-defined]
+        extra_context = {**(extra_context or {}), "site_time_zone": label}
         with timezone.override(site.tzinfo):  # rendered here: the response is lazy
             response = super().changeform_view(request, object_id, form_url, extra_context)  # type: ignore[misc]
             return response.render() if hasattr(response, "render") else response

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from django.db.models import QuerySet
+from django.db.models import Model, QuerySet
 from django.http import Http404
 from drf_spectacular.utils import OpenApiParameter, extend_schema, extend_schema_view
 from rest_framework import generics, mixins, serializers, viewsets
@@ -140,6 +140,7 @@ class TrialDesignListApi(generics.ListAPIView):
     """A list of one part of a trial's design; the trial must be one of the caller's (else 404)."""
 
     select: Any = None  # the selector: (trial) -> QuerySet, or (user, trial) -> QuerySet for sites
+    serializer_class: type[serializers.ModelSerializer[Model]]  # set by design_list()
 
     def trial(self) -> Trial:
         trial = selectors.get_trial(user=self.request.user, code=self.kwargs["code"])
@@ -149,7 +150,8 @@ class TrialDesignListApi(generics.ListAPIView):
 
     def get_queryset(self) -> QuerySet:
         if getattr(self, "swagger_fake_view", False):  # schema generation: no trial in the URL
-            return self.serializer_class.Meta.model.objects.none()
+            model: type[Model] = self.serializer_class.Meta.model
+            return model._default_manager.none()
         return type(self).select(trial=self.trial())
 
 

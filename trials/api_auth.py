@@ -40,9 +40,9 @@ class TokenAuthentication(authentication.BaseAuthentication):
         try:
             result = self._credential_user(header[1], request._request)
         except exceptions.APIException as refusal:
-            request._request._token_authentication = (header[1], refusal)
+            vars(request._request)["_token_authentication"] = (header[1], refusal)
             raise
-        request._request._token_authentication = (header[1], result)
+        vars(request._request)["_token_authentication"] = (header[1], result)
         return result
 
     def _credential_user(self, raw: str, http_request: HttpRequest) -> tuple[AbstractBaseUser, Any]:

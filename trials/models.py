@@ -10,6 +10,7 @@ import datetime as dt
 import re
 import zoneinfo
 from decimal import Decimal
+from typing import ClassVar
 
 import pghistory
 from django.conf import settings
@@ -134,7 +135,7 @@ class RegistryIdentifier(models.Model):
         ISRCTN = "isrctn", "ISRCTN"
         OTHER = "other", "Other"
 
-    PATTERNS = {
+    PATTERNS: ClassVar[dict[str, tuple[str, str]]] = {
         Registry.CLINICALTRIALS_GOV: (r"NCT\d{8}", "NCT followed by 8 digits, e.g. NCT04351022"),
         Registry.CHICTR: (r"ChiCTR(-[A-Z]{2,5}-)?\d{8,12}", "ChiCTR followed by digits, e.g. ChiCTR1800014761"),
         Registry.EU_CT: (r"\d{4}-\d{6}-\d{2}-\d{2}", "e.g. 2023-503456-12-00"),
@@ -475,7 +476,7 @@ class Membership(TimeStampedModel):
         ]
 
     def __str__(self) -> str:
-        where = self.site.code if self.site_id else "all sites"
+        where = self.site.code if self.site is not None else "all sites"
         return f"{self.user} — {self.get_role_display()} — {self.trial.code} / {where}"
 
 
@@ -544,7 +545,7 @@ class PersonalToken(TimeStampedModel):
         return f"{self.name} ({self.token_prefix}){state}"
 
 
-class UserAccount(get_user_model()):  # type: ignore[misc, valid-type]
+class UserAccount(get_user_model()):  # type: ignore[misc]
     """The user model, as tracked by the audit trail (a proxy, so the triggers' migrations live here)."""
 
     class Meta:

@@ -8,7 +8,7 @@ from collections.abc import Iterable
 from datetime import date, datetime
 
 from django.contrib.auth import get_user_model
-from django.contrib.auth.models import AbstractBaseUser
+from django.contrib.auth.models import User
 from django.db import connection, transaction
 from django.utils import timezone
 
@@ -24,7 +24,7 @@ def hash_token(secret: str) -> str:
     return hashlib.sha256(secret.encode()).hexdigest()
 
 
-def check_service_account(*, trial: Trial, sites: Iterable[Site], by: AbstractBaseUser) -> None:
+def check_service_account(*, trial: Trial, sites: Iterable[Site], by: User) -> None:
     if not access_of(by).designs(trial.pk):
         raise PermissionRefused("not_permitted", f"Only data managers of {trial.code} issue its service accounts.")
     site_ids = {s.pk for s in sites}
@@ -37,7 +37,7 @@ def check_service_account(*, trial: Trial, sites: Iterable[Site], by: AbstractBa
 
 @transaction.atomic
 def issue_service_account(*, trial: Trial, sites: Iterable[Site], name: str,
-                          by: AbstractBaseUser) -> tuple[ServiceAccount, str]:
+                          by: User) -> tuple[ServiceAccount, str]:
     """Create the account and return its token, which is never shown again."""
     sites = list(sites)
     check_service_account(trial=trial, sites=sites, by=by)
@@ -55,7 +55,7 @@ def issue_service_account(*, trial: Trial, sites: Iterable[Site], name: str,
 
 
 @transaction.atomic
-def revoke_service_account(*, account: ServiceAccount, by: AbstractBaseUser) -> ServiceAccount:
+def revoke_service_account(*, account: ServiceAccount, by: User) -> ServiceAccount:
     if not access_of(by).designs(account.trial_id):
         raise PermissionRefused("not_permitted", "Only the trial's data managers revoke its service accounts.")
     account = ServiceAccount.objects.select_for_update().get(pk=account.pk)
@@ -135,7 +135,7 @@ def not_a_member(trial_code: str) -> PermissionRefused:
                              "with your own role there, so it could do nothing.", field="trial")
 
 
-def check_personal_token(*, trial: Trial, expires_on: date | None, by: AbstractBaseUser) -> None:
+def check_personal_token(*, trial: Trial, expires_on: date | None, by: User) -> None:
     """A person holds a token only for a trial they take part in, and never one that is already expired."""
     if not Membership.objects.filter(user_id=by.pk, trial=trial, active=True).exists():
         raise not_a_member(trial.code)
@@ -144,7 +144,7 @@ def check_personal_token(*, trial: Trial, expires_on: date | None, by: AbstractB
                             field="expires_on")
 
 
-def check_revoke_personal_token(*, token: PersonalToken, by: AbstractBaseUser) -> None:
+def check_revoke_personal_token(*, token: PersonalToken, by: User) -> None:
     if token.user_id != by.pk and not access_of(by).designs(token.trial_id):
         raise PermissionRefused("not_permitted", "Only the token's owner or a data manager of the trial "
                                 "revokes it.")
@@ -154,7 +154,7 @@ def check_revoke_personal_token(*, token: PersonalToken, by: AbstractBaseUser) -
 
 @transaction.atomic
 def issue_personal_token(*, trial: Trial, name: str, expires_on: date | None,
-                         by: AbstractBaseUser) -> tuple[PersonalToken, str]:
+                         by: User) -> tuple[PersonalToken, str]:
     """Issue ``by`` a token for ``trial``; returns it with its secret, which is never shown again.
 
     Callers make sure ``by`` logged in interactively (a session): a token never issues tokens."""
@@ -168,7 +168,7 @@ def issue_personal_token(*, trial: Trial, name: str, expires_on: date | None,
 
 
 @transaction.atomic
-def revoke_personal_token(*, token: PersonalToken, by: AbstractBaseUser) -> PersonalToken:
+def revoke_personal_token(*, token: PersonalToken, by: User) -> PersonalToken:
     token = PersonalToken.objects.select_for_update(of=("self",)).select_related("trial").get(pk=token.pk)
     check_revoke_personal_token(token=token, by=by)
     token.revoked_at, token.revoked_by = timezone.now(), by

@@ -6,7 +6,7 @@ from trials import api, token_api
 router = SimpleRouter()
 router.register("trials", api.TrialViewSet, basename="trial")
 
-DESIGN = [
+DESIGN: list[tuple[str, type[api.TrialDesignListApi], str]] = [
     ("sites", api.TrialSiteListApi, "trial-site-list"),
     ("cohorts", api.CohortListApi, "trial-cohort-list"),
     ("products", api.ProductListApi, "trial-product-list"),

@@ -23,6 +23,7 @@ from typing import Any
 import psycopg
 from django.db import connections
 from psycopg import sql
+from psycopg.conninfo import make_conninfo
 
 ROLES_SUFFIX = ".roles.sql"
 
@@ -85,7 +86,7 @@ def run(args: list[str], env: dict[str, str]) -> subprocess.CompletedProcess[str
 
 def roles_sql(database: str, alias: str = "default") -> tuple[str, int]:
     """The roles file's text and the number of roles it creates."""
-    with psycopg.connect(**conninfo(database, alias), autocommit=True) as connection:
+    with psycopg.connect(make_conninfo(**conninfo(database, alias)), autocommit=True) as connection:
         roles = connection.execute(ROLES_IN_USE).fetchall()
         passwords = _password_hashes(connection)
         grants = connection.execute(DATABASE_GRANTS).fetchall()
@@ -121,10 +122,10 @@ def _create_role(connection: psycopg.Connection[Any], row: tuple[Any, ...], pass
 
 def database_state(target: str, alias: str = "default") -> str:
     """"missing", "empty" or "non-empty" (it has tables or other objects in a non-system schema)."""
-    with psycopg.connect(**conninfo("postgres", alias), autocommit=True) as connection:
+    with psycopg.connect(make_conninfo(**conninfo("postgres", alias)), autocommit=True) as connection:
         if connection.execute("SELECT 1 FROM pg_database WHERE datname = %s", [target]).fetchone() is None:
             return "missing"
-    with psycopg.connect(**conninfo(target, alias), autocommit=True) as connection:
+    with psycopg.connect(make_conninfo(**conninfo(target, alias)), autocommit=True) as connection:
         count = connection.execute("SELECT count(*) FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
                                    "WHERE n.nspname NOT IN ('pg_catalog', 'information_schema') "
                                    "AND n.nspname NOT LIKE 'pg\\_toast%'").fetchone()
@@ -132,6 +133,6 @@ def database_state(target: str, alias: str = "default") -> str:
 
 
 def create_database(target: str, alias: str = "default") -> None:
-    with psycopg.connect(**conninfo("postgres", alias), autocommit=True) as connection:
+    with psycopg.connect(make_conninfo(**conninfo("postgres", alias)), autocommit=True) as connection:
         connection.execute(sql.SQL("CREATE DATABASE {} TEMPLATE template0 ENCODING 'UTF8'")
                            .format(sql.Identifier(target)))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from django.contrib.auth.models import User
 from django.db.models import QuerySet
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import extend_schema_field
@@ -33,7 +34,7 @@ from patients.models import (
 )
 from patients.timeline import Position, local_date, timeline_from
 from trials.access import access_of
-from trials.models import DoseLevel, LymphodepletionRegimen, Product, RegimenAgent, Visit
+from trials.models import Cohort, DoseLevel, LymphodepletionRegimen, Product, RegimenAgent, Site, Trial, Visit
 
 
 def subject_lookup(value: str) -> dict[str, Any]:
@@ -73,7 +74,8 @@ class ScopedSubjectField(serializers.RelatedField):
             self.fail("ambiguous", value=value)
         return matches[0]
 
-    def to_representation(self, value: Subject) -> str:
+    # Without the pk-only optimisation (RelatedField's default), the value is the instance.
+    def to_representation(self, value: Subject) -> str:  # type: ignore[override]
         return value.code
 
 
@@ -160,7 +162,7 @@ class CodeOrIdField(serializers.RelatedField):
         instance = getattr(self.parent, "instance", None)
         if instance is not None and getattr(instance, "subject_id", None):
             return instance.subject.trial_id
-        subject_field = self.parent.fields.get("subject")
+        subject_field = self.parent.fields.get("subject") if isinstance(self.parent, serializers.Serializer) else None
         raw = getattr(self.parent, "initial_data", {}).get("subject")
         if subject_field is None or raw is None:
             return None
@@ -189,9 +191,9 @@ class CodeOrIdField(serializers.RelatedField):
 
 
 class SubjectSerializer(serializers.ModelSerializer):
-    trial = serializers.SlugRelatedField(slug_field="code", read_only=True)
-    site = serializers.SlugRelatedField(slug_field="code", read_only=True)
-    cohort = serializers.SlugRelatedField(slug_field="code", read_only=True)
+    trial: serializers.SlugRelatedField[Trial] = serializers.SlugRelatedField(slug_field="code", read_only=True)
+    site: serializers.SlugRelatedField[Site] = serializers.SlugRelatedField(slug_field="code", read_only=True)
+    cohort: serializers.SlugRelatedField[Cohort] = serializers.SlugRelatedField(slug_field="code", read_only=True)
 
     class Meta:
         model = Subject
@@ -204,10 +206,8 @@ class SubjectSerializer(serializers.ModelSerializer):
 
 
 class ScreeningSerializer(serializers.ModelSerializer):
-    trial = serializers.SlugRelatedField(slug_field="code", queryset=Subject._meta.get_field("trial")
-                                         .related_model.objects.all())
-    site = serializers.SlugRelatedField(slug_field="code", queryset=Subject._meta.get_field("site")
-                                        .related_model.objects.all())
+    trial = serializers.SlugRelatedField(slug_field="code", queryset=Trial.objects.all())
+    site = serializers.SlugRelatedField(slug_field="code", queryset=Site.objects.all())
 
     class Meta:
         model = Subject
@@ -223,7 +223,7 @@ class ScreeningSerializer(serializers.ModelSerializer):
 
 
 class TransitionSerializer(serializers.ModelSerializer):
-    recorded_by = serializers.StringRelatedField()
+    recorded_by: serializers.StringRelatedField[User] = serializers.StringRelatedField()
 
     class Meta:
         model = SubjectTransition

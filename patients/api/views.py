@@ -306,8 +306,10 @@ def _crud(model: Any, serializer: Any, write: Any, *, select: tuple[str, ...] = 
     View.__name__ = View.__qualname__ = f"{model.__name__}ViewSet"
     if amendable:
         body = s.amendment_serializer(serializer, amendable, f"{model.__name__}Amendment")
-        View = extend_schema(request=body, responses={200: serializer, **ERRORS}, methods=["PATCH"],
-                             summary=f"Correct a saved {model._meta.verbose_name} (reason for change required)")(View)
+        # extend_schema returns the class it decorates; mypy refuses rebinding a class's name.
+        View = extend_schema(  # type: ignore[misc]
+            request=body, responses={200: serializer, **ERRORS}, methods=["PATCH"],
+            summary=f"Correct a saved {model._meta.verbose_name} (reason for change required)")(View)
     return extend_schema(responses={201: serializer, **ERRORS}, methods=["POST"])(View)
 
 

@@ -21,7 +21,7 @@ from dataclasses import dataclass, fields
 from typing import Any
 
 import pghistory
-from django.contrib.auth.models import AbstractBaseUser
+from django.contrib.auth.models import User
 from django.core.exceptions import ValidationError
 from django.db import models, transaction
 
@@ -132,12 +132,12 @@ def check_record_amendment(*, record: models.Model, changes: Mapping[str, object
 
 @transaction.atomic
 def amend_record(*, record: models.Model, changes: Mapping[str, object], reason: str,
-                 by: AbstractBaseUser) -> models.Model:
+                 by: User) -> models.Model:
     """Apply a correction with its reason; the audit row keeps the old and new values."""
     model = type(record)
     subject = _lock(record.subject)  # type: ignore[attr-defined]
     check_can_enter(user=by, subject=subject)
-    record = model.objects.select_for_update().get(pk=record.pk)
+    record = model._default_manager.select_for_update().get(pk=record.pk)
     record.subject = subject  # type: ignore[attr-defined]
     was_fatal = getattr(record, "grade", None) == 5
     changed = check_record_amendment(record=record, changes=changes, reason=reason)

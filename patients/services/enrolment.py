@@ -11,7 +11,7 @@ import datetime as dt
 from collections.abc import Mapping
 
 import pghistory
-from django.contrib.auth.models import AbstractBaseUser
+from django.contrib.auth.models import AbstractBaseUser, User
 from django.db import transaction
 from django.utils import timezone
 
@@ -88,7 +88,7 @@ def _lock(subject: Subject) -> Subject:
     return Subject.objects.select_for_update(of=("self",)).select_related("trial", "site").get(pk=subject.pk)
 
 
-def move_subject(*, subject: Subject, to: str, on: dt.date, by: AbstractBaseUser, reason: str = "") -> None:
+def move_subject(*, subject: Subject, to: str, on: dt.date, by: User, reason: str = "") -> None:
     """Change the subject's status and log the transition. Callers hold the subject lock."""
     check_transition(subject=subject, to=to)
     SubjectTransition.objects.create(
@@ -126,7 +126,7 @@ def check_screening(*, trial: Trial, site: Site, screened_on: dt.date) -> None:
 
 
 @transaction.atomic
-def screen_subject(*, trial: Trial, site: Site, screened_on: dt.date, by: AbstractBaseUser,
+def screen_subject(*, trial: Trial, site: Site, screened_on: dt.date, by: User,
                    **characteristics: object) -> Subject:
     """Register a subject in the screening log under a new pseudonymous code (e.g. S01-0007)."""
     check_screening_permission(user=by, trial=trial, site=site)
@@ -179,7 +179,7 @@ def check_consent(*, subject: Subject, consented_on: dt.date, age_at_consent: in
 
 
 @transaction.atomic
-def record_consent(*, subject: Subject, version: str, consented_on: dt.date, by: AbstractBaseUser,
+def record_consent(*, subject: Subject, version: str, consented_on: dt.date, by: User,
                    age_at_consent: int | None = None) -> Consent:
     """Record signed informed consent (a later row re-consents to a new form version)."""
     subject = _lock(subject)
@@ -212,7 +212,7 @@ def check_withdrawal(*, subject: Subject, withdrawn_on: dt.date, reason: str) ->
 
 
 @transaction.atomic
-def withdraw_consent(*, subject: Subject, withdrawn_on: dt.date, reason: str, by: AbstractBaseUser) -> Subject:
+def withdraw_consent(*, subject: Subject, withdrawn_on: dt.date, reason: str, by: User) -> Subject:
     """Withdrawal of consent takes the subject off study; nothing may be recorded after it."""
     subject = _lock(subject)
     check_can_enter(user=by, subject=subject)
@@ -248,7 +248,7 @@ def check_eligibility_assessment(*, subject: Subject, assessed_on: dt.date,
 
 @transaction.atomic
 def assess_eligibility(*, subject: Subject, assessed_on: dt.date, answers: Mapping[EligibilityCriterion, bool],
-                       by: AbstractBaseUser) -> EligibilityAssessment:
+                       by: User) -> EligibilityAssessment:
     """Record the checklist. The subject becomes eligible only once an investigator confirms it."""
     subject = _lock(subject)
     check_can_enter(user=by, subject=subject)
@@ -263,7 +263,7 @@ def assess_eligibility(*, subject: Subject, assessed_on: dt.date, answers: Mappi
     return assessment
 
 
-def check_confirmation(*, assessment: EligibilityAssessment, by: AbstractBaseUser) -> None:
+def check_confirmation(*, assessment: EligibilityAssessment, by: User) -> None:
     subject = assessment.subject
     if not access_of(by).has_role(trial_id=subject.trial_id, site_id=subject.site_id,
                                   role=Membership.Role.INVESTIGATOR):
@@ -278,7 +278,7 @@ def check_confirmation(*, assessment: EligibilityAssessment, by: AbstractBaseUse
 
 
 @transaction.atomic
-def confirm_eligibility(*, assessment: EligibilityAssessment, by: AbstractBaseUser) -> EligibilityAssessment:
+def confirm_eligibility(*, assessment: EligibilityAssessment, by: User) -> EligibilityAssessment:
     """The investigator confirms the checklist; an eligible result makes the subject eligible."""
     subject = _lock(assessment.subject)
     assessment = EligibilityAssessment.objects.select_for_update().get(pk=assessment.pk)
@@ -317,7 +317,7 @@ def check_enrolment(*, subject: Subject, cohort: Cohort | None, enrolled_on: dt.
 
 @transaction.atomic
 def enrol_subject(*, subject: Subject, cohort: Cohort | None, enrolled_on: dt.date,
-                  by: AbstractBaseUser) -> Subject:
+                  by: User) -> Subject:
     subject = _lock(subject)
     check_can_enter(user=by, subject=subject)
     check_enrolment(subject=subject, cohort=cohort, enrolled_on=enrolled_on)
@@ -337,7 +337,7 @@ def check_screen_failure(*, subject: Subject, failed_on: dt.date, reason: str) -
 
 
 @transaction.atomic
-def record_screen_failure(*, subject: Subject, failed_on: dt.date, reason: str, by: AbstractBaseUser) -> Subject:
+def record_screen_failure(*, subject: Subject, failed_on: dt.date, reason: str, by: User) -> Subject:
     subject = _lock(subject)
     check_can_enter(user=by, subject=subject)
     check_screen_failure(subject=subject, failed_on=failed_on, reason=reason)
@@ -368,7 +368,7 @@ def check_off_study(*, subject: Subject, off_on: dt.date | None, reason: str, de
 
 
 @transaction.atomic
-def take_off_study(*, subject: Subject, off_on: dt.date | None, reason: str, by: AbstractBaseUser,
+def take_off_study(*, subject: Subject, off_on: dt.date | None, reason: str, by: User,
                    detail: str = "") -> Subject:
     """Off study from any state after consent, with a date and a reason (death, lost to follow-up...)."""
     subject = _lock(subject)
@@ -418,7 +418,7 @@ def check_amendment(*, changed: Mapping[str, object], reason: str, subject: Subj
 
 
 @transaction.atomic
-def amend_subject(*, subject: Subject, changes: Mapping[str, object], reason: str, by: AbstractBaseUser) -> Subject:
+def amend_subject(*, subject: Subject, changes: Mapping[str, object], reason: str, by: User) -> Subject:
     """Correct the subject's characteristics; a saved value changes only with a reason (ALCOA+)."""
     subject = _lock(subject)
     check_can_enter(user=by, subject=subject)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import datetime as dt
 from decimal import Decimal
 
-from django.contrib.auth.models import AbstractBaseUser
+from django.contrib.auth.models import User
 from django.db import transaction
 
 from config.errors import StateConflict
@@ -22,7 +22,7 @@ def check_body_measurement(*, subject: Subject, measured_on: dt.date) -> None:
 
 @transaction.atomic
 def record_body_measurement(*, subject: Subject, measured_on: dt.date, height_cm: Decimal, weight_kg: Decimal,
-                            by: AbstractBaseUser) -> BodyMeasurement:
+                            by: User) -> BodyMeasurement:
     subject = _lock(subject)
     check_can_enter(user=by, subject=subject)
     check_body_measurement(subject=subject, measured_on=measured_on)

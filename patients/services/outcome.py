@@ -6,7 +6,7 @@ import datetime as dt
 from decimal import Decimal
 from typing import Any
 
-from django.contrib.auth.models import AbstractBaseUser
+from django.contrib.auth.models import User
 from django.db import transaction
 
 from config.errors import RuleViolation, StateConflict
@@ -67,7 +67,7 @@ def check_visit_window(*, visit: Visit, timeline: Timeline, on: dt.date, field: 
 
 
 @transaction.atomic
-def record_response(*, subject: Subject, assessed_on: dt.date, category: str, by: AbstractBaseUser,
+def record_response(*, subject: Subject, assessed_on: dt.date, category: str, by: User,
                     visit: Visit | None = None, **values: Any) -> ResponseAssessment:
     subject = _lock(subject)
     check_can_enter(user=by, subject=subject)
@@ -79,7 +79,8 @@ def record_response(*, subject: Subject, assessed_on: dt.date, category: str, by
     return response
 
 
-OFF_STUDY_FOR = {FollowUp.Kind.DEATH: OffStudyReason.DEATH, FollowUp.Kind.LOST: OffStudyReason.LOST_TO_FOLLOW_UP}
+OFF_STUDY_FOR: dict[str, OffStudyReason] = {FollowUp.Kind.DEATH: OffStudyReason.DEATH,
+                                             FollowUp.Kind.LOST: OffStudyReason.LOST_TO_FOLLOW_UP}
 
 
 def check_follow_up(*, subject: Subject, kind: str, event_on: dt.date, cause_of_death: str,
@@ -123,7 +124,7 @@ def death_detail(*, cause_of_death: str, cause_of_death_unknown: bool, detail: s
 
 
 @transaction.atomic
-def record_follow_up(*, subject: Subject, kind: str, event_on: dt.date, by: AbstractBaseUser,
+def record_follow_up(*, subject: Subject, kind: str, event_on: dt.date, by: User,
                      cause_of_death: str = "", cause_of_death_unknown: bool = False, detail: str = "") -> FollowUp:
     """Allo-HSCT, last contact, death (takes the subject off study) or lost to follow-up (likewise)."""
     subject = _lock(subject)

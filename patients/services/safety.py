@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
 
-from django.contrib.auth.models import AbstractBaseUser
+from django.contrib.auth.models import User
 from django.db import transaction
 
 from config.errors import RuleViolation, StateConflict
@@ -101,16 +101,18 @@ def _check_death(*, subject: Subject, data: EventInput) -> None:
 
 
 @transaction.atomic
-def record_adverse_event(*, subject: Subject, data: EventInput, by: AbstractBaseUser) -> AdverseEvent:
+def record_adverse_event(*, subject: Subject, data: EventInput, by: User) -> AdverseEvent:
     subject = _lock(subject)
     check_can_enter(user=by, subject=subject)
     check_adverse_event(subject=subject, data=data)
-    scale = {Category.CTCAE: "CTCAE v5.0", Category.CRS: grading.ALGORITHM_CRS,
-             Category.ICANS: grading.ALGORITHM_ICANS}[data.category]
+    scales: dict[str, str] = {Category.CTCAE: "CTCAE v5.0", Category.CRS: grading.ALGORITHM_CRS,
+                              Category.ICANS: grading.ALGORITHM_ICANS}
+    scale = scales[data.category]
     event = AdverseEvent(subject=subject, grade_scale=scale, recorded_by=by, **data.__dict__)
     if data.category != Category.CTCAE:
         event.grade = 0
     if event.serious:
+        assert event.site_aware_at is not None  # check_adverse_event requires it of a serious event
         event.report_due_at = event.site_aware_at + dt.timedelta(hours=subject.trial.sae_report_hours)
     event.full_clean()
     event.save()
@@ -119,7 +121,7 @@ def record_adverse_event(*, subject: Subject, data: EventInput, by: AbstractBase
     return event
 
 
-def _record_death(*, subject: Subject, event: AdverseEvent, by: AbstractBaseUser) -> None:
+def _record_death(*, subject: Subject, event: AdverseEvent, by: User) -> None:
     if subject.status == SubjectStatus.OFF_STUDY:
         return
     assert event.death_on is not None
@@ -173,7 +175,7 @@ def crs_inputs(values: dict[str, Any]) -> grading.CrsInputs:
 
 @transaction.atomic
 def record_crs_assessment(*, event: AdverseEvent, assessed_at: dt.datetime, components: dict[str, Any],
-                          by: AbstractBaseUser, override_grade: int | None = None,
+                          by: User, override_grade: int | None = None,
                           override_reason: str = "") -> CrsAssessment:
     subject = _lock(event.subject)
     event = AdverseEvent.objects.select_for_update().get(pk=event.pk)
@@ -211,7 +213,7 @@ def icans_inputs(values: dict[str, Any], *, age_years: int) -> grading.IcansInpu
 
 @transaction.atomic
 def record_icans_assessment(*, event: AdverseEvent, assessed_at: dt.datetime, components: dict[str, Any],
-                            by: AbstractBaseUser, override_grade: int | None = None,
+                            by: User, override_grade: int | None = None,
                             override_reason: str = "") -> IcansAssessment:
     subject = _lock(event.subject)
     event = AdverseEvent.objects.select_for_update().get(pk=event.pk)
@@ -233,7 +235,7 @@ def record_icans_assessment(*, event: AdverseEvent, assessed_at: dt.datetime, co
     return assessment
 
 
-def _update_event_grade(*, event: AdverseEvent, by: AbstractBaseUser) -> None:
+def _update_event_grade(*, event: AdverseEvent, by: User) -> None:
     """The episode's grade is the maximum over its assessments (override where given)."""
     assessments = event.crsassessments.all() if event.category == Category.CRS else event.icansassessments.all()
     grade = grading.episode_max_grade(a.grade for a in assessments)
@@ -264,7 +266,7 @@ def check_medication(*, subject: Subject, drug: str, drug_name: str, given_at: d
 
 @transaction.atomic
 def record_medication(*, subject: Subject, drug: str, dose: Decimal, dose_unit: str, route: str,
-                      given_at: dt.datetime, by: AbstractBaseUser, drug_name: str = "", indication: str = "",
+                      given_at: dt.datetime, by: User, drug_name: str = "", indication: str = "",
                       adverse_event: AdverseEvent | None = None) -> ConcomitantMedication:
     """A treatment given (e.g. tocilizumab 8 mg/kg IV for CRS), with dose, route and time."""
     subject = _lock(subject)

@@ -16,7 +16,7 @@ import re
 from dataclasses import dataclass
 from decimal import Decimal
 
-from django.contrib.auth.models import AbstractBaseUser
+from django.contrib.auth.models import User
 from django.db import transaction
 from django.db.models import Max, Min, Sum
 
@@ -63,7 +63,7 @@ def check_collection(*, subject: Subject, collected_on: dt.date, collection_id: 
 
 
 @transaction.atomic
-def record_collection(*, subject: Subject, collection_id: str, collected_on: dt.date, by: AbstractBaseUser,
+def record_collection(*, subject: Subject, collection_id: str, collected_on: dt.date, by: User,
                       cd3_cells_1e9: Decimal | None = None) -> ApheresisCollection:
     subject = _lock(subject)
     check_can_enter(user=by, subject=subject)
@@ -126,7 +126,7 @@ def check_donor(*, subject: Subject, donor_code: str, donor_type: str, hla_match
 
 @transaction.atomic
 def record_donor_collection(*, subject: Subject, collection_id: str, collected_on: dt.date, donor_code: str,
-                            donor_type: str, by: AbstractBaseUser, hla_matched: int | None = None,
+                            donor_type: str, by: User, hla_matched: int | None = None,
                             hla_total: int | None = None) -> DonorCollection:
     """The donor collection of a donor-derived product; it makes an enrolled subject apheresed (source collected)."""
     subject = _lock(subject)
@@ -173,7 +173,7 @@ def check_lot_registration(*, subject: Subject, product: Product, source: str,
 
 
 @transaction.atomic
-def register_lot(*, subject: Subject, product: Product, lot_number: str, source: str, by: AbstractBaseUser,
+def register_lot(*, subject: Subject, product: Product, lot_number: str, source: str, by: User,
                  collection: ApheresisCollection | None = None,
                  donor_collection: DonorCollection | None = None) -> ProductLot:
     """A lot in manufacture; a donor-derived lot takes its donor type from its donor collection."""
@@ -210,7 +210,7 @@ def check_release(*, lot: ProductLot, release_date: dt.date, qc_pass: bool,
 
 @transaction.atomic
 def release_lot(*, lot: ProductLot, release_date: dt.date, viability_pct: Decimal, car_positive_pct: Decimal,
-                total_viable_car_cells: Decimal | None, qc_pass: bool, by: AbstractBaseUser) -> ProductLot:
+                total_viable_car_cells: Decimal | None, qc_pass: bool, by: User) -> ProductLot:
     _lock(lot.subject)
     lot = (ProductLot.objects.select_for_update(of=("self",))
            .select_related("subject__site", "collection", "donor_collection").get(pk=lot.pk))
@@ -226,7 +226,7 @@ def release_lot(*, lot: ProductLot, release_date: dt.date, viability_pct: Decima
 
 @transaction.atomic
 def record_manufacturing_failure(*, lot: ProductLot, failed_on: dt.date, reason: str,
-                                 by: AbstractBaseUser) -> ProductLot:
+                                 by: User) -> ProductLot:
     _lock(lot.subject)
     lot = ProductLot.objects.select_for_update(of=("self",)).select_related("subject__site").get(pk=lot.pk)
     check_can_enter(user=by, subject=lot.subject)
@@ -254,7 +254,7 @@ def check_bridging_dates(*, subject: Subject, started_on: dt.date, ended_on: dt.
 
 
 @transaction.atomic
-def record_bridging(*, subject: Subject, regimen: str, started_on: dt.date, by: AbstractBaseUser,
+def record_bridging(*, subject: Subject, regimen: str, started_on: dt.date, by: User,
                     ended_on: dt.date | None = None) -> BridgingTherapy:
     subject = _lock(subject)
     check_can_enter(user=by, subject=subject)
@@ -291,7 +291,7 @@ def check_lymphodepletion_course(*, subject: Subject, regimen: LymphodepletionRe
 
 @transaction.atomic
 def start_lymphodepletion(*, subject: Subject, regimen: LymphodepletionRegimen, planned_infusion_on: dt.date,
-                          by: AbstractBaseUser, bsa_formula: str = BsaFormula.MOSTELLER) -> LymphodepletionCourse:
+                          by: User, bsa_formula: str = BsaFormula.MOSTELLER) -> LymphodepletionCourse:
     """Open a course: BSA from the latest height and weight on or before the first dose day."""
     subject = _lock(subject)
     check_can_enter(user=by, subject=subject)
@@ -345,7 +345,7 @@ def check_lymphodepletion_dose(*, course: LymphodepletionCourse, agent: RegimenA
 
 @transaction.atomic
 def record_lymphodepletion_dose(*, course: LymphodepletionCourse, agent: RegimenAgent, given_on: dt.date,
-                                administered_mg: Decimal, by: AbstractBaseUser,
+                                administered_mg: Decimal, by: User,
                                 deviation_reason: str = "") -> LymphodepletionDose:
     """One agent on one day. The course's last planned dose makes the subject lymphodepleted."""
     subject = _lock(course.subject)
@@ -393,7 +393,7 @@ def course_plan(course: LymphodepletionCourse) -> list[PlannedDose]:
 
 @transaction.atomic
 def record_lymphodepletion_doses(*, course: LymphodepletionCourse, doses: list[DoseInput],
-                                 by: AbstractBaseUser) -> list[LymphodepletionDose]:
+                                 by: User) -> list[LymphodepletionDose]:
     """Several doses of one course in one transaction: all are recorded, or none. Each passes
     ``check_lymphodepletion_dose``; a refusal names the dose by its position (``doses[2].given_on``)."""
     if not doses:
@@ -413,7 +413,7 @@ def record_lymphodepletion_doses(*, course: LymphodepletionCourse, doses: list[D
 
 @transaction.atomic
 def record_lymphodepletion_course(*, subject: Subject, regimen: LymphodepletionRegimen, planned_infusion_on: dt.date,
-                                  by: AbstractBaseUser, bsa_formula: str = BsaFormula.MOSTELLER,
+                                  by: User, bsa_formula: str = BsaFormula.MOSTELLER,
                                   doses: list[DoseInput] | None = None) -> LymphodepletionCourse:
     """Open a course and, when the site sends them with it, record its administered doses: one transaction."""
     course = start_lymphodepletion(subject=subject, regimen=regimen, planned_infusion_on=planned_infusion_on,
@@ -499,7 +499,7 @@ def _check_fraction_dose(*, previous: list[Infusion], dose_level: DoseLevel, cel
 
 @transaction.atomic
 def record_infusion(*, subject: Subject, lot: ProductLot, dose_level: DoseLevel, cells_per_kg: Decimal,
-                    infused_at: dt.datetime, by: AbstractBaseUser, fraction_number: int = 1,
+                    infused_at: dt.datetime, by: User, fraction_number: int = 1,
                     planned_fractions: int = 1) -> Infusion:
     """Record a fraction; total cells = cells/kg × the latest weight on or before the infusion."""
     subject = _lock(subject)
