@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-from django.contrib.auth.models import AbstractBaseUser
+from django.contrib.auth.models import User
 from django.db import connection, transaction
 from django.utils import timezone
 
@@ -29,7 +29,7 @@ def snapshot() -> Iterator[None]:
         yield
 
 
-def download_casebook(*, subject: Subject, by: AbstractBaseUser) -> bytes:
+def download_casebook(*, subject: Subject, by: User) -> bytes:
     """The subject's casebook as of now. The caller has checked that ``by`` reads the subject's site; the
     download is logged (who, when, which subject) before anything is read."""
     record_export(by=by, format=AuditExport.Format.CASEBOOK,
