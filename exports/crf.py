@@ -66,7 +66,7 @@ TIMELINE_ITEMS = (
 )
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)  # compared and hashed by identity: forms are built once
 class Form:
     code: str  # short code for identifiers, e.g. "AE"
     name: str  # file name, e.g. "adverse_events"
