@@ -180,6 +180,7 @@ def _item(model: type[models.Model], spec: str | tuple[str, str] | tuple[str, st
     column = model_field.column if "__" not in path else ""
     multiple = isinstance(model_field, ArrayField)
     label = f"{label} (list, '; '-separated)" if multiple else label
+    label = f"{label} (ISO 8601, UTC)" if kind == "datetime" else label
     return Item(name, label[:1].upper() + label[1:], kind, unit, codelist, column, multiple), path
 
 

@@ -25,6 +25,7 @@ number of subjects. Signatures (a few per subject) are read in one query up fron
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import json
 from collections import defaultdict
 from collections.abc import Iterator
@@ -398,6 +399,14 @@ class _Sink:
         return data
 
 
+def _file_oid(scope: ExportScope, created: str) -> str:
+    """Names the trial, the sites, the selected subjects (a digest of their ids) and the data's time."""
+    sites = "-".join(site.code for site in scope.sites())
+    selected = "" if scope.subject_ids is None else "." + hashlib.sha256(
+        ",".join(str(pk) for pk in sorted(scope.subject_ids)).encode()).hexdigest()[:12]
+    return f"ODM.{scope.trial.code}.{sites}{selected}.{created}"
+
+
 def document_chunks(scope: ExportScope) -> Iterator[bytes]:
     # CreationDateTime (and the FileOID) come from the data, not the clock: the time of the latest audited
     # change to the records in scope (or the trial's creation if there is none). A locked trial exported twice
@@ -405,7 +414,7 @@ def document_chunks(scope: ExportScope) -> Iterator[bytes]:
     created = _stamp(_latest_change(scope))
     visits = list(Visit.objects.filter(trial=scope.trial).order_by("target_day", "code"))
     sink = _Sink()
-    attrib = {"FileType": "Snapshot", "FileOID": f"ODM.{scope.trial.code}.{created}", "CreationDateTime": created,
+    attrib = {"FileType": "Snapshot", "FileOID": _file_oid(scope, created), "CreationDateTime": created,
               "ODMVersion": "1.3.2", "Granularity": "All", "Originator": "CAR-T trial data backend"}
     with etree.xmlfile(sink, encoding="UTF-8") as xf:
         xf.write_declaration()

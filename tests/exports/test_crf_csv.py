@@ -105,6 +105,7 @@ def test_the_data_dictionary_describes_every_column(files):
     assert by_key[("infusions", "cdisc_study_day")]["type"] == "integer"
     assert by_key[("body_measurements", "weight_kg")]["unit"] == "kg"
     assert by_key[("infusions", "infused_at")]["type"] == "datetime"
+    assert by_key[("infusions", "infused_at")]["label"].endswith("(ISO 8601, UTC)")
     assert by_key[("adverse_events", "serious")]["type"] == "boolean"
     assert "cr=CR (complete remission)" in by_key[("responses", "category")]["codelist"]
 

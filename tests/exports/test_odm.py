@@ -74,6 +74,7 @@ def test_the_document_validates_against_the_odm_1_3_2_schema(amended_and_signed,
     doc = parse(export(amended_and_signed))
     assert schema.validate(doc), schema.error_log
     assert doc.get("FileType") == "Snapshot" and doc.get("ODMVersion") == "1.3.2"
+    assert doc.get("FileOID") == f"ODM.{amended_and_signed.world.trial.code}.SA.{doc.get('CreationDateTime')}"
 
 
 def test_metadata_has_the_visit_schedule_forms_items_code_lists_and_units(course):
