@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import datetime as dt
 import zoneinfo
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from decimal import Decimal
 from functools import cache
@@ -125,20 +125,29 @@ def _zone(name: str) -> zoneinfo.ZoneInfo:
 
 def text(value: Any) -> str:
     """A stored value as exported text ('' for none); see the module docstring."""
-    if value is None:
-        return ""
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, dt.datetime):
-        return value.astimezone(dt.UTC).isoformat().replace("+00:00", "Z")
-    if isinstance(value, dt.date):
-        return value.isoformat()
-    if isinstance(value, float):
-        return repr(value)
-    if isinstance(value, list | tuple):
-        return "; ".join(text(v) for v in value)
-    if isinstance(value, Decimal):
-        return str(value)
+    formatter = _FORMATTERS.get(type(value))
+    return formatter(value) if formatter is not None else _text_of_subclass(value)
+
+
+def _datetime(value: dt.datetime) -> str:
+    return value.astimezone(dt.UTC).isoformat().replace("+00:00", "Z")
+
+
+def _list(value: list[Any] | tuple[Any, ...]) -> str:
+    return "; ".join(text(v) for v in value)
+
+
+# Looked up by exact type: the export formats every value of every row through here.
+_FORMATTERS: dict[type, Callable[[Any], str]] = {
+    str: str, int: str, Decimal: str, type(None): lambda _v: "", bool: lambda v: "true" if v else "false",
+    float: repr, dt.datetime: _datetime, dt.date: dt.date.isoformat, list: _list, tuple: _list,
+}
+
+
+def _text_of_subclass(value: Any) -> str:
+    for kind, formatter in _FORMATTERS.items():
+        if kind is not bool and isinstance(value, kind):
+            return formatter(value)
     return str(value)
 
 

@@ -28,17 +28,17 @@ import datetime as dt
 import hashlib
 import json
 from collections import defaultdict
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from functools import partial
-from typing import TYPE_CHECKING, Any
+from functools import cache, partial
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from django.contrib.auth import get_user_model
 from django.db import connection
 from lxml import etree
 
 from audit.tables import table_for
-from exports.crf import KEY_ITEMS, Form, Item, forms, text
+from exports.crf import CHUNK_SIZE, KEY_ITEMS, Form, Item, forms, text
 from exports.formats import ExportFile, register
 from patients.models import Subject
 from signatures.models import Meaning, Signature
@@ -52,11 +52,15 @@ MDV = "MDV.CRF"
 COMMON = "SE.COMMON"
 SYSTEM_USER = "U.SYSTEM"
 FLUSH_BYTES = 256 * 1024
+GROUPS_PER_FLUSH = 500
 LEGAL_REASON = "The signer accepts responsibility for the data signed, under 21 CFR Part 11."
 
 
 def _t(tag: str) -> str:
     return f"{{{NS}}}{tag}"
+
+
+ITEM_DATA = _t("ItemData")
 
 
 def _el(parent: etree._Element | None, tag: str, text_value: str | None = None, **attrib: str) -> etree._Element:
@@ -82,7 +86,7 @@ def item_oid(form: Form, item: Item) -> str:
 
 
 def data_items(form: Form) -> tuple[Item, ...]:
-    return tuple(i for i in form.columns if i not in KEY_ITEMS)
+    return tuple(i for i in form.columns if all(i is not key for key in KEY_ITEMS))
 
 
 # --- metadata -------------------------------------------------------------------------------------------
@@ -221,17 +225,23 @@ def _users(scope: ExportScope) -> list[tuple[str, str, str, str]]:
                 for ref, username, first, last in cursor.fetchall()]
 
 
-@dataclass
-class AuditEvent:
+class AuditMeta(NamedTuple):
     at: dt.datetime
-    user: str
+    user: str  # a User OID
     reason: str
     source: str
-    data: dict[str, Any]
 
 
-def _audit_rows(form: Form, scope: ExportScope) -> Iterator[tuple[str, int, AuditEvent]]:
-    """(subject code, record id, event) of the form's table, ordered by subject code, record and time."""
+@dataclass
+class RecordAudit:
+    """What a record's audit trail says in a snapshot: its creation, and each column's latest change."""
+
+    created: AuditMeta | None = None
+    changes: dict[str, AuditMeta] = field(default_factory=dict)
+
+
+def _audit_events(form: Form, scope: ExportScope) -> Iterator[tuple[str, int, AuditMeta, dict[str, Any]]]:
+    """(subject code, record id, event, stored row) of the form's table, ordered by subject, record and time."""
     source = _event_from(form.model_label, scope)
     if source is None:
         return
@@ -240,16 +250,34 @@ def _audit_rows(form: Form, scope: ExportScope) -> Iterator[tuple[str, int, Audi
     server_side = not connection.settings_dict.get("DISABLE_SERVER_SIDE_CURSORS")
     with connection.chunked_cursor() if server_side else connection.cursor() as cursor:
         cursor.execute(sql, source[1])
-        while rows := cursor.fetchmany(2000):
+        while rows := cursor.fetchmany(CHUNK_SIZE):
             for code, obj_id, at, user, reason, origin, data in rows:
-                yield code, int(obj_id), AuditEvent(at, f"U.{user}" if user else SYSTEM_USER, reason or "",
-                                                    origin or "", json.loads(data))
+                meta = AuditMeta(at, f"U.{user}" if user else SYSTEM_USER, reason or "", origin or "")
+                yield code, int(obj_id), meta, json.loads(data)
+
+
+def _record_audits(form: Form, scope: ExportScope) -> Iterator[tuple[str, int, RecordAudit]]:
+    """(subject code, record id, audit) per record, holding one record's stored rows at a time."""
+    current: tuple[str, int] | None = None
+    audit, previous = RecordAudit(), None
+    for code, record, meta, data in _audit_events(form, scope):
+        if (code, record) != current:
+            if current is not None:
+                yield *current, audit
+            current, audit, previous = (code, record), RecordAudit(created=meta), None
+        elif previous is not None:
+            for column, value in data.items():
+                if not column.startswith("pgh_") and previous.get(column) != value:
+                    audit.changes[column] = meta
+        previous = data
+    if current is not None:
+        yield *current, audit
 
 
 class _Stream:
     """Items of an iterator ordered by subject code, taken one subject at a time."""
 
-    def __init__(self, rows: Iterator[Any], key: Any) -> None:
+    def __init__(self, rows: Iterator[Any], key: Callable[[Any], str]) -> None:
         self.rows, self.key = rows, key
         self.head: Any = next(rows, None)
 
@@ -285,21 +313,25 @@ def _signatures(scope: ExportScope) -> dict[int, Signed]:
 # --- clinical data -------------------------------------------------------------------------------------
 
 @dataclass
-class _Context:
+class _Subject:
+    """One subject's part of the document: its records per form and their audit."""
+
+    code: str
     location: str
-    visits: list[str]  # the protocol visits' codes, in schedule order
     signed: Signed
+    rows: dict[Form, list[dict[str, Any]]]
+    audits: dict[Form, dict[int, RecordAudit]]
 
 
-def _audit_record(parent: etree._Element, event: AuditEvent, location: str) -> None:
+def _audit_record(parent: etree._Element, meta: AuditMeta, location: str) -> None:
     record = _el(parent, "AuditRecord")
-    _el(record, "UserRef", UserOID=event.user)
+    _el(record, "UserRef", UserOID=meta.user)
     _el(record, "LocationRef", LocationOID=location)
-    _el(record, "DateTimeStamp", _stamp(event.at))
-    if event.reason:
-        _el(record, "ReasonForChange", event.reason)
-    if event.source:
-        _el(record, "SourceID", event.source)
+    _el(record, "DateTimeStamp", _stamp(meta.at))
+    if meta.reason:
+        _el(record, "ReasonForChange", meta.reason)
+    if meta.source:
+        _el(record, "SourceID", meta.source)
 
 
 def _signature(parent: etree._Element, signature: Signature, location: str) -> None:
@@ -310,32 +342,27 @@ def _signature(parent: etree._Element, signature: Signature, location: str) -> N
     _el(element, "DateTimeStamp", _stamp(signature.signed_at))
 
 
-def _changes(events: list[AuditEvent]) -> dict[str, AuditEvent]:
-    """Per column, the latest event after the first that changed it."""
-    changed: dict[str, AuditEvent] = {}
-    for previous, event in zip(events, events[1:], strict=False):
-        for column, value in event.data.items():
-            if not column.startswith("pgh_") and previous.data.get(column) != value:
-                changed[column] = event
-    return changed
-
-
-def _item_group(form_data: etree._Element, form: Form, row: dict[str, Any], events: list[AuditEvent],
-                ctx: _Context) -> None:
-    group = _el(form_data, "ItemGroupData", ItemGroupOID=f"IG.{form.code}", ItemGroupRepeatKey=str(row["record"]))
-    if events:
-        _audit_record(group, events[0], ctx.location)
-    signature = ctx.signed.forms.get((form.model_label, row["record"]))
+def _item_group(form: Form, row: dict[str, Any], audit: RecordAudit | None, subject: _Subject) -> etree._Element:
+    group = _el(None, "ItemGroupData", ItemGroupOID=f"IG.{form.code}", ItemGroupRepeatKey=str(row["record"]))
+    if audit is not None and audit.created is not None:
+        _audit_record(group, audit.created, subject.location)
+    signature = subject.signed.forms.get((form.model_label, row["record"]))
     if signature is not None:
-        _signature(group, signature, ctx.location)
-    changes = _changes(events)
-    for item in data_items(form):
+        _signature(group, signature, subject.location)
+    changes = audit.changes if audit is not None else {}
+    for item, oid in _data_items(form):
         value = text(row[item.name])
         if value == "":
             continue
-        data = _el(group, "ItemData", ItemOID=item_oid(form, item), Value=value)
+        data = etree.SubElement(group, ITEM_DATA, {"ItemOID": oid, "Value": value})
         if item.column in changes:
-            _audit_record(data, changes[item.column], ctx.location)
+            _audit_record(data, changes[item.column], subject.location)
+    return group
+
+
+@cache
+def _data_items(form: Form) -> tuple[tuple[Item, str], ...]:
+    return tuple((item, item_oid(form, item)) for item in data_items(form))
 
 
 def _event_key(form: Form, row: dict[str, Any], visits: list[str]) -> tuple[str, str | None]:
@@ -345,42 +372,42 @@ def _event_key(form: Form, row: dict[str, Any], visits: list[str]) -> tuple[str,
     return COMMON, None
 
 
-def _subject_data(subject: Any, rows: dict[Form, list[dict[str, Any]]],
-                  events: dict[Form, dict[int, list[AuditEvent]]], ctx: _Context) -> etree._Element:
-    element = _el(None, "SubjectData", SubjectKey=subject.code)
-    if ctx.signed.casebook is not None:
-        _signature(element, ctx.signed.casebook, ctx.location)
-    _el(element, "SiteRef", LocationOID=ctx.location)
+def _write_subject(xf: Any, subject: _Subject, visits: list[str]) -> Iterator[None]:
+    """Write one SubjectData, ItemGroupData by ItemGroupData; pauses after each form (and every
+    ``GROUPS_PER_FLUSH`` records of a long one) for the caller to flush."""
     placed: dict[tuple[str, str | None], dict[Form, list[dict[str, Any]]]] = defaultdict(lambda: defaultdict(list))
-    for form, form_rows in rows.items():
+    for form, form_rows in subject.rows.items():
         for row in form_rows:
-            placed[_event_key(form, row, ctx.visits)][form].append(row)
-    order = {COMMON: -1, **{f"SE.{v}": n for n, v in enumerate(ctx.visits)}}
-    for (oid, repeat), by_form in sorted(placed.items(), key=lambda kv: (order[kv[0][0]], int(kv[0][1] or 0))):
-        attrib = {"StudyEventOID": oid} | ({"StudyEventRepeatKey": repeat} if repeat else {})
-        event = _el(element, "StudyEventData", **attrib)
-        for form, form_rows in by_form.items():
-            form_data = _el(event, "FormData", FormOID=f"F.{form.code}")
-            for row in form_rows:
-                _item_group(form_data, form, row, events[form].get(row["record"], []), ctx)
-    return element
+            placed[_event_key(form, row, visits)][form].append(row)
+    order = {COMMON: -1, **{f"SE.{v}": n for n, v in enumerate(visits)}}
+    with xf.element(_t("SubjectData"), {"SubjectKey": subject.code}):
+        if subject.signed.casebook is not None:
+            element = _el(None, "SubjectData")
+            _signature(element, subject.signed.casebook, subject.location)
+            xf.write(element[0])
+        xf.write(_el(None, "SiteRef", LocationOID=subject.location))
+        for (oid, repeat), by_form in sorted(placed.items(), key=lambda kv: (order[kv[0][0]], int(kv[0][1] or 0))):
+            attrib = {"StudyEventOID": oid} | ({"StudyEventRepeatKey": repeat} if repeat else {})
+            with xf.element(_t("StudyEventData"), attrib):
+                for form, form_rows in by_form.items():
+                    with xf.element(_t("FormData"), {"FormOID": f"F.{form.code}"}):
+                        for number, row in enumerate(form_rows, start=1):
+                            xf.write(_item_group(form, row, subject.audits[form].get(row["record"]), subject))
+                            if number % GROUPS_PER_FLUSH == 0:
+                                yield
+                    yield
 
 
-def _subjects(scope: ExportScope) -> Iterator[etree._Element]:
+def _subjects(scope: ExportScope) -> Iterator[_Subject]:
     signed = _signatures(scope)
-    visits = list(Visit.objects.filter(trial=scope.trial).order_by("target_day", "code")
-                  .values_list("code", flat=True))
     row_streams = {form: _Stream(form.rows(scope), lambda r: r["subject"]) for form in forms()}
-    audit_streams = {form: _Stream(_audit_rows(form, scope), lambda r: r[0]) for form in forms()}
+    audit_streams = {form: _Stream(_record_audits(form, scope), lambda r: r[0]) for form in forms()}
     for subject in scope.subjects().select_related("site").iterator(chunk_size=500):
-        rows = {form: stream.take(subject.code) for form, stream in row_streams.items()}
-        events: dict[Form, dict[int, list[AuditEvent]]] = {}
-        for form, stream in audit_streams.items():
-            events[form] = defaultdict(list)
-            for _code, record, event in stream.take(subject.code):
-                events[form][record].append(event)
-        ctx = _Context(location=f"LOC.{subject.site.code}", visits=visits, signed=signed.get(subject.pk, Signed()))
-        yield _subject_data(subject, rows, events, ctx)
+        yield _Subject(
+            code=subject.code, location=f"LOC.{subject.site.code}", signed=signed.get(subject.pk, Signed()),
+            rows={form: stream.take(subject.code) for form, stream in row_streams.items()},
+            audits={form: {record: audit for _code, record, audit in stream.take(subject.code)}
+                    for form, stream in audit_streams.items()})
 
 
 # --- the document --------------------------------------------------------------------------------------
@@ -413,6 +440,7 @@ def document_chunks(scope: ExportScope) -> Iterator[bytes]:
     # therefore gives the same bytes, and a file's stamp still moves whenever its data change.
     created = _stamp(_latest_change(scope))
     visits = list(Visit.objects.filter(trial=scope.trial).order_by("target_day", "code"))
+    visit_codes = [v.code for v in visits]
     sink = _Sink()
     attrib = {"FileType": "Snapshot", "FileOID": _file_oid(scope, created), "CreationDateTime": created,
               "ODMVersion": "1.3.2", "Granularity": "All", "Originator": "CAR-T trial data backend"}
@@ -423,10 +451,10 @@ def document_chunks(scope: ExportScope) -> Iterator[bytes]:
             xf.write(_admin(scope, _users(scope)))
             with xf.element(_t("ClinicalData"), {"StudyOID": f"ST.{scope.trial.code}", "MetaDataVersionOID": MDV}):
                 for subject in _subjects(scope):
-                    xf.write(subject)
-                    xf.flush()
-                    if sink.size >= FLUSH_BYTES:
-                        yield sink.take()
+                    for _form in _write_subject(xf, subject, visit_codes):
+                        xf.flush()
+                        if sink.size >= FLUSH_BYTES:
+                            yield sink.take()
     yield sink.take()
 
 
@@ -439,4 +467,3 @@ class OdmFormat:
 
 
 ODM = register(OdmFormat())
-
