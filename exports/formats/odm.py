@@ -36,6 +36,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 from django.contrib.auth import get_user_model
 from django.db import connection
 from lxml import etree
+from pghistory.models import Context
 
 from audit.tables import table_for
 from exports.crf import CHUNK_SIZE, KEY_ITEMS, Form, Item, forms, text
@@ -186,8 +187,6 @@ def _event_from(form_label: str, scope: ExportScope) -> tuple[str, tuple[Any, ..
         return None
     subjects, params = _subject_ids_sql(scope)
     context = "e.pgh_context_id" if table.has_context else "NULL::uuid"
-    from pghistory.models import Context
-
     sql = (f"FROM {_q(table.event_table)} e {table.joins} "
            f"JOIN {_q(Subject._meta.db_table)} sj ON sj.id = ({table.subject_sql}) "
            f"LEFT JOIN {_q(Context._meta.db_table)} c ON c.id = {context} "
