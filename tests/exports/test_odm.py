@@ -187,3 +187,11 @@ def test_a_locked_trial_exported_twice_gives_identical_bytes(amended_and_signed)
         cursor.execute("SELECT now()")
         (now,) = cursor.fetchone()
     assert parse(first).get("CreationDateTime") == text(now)
+
+
+def test_a_scope_without_subjects_is_still_a_valid_document(world, schema):
+    files = files_of(ODM, scope_for(world))
+    doc = parse(files[f"odm/{world.trial.code}.xml"])
+    assert schema.validate(doc), schema.error_log
+    assert doc.xpath("//o:SubjectData", namespaces=NS) == []
+    assert doc.get("CreationDateTime") == text(world.trial.created_at)  # no audited change: the trial's creation
