@@ -37,7 +37,7 @@ class ExportFormat(Protocol):
 REGISTRY: dict[str, ExportFormat] = {}
 
 # Modules that define formats; each calls register() at import time.
-FORMAT_MODULES: tuple[str, ...] = ("exports.formats.casebook",)
+FORMAT_MODULES: tuple[str, ...] = ("exports.formats.csv_format", "exports.formats.odm", "exports.formats.casebook")
 
 
 def register(fmt: ExportFormat) -> ExportFormat:

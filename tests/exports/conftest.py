@@ -1,0 +1,104 @@
+"""A small trial for the format tests: at site A (Asia/Shanghai) one subject with a split first CAR-T dose,
+a CRS episode with two assessments, a censored IL-6 result, and a second (re-infusion) course; at site B one
+screened subject that site A's exports must never show."""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass
+from decimal import Decimal
+from typing import Any
+
+import pytest
+
+from assays.models import Analyte, AnalyteUnit
+from assays.services import ResultIn, ingest_results
+from exports.scope import ExportScope
+from patients.models import AdverseEvent, Subject
+from patients.services import safety, treatment
+from tests.factories import at, days_ago, lymphodepleted_subject, reinfuse, screened
+from trials.models import Visit
+
+D1 = days_ago(14)  # day 0 of the first course (first fraction of a split dose)
+D2 = days_ago(4)  # day 0 of the second course
+
+
+def day(offset: int) -> dt.date:
+    return D1 + dt.timedelta(days=offset)
+
+
+@dataclass
+class Course:
+    world: Any
+    subject: Subject
+    other: Subject  # site B
+    crs: AdverseEvent
+
+
+def _split_dose_and_reinfusion(world: Any) -> Subject:
+    subject = lymphodepleted_subject(trial=world.trial, site=world.site_a, coordinator=world.coordinator,
+                                     investigator=world.investigator, day0=D1)
+    lot, level = subject.lots.get(), world.trial.dose_levels.get()
+    for fraction, cells, on in ((1, Decimal(400_000), D1), (2, Decimal(600_000), day(1))):
+        treatment.record_infusion(subject=subject, lot=lot, dose_level=level, cells_per_kg=cells, infused_at=at(on),
+                                  by=world.coordinator, fraction_number=fraction, planned_fractions=2)
+    world.trial.reinfusion_allowed = True
+    world.trial.save()
+    second = treatment.register_lot(subject=subject, product=world.trial.products.get(), lot_number="LOT-R2",
+                                    source="autologous", collection=subject.collections.get(), by=world.coordinator)
+    treatment.release_lot(lot=second, release_date=days_ago(12), viability_pct=Decimal("90"),
+                          car_positive_pct=Decimal("40"), total_viable_car_cells=Decimal("1.5e8"), qc_pass=True,
+                          by=world.coordinator)
+    reinfuse(subject, by=world.coordinator, day0=D2)
+    return subject
+
+
+def _crs(world: Any, subject: Subject) -> AdverseEvent:
+    event = safety.record_adverse_event(subject=subject, by=world.coordinator, data=safety.EventInput(
+        category="crs", term="Cytokine release syndrome", onset_on=day(2), related_to_product="probable",
+        related_to_lymphodepletion="unlikely"))
+    safety.record_crs_assessment(event=event, assessed_at=at(day(2), 10), by=world.coordinator,
+                                 components={"max_temp_c": Decimal("39.0")})
+    # 20:00 UTC is 04:00 the next morning in Shanghai: the site's date is day 4.
+    safety.record_crs_assessment(event=event, assessed_at=at(day(3), 20), by=world.coordinator,
+                                 components={"max_temp_c": Decimal("39.4"), "hypotension": True})
+    event.refresh_from_db()
+    return event
+
+
+def _labs(world: Any, subject: Subject) -> None:
+    il6 = Analyte.objects.get_or_create(code="IL6", defaults={"name": "Interleukin 6", "canonical_unit": "pg/mL",
+                                                              "lloq": 1.5, "uloq": 5000})[0]
+    AnalyteUnit.objects.get_or_create(analyte=il6, unit="pg/mL", defaults={"factor": 1})
+    rows = [
+        ResultIn(source_ref="LIS-1", subject=subject.code, accession_number="ACC-1", specimen="serum",
+                 collected_at=at(day(-1), 2), analyte="IL6", value="<LLOQ", unit="pg/mL"),
+        ResultIn(source_ref="LIS-2", subject=subject.code, accession_number="ACC-2", specimen="serum",
+                 collected_at=at(day(7), 2), analyte="IL6", value="812.5", unit="pg/mL"),
+        ResultIn(source_ref="LIS-3", subject=subject.code, accession_number="ACC-3", specimen="serum",
+                 collected_at=at(D2 + dt.timedelta(days=2), 2), analyte="IL6", value="40", unit="pg/mL"),
+    ]
+    ingest_results(rows=rows, by=world.coordinator)
+
+
+@pytest.fixture
+def course(world: Any) -> Course:
+    Visit.objects.create(trial=world.trial, code="D7", name="Day 7", target_day=7, window_before_days=1,
+                         window_after_days=1)
+    subject = _split_dose_and_reinfusion(world)
+    crs = _crs(world, subject)
+    _labs(world, subject)
+    other = screened(trial=world.trial, site=world.site_b, coordinator=world.coordinator_b)
+    return Course(world=world, subject=subject, other=other, crs=crs)
+
+
+def scope_for(world: Any, *, sites: tuple[Any, ...] | None = None,
+              subjects: tuple[Subject, ...] | None = None) -> ExportScope:
+    sites = sites if sites is not None else (world.site_a,)
+    return ExportScope(trial=world.trial, site_ids=tuple(s.pk for s in sites), user=world.data_manager,
+                       cutoff=dt.datetime(2030, 1, 1, tzinfo=dt.UTC),
+                       subject_ids=None if subjects is None else tuple(s.pk for s in subjects))
+
+
+def files_of(fmt: Any, scope: ExportScope) -> dict[str, bytes]:
+    return {f.name: b"".join(f.chunks()) for f in fmt.files(scope)}
