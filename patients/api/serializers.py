@@ -191,7 +191,7 @@ class CodeOrIdField(serializers.RelatedField):
 class SubjectSerializer(serializers.ModelSerializer):
     trial = serializers.SlugRelatedField(slug_field="code", read_only=True)
     site = serializers.SlugRelatedField(slug_field="code", read_only=True)
-    cohort = serializers.SlugRelatedField(slug_field="code", read_only=True)
+    cohort = serializers.SlugRelatedField(slug_field="code", read_only=True, allow_null=True)
 
     class Meta:
         model = Subject
