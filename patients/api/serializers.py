@@ -328,6 +328,8 @@ class LotSerializer(serializers.ModelSerializer):
                   "failed_on", "failure_reason"]
         read_only_fields = ["id", "donor_type", "status", "release_date", "viability_pct", "car_positive_pct",
                             "total_viable_car_cells", "qc_pass", "failed_on", "failure_reason"]
+        # A taken lot number is the service's 409 duplicate_lot_number, not a generic 400.
+        extra_kwargs = {"lot_number": {"validators": []}}
 
 
 class ReleaseSerializer(serializers.Serializer):

@@ -307,14 +307,14 @@ def test_an_infusion_before_the_lots_release_is_refused(world):
 
 @pytest.mark.django_db
 def test_a_lot_number_is_registered_once(world):
-    """The service's own check (the API's serializer refuses a taken number first, as ``invalid``)."""
     subject = apheresed_subject(**_clinical(world))
-    register = {"subject": subject, "product": world.trial.products.get(), "lot_number": "LOT-ONCE",
-                "source": "autologous", "collection": subject.collections.get(), "by": world.coordinator}
-    treatment.register_lot(**register)
-    with pytest.raises(StateConflict) as err:
-        treatment.register_lot(**register)
-    assert (err.value.code, err.value.field) == ("duplicate_lot_number", "lot_number")
+    client = api_client(world.coordinator)
+    body = {"subject": subject.code, "product": "HCART19", "lot_number": "LOT-ONCE", "source": "autologous",
+            "collection": f"AP-{subject.code}"}
+    assert post_json(client, "/api/v1/lots/", body).status_code == 201
+    again = post_json(client, "/api/v1/lots/", body)
+    assert again.status_code == 409, again.json()
+    assert (again.json()["code"], list(again.json()["field_errors"])) == ("duplicate_lot_number", ["lot_number"])
     assert ProductLot.objects.filter(lot_number="LOT-ONCE").count() == 1
 
 
