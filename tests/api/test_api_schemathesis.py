@@ -8,11 +8,13 @@ conforms to its schema, and none may be a 5xx. A failure names the operation and
 
 from __future__ import annotations
 
+import io
 from collections.abc import Callable, Iterable
 from typing import Any
 
 import pytest
 import schemathesis
+from django.contrib.auth import get_user_model
 from django.core.management import call_command
 from django.middleware.csrf import _get_new_csrf_string
 from django.test import Client
@@ -38,8 +40,8 @@ pytestmark = pytest.mark.django_db
 
 CHECKS = [not_a_server_error, status_code_conformance, content_type_conformance, response_headers_conformance,
           response_schema_conformance]
-# Examples per operation and role: schema-conforming input, input that breaks the schema, and conforming
-# input aimed at a real record of the caller's site (path parameters filled in).
+# Examples per operation (each sent by both callers): schema-conforming input, input that breaks the schema,
+# and conforming input aimed at a real record of the callers' site (path parameters filled in).
 EXAMPLES = {GenerationMode.POSITIVE: 2, GenerationMode.NEGATIVE: 2}
 EXAMPLES_ON_A_RECORD = 2
 Credentials = dict[str, dict[str, str]]  # cookies and headers
@@ -65,14 +67,12 @@ def api_schema() -> Any:
 
 
 @pytest.fixture
-def demo(fast_password_hashing: None) -> Trial:
-    call_command("load_demo", stdout=open("/dev/null", "w"))  # noqa: SIM115
+def demo() -> Trial:
+    call_command("load_demo", stdout=io.StringIO())
     return Trial.objects.get(code=TRIAL_CODE)
 
 
 def session_credentials(username: str) -> Credentials:
-    from django.contrib.auth import get_user_model
-
     client = Client()
     client.force_login(get_user_model().objects.get(username=username))
     csrf = _get_new_csrf_string()
@@ -81,8 +81,6 @@ def session_credentials(username: str) -> Credentials:
 
 
 def token_credentials(trial: Trial) -> Credentials:
-    from django.contrib.auth import get_user_model
-
     _account, token = issue_service_account(trial=trial, sites=[Site.objects.get(code="BJ01")], name="BJ01 LIS",
                                             by=get_user_model().objects.get(username="dm"))
     return {"cookies": {}, "headers": {"Authorization": f"Token {token}"}}
@@ -96,8 +94,8 @@ def real_path_parameters(trial: Trial) -> dict[str, str]:
             "number": subject.screening_number or "1"}
 
 
-def run_operation(operation: Any, *, app: Any, callers: dict[str, Credentials],
-                  path_parameters: dict[str, str]) -> list[str]:
+def run_operation(operation: Any, *, app: Any, callers: dict[str, Credentials], path_parameters: dict[str, str],
+                  answers: list[tuple[str, int, str]]) -> list[str]:
     """Each generated case is sent once by every caller (generation costs more than the requests)."""
     failures: list[str] = []
     names = {p.name for p in operation.path_parameters}
@@ -116,8 +114,9 @@ def run_operation(operation: Any, *, app: Any, callers: dict[str, Credentials],
         def check(case: Any) -> None:
             for caller, credentials in callers.items():
                 try:
-                    case.call_and_validate(app=app, checks=CHECKS, headers=dict(credentials["headers"]),
-                                           cookies=dict(credentials["cookies"]))
+                    response = case.call_and_validate(app=app, checks=CHECKS, headers=dict(credentials["headers"]),
+                                                      cookies=dict(credentials["cookies"]))
+                    answers.append((caller, response.status_code, response.text[:300]))
                 except (AssertionError, BaseExceptionGroup) as err:  # every case runs; all failures are listed
                     failures.append(f"{operation.label} as {caller}: {err}")
 
@@ -133,8 +132,15 @@ def test_every_operation_as_a_coordinator_session_and_a_laboratory_token(api_sch
     callers = {"coordinator session": session_credentials("coord.bj"), "laboratory token": token_credentials(demo)}
     path_parameters = real_path_parameters(demo)
     failures: list[str] = []
+    answers: list[tuple[str, int, str]] = []
     operations = [result.ok() for result in api_schema.get_all_operations()]
     for operation in operations:
-        failures += run_operation(operation, app=app, callers=callers, path_parameters=path_parameters)
+        failures += run_operation(operation, app=app, callers=callers, path_parameters=path_parameters,
+                                  answers=answers)
     assert len(operations) >= 90
     assert not failures, "\n\n".join(failures)
+    for caller in callers:  # the credentials held throughout, and reached the views
+        statuses = [status for who, status, _text in answers if who == caller]
+        assert len(statuses) > 200 and 401 not in statuses, caller
+        assert sum(200 <= status < 300 for status in statuses) > 40, caller
+    assert not [text for _who, _status, text in answers if "CSRF" in text]
