@@ -87,7 +87,8 @@ def token_credentials(trial: Trial) -> Credentials:
 
 
 def real_path_parameters(trial: Trial) -> dict[str, str]:
-    """A record of the caller's site for each path parameter name the schema uses."""
+    """Values for the schema's path parameters: the trial, a subject of the callers' site and its screening
+    number (its id serves every ``{id}``: the subject's own routes, and whichever record has that id)."""
     subject = Subject.objects.filter(site__code="BJ01", trial=trial).order_by("pk").first()
     assert subject is not None
     return {"id": str(subject.pk), "code": trial.code, "site_code": "BJ01",
@@ -101,13 +102,13 @@ def run_operation(operation: Any, *, app: Any, callers: dict[str, Credentials], 
     names = {p.name for p in operation.path_parameters}
     # Only a free text in the path: no input breaks the schema (hypothesis would search in vain for one).
     negatable = bool(len(operation.query) or len(operation.body))
-    strategies = [(operation.as_strategy(mode), n) for mode, n in EXAMPLES.items()
+    strategies = [(mode, operation.as_strategy(mode), n) for mode, n in EXAMPLES.items()
                   if mode is GenerationMode.POSITIVE or negatable]
     if names:
         fixed = {name: path_parameters[name] for name in names if name in path_parameters}
-        strategies.append((operation.as_strategy(GenerationMode.POSITIVE, path_parameters=fixed),
-                           EXAMPLES_ON_A_RECORD))
-    for strategy, examples in strategies:
+        strategies.append((GenerationMode.POSITIVE,
+                           operation.as_strategy(GenerationMode.POSITIVE, path_parameters=fixed), EXAMPLES_ON_A_RECORD))
+    for mode, strategy, examples in strategies:
         @settings(max_examples=examples, derandomize=True, database=None, deadline=None,
                   phases=[Phase.generate], suppress_health_check=list(HealthCheck))
         @given(case=strategy)
@@ -123,7 +124,8 @@ def run_operation(operation: Any, *, app: Any, callers: dict[str, Credentials], 
         try:
             check()
         except Unsatisfiable:  # nothing in the operation can be made to break its schema (e.g. a free path text)
-            continue
+            if mode is not GenerationMode.NEGATIVE:
+                raise
     return failures
 
 
