@@ -38,7 +38,7 @@ API_ERROR_CODES: dict[str, str] = {
 }
 
 DOMAIN_ERROR_CODES: dict[str, str] = {
-    # --- who may do it (403) ----------------------------------------------------------------------
+    # --- who may do it (403; a wrong signing password 400, a locked signer 409) ------------------
     "not_permitted": "The caller's role does not allow this action on a record it can see.",
     "investigator_required": "Only an investigator of the subject's site may do this.",
     "not_a_member": "The caller has no active role in the trial.",
