@@ -17,8 +17,9 @@ from django.core.exceptions import PermissionDenied
 from django.core.exceptions import ValidationError as DjangoValidationError
 from django.db import models
 from django.db.models import Q, QuerySet
-from django.http import Http404, HttpRequest
+from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
 from django.utils.dateparse import parse_datetime
+from django.views.defaults import page_not_found as django_page_not_found
 from django_filters import rest_framework as filters
 from drf_spectacular.utils import OpenApiResponse, inline_serializer
 from rest_framework import exceptions, pagination, serializers
@@ -67,12 +68,36 @@ def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | Non
     if response is None:
         return server_error(exc, context)
     if isinstance(exc, exceptions.ValidationError):
-        detail = response.data if isinstance(response.data, dict) else {"non_field_errors": response.data}
-        response.data = error_body("invalid", "Invalid input.", detail)
+        response.data = error_body("invalid", "Invalid input.", flat_field_errors(response.data))
     elif isinstance(exc, exceptions.APIException):
         code = exc.get_codes()
-        response.data = error_body(code if isinstance(code, str) else "error", str(exc.detail))
+        response.data = error_body(code if isinstance(code, str) else exc.default_code, str(exc.detail))
     return response
+
+
+def flat_field_errors(detail: Any, path: str = "") -> dict[str, list[str]]:
+    """DRF's nested errors as ``{path: [message, ...]}``: a list item's field is ``doses[0].unit``, a dict
+    entry's ``answers.I1``, the body's own ``non_field_errors``; items without an error are left out."""
+    if isinstance(detail, dict):
+        flat: dict[str, list[str]] = {}
+        for key, inner in detail.items():
+            step = f"[{key}]" if isinstance(key, int) else (f".{key}" if path else str(key))
+            flat.update(flat_field_errors(inner, f"{path}{step}"))
+        return flat
+    if isinstance(detail, list) and any(isinstance(item, (dict, list)) for item in detail):
+        flat = {}
+        for index, inner in enumerate(detail):
+            flat.update(flat_field_errors(inner, f"{path}[{index}]"))
+        return flat
+    messages = detail if isinstance(detail, list) else [detail]
+    return {path or "non_field_errors": [str(message) for message in messages]} if messages else {}
+
+
+def page_not_found(request: HttpRequest, exception: Exception | None = None) -> HttpResponse:
+    """Django's 404 (a path no route matches, e.g. an id with a dot): the API's error body under /api/."""
+    if request.path.startswith("/api/"):
+        return JsonResponse(error_body("not_found", "Not found."), status=404)
+    return django_page_not_found(request, exception)
 
 
 def server_error(exc: Exception, context: dict[str, Any]) -> Response:
@@ -141,6 +166,35 @@ class OffsetDateTimeField(serializers.DateTimeField):
 
 # Every ModelSerializer's date-time fields take and give offsets (declared fields use the class directly).
 serializers.ModelSerializer.serializer_field_mapping[models.DateTimeField] = OffsetDateTimeField
+
+
+class BlankAsNullChoiceField(serializers.ChoiceField):
+    """A choice a model leaves blank: ``null`` in answers (not ``""``, which is no choice of the enumeration);
+    ``null`` or ``""`` in input stores the blank."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.allow_null = True
+        self.allow_blank = not self.read_only  # answers never hold ""
+
+    def validate_empty_values(self, data: Any) -> tuple[bool, Any]:
+        return super().validate_empty_values("" if data is None else data)
+
+    def to_representation(self, value: Any) -> Any:
+        return None if value in ("", None) else super().to_representation(value)
+
+
+_build_standard_field = serializers.ModelSerializer.build_standard_field
+
+
+def _build_choice_field(self: serializers.ModelSerializer, field_name: str, model_field: models.Field) -> Any:
+    field_class, kwargs = _build_standard_field(self, field_name, model_field)
+    if field_class is serializers.ChoiceField and model_field.blank and not model_field.null:
+        field_class = BlankAsNullChoiceField
+    return field_class, kwargs
+
+
+serializers.ModelSerializer.build_standard_field = _build_choice_field  # type: ignore[method-assign]
 
 
 class StablePagination(pagination.PageNumberPagination):

@@ -230,7 +230,8 @@ SPECTACULAR_SETTINGS = {
     "REDOC_DIST": "SIDECAR",
     "COMPONENT_SPLIT_REQUEST": True,
     "POSTPROCESSING_HOOKS": ["drf_spectacular.hooks.postprocess_schema_enums",
-                             "idempotency.schema.add_idempotency_key_header"],
+                             "idempotency.schema.add_idempotency_key_header",
+                             "config.schema.document_errors"],
     "ENUM_NAME_OVERRIDES": {
         "AttributionEnum": "patients.models.Attribution",
         "SubjectStatusEnum": "patients.models.SubjectStatus",

@@ -4,6 +4,8 @@ from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerSplitVie
 
 import config.lockout_admin  # noqa: F401  (the login-throttling pages, for data managers)
 
+handler404 = "config.api.page_not_found"  # the API's error body for an unrouted /api/ path
+
 admin.site.site_header = "CAR-T trial data"
 admin.site.site_title = "CAR-T trial data"
 admin.site.index_title = "Trial administration"

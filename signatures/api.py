@@ -10,7 +10,6 @@ from typing import Any
 
 from django.db.models import QuerySet
 from django_filters import rest_framework as filters
-from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import extend_schema, extend_schema_field
 from rest_framework import exceptions, generics, serializers, status
 from rest_framework.request import Request
@@ -39,7 +38,7 @@ class SignatureSerializer(serializers.ModelSerializer):
                   "signed_at", "content_hash", "status", "invalidated_at", "invalidated_reason"]
         read_only_fields = fields
 
-    @extend_schema_field(OpenApiTypes.STR)
+    @extend_schema_field(serializers.CharField(allow_null=True))
     def get_record_type(self, obj: Signature) -> str | None:
         return obj.record_label or None
 

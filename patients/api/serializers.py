@@ -193,7 +193,8 @@ class CodeOrIdField(serializers.RelatedField):
 class SubjectSerializer(serializers.ModelSerializer):
     trial: serializers.SlugRelatedField[Trial] = serializers.SlugRelatedField(slug_field="code", read_only=True)
     site: serializers.SlugRelatedField[Site] = serializers.SlugRelatedField(slug_field="code", read_only=True)
-    cohort: serializers.SlugRelatedField[Cohort] = serializers.SlugRelatedField(slug_field="code", read_only=True)
+    cohort: serializers.SlugRelatedField[Cohort] = serializers.SlugRelatedField(slug_field="code", read_only=True,
+                                                                                 allow_null=True)
 
     class Meta:
         model = Subject
@@ -328,6 +329,8 @@ class LotSerializer(serializers.ModelSerializer):
                   "failed_on", "failure_reason"]
         read_only_fields = ["id", "donor_type", "status", "release_date", "viability_pct", "car_positive_pct",
                             "total_viable_car_cells", "qc_pass", "failed_on", "failure_reason"]
+        # A taken lot number is the service's 409 duplicate_lot_number, not a generic 400.
+        extra_kwargs: dict[str, dict[str, Any]] = {"lot_number": {"validators": []}}
 
 
 class ReleaseSerializer(serializers.Serializer):

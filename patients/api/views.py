@@ -382,7 +382,8 @@ class CourseViewSet(_crud(LymphodepletionCourse, s.CourseSerializer,  # type: ig
         many = isinstance(request.data, list)
         data = s.DoseSerializer(data=request.data, many=many,
                                 context={**self.get_serializer_context(), "course": course})
-        data.is_valid(raise_exception=True)
+        if not data.is_valid():  # a list's refusals are named doses[2].given_on, as the service names them
+            raise serializers.ValidationError({"doses": data.errors} if many else data.errors)
         items = data.validated_data if many else [data.validated_data]
         recorded = treatment.record_lymphodepletion_doses(
             course=course, doses=[treatment.DoseInput(**item) for item in items], by=acting_user(request))

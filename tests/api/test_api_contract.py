@@ -453,4 +453,6 @@ def test_schema_validates_and_documents_write_errors(tmp_path):
     for path, op in posts.items():
         error = op["responses"]["409"]["content"]["application/json"]["schema"]
         assert error == {"$ref": "#/components/schemas/Error"}, path
-    assert set(schema["components"]["schemas"]["Error"]["properties"]) == {"code", "message", "field_errors"}
+    error = schema["components"]["schemas"]["Error"]
+    assert set(error["properties"]) == {"code", "message", "field_errors", "rows"}  # rows: results batches only
+    assert error["required"] == ["code", "message", "field_errors"]

@@ -19,7 +19,7 @@ pytestmark = pytest.mark.django_db
 RESPONSES, FOLLOW_UPS = "/api/v1/responses/", "/api/v1/follow-ups/"
 RESPONSE_DEFAULTS = {"visit": None, "marrow_blasts_pct": None, "mrd_flow_pct": None, "mrd_sensitivity_pct": None,
                      "bcr_abl1_is_pct": None, "extramedullary_status": "not_assessed", "cns_status": "unknown",
-                     "antigen_status": ""}
+                     "antigen_status": None}  # a blank choice is null
 
 
 @pytest.fixture(params=CALLERS)
