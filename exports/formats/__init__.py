@@ -37,7 +37,7 @@ class ExportFormat(Protocol):
 REGISTRY: dict[str, ExportFormat] = {}
 
 # Modules that define formats; each calls register() at import time.
-FORMAT_MODULES: tuple[str, ...] = ()
+FORMAT_MODULES: tuple[str, ...] = ("exports.formats.sdtm",)
 
 
 def register(fmt: ExportFormat) -> ExportFormat:
