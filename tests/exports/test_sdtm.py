@@ -11,10 +11,13 @@ from __future__ import annotations
 import csv
 import datetime as dt
 import io
+import math
 from collections.abc import Callable
 from decimal import Decimal
 from typing import Any
 
+import pandas as pd
+import pyreadstat
 import pytest
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
@@ -23,6 +26,7 @@ from django.utils import timezone
 from assays.services import ResultIn, ingest_results
 from exports.formats import REGISTRY
 from exports.scope import ExportScope, readable_site_ids
+from exports.sdtm.xpt import ascii_text
 from patients.models import AdverseEvent, Subject
 from patients.services import outcome, safety, treatment
 from tests.factories import days_ago, infused_subject, lymphodepleted_subject, reinfusable_subject, reinfuse
@@ -290,3 +294,31 @@ def test_the_number_of_queries_does_not_grow_with_subjects(world):
         subject(n)
     assert AdverseEvent.objects.count() == 5
     assert _queries(lambda: export(scope)) == one
+
+
+@pytest.mark.parametrize("reader", ["pyreadstat", "pandas"])
+def test_every_xpt_reads_back_as_its_csv_with_labels_and_types(files, tmp_path, reader):
+    define = table(files, "define")
+    for name in sorted({r["DATASET"] for r in define}):
+        variables = [r for r in define if r["DATASET"] == name]
+        path = tmp_path / f"{name}.xpt"
+        path.write_bytes(files[f"sdtm/{name.lower()}.xpt"])
+        if reader == "pyreadstat":
+            frame, meta = pyreadstat.read_xport(str(path))
+            assert meta.table_name == name
+            assert meta.column_names_to_labels == {v["VARIABLE"]: v["LABEL"] for v in variables}, name
+            assert meta.readstat_variable_types == {
+                v["VARIABLE"]: "double" if v["TYPE"] == "Num" else "string" for v in variables}, name
+        else:
+            frame = pd.read_sas(path, format="xport", encoding="ascii")
+        assert list(frame.columns) == [v["VARIABLE"] for v in variables], name
+        rows = table(files, name.lower())
+        assert len(frame) == len(rows) > 0, name
+        for v in variables:
+            column, sent = list(frame[v["VARIABLE"]]), [r[v["VARIABLE"]] for r in rows]
+            if v["TYPE"] == "Num":
+                read = [None if math.isnan(x) else 0.0 if x == 2.0 ** -260 else x for x in column]
+                assert read == [float(x) if x else None for x in sent], (name, v["VARIABLE"])
+            else:
+                width = int(v["LENGTH"])
+                assert column == [ascii_text(x)[:width].rstrip() for x in sent], (name, v["VARIABLE"])
