@@ -219,8 +219,9 @@ def _pc_numbered(ctx: Context) -> Iterator[Row]:
 # --- RS --------------------------------------------------------------------------------------------
 
 Category = ResponseAssessment.Category
-RESPONSE = {Category.CR_MRD_NEG: "CR", Category.CRI_MRD_NEG: "CRi", Category.CR: "CR", Category.CRI: "CRi",
-            Category.PR: "PR", Category.NR: "NR", Category.PD: "PD", Category.RELAPSE: "RELAPSE"}
+RESPONSE: dict[str, str] = {
+    Category.CR_MRD_NEG: "CR", Category.CRI_MRD_NEG: "CRi", Category.CR: "CR", Category.CRI: "CRi", Category.PR: "PR",
+    Category.NR: "NR", Category.PD: "PD", Category.RELAPSE: "RELAPSE"}
 MRD_NEGATIVE = frozenset({Category.CR_MRD_NEG, Category.CRI_MRD_NEG})
 ANTIGEN = {"positive": "POSITIVE", "negative": "NEGATIVE", "dim": "DIM", "lineage_switch": "LINEAGE SWITCH",
            "unknown": "NOT ASSESSED"}

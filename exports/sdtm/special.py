@@ -120,7 +120,7 @@ def dm_rows(ctx: Context) -> Iterator[Row]:
 # --- DS --------------------------------------------------------------------------------------------
 
 MILESTONE, DISPOSITION = "PROTOCOL MILESTONE", "DISPOSITION EVENT"
-OFF_STUDY_DECOD = {
+OFF_STUDY_DECOD: dict[str, str] = {
     OffStudyReason.CONSENT_WITHDRAWN: "WITHDRAWAL BY SUBJECT", OffStudyReason.DEATH: "DEATH",
     OffStudyReason.LOST_TO_FOLLOW_UP: "LOST TO FOLLOW-UP", OffStudyReason.INVESTIGATOR_DECISION: "PHYSICIAN DECISION",
     OffStudyReason.COMPLETED: "COMPLETED", OffStudyReason.MANUFACTURING_FAILURE: "OTHER",
@@ -138,7 +138,7 @@ DS_VARIABLES = (
     num("DSSTDY", "Study Day of Start of Disposition Event"),
 )
 
-_DsEvent = tuple[int, dt.date, str, str, str]  # subject id, date, term, decod, category
+_DsEvent = tuple[int, dt.date | None, str, str, str]  # subject id, date (never None here), term, decod, category
 
 
 def _ds_stream(ctx: Context, events: Iterable[_DsEvent], rank: int) -> Iterator[tuple[Any, Row]]:

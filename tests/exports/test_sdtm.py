@@ -131,7 +131,7 @@ def files(trial: Any) -> dict[str, bytes]:
     return export(scope_of(trial, trial.coordinator))
 
 
-def test_the_export_lists_each_dataset_as_csv_and_xpt_with_its_metadata(files):
+def test_the_export_lists_each_dataset_as_csv_and_xpt_with_its_metadata(files: Any) -> None:
     domains = ["dm", "ds", "ex", "cm", "ae", "suppae", "fa", "lb", "pc", "rs", "sv"]
     assert sorted(files) == sorted(["sdtm/define.csv"] + [f"sdtm/{d}.{ext}" for d in domains for ext in ("csv", "xpt")])
     define = table(files, "define")
@@ -140,7 +140,7 @@ def test_the_export_lists_each_dataset_as_csv_and_xpt_with_its_metadata(files):
     assert (lbtoxgr["LABEL"], lbtoxgr["TYPE"], lbtoxgr["LENGTH"]) == ("Standard Toxicity Grade", "Char", "1")
 
 
-def test_dm_has_one_row_per_subject_with_day_0_as_the_reference_start(trial, files):
+def test_dm_has_one_row_per_subject_with_day_0_as_the_reference_start(trial: Any, files: Any) -> None:
     rows = table(files, "dm")
     assert [r["USUBJID"] for r in rows] == [f"{trial.trial.code}-SA-{s.code}" for s in (trial.split, trial.reinf)]
     (dm,) = of(rows, trial.split)
@@ -151,7 +151,7 @@ def test_dm_has_one_row_per_subject_with_day_0_as_the_reference_start(trial, fil
     assert (dm["ARMCD"], dm["ACTARMCD"], dm["ARMNRS"], dm["DTHFL"], dm["COUNTRY"]) == ("ADULT", "ADULT", "", "", "CN")
 
 
-def test_study_days_have_no_day_0_on_either_side_of_the_infusion(trial, files):
+def test_study_days_have_no_day_0_on_either_side_of_the_infusion(trial: Any, files: Any) -> None:
     anc = of(table(files, "lb"), trial.split, LBTESTCD="NEUT")
     assert [(r["LBDTC"], r["LBDY"]) for r in anc] == [
         (f"{day(-3)}T07:00", "-3"), (f"{day(0)}T07:00", "1"), (f"{day(7)}T07:00", "8")]
@@ -161,7 +161,7 @@ def test_study_days_have_no_day_0_on_either_side_of_the_infusion(trial, files):
     assert [r["DSSTDY"] for r in consent] == ["-15"]  # 29 days ago, day 0 14 days ago
 
 
-def test_a_split_infusion_is_one_ex_row_per_fraction(trial, files):
+def test_a_split_infusion_is_one_ex_row_per_fraction(trial: Any, files: Any) -> None:
     cart = of(table(files, "ex"), trial.split, EXCAT="CAR-T")
     assert [(r["EXTPT"], r["EXDOSE"], r["EXDOSU"], r["EXDOSFRQ"], r["EXSTDTC"], r["EXSTDY"], r["EXLOT"])
             for r in cart] == [
@@ -175,7 +175,7 @@ def test_a_split_infusion_is_one_ex_row_per_fraction(trial, files):
     assert [r["EXSEQ"] for r in of(table(files, "ex"), trial.split)] == [str(n) for n in range(1, 10)]
 
 
-def test_a_reinfusion_course_has_its_own_ex_group_visits_and_keeps_counting_study_days(trial, files):
+def test_a_reinfusion_course_has_its_own_ex_group_visits_and_keeps_counting_study_days(trial: Any, files: Any) -> None:
     ex = of(table(files, "ex"), trial.reinf)
     assert [(r["EXGRPID"], r["EXCAT"]) for r in ex].count(("COURSE 2", "LYMPHODEPLETION")) == 6
     (second,) = of(ex, trial.reinf, EXGRPID="COURSE 2", EXCAT="CAR-T")
@@ -191,7 +191,7 @@ def test_a_reinfusion_course_has_its_own_ex_group_visits_and_keeps_counting_stud
                                                          ("CAR-T INFUSION, COURSE 2", "7")]
 
 
-def test_a_crs_episode_carries_its_astct_grade_and_its_assessments(trial, files):
+def test_a_crs_episode_carries_its_astct_grade_and_its_assessments(trial: Any, files: Any) -> None:
     (ae,) = of(table(files, "ae"), trial.split)
     assert (ae["AETERM"], ae["AEDECOD"], ae["AEPTCD"], ae["AECAT"], ae["AETOXGR"], ae["AESTDY"], ae["AEREL"]) == (
         "Cytokine release syndrome", "Cytokine release syndrome", "10052015", "CRS", "2", "3", "PROBABLY RELATED")
@@ -210,7 +210,7 @@ def test_a_crs_episode_carries_its_astct_grade_and_its_assessments(trial, files)
         "Tocilizumab", "8", "mg/kg", "INTRAVENOUS", "CRS", "3")
 
 
-def test_lab_results_in_the_canonical_unit_with_range_grade_and_baseline(trial, files):
+def test_lab_results_in_the_canonical_unit_with_range_grade_and_baseline(trial: Any, files: Any) -> None:
     anc = of(table(files, "lb"), trial.split, LBTESTCD="NEUT")
     assert [(r["LBORRES"], r["LBORRESU"], r["LBSTRESC"], r["LBSTRESN"], r["LBSTRESU"]) for r in anc] == [
         ("2500", "/uL", "2.5", "2.5", "10^9/L"), ("1.2", "10*9/L", "1.2", "1.2", "10^9/L"),
@@ -229,7 +229,7 @@ def test_lab_results_in_the_canonical_unit_with_range_grade_and_baseline(trial, 
     assert not of(table(files, "lb"), trial.split, LBTESTCD="CARTGENE")  # transgene levels are in PC
 
 
-def test_the_baseline_flag_is_the_last_result_before_first_exposure(trial):
+def test_the_baseline_flag_is_the_last_result_before_first_exposure(trial: Any) -> None:
     subject = trial.split
     ingest_results(by=trial.coordinator, rows=[lab(subject, "B-1", -8, "ANC", "3000", "/uL"),
                                                lab(subject, "B-2", -6, "ANC", "2800", "/uL")])
@@ -237,7 +237,7 @@ def test_the_baseline_flag_is_the_last_result_before_first_exposure(trial):
     assert [(r["LBDY"], r["LBLOBXFL"]) for r in anc] == [("-8", ""), ("-6", "Y"), ("-3", ""), ("1", ""), ("8", "")]
 
 
-def test_response_with_mrd_and_visits_done(trial, files):
+def test_response_with_mrd_and_visits_done(trial: Any, files: Any) -> None:
     rs = of(table(files, "rs"), trial.split)
     assert [(r["RSTESTCD"], r["RSORRES"], r["RSSTRESC"], r["RSDY"], r["VISIT"]) for r in rs] == [
         ("OVRLRESP", "CR, MRD-negative", "CR", "8", "COURSE 1 D7"),
@@ -250,7 +250,7 @@ def test_response_with_mrd_and_visits_done(trial, files):
         ("101", "COURSE 1 D0", "1"), ("201", "COURSE 2 D0", "7"), ("202", "COURSE 2 D7", "14")]
 
 
-def test_another_sites_subject_never_appears(trial):
+def test_another_sites_subject_never_appears(trial: Any) -> None:
     site_a = export(scope_of(trial, trial.coordinator))
     for name, content in site_a.items():
         assert trial.other.code.encode() not in content, name
@@ -259,13 +259,13 @@ def test_another_sites_subject_never_appears(trial):
     assert of(table(everything, "ex"), trial.other)
 
 
-def test_non_ascii_text_is_kept_in_csv_and_transliterated_in_xpt(trial, files):
+def test_non_ascii_text_is_kept_in_csv_and_transliterated_in_xpt(trial: Any, files: Any) -> None:
     (ae,) = of(table(files, "ae"), trial.reinf)
     assert ae["AETERM"] == "Fièvre ≥ 39 °C"
     assert b"Fievre >= 39 degC" in files["sdtm/ae.xpt"]
 
 
-def test_two_exports_of_the_same_data_are_identical(trial, files):
+def test_two_exports_of_the_same_data_are_identical(trial: Any, files: Any) -> None:
     assert export(scope_of(trial, trial.coordinator)) == files
 
 
@@ -275,7 +275,7 @@ def _queries(make: Callable[[], Any]) -> int:
     return len(queries)
 
 
-def test_the_number_of_queries_does_not_grow_with_subjects(world):
+def test_the_number_of_queries_does_not_grow_with_subjects(world: Any) -> None:
     def subject(n: int) -> None:
         s = infused_subject(trial=world.trial, site=world.site_a, coordinator=world.coordinator,
                             investigator=world.investigator, day0=D0)
@@ -297,7 +297,7 @@ def test_the_number_of_queries_does_not_grow_with_subjects(world):
 
 
 @pytest.mark.parametrize("reader", ["pyreadstat", "pandas"])
-def test_every_xpt_reads_back_as_its_csv_with_labels_and_types(files, tmp_path, reader):
+def test_every_xpt_reads_back_as_its_csv_with_labels_and_types(files: Any, tmp_path: Any, reader: Any) -> None:
     define = table(files, "define")
     for name in sorted({r["DATASET"] for r in define}):
         variables = [r for r in define if r["DATASET"] == name]

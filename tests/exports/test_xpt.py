@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import math
 import random
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 import pyreadstat
@@ -42,7 +44,7 @@ def written(tmp_path: Path, rows: list[tuple] = ROWS, variables: tuple[Variable,
     return path
 
 
-def test_the_file_is_80_byte_records_with_the_v5_headers(tmp_path):
+def test_the_file_is_80_byte_records_with_the_v5_headers(tmp_path: Any) -> None:
     content = written(tmp_path).read_bytes()
     assert len(content) % 80 == 0
     records = [content[i:i + 80] for i in range(0, 80 * 8, 80)]
@@ -59,12 +61,12 @@ def test_the_file_is_80_byte_records_with_the_v5_headers(tmp_path):
     assert len(content) == obs + 80 + math.ceil(row_length * len(ROWS) / 80) * 80
 
 
-def test_the_file_does_not_depend_on_when_it_is_written(tmp_path):
+def test_the_file_does_not_depend_on_when_it_is_written(tmp_path: Any) -> None:
     assert written(tmp_path).read_bytes() == b"".join(write_xpt("LB", "Laboratory Test Results", VARIABLES, ROWS))
 
 
 @pytest.mark.parametrize("reader", ["pyreadstat", "pandas"])
-def test_both_readers_read_names_labels_types_and_values(tmp_path, reader):
+def test_both_readers_read_names_labels_types_and_values(tmp_path: Any, reader: Any) -> None:
     path = written(tmp_path)
     if reader == "pyreadstat":
         frame, meta = pyreadstat.read_xport(str(path))
@@ -85,7 +87,7 @@ def test_both_readers_read_names_labels_types_and_values(tmp_path, reader):
     assert days[:2] == [-3, 1] and math.isnan(days[2]) and days[3:] == [8, 0]
 
 
-def test_ibm_floats_are_exact_for_any_double(tmp_path):
+def test_ibm_floats_are_exact_for_any_double(tmp_path: Any) -> None:
     rng = random.Random(11)
     numbers = [rng.uniform(-1, 1) * 10 ** rng.randint(-70, 70) for _ in range(2000)]
     numbers += [1.0, -1.0, 0.1, 1 / 3, 2 ** -260, 2 ** 250, 1e-75, 7e75, 1e-5, 52000.0, 0.001]
@@ -96,7 +98,7 @@ def test_ibm_floats_are_exact_for_any_double(tmp_path):
     assert list(read) == numbers  # no zero among them: see zero_read_as_zero
 
 
-def test_known_ibm_encodings():
+def test_known_ibm_encodings() -> None:
     assert ibm_float(1.0) == bytes.fromhex("4110000000000000")
     assert ibm_float(-118.625) == bytes.fromhex("C276A00000000000")
     assert ibm_float(0.0) == bytes(8)
@@ -108,7 +110,7 @@ def test_known_ibm_encodings():
         ibm_float(1e300)  # beyond 16**63
 
 
-def test_non_ascii_text_is_transliterated():
+def test_non_ascii_text_is_transliterated() -> None:
     assert ascii_text("Fièvre ≥ 39 °C, 10⁹/L, µg, naïve") == "Fievre >= 39 degC, 10^9/L, ug, naive"
     assert ascii_text("白细胞") == "???"
     assert ascii_text("plain") == "plain"
@@ -119,27 +121,27 @@ def test_non_ascii_text_is_transliterated():
     lambda: Variable("LBTEST", "x" * 41), lambda: Variable("LBTEST", "Ünicode label"),
     lambda: Variable("LBTEST", "Too long", "Char", 201), lambda: Variable("AGE", "Age", "Num", 4),
 ])
-def test_names_labels_and_lengths_outside_v5_are_refused(bad):
+def test_names_labels_and_lengths_outside_v5_are_refused(bad: Any) -> None:
     with pytest.raises(ValueError):
         bad()
 
 
-def test_a_duplicate_name_or_a_long_dataset_name_is_refused():
+def test_a_duplicate_name_or_a_long_dataset_name_is_refused() -> None:
     with pytest.raises(ValueError):
         header("LB", "x", [VARIABLES[0], VARIABLES[0]])
     with pytest.raises(ValueError):
         header("LABORATORY", "x", VARIABLES)
 
 
-def test_text_in_a_numeric_variable_is_refused():
+def test_text_in_a_numeric_variable_is_refused() -> None:
     with pytest.raises(TypeError):
         b"".join(write_xpt("LB", "x", VARIABLES, [("T", "U", "0.4", "", 1)]))
 
 
-def test_rows_are_written_as_they_come_in_bounded_chunks():
+def test_rows_are_written_as_they_come_in_bounded_chunks() -> None:
     consumed = 0
 
-    def rows():
+    def rows() -> Iterator[tuple[Any, ...]]:
         nonlocal consumed
         for i in range(50_000):
             consumed += 1
