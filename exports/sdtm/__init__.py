@@ -24,12 +24,10 @@ DATASETS: tuple[Dataset, ...] = (*special.DATASETS[:2], *interventions.DATASETS,
 FLUSH = 64 * 1024
 
 
-def csv_text(value: Value) -> str:
-    if value is None:
-        return ""
-    if isinstance(value, float):
-        return number_text(value)
-    return str(value)
+def csv_row(row: Iterable[Value]) -> list[Value]:
+    """The csv module writes None as an empty field and ints as digits; floats are written without a
+    trailing ".0" (number_text)."""
+    return [number_text(v) if v.__class__ is float else v for v in row]  # type: ignore[arg-type]
 
 
 def _csv(header: Iterable[str], rows: Iterable[Iterable[Value]]) -> Iterator[bytes]:
@@ -37,7 +35,7 @@ def _csv(header: Iterable[str], rows: Iterable[Iterable[Value]]) -> Iterator[byt
     writer = csv.writer(buffer, lineterminator="\n")
     writer.writerow(header)
     for row in rows:
-        writer.writerow([csv_text(v) for v in row])
+        writer.writerow(csv_row(row))
         if buffer.tell() >= FLUSH:
             yield buffer.getvalue().encode("utf-8")
             buffer.seek(0)

@@ -25,7 +25,7 @@ from patients.timeline import Timeline, VisitWindow, local_date, match_visit, wi
 from trials.models import Visit
 
 CHUNK = 2000  # rows fetched per round trip by the server-side cursors
-Row = tuple[Value, ...]
+Row = tuple[Value, ...] | list[Value]
 
 
 def char(name: str, label: str, length: int, comment: str = "") -> Variable:
@@ -157,7 +157,11 @@ def numbered(rows: Iterable[Row], usubjid_index: int = 2, seq_index: int = 3) ->
         if row[usubjid_index] != current:
             current, n = row[usubjid_index], 0
         n += 1
-        yield (*row[:seq_index], n, *row[seq_index + 1:])
+        if isinstance(row, list):  # built for this purpose: filled in place
+            row[seq_index] = n
+            yield row
+        else:
+            yield (*row[:seq_index], n, *row[seq_index + 1:])
 
 
 def merged(*streams: Iterable[tuple[Any, Row]]) -> Iterator[Row]:

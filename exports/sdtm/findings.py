@@ -178,7 +178,7 @@ def _flag_baseline(items: Iterable[tuple[tuple[int, int], bool, bool, list[Any]]
         for i, (_done, row) in enumerate(held):
             if i == last:
                 row[LOBXFL] = "Y"
-            yield tuple(row)
+            yield row
         held.clear()
 
     for key, before, done, row in items:
@@ -189,7 +189,7 @@ def _flag_baseline(items: Iterable[tuple[tuple[int, int], bool, bool, list[Any]]
             held.append((done, row))
         else:
             yield from release()
-            yield tuple(row)
+            yield row
     yield from release()
 
 

@@ -23,8 +23,9 @@ import math
 import re
 import struct
 import unicodedata
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Literal
 
 RECORD = 80
@@ -84,6 +85,7 @@ def ascii_text(text: str) -> str:
     return "".join(out)
 
 
+@lru_cache(maxsize=8192)  # study days, visit numbers, ranges and doses repeat from row to row
 def ibm_float(value: float | int | None) -> bytes:
     """``value`` as an 8-byte IBM 370 double; None and NaN are the SAS missing value ``.``.
 
@@ -116,7 +118,11 @@ def _header(kind: bytes, tail: bytes = b"0" * 30) -> bytes:
 
 
 def _text(value: str, width: int) -> bytes:
-    return ascii_text(value).encode("ascii")[:width].ljust(width)
+    try:
+        encoded = value.encode("ascii")
+    except UnicodeEncodeError:
+        encoded = ascii_text(value).encode("ascii")
+    return encoded[:width].ljust(width)
 
 
 def _namestr(number: int, variable: Variable, position: int) -> bytes:
@@ -156,26 +162,34 @@ def header(dataset: str, label: str, variables: Sequence[Variable]) -> bytes:
     return b"".join(parts)
 
 
-def encode_row(variables: Sequence[Variable], row: Sequence[Value]) -> bytes:
-    parts = []
-    for variable, value in zip(variables, row, strict=True):
-        if variable.numeric:
-            if isinstance(value, str):
-                raise TypeError(f"{variable.name} is numeric; got the text {value!r}.")
-            parts.append(ibm_float(value))
-        else:
-            parts.append(_text("" if value is None else str(value), variable.length))
-    return b"".join(parts)
+def row_encoder(variables: Sequence[Variable]) -> Callable[[Sequence[Value]], bytes]:
+    """A function turning one row (values in variable order) into its observation bytes."""
+    spec = [(v.name, v.numeric, v.length, b" " * v.length) for v in variables]
+
+    def encode(row: Sequence[Value]) -> bytes:
+        parts = []
+        for (name, numeric, width, blank), value in zip(spec, row, strict=True):
+            if numeric:
+                if isinstance(value, str):
+                    raise TypeError(f"{name} is numeric; got the text {value!r}.")
+                parts.append(ibm_float(value))
+            elif value is None or value == "":
+                parts.append(blank)
+            else:
+                parts.append(_text(value if isinstance(value, str) else str(value), width))
+        return b"".join(parts)
+
+    return encode
 
 
 def write_xpt(dataset: str, label: str, variables: Sequence[Variable], rows: Iterable[Sequence[Value]]
               ) -> Iterator[bytes]:
     """The transport file of one dataset, in chunks of about 64 KiB."""
-    head = header(dataset, label, variables)
-    buffer = bytearray(head)
+    encode = row_encoder(variables)
+    buffer = bytearray(header(dataset, label, variables))
     written = 0
     for row in rows:
-        encoded = encode_row(variables, row)
+        encoded = encode(row)
         buffer += encoded
         written += len(encoded)
         if len(buffer) >= BUFFER:
