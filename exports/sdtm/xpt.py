@@ -15,6 +15,11 @@ that is not ASCII is transliterated (``ascii_text``): a few symbols are spelled 
 variable is cut at the variable's length. The CSV twin of a dataset keeps the original UTF-8 text.
 
 The header dates are fixed (1 January 1960, SAS's epoch), so that a file depends only on its data.
+
+Two limits of pandas' XPORT reader (pyreadstat has neither): it reads a zero (all zero bytes, as SAS
+writes it) as 5.4e-79, and for observations of 80 bytes or less it takes blank 8-byte words of the last
+record for padding and may drop the last rows. Every SDTM dataset's observation is longer than 80
+bytes (STUDYID and USUBJID alone are 112).
 """
 
 from __future__ import annotations
