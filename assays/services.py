@@ -31,6 +31,7 @@ from django.utils import timezone
 
 from assays.lab_grading import grade_lab
 from assays.models import Analyte, AnalyteUnit, LabDraw, ReferenceRange, Result, Specimen
+from assays.ranges import pick_range
 from config.errors import DomainError, PermissionRefused
 from locking.services import blocking_locks
 from patients.models import Consent, FollowUp, Subject
@@ -139,13 +140,7 @@ class _Catalogue:
             self.ranges.setdefault(r[0], []).append(tuple(r[1:]))
 
     def range_for(self, analyte_id: int, sex: str, age: int | None) -> tuple[float | None, float | None]:
-        best: tuple[float | None, float | None] = (None, None)
-        for r_sex, age_min, age_max, low, high in self.ranges.get(analyte_id, ()):
-            if (r_sex in ("", sex)) and (age is None or age_min <= age <= age_max):
-                best = (low, high)
-                if r_sex == sex:
-                    break
-        return best
+        return pick_range(self.ranges.get(analyte_id, ()), sex, age)
 
 
 def _scope_sql(user: AbstractBaseUser) -> tuple[str, list[Any]]:

@@ -37,7 +37,8 @@ class ExportFormat(Protocol):
 REGISTRY: dict[str, ExportFormat] = {}
 
 # Modules that define formats; each calls register() at import time.
-FORMAT_MODULES: tuple[str, ...] = ("exports.formats.csv_format", "exports.formats.odm", "exports.formats.casebook")
+FORMAT_MODULES: tuple[str, ...] = ("exports.formats.csv_format", "exports.formats.odm", "exports.formats.sdtm",
+                                   "exports.formats.casebook")
 
 
 def register(fmt: ExportFormat) -> ExportFormat:

@@ -1,0 +1,63 @@
+"""SDTM (SDTMIG v3.4) datasets of a trial, each as CSV (UTF-8) and as SAS transport v5 (XPT), with their
+variable metadata (define.csv).
+
+Datasets: DM, DS, SV (``special``), EX, CM (``interventions``), AE, SUPPAE, FA (``events``), LB, PC, RS
+(``findings``). Every dataset is a fixed number of queries, streamed row by row (``common.Context``), and
+every study day, course and visit comes from ``patients.timeline``: --DY counts from RFSTDTC, the first
+CAR-T infusion (day 0 of the protocol is SDTM day 1; the day before is -1).
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+from collections.abc import Iterable, Iterator
+
+from exports.scope import ExportScope
+from exports.sdtm import events, findings, interventions, special
+from exports.sdtm.codes import number_text
+from exports.sdtm.common import Context, Dataset
+from exports.sdtm.xpt import Value, write_xpt
+
+DATASETS: tuple[Dataset, ...] = (*special.DATASETS[:2], *interventions.DATASETS, *events.DATASETS,
+                                 *findings.DATASETS, special.DATASETS[2])
+FLUSH = 64 * 1024
+
+
+def csv_row(row: Iterable[Value]) -> list[Value]:
+    """The csv module writes None as an empty field and ints as digits; floats are written without a
+    trailing ".0" (number_text)."""
+    return [number_text(v) if v.__class__ is float else v for v in row]  # type: ignore[arg-type]
+
+
+def _csv(header: Iterable[str], rows: Iterable[Iterable[Value]]) -> Iterator[bytes]:
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(header)
+    for row in rows:
+        writer.writerow(csv_row(row))
+        if buffer.tell() >= FLUSH:
+            yield buffer.getvalue().encode("utf-8")
+            buffer.seek(0)
+            buffer.truncate()
+    yield buffer.getvalue().encode("utf-8")
+
+
+def csv_chunks(dataset: Dataset, scope: ExportScope) -> Iterator[bytes]:
+    """The dataset as CSV: a header of variable names, then one line per record (full UTF-8 text)."""
+    return _csv([v.name for v in dataset.variables], dataset.rows(Context(scope)))
+
+
+def xpt_chunks(dataset: Dataset, scope: ExportScope) -> Iterator[bytes]:
+    return write_xpt(dataset.name, dataset.label, dataset.variables, dataset.rows(Context(scope)))
+
+
+DEFINE_HEADER = ("DATASET", "DATASET_LABEL", "STRUCTURE", "ORDER", "VARIABLE", "LABEL", "TYPE", "LENGTH", "COMMENT")
+
+
+def define_chunks() -> Iterator[bytes]:
+    """Variable metadata of every dataset: name, label, type and length (as in the XPT files), and how each
+    variable is derived where that is not obvious."""
+    rows = ((d.name, d.label, d.structure, i, v.name, v.label, v.type, v.length, v.comment)
+            for d in DATASETS for i, v in enumerate(d.variables, start=1))
+    return _csv(DEFINE_HEADER, rows)

@@ -1,0 +1,204 @@
+"""A streaming writer of SAS transport files, version 5 (the XPORT format FDA accepts for SDTM datasets).
+
+The whole file is 80-byte records: a library header, a member header with one 140-byte NAMESTR per
+variable, then the observations back to back, the last record padded with blanks. Numbers are 8-byte
+IBM System/370 floating point (big-endian, base 16, excess-64 exponent); a missing number is the SAS
+missing value ``.`` (0x2E followed by seven zero bytes). Text is fixed-width and blank-padded.
+
+Rows are written as they come from an iterator, so a dataset of any size takes constant memory; the
+variables (and so each character variable's width) are known before the first row.
+
+Version 5 is ASCII: names have at most 8 characters, labels at most 40, text at most 200 bytes. Text
+that is not ASCII is transliterated (``ascii_text``): a few symbols are spelled out (µ → u, ° → deg,
+≥ → >=, ×10⁹ → x10^9), other characters lose their accents by compatibility decomposition (é → e,
+ﬁ → fi), and any character still not ASCII (e.g. Chinese text) becomes ``?``. A value longer than its
+variable is cut at the variable's length. The CSV twin of a dataset keeps the original UTF-8 text.
+
+The header dates are fixed (1 January 1960, SAS's epoch), so that a file depends only on its data.
+
+Two limits of pandas' XPORT reader (pyreadstat has neither): it reads a zero (all zero bytes, as SAS
+writes it) as 5.4e-79, and for observations of 80 bytes or less it takes blank 8-byte words of the last
+record for padding and may drop the last rows. Every SDTM dataset's observation is longer than 80
+bytes (STUDYID and USUBJID alone are 112).
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import struct
+import unicodedata
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from functools import lru_cache
+from typing import Literal
+
+RECORD = 80
+BUFFER = 64 * 1024
+NAME_PATTERN = re.compile(r"^[A-Z_][A-Z0-9_]{0,7}$")
+MISSING = b"." + bytes(7)
+ZERO = bytes(8)
+FIXED_DATE = b"01JAN60:00:00:00"
+HEADER = b"HEADER RECORD*******%-8sHEADER RECORD!!!!!!!%s"
+
+Value = str | int | float | None
+
+# Symbols that decomposition does not turn into ASCII (or turns into something misleading).
+SPELLED = {"µ": "u", "μ": "u", "°": "deg", "≥": ">=", "≤": "<=", "×": "x", "–": "-", "—": "-", "’": "'",
+           "‘": "'", "“": '"', "”": '"', "±": "+/-", "ß": "ss", "æ": "ae", "Æ": "AE", "ø": "o", "Ø": "O",
+           "⁹": "^9", "⁶": "^6", "³": "^3", "²": "2", "\u00a0": " "}
+
+
+@dataclass(frozen=True, slots=True)
+class Variable:
+    """One variable of a dataset: 8-character name, 40-character label, type and (character) length."""
+
+    name: str
+    label: str
+    type: Literal["Char", "Num"] = "Char"
+    length: int = 8
+    comment: str = ""
+
+    def __post_init__(self) -> None:
+        if not NAME_PATTERN.match(self.name):
+            raise ValueError(f"{self.name!r} is not a SAS v5 name (8 characters: capitals, digits, _).")
+        if len(self.label) > 40 or not self.label.isascii():
+            raise ValueError(f"The label of {self.name} must be ASCII and at most 40 characters.")
+        if self.type == "Num" and self.length != 8:
+            raise ValueError(f"{self.name}: numeric variables are 8 bytes.")
+        if self.type == "Char" and not 1 <= self.length <= 200:
+            raise ValueError(f"{self.name}: character variables are 1 to 200 bytes.")
+
+    @property
+    def numeric(self) -> bool:
+        return self.type == "Num"
+
+
+def ascii_text(text: str) -> str:
+    """``text`` in ASCII for a v5 transport file (see the module docstring)."""
+    if text.isascii():
+        return text
+    out = []
+    for char in text:
+        if char.isascii():
+            out.append(char)
+        elif char in SPELLED:
+            out.append(SPELLED[char])
+        else:
+            plain = "".join(c for c in unicodedata.normalize("NFKD", char) if not unicodedata.combining(c))
+            out.append(plain if plain and plain.isascii() else "?")
+    return "".join(out)
+
+
+@lru_cache(maxsize=8192)  # study days, visit numbers, ranges and doses repeat from row to row
+def ibm_float(value: float | int | None) -> bytes:
+    """``value`` as an 8-byte IBM 370 double; None and NaN are the SAS missing value ``.``.
+
+    An IEEE double's 53-bit mantissa always fits the IBM 56-bit fraction after the hexadecimal
+    normalisation shift of at most 3 bits, so the conversion is exact."""
+    if value is None:
+        return MISSING
+    x = float(value)
+    if math.isnan(x):
+        return MISSING
+    if x == 0:
+        return ZERO
+    if math.isinf(x):
+        raise ValueError("A transport file cannot hold an infinite number.")
+    sign = 0x80 if x < 0 else 0
+    mantissa, exponent = math.frexp(abs(x))  # abs(x) = mantissa * 2**exponent, 0.5 <= mantissa < 1
+    hex_exponent = -(-exponent // 4)  # ceil(exponent / 4)
+    shift = 4 * hex_exponent - exponent  # 0..3
+    fraction = int(mantissa * (1 << 53)) << (3 - shift)  # 56-bit fraction, exact
+    biased = hex_exponent + 64
+    if biased > 127:
+        raise ValueError(f"{x!r} is too large for an IBM 370 double.")
+    if biased < 0:
+        return ZERO  # below 16**-64: underflows to zero
+    return bytes([sign | biased]) + fraction.to_bytes(7, "big")
+
+
+def _header(kind: bytes, tail: bytes = b"0" * 30) -> bytes:
+    return (HEADER % (kind, tail)).ljust(RECORD)
+
+
+def _text(value: str, width: int) -> bytes:
+    try:
+        encoded = value.encode("ascii")
+    except UnicodeEncodeError:
+        encoded = ascii_text(value).encode("ascii")
+    return encoded[:width].ljust(width)
+
+
+def _namestr(number: int, variable: Variable, position: int) -> bytes:
+    return struct.pack(
+        ">hhhh8s40s8shhh2s8shhl52s",
+        1 if variable.numeric else 2, 0, variable.length, number, _text(variable.name, 8), _text(variable.label, 40),
+        b" " * 8, 0, 0, 0, b"\0\0", b" " * 8, 0, 0, position, bytes(52))
+
+
+def _pad(block: bytes, fill: bytes = b" ") -> bytes:
+    return block + fill * (-len(block) % RECORD)
+
+
+def header(dataset: str, label: str, variables: Sequence[Variable]) -> bytes:
+    """Library header, member header and NAMESTR records of one dataset."""
+    if not NAME_PATTERN.match(dataset):
+        raise ValueError(f"{dataset!r} is not a SAS v5 dataset name.")
+    names = [v.name for v in variables]
+    if len(set(names)) != len(names):
+        raise ValueError(f"{dataset}: duplicate variable names.")
+    positions, position = [], 0
+    for variable in variables:
+        positions.append(position)
+        position += variable.length
+    parts = [
+        _header(b"LIBRARY"),
+        b"SAS     SAS     SASLIB  9.4     " + b"X64_7PRO" + b" " * 24 + FIXED_DATE,
+        FIXED_DATE.ljust(RECORD),
+        _header(b"MEMBER", b"000000000000000001600000000140"),
+        _header(b"DSCRPTR"),
+        b"SAS     " + _text(dataset, 8) + b"SASDATA " + b"9.4     " + b"X64_7PRO" + b" " * 24 + FIXED_DATE,
+        FIXED_DATE + b" " * 16 + _text(label, 40) + b" " * 8,
+        _header(b"NAMESTR", b"000000%04d00000000000000000000" % len(variables)),
+        _pad(b"".join(_namestr(i, v, p) for i, (v, p) in enumerate(zip(variables, positions, strict=True), 1))),
+        _header(b"OBS"),
+    ]
+    return b"".join(parts)
+
+
+def row_encoder(variables: Sequence[Variable]) -> Callable[[Sequence[Value]], bytes]:
+    """A function turning one row (values in variable order) into its observation bytes."""
+    spec = [(v.name, v.numeric, v.length, b" " * v.length) for v in variables]
+
+    def encode(row: Sequence[Value]) -> bytes:
+        parts = []
+        for (name, numeric, width, blank), value in zip(spec, row, strict=True):
+            if numeric:
+                if isinstance(value, str):
+                    raise TypeError(f"{name} is numeric; got the text {value!r}.")
+                parts.append(ibm_float(value))
+            elif value is None or value == "":
+                parts.append(blank)
+            else:
+                parts.append(_text(value if isinstance(value, str) else str(value), width))
+        return b"".join(parts)
+
+    return encode
+
+
+def write_xpt(dataset: str, label: str, variables: Sequence[Variable], rows: Iterable[Sequence[Value]]
+              ) -> Iterator[bytes]:
+    """The transport file of one dataset, in chunks of about 64 KiB."""
+    encode = row_encoder(variables)
+    buffer = bytearray(header(dataset, label, variables))
+    written = 0
+    for row in rows:
+        encoded = encode(row)
+        buffer += encoded
+        written += len(encoded)
+        if len(buffer) >= BUFFER:
+            yield bytes(buffer)
+            buffer.clear()
+    buffer += b" " * (-written % RECORD)
+    yield bytes(buffer)

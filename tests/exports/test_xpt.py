@@ -1,0 +1,154 @@
+"""The SAS transport v5 writer, read back by pyreadstat and by pandas."""
+
+from __future__ import annotations
+
+import math
+import random
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import pyreadstat
+import pytest
+
+from exports.sdtm.xpt import BUFFER, MISSING, Variable, ascii_text, header, ibm_float, write_xpt
+
+VARIABLES = (
+    Variable("STUDYID", "Study Identifier", "Char", 30),
+    Variable("USUBJID", "Unique Subject Identifier", "Char", 60),
+    Variable("LBSTRESN", "Numeric Result/Finding in Standard Units", "Num"),
+    Variable("LBTEST", "Lab Test or Examination Name", "Char", 12),
+    Variable("LBDY", "Study Day of Specimen Collection", "Num"),
+)
+ROWS = [
+    ("T001", "T001-SA-SA-0001", 0.4, "Neutrophils", -3),
+    ("T001", "T001-SA-SA-0001", None, "", 1),
+    ("T001", "T001-SA-SA-0002", -1.5e-12, "µg ≥ 10⁹/L", None),
+    ("T001", "T001-SA-SA-0002", 123456789.125, "Fièvre", 8),
+    ("T001", "T001-SA-SA-0003", 0.0, "a much longer text than fits", 0),
+]
+
+
+PANDAS_ZERO = 2.0 ** -260  # pandas reads an IBM zero (all zero bytes) as 16**-65, the smallest IBM number
+
+
+def zero_read_as_zero(values: list[float]) -> list[float]:
+    """pandas' XPORT reader has no case for zero: it turns 0 into 5.4e-79; pyreadstat reads 0."""
+    return [0.0 if x == PANDAS_ZERO else x for x in values]
+
+
+def written(tmp_path: Path, rows: list[tuple] = ROWS, variables: tuple[Variable, ...] = VARIABLES) -> Path:
+    path = tmp_path / "lb.xpt"
+    path.write_bytes(b"".join(write_xpt("LB", "Laboratory Test Results", variables, rows)))
+    return path
+
+
+def test_the_file_is_80_byte_records_with_the_v5_headers(tmp_path: Any) -> None:
+    content = written(tmp_path).read_bytes()
+    assert len(content) % 80 == 0
+    records = [content[i:i + 80] for i in range(0, 80 * 8, 80)]
+    assert records[0] == b"HEADER RECORD*******LIBRARY HEADER RECORD!!!!!!!" + b"0" * 30 + b"  "
+    assert records[1].startswith(b"SAS     SAS     SASLIB  9.4     ")
+    assert records[3] == b"HEADER RECORD*******MEMBER  HEADER RECORD!!!!!!!000000000000000001600000000140  "
+    assert records[5][8:16] == b"LB      "
+    assert records[6][32:72] == b"Laboratory Test Results".ljust(40)
+    assert records[7] == b"HEADER RECORD*******NAMESTR HEADER RECORD!!!!!!!000000000500000000000000000000  "
+    # 5 NAMESTRs of 140 bytes, padded to 9 records, then the OBS header.
+    obs = 80 * 8 + 80 * 9
+    assert content[obs:obs + 80] == b"HEADER RECORD*******OBS     HEADER RECORD!!!!!!!" + b"0" * 30 + b"  "
+    row_length = 30 + 60 + 8 + 12 + 8
+    assert len(content) == obs + 80 + math.ceil(row_length * len(ROWS) / 80) * 80
+
+
+def test_the_file_does_not_depend_on_when_it_is_written(tmp_path: Any) -> None:
+    assert written(tmp_path).read_bytes() == b"".join(write_xpt("LB", "Laboratory Test Results", VARIABLES, ROWS))
+
+
+@pytest.mark.parametrize("reader", ["pyreadstat", "pandas"])
+def test_both_readers_read_names_labels_types_and_values(tmp_path: Any, reader: Any) -> None:
+    path = written(tmp_path)
+    if reader == "pyreadstat":
+        frame, meta = pyreadstat.read_xport(str(path))
+        assert meta.table_name == "LB" and meta.file_label == "Laboratory Test Results"
+        assert meta.column_names_to_labels == {v.name: v.label for v in VARIABLES}
+        assert meta.readstat_variable_types == {v.name: "double" if v.numeric else "string" for v in VARIABLES}
+        assert meta.variable_storage_width == {v.name: v.length for v in VARIABLES}
+    else:
+        frame = pd.read_sas(path, format="xport", encoding="ascii")
+        assert [v.name for v in VARIABLES if str(frame.dtypes[v.name]) == "float64"] == ["LBSTRESN", "LBDY"]
+    assert list(frame.columns) == [v.name for v in VARIABLES]
+    assert list(frame["LBTEST"]) == ["Neutrophils", "", "ug >= 10^9/L", "Fievre", "a much longer"[:12]]
+    assert list(frame["USUBJID"])[2] == "T001-SA-SA-0002"
+    values = zero_read_as_zero(list(frame["LBSTRESN"]))
+    assert values[0] == 0.4 and math.isnan(values[1]) and values[2] == -1.5e-12 and values[3] == 123456789.125
+    assert values[4] == 0.0
+    days = zero_read_as_zero(list(frame["LBDY"]))
+    assert days[:2] == [-3, 1] and math.isnan(days[2]) and days[3:] == [8, 0]
+
+
+def test_ibm_floats_are_exact_for_any_double(tmp_path: Any) -> None:
+    rng = random.Random(11)
+    numbers = [rng.uniform(-1, 1) * 10 ** rng.randint(-70, 70) for _ in range(2000)]
+    numbers += [1.0, -1.0, 0.1, 1 / 3, 2 ** -260, 2 ** 250, 1e-75, 7e75, 1e-5, 52000.0, 0.001]
+    rows = [("T", "U", x, "", float(i)) for i, x in enumerate(numbers)]
+    frame, _meta = pyreadstat.read_xport(str(written(tmp_path, rows)))
+    assert list(frame["LBSTRESN"]) == numbers
+    read = pd.read_sas(written(tmp_path, rows), format="xport", encoding="ascii")["LBSTRESN"]
+    assert list(read) == numbers  # no zero among them: see zero_read_as_zero
+
+
+def test_known_ibm_encodings() -> None:
+    assert ibm_float(1.0) == bytes.fromhex("4110000000000000")
+    assert ibm_float(-118.625) == bytes.fromhex("C276A00000000000")
+    assert ibm_float(0.0) == bytes(8)
+    assert ibm_float(1e-300) == bytes(8)  # below 16**-65: underflows to zero
+    assert ibm_float(None) == ibm_float(float("nan")) == MISSING == b"." + bytes(7)
+    with pytest.raises(ValueError):
+        ibm_float(float("inf"))
+    with pytest.raises(ValueError):
+        ibm_float(1e300)  # beyond 16**63
+
+
+def test_non_ascii_text_is_transliterated() -> None:
+    assert ascii_text("Fièvre ≥ 39 °C, 10⁹/L, µg, naïve") == "Fievre >= 39 degC, 10^9/L, ug, naive"
+    assert ascii_text("白细胞") == "???"
+    assert ascii_text("plain") == "plain"
+
+
+@pytest.mark.parametrize("bad", [
+    lambda: Variable("lbtest", "Lower case"), lambda: Variable("LBTESTCODE", "Nine characters"),
+    lambda: Variable("LBTEST", "x" * 41), lambda: Variable("LBTEST", "Ünicode label"),
+    lambda: Variable("LBTEST", "Too long", "Char", 201), lambda: Variable("AGE", "Age", "Num", 4),
+])
+def test_names_labels_and_lengths_outside_v5_are_refused(bad: Any) -> None:
+    with pytest.raises(ValueError):
+        bad()
+
+
+def test_a_duplicate_name_or_a_long_dataset_name_is_refused() -> None:
+    with pytest.raises(ValueError):
+        header("LB", "x", [VARIABLES[0], VARIABLES[0]])
+    with pytest.raises(ValueError):
+        header("LABORATORY", "x", VARIABLES)
+
+
+def test_text_in_a_numeric_variable_is_refused() -> None:
+    with pytest.raises(TypeError):
+        b"".join(write_xpt("LB", "x", VARIABLES, [("T", "U", "0.4", "", 1)]))
+
+
+def test_rows_are_written_as_they_come_in_bounded_chunks() -> None:
+    consumed = 0
+
+    def rows() -> Iterator[tuple[Any, ...]]:
+        nonlocal consumed
+        for i in range(50_000):
+            consumed += 1
+            yield ("T001", f"T001-SA-{i:06d}", float(i), "Neutrophils", i)
+
+    chunks = write_xpt("LB", "x", VARIABLES, rows())
+    first = next(chunks)
+    assert consumed < 1000  # the first chunk does not wait for the whole dataset
+    sizes = [len(first)] + [len(c) for c in chunks]
+    assert consumed == 50_000 and max(sizes) < BUFFER + 200
