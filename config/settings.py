@@ -262,5 +262,7 @@ LOGGING = {
     "disable_existing_loggers": False,
     "handlers": {"console": {"class": "logging.StreamHandler"}},
     "root": {"handlers": ["console"], "level": os.environ.get("DJANGO_LOG_LEVEL", "INFO")},
-    "loggers": {"pgserver": {"level": "WARNING"}, "axes": {"level": "WARNING"}},
+    "loggers": {"pgserver": {"level": "WARNING"}, "axes": {"level": "WARNING"},
+                # The task queue logs every registration at start-up; its workers' job lines at INFO on request.
+                "procrastinate": {"level": os.environ.get("DJANGO_PROCRASTINATE_LOG_LEVEL", "WARNING")}},
 }

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from procrastinate.contrib.django import app
 
 from exports.formats import REGISTRY, register
 from exports.models import ExportJob
@@ -54,3 +55,10 @@ def package(job: ExportJob) -> zipfile.ZipFile:
 def stored_files(root: Path) -> list[str]:
     """Every file under the export storage, relative to it."""
     return sorted(str(p.relative_to(root)) for p in root.rglob("*") if p.is_file()) if root.exists() else []
+
+
+def run_queued_jobs() -> None:
+    """Run every queued export task with a real procrastinate worker (on its own connection, as
+    ``manage.py procrastinate worker`` does), until the queue is empty. Needs committed data."""
+    with app.replace_connector(app.connector.get_worker_connector()):
+        app.run_worker(queues=["exports"], wait=False, install_signal_handlers=False, listen_notify=False)
