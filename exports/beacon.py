@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Callable
 from typing import Any
 
 from django.conf import settings
@@ -22,8 +23,8 @@ TABLE = ExportJob._meta.db_table
 
 
 class Beacon:
-    def __init__(self, job_id: int, attempt: int) -> None:
-        self.job_id, self.attempt = job_id, attempt
+    def __init__(self, job_id: int, attempt: int, on_progress: Callable[[int, int], None] | None = None) -> None:
+        self.job_id, self.attempt, self.on_progress = job_id, attempt, on_progress
         self._stop = threading.Event()
         self._lock = threading.Lock()
         self._conn: Any = None
@@ -53,6 +54,8 @@ class Beacon:
 
     def progress(self, done: int, total: int) -> None:
         self._update("files_done = %s, files_total = %s, ", [done, total])
+        if self.on_progress is not None:
+            self.on_progress(done, total)
 
     def _beat(self) -> None:
         while not self._stop.wait(settings.EXPORTS_HEARTBEAT_SECONDS):

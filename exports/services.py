@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -197,16 +197,16 @@ def fail_stalled_jobs() -> int:
 # --- running a job -------------------------------------------------------------------------------------
 
 
-def run_export_job(job_id: int) -> ExportJob:
+def run_export_job(job_id: int, *, on_progress: Callable[[int, int], None] | None = None) -> ExportJob:
     """Run one attempt of a queued job: claim it, write and publish its package, mark it done (or failed,
-    with the reason). Returns the job as it ends."""
+    with the reason). Returns the job as it ends. ``on_progress(files_done, files_total)`` follows it."""
     attempt = _claim(job_id)
     if attempt is None:  # not queued (already run, or claimed by another worker)
         return ExportJob.objects.get(pk=job_id)
     storage.discard_partials(job_id)
     partial = storage.partial_path(job_id)
     try:
-        with Beacon(job_id, attempt) as beacon:
+        with Beacon(job_id, attempt, on_progress) as beacon:
             result = _write(job_id, partial, beacon)
         _publish(job_id, attempt, partial, result)
     except Exception as exc:
