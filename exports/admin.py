@@ -9,7 +9,7 @@ from typing import Any
 from django import forms
 from django.contrib import admin, messages
 from django.db.models import QuerySet
-from django.http import FileResponse, HttpRequest, HttpResponse, HttpResponseRedirect
+from django.http import FileResponse, HttpRequest, HttpResponse, HttpResponseBase, HttpResponseRedirect
 from django.shortcuts import render
 from django.urls import path, reverse
 from django.utils.html import format_html
@@ -97,7 +97,7 @@ class ExportJobAdmin(NotFoundForHiddenMixin, admin.ModelAdmin):
         return [path("<path:object_id>/download/", view(self.download_view), name="exports_exportjob_download"),
                 *super().get_urls()]
 
-    def download_view(self, request: HttpRequest, object_id: str) -> HttpResponse:
+    def download_view(self, request: HttpRequest, object_id: str) -> HttpResponseBase:
         job = self.get_object(request, object_id)  # 404 outside the user's scope
         if job.state != State.DONE:
             self.message_user(request, f"Export #{job.pk} is not done.", level=messages.WARNING)
@@ -126,13 +126,14 @@ class ExportForm(forms.Form):
     def __init__(self, *args: Any, site_codes: list[str] | None = None, initial_format: str | None = None,
                  **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self.fields["format"].choices = [(code, fmt.label) for code, fmt in sorted(REGISTRY.items())]
+        self.fields["format"].choices = [  # type: ignore[attr-defined]
+            (code, fmt.label) for code, fmt in sorted(REGISTRY.items())]
         if initial_format in REGISTRY:
             self.fields["format"].initial = initial_format
         if site_codes is None:
             del self.fields["sites"]
         else:
-            self.fields["sites"].choices = [(c, c) for c in site_codes]
+            self.fields["sites"].choices = [(c, c) for c in site_codes]  # type: ignore[attr-defined]
 
 
 def _readable_site_codes(request: HttpRequest, trials: QuerySet) -> list[str]:

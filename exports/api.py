@@ -36,7 +36,7 @@ class ExportRequestSerializer(serializers.Serializer):
 
 
 class ExportJobSerializer(serializers.ModelSerializer):
-    trial = serializers.SlugRelatedField(slug_field="code", read_only=True)
+    trial: serializers.SlugRelatedField = serializers.SlugRelatedField(slug_field="code", read_only=True)
     requested_by = serializers.CharField(source="requested_by.get_username", read_only=True)
     progress = serializers.SerializerMethodField()
     stalled = serializers.SerializerMethodField()

@@ -132,7 +132,7 @@ def create_export_job(*, by: AbstractBaseUser, trial: Trial, format_code: str, s
                            subject_codes=subject_codes)
     with pghistory.context(user=by.pk, reason="Case report form export", action="export"):
         job = ExportJob.objects.create(
-            trial=trial, format=format_code, requested_by=by, sites=[s.code for s in request.sites],
+            trial=trial, format=format_code, requested_by=by, sites=[s.code for s in request.sites],  # type: ignore[misc]
             site=request.sites[0] if len(request.sites) == 1 else None,
             subjects=None if request.subjects is None else [s.code for s in request.subjects],
         )

@@ -60,5 +60,5 @@ def stored_files(root: Path) -> list[str]:
 def run_queued_jobs() -> None:
     """Run every queued export task with a real procrastinate worker (on its own connection, as
     ``manage.py procrastinate worker`` does), until the queue is empty. Needs committed data."""
-    with app.replace_connector(app.connector.get_worker_connector()):
+    with app.replace_connector(app.connector.get_worker_connector()):  # type: ignore[attr-defined]
         app.run_worker(queues=["exports"], wait=False, install_signal_handlers=False, listen_notify=False)

@@ -6,17 +6,14 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
 
 from exports.formats import REGISTRY, ExportFile, register
 from exports.scope import ExportScope
 
 
-@dataclass(frozen=True)
 class ProbeFormat:
-    code: str = "probe"
-    label: str = "Probe (tests)"
-    delay: float = 0.0  # seconds between rows
+    def __init__(self, code: str = "probe", label: str = "Probe (tests)", delay: float = 0.0) -> None:
+        self.code, self.label, self.delay = code, label, delay  # delay: seconds between rows
 
     def files(self, scope: ExportScope) -> list[ExportFile]:
         return [ExportFile("probe/subjects.csv", lambda: self._subjects(scope), "text/csv"),

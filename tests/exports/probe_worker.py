@@ -19,6 +19,6 @@ from procrastinate.contrib.django import app  # noqa: E402
 from tests.exports.probe import register_probes  # noqa: E402
 
 register_probes()
-with app.replace_connector(app.connector.get_worker_connector()):  # as `manage.py procrastinate worker` does
+with app.replace_connector(app.connector.get_worker_connector()):  # type: ignore[attr-defined]  # as `manage.py procrastinate worker` does
     app.run_worker(queues=["exports"], install_signal_handlers=True, listen_notify=False,
                    fetch_job_polling_interval=0.2)

@@ -49,7 +49,7 @@ def test_an_export_is_requested_followed_and_downloaded(world, subjects):
     assert detail["manifest"]["scope"]["sites"] == ["SA"]
     download = client.get(detail["links"]["file"])
     assert download.status_code == 200 and download["Content-Type"] == "application/zip"
-    content = b"".join(download.streaming_content)
+    content = b"".join(download.streaming_content)  # type: ignore[attr-defined]
     assert hashlib.sha256(content).hexdigest() == detail["sha256"] == download["X-Content-SHA256"]
     assert "manifest.json" in zipfile.ZipFile(io.BytesIO(content)).namelist()
     assert ExportJob.objects.get(pk=body["id"]).task_id is not None  # queued for a worker
@@ -107,10 +107,10 @@ def test_monitors_export_their_site(world, subjects):
 def test_the_job_list_is_scoped(world, subjects):
     dm_job = create_export_job(by=world.data_manager, trial=world.trial, format_code="probe")
     monitor_job = create_export_job(by=world.monitor, trial=world.trial, format_code="probe")
-    dm_b = UserFactory(username="dm_b")
+    dm_b: Any = UserFactory(username="dm_b")
     MembershipFactory(user=dm_b, trial=world.trial, site=world.site_b, role=Membership.Role.DATA_MANAGER)
     dm_b_job = create_export_job(by=dm_b, trial=world.trial, format_code="probe")
-    dm_a = UserFactory(username="dm_a")
+    dm_a: Any = UserFactory(username="dm_a")
     MembershipFactory(user=dm_a, trial=world.trial, site=world.site_a, role=Membership.Role.DATA_MANAGER)
 
     def ids(user: Any) -> set[int]:

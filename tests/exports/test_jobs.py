@@ -48,6 +48,7 @@ def test_export_writes_a_package_with_a_manifest(world, subjects, export_dir):
     assert rows[1:] == sorted(f"{s.code},{s.site.code},{s.status}" for s in subjects.values())
     manifest = json.loads(archive.read("manifest.json"))
     assert manifest == job.manifest
+    assert job.cutoff is not None
     assert manifest["cutoff"] == job.cutoff.astimezone(dt.UTC).isoformat().replace("+00:00", "Z")
     assert manifest["exported_by"] == {"username": "dm", "name": world.data_manager.get_full_name()}
     assert manifest["format"] == {"code": "probe", "label": "Probe (tests)"}
@@ -109,7 +110,7 @@ def test_each_role_exports_its_own_sites(world, subjects):
 
 
 def test_a_site_bound_data_manager_exports_their_site_only(world, subjects):
-    dm_b = UserFactory(username="dm_b")
+    dm_b: Any = UserFactory(username="dm_b")
     MembershipFactory(user=dm_b, trial=world.trial, site=world.site_b, role=Membership.Role.DATA_MANAGER)
     job = export(dm_b, world.trial)
     assert job.manifest["scope"]["sites"] == ["SB"] and job.manifest["scope"]["subjects"] == [subjects["b1"].code]
@@ -150,7 +151,7 @@ def test_another_sites_subject_is_refused_like_an_unknown_one(world, subjects):
 
 
 def test_a_trial_the_user_has_no_role_in_is_unknown(world):
-    outsider = UserFactory(username="outsider")
+    outsider: Any = UserFactory(username="outsider")
     with pytest.raises(RuleViolation) as err:
         check_export(user=outsider, trial=world.trial, format_code="probe")
     assert (err.value.code, err.value.field) == ("unknown_trial", "trial")
