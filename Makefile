@@ -1,6 +1,7 @@
 # Two commands do everything on a fresh Linux machine with Python 3.11+:
 #   make run    set up, migrate, load the demo trial once, serve the admin and API on 127.0.0.1:$(PORT)
-#               as production does (gunicorn, DEBUG off, static files by WhiteNoise), over plain http
+#               as production does (gunicorn, DEBUG off, static files by WhiteNoise), over plain http,
+#               with one background worker for exports beside it (stopped when the web server stops)
 #   make test   set up and run the whole test suite against PostgreSQL
 # make dev serves the same with Django's autoreloading development server and DEBUG on.
 PYTHON ?= python3
@@ -46,11 +47,15 @@ run: $(STAMP) $(SECRET_KEY_FILE)
 	$(call prepare,$(RUN_ENV))
 	$(RUN_ENV) $(BIN)/python manage.py collectstatic --no-input --verbosity 0
 	if [ -z "$$DATABASE_URL" ]; then export DATABASE_USER=cart_app; fi; \
-	$(RUN_ENV) PORT=$(PORT) exec $(BIN)/python -m gunicorn -c python:config.gunicorn_conf config.wsgi
+	$(RUN_ENV) $(BIN)/python manage.py procrastinate worker --queues exports & worker=$$!; \
+	trap 'kill $$worker 2>/dev/null; wait $$worker 2>/dev/null' EXIT INT TERM; \
+	$(RUN_ENV) PORT=$(PORT) $(BIN)/python -m gunicorn -c python:config.gunicorn_conf config.wsgi
 
 dev: $(STAMP)
 	$(call prepare,$(DEV_ENV))
 	if [ -z "$$DATABASE_URL" ]; then export DATABASE_USER=cart_app; fi; \
+	$(DEV_ENV) $(BIN)/python manage.py procrastinate worker --queues exports & worker=$$!; \
+	trap 'kill $$worker 2>/dev/null; wait $$worker 2>/dev/null' EXIT INT TERM; \
 	$(DEV_ENV) $(BIN)/python manage.py runserver 127.0.0.1:$(PORT)
 
 test: $(STAMP)

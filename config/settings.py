@@ -69,6 +69,7 @@ INSTALLED_APPS = [
     "dataqueries",
     "idempotency",
     "exports",
+    "procrastinate.contrib.django",  # background jobs on PostgreSQL (exports): no broker
     "axes",
 ]
 
@@ -147,7 +148,17 @@ STORAGES = {
         if DEBUG
         else "whitenoise.storage.CompressedManifestStaticFilesStorage"
     },
+    # Export packages (exports.storage). Local by default; when web servers and workers run on several
+    # machines, point this at shared storage (any django-storages backend, e.g. S3).
+    "exports": {
+        "BACKEND": "django.core.files.storage.FileSystemStorage",
+        "OPTIONS": {"location": os.environ.get("DJANGO_EXPORTS_DIR") or str(BASE_DIR / "var" / "exports")},
+    },
 }
+# --- Exports: a running job's heartbeat (seconds between beats), and when a silent job counts as stalled
+# (its worker died) and may be retried.
+EXPORTS_HEARTBEAT_SECONDS = float(os.environ.get("DJANGO_EXPORTS_HEARTBEAT_SECONDS", "10"))
+EXPORTS_STALLED_AFTER_SECONDS = float(os.environ.get("DJANGO_EXPORTS_STALLED_AFTER_SECONDS", "120"))
 
 # --- Security: production defaults, relaxed only by DEBUG or explicit settings.
 SECURE_SSL_REDIRECT = env_flag("DJANGO_SECURE_SSL_REDIRECT", not DEBUG)
@@ -252,5 +263,7 @@ LOGGING = {
     "disable_existing_loggers": False,
     "handlers": {"console": {"class": "logging.StreamHandler"}},
     "root": {"handlers": ["console"], "level": os.environ.get("DJANGO_LOG_LEVEL", "INFO")},
-    "loggers": {"pgserver": {"level": "WARNING"}, "axes": {"level": "WARNING"}},
+    "loggers": {"pgserver": {"level": "WARNING"}, "axes": {"level": "WARNING"},
+                # The task queue logs every registration at start-up; its workers' job lines at INFO on request.
+                "procrastinate": {"level": os.environ.get("DJANGO_PROCRASTINATE_LOG_LEVEL", "WARNING")}},
 }

@@ -1,0 +1,78 @@
+"""The package of an export: a zip of the format's files, then ``manifest.json``.
+
+Files are streamed into the zip chunk by chunk (never held in memory) and hashed as they are written.
+Every entry has the same fixed date and attributes, so a file's bytes in the package depend only on
+its content: exporting a locked trial twice gives identical data files (the manifest differs: it
+carries the cut-off and the exporting user).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import zipfile
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from exports.formats import ExportFile
+
+FIXED_DATE = (1980, 1, 1, 0, 0, 0)  # the earliest date a zip entry can carry
+MANIFEST = "manifest.json"
+READ_CHUNK = 1024 * 1024
+
+
+@dataclass(frozen=True)
+class WrittenFile:
+    name: str
+    size: int
+    sha256: str
+    media_type: str
+
+    def as_manifest(self) -> dict[str, Any]:
+        return {"name": self.name, "size": self.size, "sha256": self.sha256, "media_type": self.media_type}
+
+
+def _entry(name: str) -> zipfile.ZipInfo:
+    info = zipfile.ZipInfo(name, date_time=FIXED_DATE)
+    info.compress_type = zipfile.ZIP_DEFLATED
+    info.external_attr = 0o644 << 16
+    return info
+
+
+def _write_entry(archive: zipfile.ZipFile, file: ExportFile) -> WrittenFile:
+    digest, size = hashlib.sha256(), 0
+    with archive.open(_entry(file.name), mode="w", force_zip64=True) as out:
+        for chunk in file.chunks():
+            digest.update(chunk)
+            size += len(chunk)
+            out.write(chunk)
+    return WrittenFile(file.name, size, digest.hexdigest(), file.media_type)
+
+
+def write_package(path: Path, files: list[ExportFile], *, manifest: Callable[[list[WrittenFile]], dict[str, Any]],
+                  on_file: Callable[[int], None]) -> dict[str, Any]:
+    """Write ``files`` and then the manifest (built from what was written) into the zip at ``path``;
+    ``on_file(n)`` is called after the n-th file. Returns the manifest."""
+    names = [f.name for f in files]
+    if len(set(names)) != len(names) or MANIFEST in names:
+        raise ValueError("An export's file names must be unique and must not be manifest.json.")
+    written: list[WrittenFile] = []
+    with zipfile.ZipFile(path, mode="w", compression=zipfile.ZIP_DEFLATED, allowZip64=True) as archive:
+        for n, file in enumerate(files, start=1):
+            written.append(_write_entry(archive, file))
+            on_file(n)
+        content = manifest(written)
+        archive.writestr(_entry(MANIFEST), json.dumps(content, indent=2, sort_keys=True).encode())
+    return content
+
+
+def file_sha256(path: Path) -> tuple[str, int]:
+    """SHA-256 and size of a file, read in chunks."""
+    digest, size = hashlib.sha256(), 0
+    with path.open("rb") as fh:
+        while chunk := fh.read(READ_CHUNK):
+            digest.update(chunk)
+            size += len(chunk)
+    return digest.hexdigest(), size
