@@ -178,6 +178,19 @@ DOMAIN_ERROR_CODES: dict[str, str] = {
     "query_already_open": "The data query is already open.",
     "query_already_closed": "The data query is already closed.",
     "query_not_open": "Only an open data query is answered.",
+    # --- exports ---------------------------------------------------------------------------------
+    "unknown_trial": "No trial with this code among the caller's trials (400).",
+    "unknown_format": "No export format with this code (400).",
+    "unknown_site": "A site named for an export is not one the caller may export in this trial (400).",
+    "unknown_subject": "A subject named for an export is not in the exported sites (400; another site's "
+                       "subject gets the same answer).",
+    "no_sites": "An export named an empty list of sites (400).",
+    "no_subjects": "An export named an empty list of subjects (400).",
+    "export_not_allowed": "The caller's role does not allow this export (403; coordinators and investigators "
+                          "export casebooks only).",
+    "export_not_done": "The export's package is not ready: the job is queued, running or failed (409).",
+    "export_not_failed": "Only a failed or stalled export can be retried (409).",
+    "export_scope_changed": "The requester may no longer export what the job covers; the job fails (409).",
 }
 
 ERROR_CODES: dict[str, str] = {**API_ERROR_CODES, **DOMAIN_ERROR_CODES}

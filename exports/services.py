@@ -13,6 +13,7 @@ when complete (``exports.storage``); the job becomes ``done`` after that.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import logging
 from collections.abc import Callable, Iterable
@@ -246,9 +247,11 @@ def _write(job_id: int, partial: Path, beacon: Beacon) -> _Written:
                 cursor.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
         with connection.cursor() as cursor:
             cursor.execute("SELECT now()")
-            cutoff: dt.datetime = cursor.fetchone()[0]
+            snapshot_at: dt.datetime = cursor.fetchone()[0]
         job = ExportJob.objects.select_related("trial", "requested_by").get(pk=job_id)
-        scope = build_scope(job, cutoff=cutoff)
+        scope = build_scope(job, cutoff=snapshot_at)
+        scope = dataclasses.replace(scope, cutoff=locked_since(scope) or snapshot_at)
+        cutoff = scope.cutoff
         fmt = get_format(job.format)
         files = fmt.files(scope)
         beacon.progress(0, len(files))
@@ -272,6 +275,24 @@ def build_scope(job: ExportJob, *, cutoff: dt.datetime) -> ExportScope:
     subject_ids = None if request.subjects is None else tuple(s.pk for s in request.subjects)
     return ExportScope(trial=job.trial, site_ids=tuple(s.pk for s in request.sites), user=job.requested_by,
                        cutoff=cutoff, subject_ids=subject_ids)
+
+
+def locked_since(scope: ExportScope) -> dt.datetime | None:
+    """When every site in scope is under a database lock (of the trial or of the site), the moment the last of
+    them was locked: nothing in scope can have changed since, so that moment is the data cut-off, and exporting
+    a locked trial twice gives identical data files (casebooks print the cut-off). None otherwise: the
+    cut-off is then the snapshot's own time."""
+    locks = Lock.objects.filter(trial=scope.trial, released_at__isnull=True, subject__isnull=True,
+                                level=Lock.Level.LOCK).filter(Q(site__isnull=True) | Q(site_id__in=scope.site_ids))
+    since = {lock.site_id: lock.locked_at for lock in locks}
+    trial_lock = since.get(None)
+    covered = []
+    for site_id in scope.site_ids:
+        times = [t for t in (trial_lock, since.get(site_id)) if t is not None]
+        if not times:
+            return None
+        covered.append(min(times))
+    return max(covered) if covered else None
 
 
 def lock_state(scope: ExportScope) -> dict[str, Any]:

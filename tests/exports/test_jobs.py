@@ -17,6 +17,7 @@ from config.errors import PermissionRefused, RuleViolation, StateConflict
 from exports.formats import REGISTRY, ExportFile
 from exports.models import ExportJob, State
 from exports.services import (
+    build_scope,
     check_export,
     create_export_job,
     exportable_sites,
@@ -216,6 +217,9 @@ def test_a_requester_who_lost_access_gets_a_failed_job_with_the_reason(world, su
     job = create_export_job(by=world.monitor, trial=world.trial, format_code="probe")
     Membership.objects.filter(user=world.monitor).update(active=False)
     world.monitor.__dict__.pop("_trial_access", None)
+    with pytest.raises(StateConflict) as refused:
+        build_scope(job, cutoff=timezone.now())
+    assert refused.value.code == "export_scope_changed"
     job = run_export_job(job.pk)
     assert job.state == State.FAILED and job.error.startswith("The requester may no longer export this")
 
@@ -263,3 +267,20 @@ def test_running_a_job_costs_the_same_queries_whatever_the_number_of_subjects(wo
     eleven = _run_queries(world, 10)
     assert len(one) == len(eleven), (one, eleven)
     assert len(one) <= 30
+
+
+def test_the_cutoff_of_a_locked_trial_is_its_lock_time_so_casebooks_repeat_byte_for_byte(world, subjects):
+    lock = lock_scope(trial=world.trial, level="lock", reason="Final analysis", by=world.data_manager)
+    first, second = (export(world.data_manager, world.trial, "casebook") for _ in range(2))
+    assert first.cutoff == second.cutoff == lock.locked_at
+    assert first.manifest["cutoff"] == second.manifest["cutoff"]
+    one, two = package(first), package(second)
+    names = [n for n in one.namelist() if n.startswith("casebooks/")]
+    assert len(names) == 3 and all(one.read(n) == two.read(n) for n in names)
+
+
+def test_a_site_still_open_keeps_the_snapshot_time_as_cutoff(world, subjects):
+    lock = lock_scope(trial=world.trial, site=world.site_a, level="lock", reason="Site closed", by=world.data_manager)
+    job = export(world.data_manager, world.trial)
+    assert job.cutoff != lock.locked_at  # site B is open: the cut-off is the snapshot's time
+    assert export(world.data_manager, world.trial, site_codes=["SA"]).cutoff == lock.locked_at
