@@ -9,7 +9,8 @@ describes. They are derived once from the foreign keys of each tracked model:
   a row whose subject is empty keeps its own trial and site columns (a site-wide lock).
 * ``trial`` tables are protocol design: they reach ``trials.Trial`` (directly or through parents, e.g.
   a regimen agent through its regimen); their site is their own ``site_id`` where they have one
-  (memberships, trial sites).
+  (memberships, trial sites). A model that sets ``AUDIT_EMPTY_SITE_MEANS_SEVERAL`` (an export job of
+  several sites) is read with an empty site only by readers of every site of the trial.
 * ``global`` tables belong to no trial (sites, the analyte catalogue, audit exports, and any table whose
   path is unknown). Only superusers read their history, except a site's own row, which the data
   managers of that site read (see ``audit.selectors``).
@@ -145,6 +146,10 @@ def _describe(event_model: type[models.Model]) -> AuditedTable:
         kind, trial_sql = TRIAL, "e.pgh_obj_id"
     elif path := _path_to(event_model, trial_model):
         kind, (joins, trial_sql) = TRIAL, _joins(path)
+        if own_site and getattr(tracked, "AUDIT_EMPTY_SITE_MEANS_SEVERAL", False):
+            # An empty site means "several sites" (e.g. an export of two sites), not "the trial's design":
+            # -1 is no site, so such a row is read only by those who read every site of the trial.
+            site_sql = f"COALESCE({own_site}, -1)"
     elif tracked is site_model:
         site_sql = "e.pgh_obj_id"
 

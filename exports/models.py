@@ -37,6 +37,8 @@ class ExportJob(TimeStampedModel):
     ``sites`` and ``subjects`` when given), as one zip package with a manifest."""
 
     State = State
+    # A job of several sites has no site: its audit rows are read only by readers of every site (audit.tables).
+    AUDIT_EMPTY_SITE_MEANS_SEVERAL = True
 
     trial = models.ForeignKey(Trial, on_delete=models.PROTECT, related_name="export_jobs")
     site = models.ForeignKey(Site, on_delete=models.PROTECT, null=True, blank=True, related_name="export_jobs",

@@ -245,6 +245,19 @@ def test_the_export_is_recorded_in_the_audit_trail(world, subjects):
     assert entries_for(world.monitor, table="exports.ExportJob") == []  # monitors read subject records only
 
 
+def test_a_data_manager_of_one_site_reads_only_that_sites_exports_in_the_audit_trail(world, subjects):
+    dm_b = UserFactory(username="dm_b")
+    MembershipFactory(user=dm_b, trial=world.trial, site=world.site_b, role=Membership.Role.DATA_MANAGER)
+    both = export(world.data_manager, world.trial)  # sites A and B: no single site
+    only_b = export(world.data_manager, world.trial, site_codes=["SB"])
+    only_a = export(world.data_manager, world.trial, site_codes=["SA"])
+    assert both.site_id is None and both.sites == ["SA", "SB"]
+    seen = {int(e.record_id) for e in entries_for(dm_b, table="exports.ExportJob")}
+    assert seen == {only_b.pk}  # never the two-site export, which names site A's subjects
+    assert {int(e.record_id) for e in entries_for(world.data_manager, table="exports.ExportJob")} == {
+        both.pk, only_b.pk, only_a.pk}
+
+
 def test_progress_updates_stay_out_of_the_audit_trail(world, subjects):
     job = export(world.data_manager, world.trial)
     changed = {c.field for e in entries_for(world.data_manager, table="exports.ExportJob", record_id=job.pk)
