@@ -9,12 +9,14 @@ from __future__ import annotations
 import datetime as dt
 import zipfile
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
 import pytest
+from django.db import connections
 from procrastinate.contrib.django import app
 
 from assays.models import Analyte, AnalyteUnit
@@ -156,5 +158,14 @@ def stored_files(root: Path) -> list[str]:
 def run_queued_jobs() -> None:
     """Run every queued export task with a real procrastinate worker (on its own connection, as
     ``manage.py procrastinate worker`` does), until the queue is empty. Needs committed data."""
-    with app.replace_connector(app.connector.get_worker_connector()):  # type: ignore[attr-defined]
-        app.run_worker(queues=["exports"], wait=False, install_signal_handlers=False, listen_notify=False)
+    def work() -> None:
+        try:
+            with app.replace_connector(app.connector.get_worker_connector()):  # type: ignore[attr-defined]
+                app.run_worker(queues=["exports"], wait=False, install_signal_handlers=False, listen_notify=False)
+        finally:
+            connections.close_all()  # this thread's connections
+
+    # In a thread of its own: the worker runs its own event loop, and a test session that has driven a
+    # browser (Playwright's sync API) keeps one running in the main thread.
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        pool.submit(work).result()
