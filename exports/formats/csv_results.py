@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import csv
 import io
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING
 
 from django.db import connection
@@ -34,6 +34,10 @@ ROWS_PER_CHUNK = 1000
 
 def _text(column: str) -> str:
     return f"NULLIF({column}, '')"
+
+
+def _integer(column: str) -> str:
+    return column  # PostgreSQL writes integers as Python does
 
 
 def _boolean(column: str) -> str:
@@ -59,20 +63,25 @@ def _float(column: str) -> str:
             f"WHEN {column} = trunc({column}) THEN {column}::text || '.0' ELSE {column}::text END)")
 
 
-def _columns() -> dict[str, str]:
-    """The SQL of each column of the form, by name (in the form's order)."""
+# The rows are sorted with their stored values (narrow), then formatted: (name, stored SQL, text SQL of ``q.name``).
+def _columns() -> list[tuple[str, str, str]]:
     day0s, day = "subj.day0s", "t.day"
-    return {
-        "subject": _text("subj.code"), "site": _text("subj.site_code"), "record": "r.id",
+    stored = {
+        "subject": "subj.code", "site": "subj.site_code", "record": "r.id",
         "study_day": study_day_sql(day0s, day), "cdisc_study_day": cdisc_study_day_sql(day0s, day),
         "course_number": "c.n", "course_day": course_day_sql(day0s, day, "c.n"),
-        "visit": _text("v.code"), "draw": "r.draw_id", "accession_number": _text("d.accession_number"),
-        "analyte": _text("a.code"), "loinc": _text("a.loinc"), "source_ref": _text("r.source_ref"),
-        "value_text": _text("r.value_text"), "unit_text": _text("r.unit_text"), "censored": _text("r.censored"),
-        "value": _float("r.value"), "canonical_unit": _text("a.canonical_unit"), "flag": _text("r.flag"),
-        "ctcae_grade": "r.ctcae_grade", "status": _text("r.status"), "superseded": _boolean("r.superseded"),
-        "correction_reason": _text("r.correction_reason"), "recorded_at": _utc("r.recorded_at"),
+        "visit": "v.code", "draw": "r.draw_id", "accession_number": "d.accession_number",
+        "analyte": "a.code", "loinc": "a.loinc", "source_ref": "r.source_ref",
+        "value_text": "r.value_text", "unit_text": "r.unit_text", "censored": "r.censored",
+        "value": "r.value", "canonical_unit": "a.canonical_unit", "flag": "r.flag",
+        "ctcae_grade": "r.ctcae_grade", "status": "r.status", "superseded": "r.superseded",
+        "correction_reason": "r.correction_reason", "recorded_at": "r.recorded_at",
     }
+    formats: dict[str, Callable[[str], str]] = {
+        "record": _integer, "study_day": _integer, "cdisc_study_day": _integer, "course_number": _integer,
+        "course_day": _integer, "draw": _integer, "ctcae_grade": _integer, "value": _float, "superseded": _boolean,
+        "recorded_at": _utc}
+    return [(name, sql, formats.get(name, _text)(f"q.{name}")) for name, sql in stored.items()]
 
 
 def _ids(values: tuple[int, ...]) -> str:
@@ -82,7 +91,7 @@ def _ids(values: tuple[int, ...]) -> str:
 def results_sql(scope: ExportScope, names: list[str]) -> str:
     """The form's rows in ``scope``, columns ``names`` (the form's columns), as one SELECT."""
     columns = _columns()
-    if list(columns) != names:
+    if [name for name, _stored, _text in columns] != names:
         raise ValueError(f"The SQL of the {FORM_NAME} form does not have the form's columns: {names}")
     selected = "" if scope.subject_ids is None else f" AND s.id = ANY({_ids(scope.subject_ids)})"
     return (
@@ -90,13 +99,15 @@ def results_sql(scope: ExportScope, names: list[str]) -> str:
         f"{day0s_sql('s.id')} AS day0s FROM {Subject._meta.db_table} s JOIN {Site._meta.db_table} st "
         f"ON st.id = s.site_id WHERE s.trial_id = {int(scope.trial.pk)} AND s.site_id = ANY({_ids(scope.site_ids)})"
         f"{selected}) "
-        f"SELECT {', '.join(columns.values())} FROM {Result._meta.db_table} r "
+        f"SELECT {', '.join(text for _name, _stored, text in columns)} FROM ("
+        f"SELECT {', '.join(f'{stored} AS {name}' for name, stored, _text in columns)} "
+        f"FROM {Result._meta.db_table} r "
         f"JOIN subj ON subj.id = r.subject_id JOIN {LabDraw._meta.db_table} d ON d.id = r.draw_id "
         f"JOIN {Analyte._meta.db_table} a ON a.id = r.analyte_id LEFT JOIN {Visit._meta.db_table} v "
         f"ON v.id = d.visit_id "
         f"CROSS JOIN LATERAL (SELECT (d.collected_at AT TIME ZONE subj.time_zone)::date AS day) t "
-        f"CROSS JOIN LATERAL (SELECT {course_number_sql('subj.day0s', 't.day')} AS n) c "
-        f"ORDER BY subj.code, d.collected_at, r.id")
+        f"CROSS JOIN LATERAL (SELECT {course_number_sql('subj.day0s', 't.day')} AS n OFFSET 0) c "
+        f"ORDER BY subj.code, d.collected_at, r.id) q")
 
 
 def results_chunks(names: list[str], scope: ExportScope) -> Iterator[bytes]:
