@@ -5,8 +5,10 @@ of its first fraction; day 0 of the subject is day 0 of the first course. A date
 it follows: the latest course whose day 0 is on or before it (a re-treated subject's day-30 response
 after the second infusion is day 30 of course 2, and, say, day 389 on study).
 
-Two forms of the same facts: ``timeline_of`` / ``with_timeline`` (ORM) and ``DAY0S_SQL`` (hand-written
-SQL for ingestion). Both read the course day 0s as an ordered array; ``Timeline`` does the arithmetic.
+Two forms of the same facts: ``timeline_of`` / ``with_timeline`` (ORM) and ``day0s_sql`` (hand-written
+SQL for ingestion and bulk exports). Both read the course day 0s as an ordered array; ``Timeline`` does the
+arithmetic, and ``study_day_sql``, ``cdisc_study_day_sql``, ``course_number_sql`` and ``course_day_sql`` are
+the same arithmetic in SQL, for queries that must not leave the database (tested to agree with ``Timeline``).
 Admin, API, ingestion, checks, exports and summaries call this module and never subtract dates themselves.
 """
 
@@ -133,6 +135,30 @@ def day0s_sql(subject_id_column: str) -> str:
     ``subject_id_column`` (e.g. ``s.id``); wrap the fetched list with ``Timeline.of``."""
     return (f"ARRAY(SELECT i.infused_on FROM {Infusion._meta.db_table} i WHERE i.subject_id = {subject_id_column} "
             f"AND i.fraction_number = 1 ORDER BY i.course_number)")
+
+
+def study_day_sql(day0s: str, day: str) -> str:
+    """SQL for ``Timeline.study_day``: days from the first course's day 0 to the date ``day`` (NULL without
+    either). ``day0s`` is an SQL date[] from ``day0s_sql``, ``day`` an SQL date (say, a site's local date)."""
+    return f"({day} - ({day0s})[1])"
+
+
+def cdisc_study_day_sql(day0s: str, day: str) -> str:
+    """SQL for ``Timeline.cdisc_study_day`` (SDTM --DY: no day 0)."""
+    days = study_day_sql(day0s, day)
+    return f"(CASE WHEN {days} >= 0 THEN {days} + 1 ELSE {days} END)"
+
+
+def course_number_sql(day0s: str, day: str) -> str:
+    """SQL for ``Timeline.course_of``: the number of the last course whose day 0 is on or before ``day``."""
+    return f"(SELECT max(c.n) FROM unnest({day0s}) WITH ORDINALITY AS c(day0, n) WHERE c.day0 <= {day})"
+
+
+def course_day_sql(day0s: str, day: str, course_number: str | None = None) -> str:
+    """SQL for ``Timeline.course_day``: days since day 0 of ``course_number`` (an SQL integer; default: the
+    course ``day`` follows, ``course_number_sql``)."""
+    number = course_number if course_number is not None else course_number_sql(day0s, day)
+    return f"({day} - ({day0s})[{number}])"
 
 
 # --- protocol visits -----------------------------------------------------------------------------

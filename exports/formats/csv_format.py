@@ -13,6 +13,8 @@ from typing import TYPE_CHECKING
 
 from exports.crf import Form, forms, text
 from exports.formats import ExportFile, register
+from exports.formats.csv_results import FORM_NAME as RESULTS
+from exports.formats.csv_results import results_chunks
 
 if TYPE_CHECKING:
     from exports.scope import ExportScope
@@ -39,6 +41,13 @@ def _chunks(header: Iterable[str], rows: Iterable[Iterable[str]]) -> Iterator[by
 
 
 def form_chunks(form: Form, scope: ExportScope) -> Iterator[bytes]:
+    """A form's file; the results form's is written by PostgreSQL (``exports.formats.csv_results``)."""
+    if form.name == RESULTS:
+        return results_chunks([c.name for c in form.columns], scope)
+    return generic_form_chunks(form, scope)
+
+
+def generic_form_chunks(form: Form, scope: ExportScope) -> Iterator[bytes]:
     columns = form.columns
     rows = ([text(row[c.name]) for c in columns] for row in form.rows(scope))
     return _chunks([c.name for c in columns], rows)

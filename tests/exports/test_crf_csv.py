@@ -11,9 +11,10 @@ import pytest
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
 
-from exports.crf import forms
+from assays.models import Result
+from exports.crf import form_named, forms
 from exports.formats import REGISTRY, load_all
-from exports.formats.csv_format import CSV
+from exports.formats.csv_format import CSV, form_chunks, generic_form_chunks
 from tests.exports.conftest import D1, D2, day, files_of, scope_for
 from tests.factories import consented
 
@@ -143,3 +144,20 @@ def test_queries_do_not_grow_with_subjects(course):
 
 def test_two_exports_of_unchanged_data_are_identical(course):
     assert files_of(CSV, scope_for(course.world)) == files_of(CSV, scope_for(course.world))
+
+
+@pytest.mark.parametrize(("value", "text"), [
+    (100.0, "a, \"quoted\"\nreason"), (-0.0, ""), (1.5e-05, "x"), (812.5, "\r"), (1e15, ""),
+    (1000000000000000.5, ""), (-2.5e16, ""), (float("nan"), ""), (float("-inf"), ""), (None, ""),
+])
+def test_the_results_file_written_by_postgresql_is_the_generic_one_byte_for_byte(course, value, text):
+    result = Result.objects.filter(subject__trial=course.world.trial).order_by("pk").first()
+    Result.objects.filter(pk=result.pk).update(
+        value=value, correction_reason=text, superseded=True, unit_text=text,
+        recorded_at=result.recorded_at.replace(microsecond=120))
+    form, scope = form_named("results"), scope_for(course.world)
+    fast = b"".join(form_chunks(form, scope))
+    assert fast == b"".join(generic_form_chunks(form, scope))
+    assert fast.count(b"\r\n") >= 4
+    narrowed = scope_for(course.world, sites=(course.world.site_b,))
+    assert b"".join(form_chunks(form, narrowed)) == b"".join(generic_form_chunks(form, narrowed))

@@ -13,8 +13,12 @@ from patients.timeline import (
     NOWHERE,
     Timeline,
     VisitWindow,
+    cdisc_study_day_sql,
+    course_day_sql,
+    course_number_sql,
     day0s_sql,
     match_visit,
+    study_day_sql,
     timeline_from,
     timeline_of,
     with_timeline,
@@ -77,3 +81,22 @@ def test_the_orm_and_sql_forms_give_the_same_course_day0s(world):
     (row,) = with_timeline(Subject.objects.filter(pk=subject.pk), subject="pk")
     assert tuple(row.course_day0s) == (first, second)
     assert timeline_from(row, subject).position(days_ago(1)) == (13, 2, 7)
+
+
+AROUND_EACH_DAY0 = [FIRST + dt.timedelta(days=d) for d in (-400, -1, 0, 1, 389)] + [
+    SECOND + dt.timedelta(days=d) for d in (-1, 0, 1, 30)]
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("day0s", [(), (FIRST,), (FIRST, SECOND)])
+@pytest.mark.parametrize("day", [*AROUND_EACH_DAY0, None])
+def test_the_sql_arithmetic_agrees_with_the_timeline(day0s, day):
+    timeline = Timeline.of(day0s)
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"SELECT {study_day_sql('t.d0s', 't.day')}, {course_number_sql('t.d0s', 't.day')}, "
+            f"{course_day_sql('t.d0s', 't.day')}, {cdisc_study_day_sql('t.d0s', 't.day')} "
+            "FROM (SELECT %s::date[] AS d0s, %s::date AS day) t", [list(day0s), day])
+        row = cursor.fetchone()
+    position = timeline.position(day)
+    assert row == (position.study_day, position.course_number, position.course_day, timeline.cdisc_study_day(day))

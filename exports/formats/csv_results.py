@@ -1,0 +1,129 @@
+"""The ``results`` form of the CSV export, the largest by far, written by PostgreSQL: one
+``COPY (SELECT ...) TO STDOUT (FORMAT csv)`` whose rows are those of ``exports.crf.Form.rows`` for the form,
+formatted as ``exports.crf.text`` formats them, so the file is byte for byte the one the generic path writes
+(tests/exports/test_crf_csv.py compares them).
+
+What must agree with ``exports.crf``: the scope (the subject's trial, the scope's sites and selected subjects),
+the order (subject code, collection time, record), the timeline (``patients.timeline``'s SQL form, on the
+site's local date of the collection), and the text of each value: an empty text is written as nothing
+(PostgreSQL would quote it), booleans as ``true``/``false``, times in UTC with ``Z``, floats in Python's
+shortest form (``repr``: ``100.0``, not ``100``). PostgreSQL ends lines with LF and sends one row per
+message; each is ended with CRLF as the csv module does.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+from collections.abc import Callable, Iterator
+from typing import TYPE_CHECKING
+
+from django.db import connection
+
+from assays.models import Analyte, LabDraw, Result
+from patients.models import Subject
+from patients.timeline import cdisc_study_day_sql, course_day_sql, course_number_sql, day0s_sql, study_day_sql
+from trials.models import Site, Visit
+
+if TYPE_CHECKING:
+    from exports.scope import ExportScope
+
+FORM_NAME = "results"
+ROWS_PER_CHUNK = 1000
+
+
+def _text(column: str) -> str:
+    return f"NULLIF({column}, '')"
+
+
+def _integer(column: str) -> str:
+    return column  # PostgreSQL writes integers as Python does
+
+
+def _boolean(column: str) -> str:
+    return f"(CASE WHEN {column} THEN 'true' WHEN NOT {column} THEN 'false' END)"
+
+
+def _utc(column: str) -> str:
+    """As ``exports.crf._datetime``: ISO 8601 in UTC with ``Z``, microseconds only when there are some."""
+    utc = f"({column} AT TIME ZONE 'UTC')"
+    return (f"(to_char({utc}, 'YYYY-MM-DD\"T\"HH24:MI:SS') || CASE WHEN date_trunc('second', {column}) = {column} "
+            f"THEN '' ELSE to_char({utc}, '.US') END || 'Z')")
+
+
+def _float(column: str) -> str:
+    """As Python's ``repr`` of a float. PostgreSQL's shortest form has the same digits but drops ``.0`` of a
+    whole number and switches to an exponent from 1e15 (Python from 1e16); NaN and infinities are spelt apart."""
+    digits = f"replace(split_part(abs({column})::text, 'e', 1), '.', '')"
+    sign = f"CASE WHEN {column} < 0 THEN '-' ELSE '' END"
+    return (f"(CASE WHEN {column} = 'NaN' THEN 'nan' WHEN {column} = 'Infinity' THEN 'inf' "
+            f"WHEN {column} = '-Infinity' THEN '-inf' WHEN abs({column}) >= 1e16 THEN {column}::text "
+            f"WHEN abs({column}) >= 1e15 THEN {sign} || left(rpad({digits}, 16, '0'), 16) || '.' || "
+            f"COALESCE(NULLIF(substr({digits}, 17), ''), '0') "
+            f"WHEN {column} = trunc({column}) THEN {column}::text || '.0' ELSE {column}::text END)")
+
+
+# The rows are sorted with their stored values (narrow), then formatted: (name, stored SQL, text SQL of ``q.name``).
+def _columns() -> list[tuple[str, str, str]]:
+    day0s, day = "subj.day0s", "t.day"
+    stored = {
+        "subject": "subj.code", "site": "subj.site_code", "record": "r.id",
+        "study_day": study_day_sql(day0s, day), "cdisc_study_day": cdisc_study_day_sql(day0s, day),
+        "course_number": "c.n", "course_day": course_day_sql(day0s, day, "c.n"),
+        "visit": "v.code", "draw": "r.draw_id", "accession_number": "d.accession_number",
+        "analyte": "a.code", "loinc": "a.loinc", "source_ref": "r.source_ref",
+        "value_text": "r.value_text", "unit_text": "r.unit_text", "censored": "r.censored",
+        "value": "r.value", "canonical_unit": "a.canonical_unit", "flag": "r.flag",
+        "ctcae_grade": "r.ctcae_grade", "status": "r.status", "superseded": "r.superseded",
+        "correction_reason": "r.correction_reason", "recorded_at": "r.recorded_at",
+    }
+    formats: dict[str, Callable[[str], str]] = {
+        "record": _integer, "study_day": _integer, "cdisc_study_day": _integer, "course_number": _integer,
+        "course_day": _integer, "draw": _integer, "ctcae_grade": _integer, "value": _float, "superseded": _boolean,
+        "recorded_at": _utc}
+    return [(name, sql, formats.get(name, _text)(f"q.{name}")) for name, sql in stored.items()]
+
+
+def _ids(values: tuple[int, ...]) -> str:
+    return f"ARRAY[{', '.join(str(int(v)) for v in values)}]::bigint[]"
+
+
+def results_sql(scope: ExportScope, names: list[str]) -> str:
+    """The form's rows in ``scope``, columns ``names`` (the form's columns), as one SELECT."""
+    columns = _columns()
+    if [name for name, _stored, _text in columns] != names:
+        raise ValueError(f"The SQL of the {FORM_NAME} form does not have the form's columns: {names}")
+    selected = "" if scope.subject_ids is None else f" AND s.id = ANY({_ids(scope.subject_ids)})"
+    return (
+        f"WITH subj AS MATERIALIZED (SELECT s.id, s.code, st.code AS site_code, st.time_zone, "
+        f"{day0s_sql('s.id')} AS day0s FROM {Subject._meta.db_table} s JOIN {Site._meta.db_table} st "
+        f"ON st.id = s.site_id WHERE s.trial_id = {int(scope.trial.pk)} AND s.site_id = ANY({_ids(scope.site_ids)})"
+        f"{selected}) "
+        f"SELECT {', '.join(text for _name, _stored, text in columns)} FROM ("
+        f"SELECT {', '.join(f'{stored} AS {name}' for name, stored, _text in columns)} "
+        f"FROM {Result._meta.db_table} r "
+        f"JOIN subj ON subj.id = r.subject_id JOIN {LabDraw._meta.db_table} d ON d.id = r.draw_id "
+        f"JOIN {Analyte._meta.db_table} a ON a.id = r.analyte_id LEFT JOIN {Visit._meta.db_table} v "
+        f"ON v.id = d.visit_id "
+        f"CROSS JOIN LATERAL (SELECT (d.collected_at AT TIME ZONE subj.time_zone)::date AS day) t "
+        f"CROSS JOIN LATERAL (SELECT {course_number_sql('subj.day0s', 't.day')} AS n OFFSET 0) c "
+        f"ORDER BY subj.code, d.collected_at, r.id) q")
+
+
+def results_chunks(names: list[str], scope: ExportScope) -> Iterator[bytes]:
+    """The CSV file of the form: the header (``names``), then PostgreSQL's rows, CRLF-ended, in chunks."""
+    header = io.StringIO()
+    csv.writer(header).writerow(names)
+    yield header.getvalue().encode()
+    query = f"COPY ({results_sql(scope, names)}) TO STDOUT (FORMAT csv)"
+    with connection.cursor() as cursor, cursor.cursor.copy(query) as copy:
+        rows: list[bytes] = []
+        for block in copy:  # one row per block, ending with LF
+            rows.append(bytes(block[:-1]))
+            if len(rows) == ROWS_PER_CHUNK:
+                rows.append(b"")
+                yield b"\r\n".join(rows)
+                rows = []
+        if rows:
+            rows.append(b"")
+            yield b"\r\n".join(rows)
