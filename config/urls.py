@@ -20,6 +20,7 @@ urlpatterns = [
     path("api/<version>/", include("signatures.urls")),
     path("api/<version>/", include("dataqueries.urls")),
     path("api/<version>/", include("exports.urls")),
+    path("api/<version>/", include("summaries.urls")),
     path("api/schema/", SpectacularAPIView.as_view(api_version="v1"), name="schema"),
     # Split: the page loads its initialising script as a file of its own (no inline script for the CSP).
     path("api/docs/", SpectacularSwaggerSplitView.as_view(url_name="schema"), name="api-docs"),
