@@ -11,6 +11,7 @@ admin.site.site_title = "CAR-T trial data"
 admin.site.index_title = "Trial administration"
 
 urlpatterns = [
+    path("admin/", include("summaries.admin")),  # a trial's summary page and its plots
     path("admin/", admin.site.urls),
     path("api/<version>/", include("trials.urls")),
     path("api/<version>/", include("patients.api.urls")),

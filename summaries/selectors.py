@@ -42,16 +42,19 @@ def primary_response_visit(trial: Trial) -> VisitRef | None:
     return VisitRef(visit.pk, visit.code, visit.target_day, visit.window_before_days, visit.window_after_days)
 
 
-def summary_analytes(trial: Trial) -> dict[str, float | None]:
-    """The analytes a summary reads (kinetics, counts, B cells, target antigens on blasts) and their LLOQ."""
+def summary_analytes(trial: Trial, extra: tuple[str, ...] = ()) -> dict[str, float | None]:
+    """The analytes a summary reads (kinetics, counts, B cells, target antigens on blasts, ``extra``) and their
+    LLOQ."""
     antigens = {a for p in Product.objects.filter(trial=trial) for a in p.target_antigens}
-    codes = [*KINETIC_ANALYTES, *(antigen_analyte(a) for a in sorted(antigens))]
+    codes = [*KINETIC_ANALYTES, *(antigen_analyte(a) for a in sorted(antigens)), *extra]
     return dict(Analyte.objects.filter(code__in=codes).values_list("code", "lloq"))
 
 
-def load_trial_records(*, user: Any, trial: Trial, cohort: Cohort | None = None) -> TrialRecords:
+def load_trial_records(*, user: Any, trial: Trial, cohort: Cohort | None = None,
+                       extra_analytes: tuple[str, ...] = ()) -> TrialRecords:
+    """Everything a summary reads (``extra_analytes``: more results to load, e.g. cytokines for a plot)."""
     subjects_qs = scoped_subjects(user=user, trial=trial, cohort=cohort)
-    lloq = summary_analytes(trial)
+    lloq = summary_analytes(trial, extra_analytes)
     subjects = _subjects(subjects_qs)
     by_id = {pk: records for pk, (records, _tz) in subjects.items()}
     for subject_id, fraction in _fractions(subjects_qs):
@@ -76,7 +79,7 @@ def _subjects(qs: QuerySet[Subject]) -> dict[int, tuple[SubjectRecords, zoneinfo
     rows = with_timeline(qs.select_related("site", "cohort"), subject="pk").order_by("code", "pk")
     return {s.pk: (SubjectRecords(code=s.code, site=s.site.code, cohort=s.cohort.code if s.cohort else None,
                                   sex=s.sex, age_years=s.age_at_consent, prior_hsct=s.prior_allo_hsct,
-                                  prior_car_t=s.prior_cart, timeline=Timeline.of(s.course_day0s)),  # type: ignore[attr-defined]
+                                  prior_car_t=s.prior_cart, timeline=Timeline.of(s.course_day0s)),
                    s.site.tzinfo) for s in rows}
 
 

@@ -106,6 +106,7 @@ def kaplan_meier(times: Sequence[TimeToEvent | None]) -> dict[str, Any]:
 
 def _at(fitter: Any, months: float) -> list[float | None]:
     """The survival estimate and its CI at ``months`` (the step function's value at the last time on or before)."""
-    estimate = fitter.survival_function_.loc[:months].iloc[-1, 0]
-    interval = fitter.confidence_interval_survival_function_.loc[:months].iloc[-1]
+    estimates, intervals = fitter.survival_function_, fitter.confidence_interval_survival_function_
+    estimate = estimates[estimates.index <= months].iloc[-1, 0]
+    interval = intervals[intervals.index <= months].iloc[-1]
     return [number(estimate), number(interval.iloc[0]), number(interval.iloc[1])]
