@@ -119,7 +119,6 @@ def _lane(axes: Any, lane: int, s: SubjectRecords, course: int) -> None:
 def kaplan_meier_curves(records: TrialRecords, course: int) -> Figure:
     """OS, EFS, LFS and DOR: Kaplan-Meier curves with censoring marks and numbers at risk."""
     from lifelines import KaplanMeierFitter
-    from lifelines.plotting import add_at_risk_counts
 
     rows = subject_rows(records, course)
     figure = Figure(figsize=(11, 9))
@@ -132,10 +131,21 @@ def kaplan_meier_curves(records: TrialRecords, course: int) -> Figure:
         fitter = KaplanMeierFitter(label=name.upper()).fit([t.days / DAYS_PER_MONTH for t in times],
                                                            [t.event for t in times])
         fitter.plot_survival_function(ax=axes, show_censors=True, ci_show=True)
-        add_at_risk_counts(fitter, ax=axes, fig=figure, rows_to_show=["At risk"])
+        at_risk_row(axes, [t.days / DAYS_PER_MONTH for t in times])
     figure.suptitle(f"{records.trial}: survival (course {course})")
     figure.tight_layout()
     return figure
+
+
+def at_risk_row(axes: Any, months: list[float]) -> None:
+    """Numbers at risk (subjects whose time is at or after the tick) under each tick of the time axis.
+    (lifelines' add_at_risk_counts does not run on pandas 3.)"""
+    ticks = [t for t in axes.get_xticks() if 0 <= t <= max(months)]
+    axes.set_xticks(ticks)
+    for tick in ticks:
+        axes.text(tick, -0.22, str(sum(1 for m in months if m >= tick)), transform=axes.get_xaxis_transform(),
+                  ha="center", fontsize="small", gid="at-risk")
+    axes.text(0, -0.3, "At risk", transform=axes.get_xaxis_transform(), ha="left", fontsize="small")
 
 
 PLOTS: dict[str, Callable[[TrialRecords, int], Figure]] = {

@@ -13,7 +13,7 @@ from patients.services import outcome, safety
 from tests.factories import at, days_ago, infused_subject
 from trials.models import Visit
 
-DAY0 = days_ago(60)
+DAY0 = days_ago(14)  # the factories measure, collect and release 20 to 18 days ago
 
 
 def day(n: int) -> dt.date:
@@ -21,7 +21,7 @@ def day(n: int) -> dt.date:
 
 
 def treated(world: Any, *, site: Any, coordinator: Any, investigator: Any, number: str) -> Any:
-    """An infused subject with CRS and tocilizumab, a D28 CR, a last contact and ten laboratory results."""
+    """An infused subject with CRS and tocilizumab, a D12 CR, a last contact and ten laboratory results."""
     subject = infused_subject(trial=world.trial, site=site, coordinator=coordinator, investigator=investigator,
                               day0=DAY0, screening_number=number)
     crs = safety.record_adverse_event(subject=subject, by=coordinator, data=safety.EventInput(
@@ -31,12 +31,12 @@ def treated(world: Any, *, site: Any, coordinator: Any, investigator: Any, numbe
                                  components={"max_temp_c": Decimal("39.0")})
     safety.record_medication(subject=subject, drug="tocilizumab", dose=Decimal(8), dose_unit="mg/kg", route="iv",
                              given_at=at(day(2), 22), by=coordinator, adverse_event=crs)
-    outcome.record_response(subject=subject, assessed_on=day(28), category="cr", by=coordinator,
-                            visit=world.trial.visits.get(code="D28"), marrow_blasts_pct=Decimal("1"))
-    outcome.record_follow_up(subject=subject, kind="last_contact", event_on=day(50), by=coordinator)
-    results = ((7, "CAR_QPCR", "20000", "copies/ug"), (14, "CAR_QPCR", "9000", "copies/ug"),
+    outcome.record_response(subject=subject, assessed_on=day(12), category="cr", by=coordinator,
+                            visit=world.trial.visits.get(code="D12"), marrow_blasts_pct=Decimal("1"))
+    outcome.record_follow_up(subject=subject, kind="last_contact", event_on=day(12), by=coordinator)
+    results = ((7, "CAR_QPCR", "20000", "copies/ug"), (12, "CAR_QPCR", "9000", "copies/ug"),
                (0, "ANC", "0.2", "10*9/L"), (7, "ANC", "0.6", "10*9/L"), (7, "PLT", "30", "10*9/L"),
-               (28, "CD19_B", "0.1", "%"), (1, "IL6", "150", "pg/mL"), (3, "IL6", "900", "pg/mL"),
+               (12, "CD19_B", "0.1", "%"), (1, "IL6", "150", "pg/mL"), (3, "IL6", "900", "pg/mL"),
                (3, "CRP", "120", "mg/L"), (3, "FERRITIN", "2500", "ng/mL"))
     rows = [ResultIn(source_ref=f"{subject.code}-{analyte}-{d}", subject=subject.code,
                      accession_number=f"A-{subject.code}-{d}-{specimen}", specimen=specimen,
@@ -48,9 +48,10 @@ def treated(world: Any, *, site: Any, coordinator: Any, investigator: Any, numbe
 
 
 @pytest.fixture
-def trial_with_d28(world):
-    Visit.objects.create(trial=world.trial, code="D28", name="Day 28", target_day=28, window_before_days=3,
-                         window_after_days=3, primary_response=True)
+def trial_with_d12(world):
+    """The primary response visit is D12 here (the factories' subjects were infused 14 days ago)."""
+    Visit.objects.create(trial=world.trial, code="D12", name="Day 12", target_day=12, window_before_days=2,
+                         window_after_days=2, primary_response=True)
     return world
 
 

@@ -11,8 +11,8 @@ pytestmark = pytest.mark.django_db
 
 
 @pytest.fixture
-def two_sites(trial_with_d28):
-    world = trial_with_d28
+def two_sites(trial_with_d12):
+    world = trial_with_d12
     mine = [treated(world, site=world.site_a, coordinator=world.coordinator, investigator=world.investigator,
                     number=f"A{n}") for n in range(2)]
     theirs = treated(world, site=world.site_b, coordinator=world.coordinator_b, investigator=world.investigator_b,
@@ -62,6 +62,8 @@ def test_each_plot_renders(two_sites, login, name, fmt):
         return
     svg = response.content.decode()
     assert svg.lstrip().startswith("<?xml") and "<svg" in svg
+    if name == "survival":  # censoring marks and numbers at risk
+        assert 'id="at-risk' in svg and "At risk" in svg
     per_subject = {"expansion": "subject-{}", "swimmer": "subject-{}", "cytokines": "episode-{}-1-IL6"}
     if name in per_subject:  # one element per subject of the caller's site, none for another site's
         assert all(per_subject[name].format(s.code) in svg for s in mine)

@@ -22,8 +22,8 @@ def summary_queries(world: Any) -> tuple[int, dict[str, Any]]:
     return len(queries), response.json()
 
 
-def test_a_summary_takes_as_many_queries_for_ten_subjects_as_for_two(trial_with_d28):
-    world = trial_with_d28
+def test_a_summary_takes_as_many_queries_for_ten_subjects_as_for_two(trial_with_d12):
+    world = trial_with_d12
     for n in range(2):
         treated(world, site=world.site_a, coordinator=world.coordinator, investigator=world.investigator,
                 number=f"A{n}")
@@ -37,8 +37,8 @@ def test_a_summary_takes_as_many_queries_for_ten_subjects_as_for_two(trial_with_
     assert ten == two
 
 
-def test_a_site_sees_only_its_own_subjects_figures(trial_with_d28):
-    world = trial_with_d28
+def test_a_site_sees_only_its_own_subjects_figures(trial_with_d12):
+    world = trial_with_d12
     mine = treated(world, site=world.site_a, coordinator=world.coordinator, investigator=world.investigator,
                    number="A1")
     theirs = treated(world, site=world.site_b, coordinator=world.coordinator_b, investigator=world.investigator_b,
@@ -52,14 +52,14 @@ def test_a_site_sees_only_its_own_subjects_figures(trial_with_d28):
     assert sorted(r["subject"] for r in everyone["subjects"]) == sorted([mine.code, theirs.code])
 
 
-def test_another_trial_is_not_found(trial_with_d28, world):
+def test_another_trial_is_not_found(trial_with_d12, world):
     response = api_client(world.coordinator).get("/api/v1/trials/NO-SUCH/summary/")
     assert (response.status_code, response.json()["code"]) == (404, "not_found")
 
 
 @pytest.mark.parametrize(("params", "field"), [({"cohort": "NOPE"}, "cohort"), ({"course": "3"}, "course"),
                                                ({"course": "first"}, "course")])
-def test_a_bad_cohort_or_course_is_refused_by_field(trial_with_d28, world, params, field):
+def test_a_bad_cohort_or_course_is_refused_by_field(trial_with_d12, world, params, field):
     for path in ("summary/", "summary/subjects.csv"):
         response = api_client(world.coordinator).get(f"/api/v1/trials/{world.trial.code}/{path}", params)
         assert response.status_code == 400
@@ -67,6 +67,6 @@ def test_a_bad_cohort_or_course_is_refused_by_field(trial_with_d28, world, param
         assert (body["code"], list(body["field_errors"])) == ("invalid", [field])
 
 
-def test_an_unknown_parameter_is_refused(trial_with_d28, world):
+def test_an_unknown_parameter_is_refused(trial_with_d12, world):
     response = api_client(world.coordinator).get(f"/api/v1/trials/{world.trial.code}/summary/", {"cohrot": "PED"})
     assert (response.status_code, response.json()["code"]) == (400, "unknown_parameter")
