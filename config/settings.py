@@ -69,6 +69,7 @@ INSTALLED_APPS = [
     "dataqueries",
     "idempotency",
     "exports",
+    "summaries",
     "procrastinate.contrib.django",  # background jobs on PostgreSQL (exports): no broker
     "axes",
 ]

@@ -11,6 +11,7 @@ admin.site.site_title = "CAR-T trial data"
 admin.site.index_title = "Trial administration"
 
 urlpatterns = [
+    path("admin/", include("summaries.admin")),  # a trial's summary page and its plots
     path("admin/", admin.site.urls),
     path("api/<version>/", include("trials.urls")),
     path("api/<version>/", include("patients.api.urls")),
@@ -20,6 +21,7 @@ urlpatterns = [
     path("api/<version>/", include("signatures.urls")),
     path("api/<version>/", include("dataqueries.urls")),
     path("api/<version>/", include("exports.urls")),
+    path("api/<version>/", include("summaries.urls")),
     path("api/schema/", SpectacularAPIView.as_view(api_version="v1"), name="schema"),
     # Split: the page loads its initialising script as a file of its own (no inline script for the CSP).
     path("api/docs/", SpectacularSwaggerSplitView.as_view(url_name="schema"), name="api-docs"),

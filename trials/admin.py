@@ -63,7 +63,8 @@ class CriterionInline(DesignInline):
 
 class VisitInline(DesignInline):
     model = Visit
-    fields = ["code", "name", "target_day", "window_before_days", "window_after_days", "expected_assays"]
+    fields = ["code", "name", "target_day", "window_before_days", "window_after_days", "expected_assays",
+              "primary_response"]
 
 
 @admin.register(Trial)

@@ -104,7 +104,8 @@ class RegimenSerializer(serializers.ModelSerializer):
 class VisitSerializer(serializers.ModelSerializer):
     class Meta:
         model = Visit
-        fields = ["code", "name", "target_day", "window_before_days", "window_after_days", "expected_assays"]
+        fields = ["code", "name", "target_day", "window_before_days", "window_after_days", "expected_assays",
+                  "primary_response"]
         read_only_fields = fields
 
 

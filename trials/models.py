@@ -404,10 +404,21 @@ class Visit(TimeStampedModel):
         models.CharField(max_length=30), blank=True, default=list,
         help_text="Analyte codes expected at this visit, e.g. CAR_QPCR,IL6,CRP.",
     )
+    primary_response = models.BooleanField(
+        "primary response visit", default=False,
+        help_text="The visit of the primary response assessment (e.g. D28); trial summaries report the response "
+                  "recorded at it. At most one per trial.",
+    )
 
     class Meta:
         ordering = ["trial__code", "target_day", "code"]
-        constraints = [models.UniqueConstraint(fields=["trial", "code"], name="visit_unique_code")]
+        constraints = [
+            models.UniqueConstraint(fields=["trial", "code"], name="visit_unique_code"),
+            models.UniqueConstraint(fields=["trial"], condition=Q(primary_response=True),
+                                    name="visit_one_primary_response",
+                                    violation_error_message="Only one visit of a trial is its primary response "
+                                                            "visit."),
+        ]
 
     def __str__(self) -> str:
         return f"{self.code} (day {self.target_day})"

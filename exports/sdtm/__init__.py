@@ -2,9 +2,10 @@
 variable metadata (define.csv).
 
 Datasets: DM, DS, SV (``special``), EX, CM (``interventions``), AE, SUPPAE, FA (``events``), LB, PC, RS
-(``findings``). Every dataset is a fixed number of queries, streamed row by row (``common.Context``), and
-every study day, course and visit comes from ``patients.timeline``: --DY counts from RFSTDTC, the first
-CAR-T infusion (day 0 of the protocol is SDTM day 1; the day before is -1).
+(``findings``), PP (``kinetics``: derived by the trial summary's functions). Every dataset is a fixed number
+of queries, streamed row by row (``common.Context``), and every study day, course and visit comes from
+``patients.timeline``: --DY counts from RFSTDTC, the first CAR-T infusion (day 0 of the protocol is SDTM day
+1; the day before is -1).
 """
 
 from __future__ import annotations
@@ -14,13 +15,13 @@ import io
 from collections.abc import Iterable, Iterator
 
 from exports.scope import ExportScope
-from exports.sdtm import events, findings, interventions, special
+from exports.sdtm import events, findings, interventions, kinetics, special
 from exports.sdtm.codes import number_text
 from exports.sdtm.common import Context, Dataset
 from exports.sdtm.xpt import Value, write_xpt
 
 DATASETS: tuple[Dataset, ...] = (*special.DATASETS[:2], *interventions.DATASETS, *events.DATASETS,
-                                 *findings.DATASETS, special.DATASETS[2])
+                                 *findings.DATASETS, *kinetics.DATASETS, special.DATASETS[2])
 FLUSH = 64 * 1024
 
 

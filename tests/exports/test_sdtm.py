@@ -132,7 +132,7 @@ def files(trial: Any) -> dict[str, bytes]:
 
 
 def test_the_export_lists_each_dataset_as_csv_and_xpt_with_its_metadata(files: Any) -> None:
-    domains = ["dm", "ds", "ex", "cm", "ae", "suppae", "fa", "lb", "pc", "rs", "sv"]
+    domains = ["dm", "ds", "ex", "cm", "ae", "suppae", "fa", "lb", "pc", "rs", "pp", "sv"]
     assert sorted(files) == sorted(["sdtm/define.csv"] + [f"sdtm/{d}.{ext}" for d in domains for ext in ("csv", "xpt")])
     define = table(files, "define")
     assert {r["DATASET"] for r in define} == {d.upper() for d in domains}
@@ -189,6 +189,26 @@ def test_a_reinfusion_course_has_its_own_ex_group_visits_and_keeps_counting_stud
     ds = of(table(files, "ds"), trial.reinf, DSDECOD="CAR-T INFUSION")
     assert [(r["DSTERM"], r["DSSTDY"]) for r in ds] == [("CAR-T INFUSION, COURSE 1", "1"),
                                                          ("CAR-T INFUSION, COURSE 2", "7")]
+
+
+def test_pp_has_cmax_tmax_and_auc_0_28_of_each_course(trial: Any, files: Any, tmp_path: Any) -> None:
+    # SPLIT: 52000 copies/ug on day 7, nothing quantified before: AUC (0,0)-(7,52000) = 7 x 26000 = 182000.
+    # REINF: course 2 starts on study day 6; '<LLOQ' on course day 1 (before Tmax: 0), 18000 on course day 7:
+    # AUC 1 x 0 + 6 x 9000 = 54000. Its first course has no sample (no parameter).
+    pp = table(files, "pp")
+    keys = ("PPGRPID", "PPTESTCD", "PPSTRESN", "PPSTRESU", "PPSTINT", "PPENINT")
+    assert [tuple(r[k] for k in keys) for r in of(pp, trial.split)] == [
+        ("COURSE 1", "CMAX", "52000", "copies/ug", "", ""), ("COURSE 1", "TMAX", "7", "day", "", ""),
+        ("COURSE 1", "AUCINT", "182000", "day*copies/ug", "P0D", "P28D")]
+    assert [(r["PPGRPID"], r["PPTESTCD"], r["PPSTRESN"], r["PPRFTDTC"]) for r in of(pp, trial.reinf)] == [
+        ("COURSE 2", "CMAX", "18000", str(D2)), ("COURSE 2", "TMAX", "7", str(D2)),
+        ("COURSE 2", "AUCINT", "54000", str(D2))]
+    assert [r["PPSEQ"] for r in of(pp, trial.split)] == ["1", "2", "3"]
+    path = tmp_path / "pp.xpt"
+    path.write_bytes(files["sdtm/pp.xpt"])
+    frame, meta = pyreadstat.read_xport(str(path))
+    assert meta.table_name == "PP"
+    assert sorted(frame["PPSTRESN"]) == [7.0, 7.0, 18000.0, 52000.0, 54000.0, 182000.0]
 
 
 def test_a_crs_episode_carries_its_astct_grade_and_its_assessments(trial: Any, files: Any) -> None:

@@ -118,7 +118,7 @@ class Command(AuditedCommand):
         RegimenAgent.objects.create(regimen=regimen, agent="cyclophosphamide", dose_mg_per_m2=250, days=[-5, -4, -3])
         for code, name, day, before, after, assays in VISITS:
             Visit.objects.create(trial=trial, code=code, name=name, target_day=day, window_before_days=before,
-                                 window_after_days=after, expected_assays=assays)
+                                 window_after_days=after, expected_assays=assays, primary_response=code == "D28")
         for kind, number, text in CRITERIA:
             EligibilityCriterion.objects.create(trial=trial, kind=kind, number=number, text=text)
         return trial, sites

@@ -1,0 +1,114 @@
+"""Load the records of a trial summary: the caller's subjects of the trial (and cohort) and, for them, the
+infusions, CRS/ICANS episodes with their medications, responses, follow-up events and the assay results the
+summary reads. One query per kind of record, whatever the number of subjects and results."""
+
+from __future__ import annotations
+
+import datetime as dt
+import zoneinfo
+from collections.abc import Iterable
+from typing import Any
+
+from django.db.models import QuerySet
+
+from assays.models import Analyte, Result
+from patients.models import AdverseEvent, ConcomitantMedication, FollowUp, Infusion, ResponseAssessment, Subject
+from patients.timeline import Timeline, local_date, with_timeline
+from summaries.definitions import KINETIC_ANALYTES, antigen_analyte
+from summaries.records import (
+    Assessment,
+    Episode,
+    Event,
+    Fraction,
+    Sample,
+    SubjectRecords,
+    TrialRecords,
+    VisitRef,
+)
+from trials.access import access_of
+from trials.models import Cohort, Product, Trial, Visit
+
+
+def scoped_subjects(*, user: Any, trial: Trial, cohort: Cohort | None = None) -> QuerySet[Subject]:
+    """The trial's subjects at the caller's sites (another site's subject is never counted)."""
+    qs = access_of(user).filter(Subject.objects.filter(trial=trial))
+    return qs if cohort is None else qs.filter(cohort=cohort)
+
+
+def primary_response_visit(trial: Trial) -> VisitRef | None:
+    visit = Visit.objects.filter(trial=trial, primary_response=True).first()
+    if visit is None:
+        return None
+    return VisitRef(visit.pk, visit.code, visit.target_day, visit.window_before_days, visit.window_after_days)
+
+
+def summary_analytes(trial: Trial, extra: tuple[str, ...] = ()) -> dict[str, float | None]:
+    """The analytes a summary reads (kinetics, counts, B cells, target antigens on blasts, ``extra``) and their
+    LLOQ."""
+    antigens = {a for p in Product.objects.filter(trial=trial) for a in p.target_antigens}
+    codes = [*KINETIC_ANALYTES, *(antigen_analyte(a) for a in sorted(antigens)), *extra]
+    return dict(Analyte.objects.filter(code__in=codes).values_list("code", "lloq"))
+
+
+def load_trial_records(*, user: Any, trial: Trial, cohort: Cohort | None = None,
+                       extra_analytes: tuple[str, ...] = ()) -> TrialRecords:
+    """Everything a summary reads (``extra_analytes``: more results to load, e.g. cytokines for a plot)."""
+    subjects_qs = scoped_subjects(user=user, trial=trial, cohort=cohort)
+    lloq = summary_analytes(trial, extra_analytes)
+    subjects = _subjects(subjects_qs)
+    by_id = {pk: records for pk, (records, _tz) in subjects.items()}
+    for subject_id, fraction in _fractions(subjects_qs):
+        by_id[subject_id].fractions.append(fraction)
+    for subject_id, episode in _episodes(subjects_qs):
+        by_id[subject_id].episodes.append(episode)
+    for row in ResponseAssessment.objects.filter(subject__in=subjects_qs).order_by("assessed_on", "pk").values_list(
+            "subject_id", "assessed_on", "visit_id", "category", "mrd_flow_pct"):
+        by_id[row[0]].assessments.append(Assessment(*row[1:]))
+    for subject_id, kind, on in FollowUp.objects.filter(subject__in=subjects_qs).order_by(
+            "event_on", "pk").values_list("subject_id", "kind", "event_on"):
+        by_id[subject_id].events.append(Event(kind, on))
+    zones = {pk: tz for pk, (_records, tz) in subjects.items()}
+    for subject_id, code, sample in _samples(subjects_qs, lloq, zones):
+        by_id[subject_id].samples.setdefault(code, []).append(sample)
+    return TrialRecords(trial=trial.code, cohort=cohort.code if cohort else None,
+                        mrd_negative_below_pct=trial.mrd_negative_below_pct,
+                        primary_visit=primary_response_visit(trial), lloq=lloq, subjects=list(by_id.values()))
+
+
+def _subjects(qs: QuerySet[Subject]) -> dict[int, tuple[SubjectRecords, zoneinfo.ZoneInfo]]:
+    rows = with_timeline(qs.select_related("site", "cohort"), subject="pk").order_by("code", "pk")
+    return {s.pk: (SubjectRecords(code=s.code, site=s.site.code, cohort=s.cohort.code if s.cohort else None,
+                                  sex=s.sex, age_years=s.age_at_consent, prior_hsct=s.prior_allo_hsct,
+                                  prior_car_t=s.prior_cart, timeline=Timeline.of(s.course_day0s)),
+                   s.site.tzinfo) for s in rows}
+
+
+def _fractions(subjects: QuerySet[Subject]) -> Iterable[tuple[int, Fraction]]:
+    rows = (Infusion.objects.filter(subject__in=subjects).order_by("course_number", "fraction_number")
+            .values_list("subject_id", "course_number", "fraction_number", "infused_on", "cells_per_kg",
+                         "lot__source", "lot__product__target_antigens"))
+    for subject_id, course, fraction, on, cells, source, antigens in rows:
+        yield subject_id, Fraction(course, fraction, on, float(cells), source, tuple(antigens))
+
+
+def _episodes(subjects: QuerySet[Subject]) -> Iterable[tuple[int, Episode]]:
+    events = list(AdverseEvent.objects.filter(subject__in=subjects, category__in=["crs", "icans"])
+                  .order_by("onset_on", "pk").values_list("pk", "subject_id", "category", "onset_on",
+                                                          "resolved_on", "grade"))
+    drugs: dict[int, set[str]] = {}
+    for event_id, drug in ConcomitantMedication.objects.filter(
+            adverse_event__subject__in=subjects, adverse_event__category__in=["crs", "icans"]
+    ).values_list("adverse_event_id", "drug"):
+        drugs.setdefault(event_id, set()).add(drug)
+    for pk, subject_id, category, onset, resolved, grade in events:
+        yield subject_id, Episode(category, onset, resolved, grade or 0, frozenset(drugs.get(pk, ())))
+
+
+def _samples(subjects: QuerySet[Subject], analytes: dict[str, float | None],
+             zones: dict[int, zoneinfo.ZoneInfo]) -> Iterable[tuple[int, str, Sample]]:
+    rows = (Result.objects.filter(subject__in=subjects, analyte__code__in=list(analytes), superseded=False)
+            .exclude(status=Result.Status.CANCELLED).order_by("draw__collected_at", "pk")
+            .values_list("subject_id", "analyte__code", "draw__collected_at", "value", "censored"))
+    for subject_id, code, collected_at, value, censored in rows:
+        on: dt.date = local_date(collected_at, zones[subject_id])  # type: ignore[assignment]
+        yield subject_id, code, Sample(on, value, censored)
