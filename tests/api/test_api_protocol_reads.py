@@ -103,9 +103,12 @@ def test_design_lists_show_codes(world):
 def test_visits_show_target_day_window_and_expected_assays(world):
     Visit.objects.create(trial=world.trial, code="D7", name="Day 7", target_day=7, window_before_days=1,
                          window_after_days=2, expected_assays=["CAR_QPCR", "CRP"])
+    Visit.objects.create(trial=world.trial, code="D28", name="Day 28", target_day=28, primary_response=True)
     body = results(api_client(world.coordinator).get(f"{TRIALS}{world.trial.code}/visits/"))
     assert body == [{"code": "D7", "name": "Day 7", "target_day": 7, "window_before_days": 1,
-                     "window_after_days": 2, "expected_assays": ["CAR_QPCR", "CRP"]}]
+                     "window_after_days": 2, "expected_assays": ["CAR_QPCR", "CRP"], "primary_response": False},
+                    {"code": "D28", "name": "Day 28", "target_day": 28, "window_before_days": 0,
+                     "window_after_days": 0, "expected_assays": [], "primary_response": True}]
 
 
 def test_a_monitor_reads_the_design_too(world):
