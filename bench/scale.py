@@ -5,7 +5,8 @@ primary-key lookup measured in the same run, with its query count and the plan o
     .venv/bin/python bench/scale.py --results 20000000          # the full size
     .venv/bin/python bench/scale.py --subjects 2000 --results 500000   # a quick run
 
-Builds a throwaway database (``cart_bench_scale`` on the embedded server, or $BENCH_DATABASE_URL): the demo
+Builds a throwaway database (``cart_bench_scale``, or $BENCH_SCALE_DATABASE, on the embedded server or on
+$BENCH_DATABASE_URL): the demo
 trial (``load_demo``), then ``--subjects`` subjects cloned by COPY from the demo's treated subject, spread over
 the trial's sites, one lab draw per 40 results (about one a day per subject) and ``--results`` results (COPY,
 audit triggers on; bench/export.py's builder). The demo's treated subject (BJ01-0001, with its whole course)
@@ -41,7 +42,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import export as export_bench  # noqa: E402  (bench/export.py: the builder's helpers and the export measure)
 
 ROOT = export_bench.ROOT
-DB_NAME = "cart_bench_scale"
+DB_NAME = os.environ.get("BENCH_SCALE_DATABASE", "cart_bench_scale")  # two runs at once need two names
 RESULTS_PER_DRAW = export_bench.RESULTS_PER_DRAW
 ANALYTES = export_bench.ANALYTES
 TEMPLATE = "BJ01-0001"
@@ -106,12 +107,17 @@ def build(subjects: int, results: int) -> dict[str, Any]:
 
 def _copy_draws(cursor: Any, table: str, owners: list[tuple[int, int]], draws: int,
                 user_id: int) -> list[tuple[int, int, int]]:
-    """One draw a day per subject from 1 June 2026 (round-robin over subjects); returns (id, subject, site)."""
+    """A draw a week per subject from 1 June 2026 (round-robin over subjects, each on a weekday of its own, so
+    that a day holds about a seventh of a week's draws); returns (id, subject, site)."""
     when, now = dt.datetime(2026, 6, 1, 8, tzinfo=dt.UTC), dt.datetime.now(dt.UTC)
+
+    def collected(d: int) -> dt.datetime:
+        return when + dt.timedelta(days=7 * (d // len(owners)) + d % len(owners) % 7)
+
     export_bench._copy(cursor, table, ["created_at", "updated_at", "subject_id", "site_id", "accession_number",
                                        "specimen", "collected_at", "visit_id", "recorded_by_id"],
-                       ((now, now, *owners[d % len(owners)], f"BX-{d:08d}", "pb",
-                         when + dt.timedelta(days=d // len(owners)), None, user_id) for d in range(draws)))
+                       ((now, now, *owners[d % len(owners)], f"BX-{d:08d}", "pb", collected(d), None, user_id)
+                        for d in range(draws)))
     cursor.execute(f"SELECT id, subject_id, site_id FROM {table} WHERE accession_number LIKE 'BX-%%' "
                    "ORDER BY accession_number")
     return list(cursor.fetchall())
@@ -147,17 +153,22 @@ def timed(run: Callable[[], Any], reps: int) -> tuple[float, Any]:
     return statistics.median(times), value
 
 
-def pk_lookup(reps: int) -> float:
+def pk_lookup(client: Any, reps: int) -> dict[str, Any]:
+    """The baselines: one result by primary key in SQL, and through the API (the same stack as every page)."""
     from django.db import connection
 
     from assays.models import Result
 
     with connection.cursor() as cursor:
-        cursor.execute(f"SELECT max(id) FROM {Result._meta.db_table}")
-        last = cursor.fetchone()[0]
+        cursor.execute(f"SELECT max(id) FROM {Result._meta.db_table} WHERE site_id = "
+                       f"(SELECT site_id FROM patients_subject WHERE code = %s)", [TEMPLATE])
+        middle = cursor.fetchone()[0] // 2
         sql = f"SELECT * FROM {Result._meta.db_table} WHERE id = %s"
-        ms, _ = timed(lambda: (cursor.execute(sql, [last // 2]), cursor.fetchall()), reps * 10)
-    return ms
+        sql_ms, _ = timed(lambda: (cursor.execute(sql, [middle]), cursor.fetchall()), reps * 10)
+    while not Result.objects.filter(pk=middle, site__code="BJ01").exists():
+        middle -= 1
+    return {"name": "baseline: a result by id", "sql_ms": sql_ms,
+            **measure_get(client, f"/api/v1/results/{middle}/", reps)}
 
 
 def explain(sql: str) -> tuple[list[str], list[str], list[str]]:
@@ -183,10 +194,22 @@ def measure_get(client: Any, url: str, reps: int) -> dict[str, Any]:
         return {"url": url, "status": response.status_code, "ms": ms}
     with CaptureQueriesContext(connection) as queries:
         client.get(url)
-    hot = max(queries.captured_queries, key=lambda q: float(q["time"]))
-    plan, indexes, seq = explain(hot["sql"])
-    return {"url": url, "status": 200, "ms": ms, "queries": len(queries), "hot_sql": hot["sql"], "plan": plan,
-            "indexes": indexes, "seq_scans": seq}
+    db_ms = sum(float(q["time"]) for q in queries.captured_queries) * 1000
+    # Every query that reads a large table is explained; the slowest (by its own execution time) is shown.
+    large = [q["sql"] for q in queries.captured_queries if any(f'"{t}"' in q["sql"] for t in LARGE_TABLES)]
+    plans = [(sql, *explain(sql)) for sql in large]
+    if not plans:
+        return {"url": url, "status": 200, "ms": ms, "db_ms": db_ms, "queries": len(queries), "hot_sql": "",
+                "plan": [], "indexes": [], "seq_scans": []}
+    hot_sql, plan, _, _ = max(plans, key=lambda p: execution_ms(p[1]))
+    return {"url": url, "status": 200, "ms": ms, "db_ms": db_ms, "queries": len(queries), "hot_sql": hot_sql,
+            "plan": plan, "indexes": sorted({i for p in plans for i in p[2]}),
+            "seq_scans": sorted({t for p in plans for t in p[3]})}
+
+
+def execution_ms(plan: list[str]) -> float:
+    found = [float(m.group(1)) for line in plan if (m := re.match(r"Execution Time: ([\d.]+) ms", line))]
+    return found[0] if found else 0.0
 
 
 def measure(reps: int, trial_code: str) -> dict[str, Any]:
@@ -208,7 +231,7 @@ def measure(reps: int, trial_code: str) -> dict[str, Any]:
     client.force_login(user)
     template = Subject.objects.get(code=TEMPLATE)
     clone = Subject.objects.filter(code__startswith="BX-", site_id=template.site_id).order_by("code")[7]
-    return {"pk_ms": pk_lookup(reps), "pages": [
+    return {"baseline": pk_lookup(client, reps), "pages": [
         {"group": "timeline", "name": name, **measure_get(client, url, reps)}
         for name, url in timeline_urls(template)] + [
         {"group": "results", "name": name, **measure_get(client, url, reps)}
@@ -228,11 +251,12 @@ def timeline_urls(subject: Any) -> list[tuple[str, str]]:
 
 
 def result_urls(subject: Any) -> list[tuple[str, str]]:
-    week = "collected_after=2026-06-08T00:00:00Z&collected_before=2026-06-15T00:00:00Z"
+    day = "collected_after=2026-06-03T00:00:00Z&collected_before=2026-06-04T00:00:00Z"
+    weeks = "collected_after=2026-06-01T00:00:00Z&collected_before=2026-06-15T00:00:00Z"
     return [("by subject", f"/api/v1/results/?subject={subject.code}"),
             ("by analyte", "/api/v1/results/?analyte=CRP"),
-            ("by date range (a week)", f"/api/v1/results/?{week}"),
-            ("subject+analyte+dates", f"/api/v1/results/?subject={subject.code}&analyte=CRP&{week}")]
+            ("by date range (a day)", f"/api/v1/results/?{day}"),
+            ("subject+analyte+2 weeks", f"/api/v1/results/?subject={subject.code}&analyte=CRP&{weeks}")]
 
 
 # HOOK (trial summaries, issue 14): the summaries app is built on another branch. Until it is merged this
@@ -245,16 +269,19 @@ def summary_url(trial_code: str) -> str:
 
 
 def report(measured: dict[str, Any], export: dict[str, Any] | None) -> None:
-    base = measured["pk_ms"]
-    print(f"Baseline: one results row by primary key, {base:.3f} ms (median).")
-    print(f"{'page / endpoint':<28} {'ms':>8} {'x pk':>8} {'queries':>7}  indexes of the slowest query")
+    baseline = measured["baseline"]
+    base = baseline["ms"]
+    print(f"Baseline: one result by primary key through the API {base:.1f} ms ({baseline['queries']} queries), "
+          f"in SQL alone {baseline['sql_ms']:.3f} ms (medians).")
+    print(f"{'page / endpoint':<28} {'ms':>8} {'x pk':>6} {'db ms':>7} {'queries':>7}  indexes used (large tables)")
     for page in measured["pages"]:
         if page["status"] != 200:
             note = "not available yet (summaries app): skipped" if page["group"] == "summary" else "FAILED"
             print(f"{page['name']:<28} HTTP {page['status']} {page['url']}: {note}")
             continue
         flag = f"  SEQ SCAN: {', '.join(page['seq_scans'])}" if page["seq_scans"] else ""
-        print(f"{page['name']:<28} {page['ms']:8.1f} {page['ms'] / base:8.0f} {page['queries']:7d}  "
+        print(f"{page['name']:<28} {page['ms']:8.1f} {page['ms'] / base:6.1f} {page['db_ms']:7.1f} "
+              f"{page['queries']:7d}  "
               f"{', '.join(page['indexes']) or '-'}{flag}")
     timeline = [p for p in measured["pages"] if p["group"] == "timeline" and p["status"] == 200]
     slowest = max(timeline, key=lambda p: p["ms"])
@@ -265,9 +292,9 @@ def report(measured: dict[str, Any], export: dict[str, Any] | None) -> None:
         print(f"CSV export (a worker's subprocess): {export['seconds']:.1f} s, peak RSS "
               f"{export['peak_rss_mb']:.0f} MB, peak Python {export['peak_python_mb']:.1f} MB, "
               f"{export['queries']} queries, {export['bytes']:,} bytes.")
-    print("\nPlans (EXPLAIN ANALYZE, BUFFERS) of each page's slowest query:")
-    for page in measured["pages"]:
-        if page["status"] == 200:
+    print("\nPlans (EXPLAIN ANALYZE, BUFFERS) of each page's slowest query on a large table:")
+    for page in [baseline, *measured["pages"]]:
+        if page["status"] == 200 and page["plan"]:
             sql = page["hot_sql"]
             sql = sql if len(sql) < 400 else f"{sql[:200]} ... {sql[-200:]}"
             print(f"\n-- {page['name']}: {page['url']}\n{sql}\n" + "\n".join(page["plan"]))
