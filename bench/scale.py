@@ -48,6 +48,9 @@ ANALYTES = export_bench.ANALYTES
 TEMPLATE = "BJ01-0001"
 LARGE_TABLES = ("assays_result", "assays_labdraw", "patients_subject", "assays_resultevent", "assays_labdrawevent")
 TIMELINE_TARGET_MS = 50.0
+# COPY in statements of this many rows, as ingestion batches arrive. One statement of 125,000 draws spent over
+# ten minutes in the statement-level signature-invalidation trigger (its transition table has no statistics).
+DRAWS_PER_COPY, RESULTS_PER_COPY = 10_000, 100_000
 
 
 def recreate_database(url: str) -> str:
@@ -114,10 +117,11 @@ def _copy_draws(cursor: Any, table: str, owners: list[tuple[int, int]], draws: i
     def collected(d: int) -> dt.datetime:
         return when + dt.timedelta(days=7 * (d // len(owners)) + d % len(owners) % 7)
 
-    export_bench._copy(cursor, table, ["created_at", "updated_at", "subject_id", "site_id", "accession_number",
-                                       "specimen", "collected_at", "visit_id", "recorded_by_id"],
-                       ((now, now, *owners[d % len(owners)], f"BX-{d:08d}", "pb", collected(d), None, user_id)
-                        for d in range(draws)))
+    for chunk in chunks(draws, DRAWS_PER_COPY):
+        export_bench._copy(cursor, table, ["created_at", "updated_at", "subject_id", "site_id", "accession_number",
+                                           "specimen", "collected_at", "visit_id", "recorded_by_id"],
+                           ((now, now, *owners[d % len(owners)], f"BX-{d:08d}", "pb", collected(d), None, user_id)
+                            for d in chunk))
     cursor.execute(f"SELECT id, subject_id, site_id FROM {table} WHERE accession_number LIKE 'BX-%%' "
                    "ORDER BY accession_number")
     return list(cursor.fetchall())
@@ -133,10 +137,15 @@ def _copy_results(cursor: Any, table: str, draws: list[tuple[int, int, int]], an
         return (draw, subject, site, analytes[r % len(analytes)], f"BX-{r}", f"{value:.1f}", "", value, "", "N",
                 None, "final", False, "", user_id, now)
 
-    export_bench._copy(cursor, table, ["draw_id", "subject_id", "site_id", "analyte_id", "source_ref",
-                                       "value_text", "unit_text", "value", "censored", "flag", "ctcae_grade",
-                                       "status", "superseded", "correction_reason", "recorded_by_id",
-                                       "recorded_at"], (result_row(r) for r in range(results)))
+    for chunk in chunks(results, RESULTS_PER_COPY):
+        export_bench._copy(cursor, table, ["draw_id", "subject_id", "site_id", "analyte_id", "source_ref",
+                                           "value_text", "unit_text", "value", "censored", "flag", "ctcae_grade",
+                                           "status", "superseded", "correction_reason", "recorded_by_id",
+                                           "recorded_at"], (result_row(r) for r in chunk))
+
+
+def chunks(total: int, size: int) -> list[range]:
+    return [range(start, min(start + size, total)) for start in range(0, total, size)]
 
 
 # --- measuring (in a subprocess: ``--measure``) ---------------------------------------------------------
