@@ -167,6 +167,10 @@ class ResultFilter(LabFilter):
     analyte = filters.CharFilter(field_name="analyte__code", help_text="Analyte code, e.g. CRP.")
     analyte__code = filters.CharFilter(field_name="analyte__code", help_text="Analyte code (kept for earlier "
                                                                              "clients; prefer `analyte`).")
+    collected_after = filters.IsoDateTimeFilter(field_name="draw__collected_at", lookup_expr="gte",
+                                                help_text="Drawn at or after this time (ISO 8601).")
+    collected_before = filters.IsoDateTimeFilter(field_name="draw__collected_at", lookup_expr="lt",
+                                                 help_text="Drawn before this time (ISO 8601).")
 
     class Meta:
         model = Result

@@ -111,6 +111,9 @@ class LabDraw(TimeStampedModel):
     class Meta:
         ordering = ["subject", "collected_at", "pk"]
         constraints = [models.UniqueConstraint(fields=["site", "accession_number"], name="labdraw_unique_accession")]
+        # Results by collection time (``?collected_after=&collected_before=``): without it every draw is read
+        # (a sequential scan in bench/scale.py's plans).
+        indexes = [models.Index(fields=["collected_at"], name="labdraw_collected_at")]
 
     def __str__(self) -> str:
         return f"{self.accession_number} ({self.get_specimen_display()}, {self.collected_at:%Y-%m-%d %H:%M})"

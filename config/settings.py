@@ -123,6 +123,15 @@ if os.environ.get("DATABASE_USER"):  # connect as the application's role (see ma
     DATABASES["default"]["USER"] = os.environ["DATABASE_USER"]
 if DATABASES["default"]["ENGINE"] != "django.db.backends.postgresql":
     raise ImproperlyConfigured("DATABASE_URL must point to PostgreSQL.")
+# Behind a transaction-mode pooler (PgBouncer pool_mode=transaction, DATABASE_POOL_MODE=transaction) each
+# transaction may run on another server connection: no cursor may outlive its transaction (Django's chunked
+# reads outside a transaction use WITH HOLD cursors) and psycopg must not prepare statements on a connection
+# it may not see again. DATABASE_DISABLE_SERVER_SIDE_CURSORS=1 sets the first alone.
+TRANSACTION_POOLING = os.environ.get("DATABASE_POOL_MODE", "session").strip().lower() == "transaction"
+DATABASES["default"]["DISABLE_SERVER_SIDE_CURSORS"] = TRANSACTION_POOLING or env_flag(
+    "DATABASE_DISABLE_SERVER_SIDE_CURSORS")
+if TRANSACTION_POOLING:
+    DATABASES["default"].setdefault("OPTIONS", {})["prepare_threshold"] = None
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 # Audit trail: event tables refuse UPDATE and DELETE (PostgreSQL triggers), whoever connects.

@@ -33,8 +33,6 @@ class Beacon:
     def __enter__(self) -> Beacon:
         self._conn = connection.get_new_connection(connection.get_connection_params())
         self._conn.autocommit = True
-        # Never wait long on the job's row (it may be held by the transaction that created it, e.g. in tests).
-        self._conn.execute("SET lock_timeout = '2s'")
         self._thread.start()
         return self
 
@@ -47,7 +45,11 @@ class Beacon:
         sql = (f"UPDATE {TABLE} SET {assignments}heartbeat_at = now() "
                "WHERE id = %s AND attempts = %s AND state = 'running'")
         try:
-            with self._lock:
+            with self._lock, self._conn.transaction():
+                # Never wait long on the job's row (it may be held by the transaction that created it, e.g. in
+                # tests). SET LOCAL: behind a transaction-mode pooler a session setting would outlive this
+                # transaction on a server connection that other clients use next.
+                self._conn.execute("SET LOCAL lock_timeout = '2s'")
                 self._conn.execute(sql, [*params, self.job_id, self.attempt])
         except Exception:  # progress is informative; a failed update must not fail the export
             logger.warning("Could not record the progress of export job %s", self.job_id, exc_info=True)
