@@ -51,7 +51,7 @@ def _utc(column: str) -> str:
             f"THEN '' ELSE to_char({utc}, '.US') END || 'Z')")
 
 
-def _float(column: str) -> str:
+def python_float_sql(column: str) -> str:
     """As Python's ``repr`` of a float. PostgreSQL's shortest form has the same digits but drops ``.0`` of a
     whole number and switches to an exponent from 1e15 (Python from 1e16); NaN and infinities are spelt apart."""
     digits = f"replace(split_part(abs({column})::text, 'e', 1), '.', '')"
@@ -79,8 +79,8 @@ def _columns() -> list[tuple[str, str, str]]:
     }
     formats: dict[str, Callable[[str], str]] = {
         "record": _integer, "study_day": _integer, "cdisc_study_day": _integer, "course_number": _integer,
-        "course_day": _integer, "draw": _integer, "ctcae_grade": _integer, "value": _float, "superseded": _boolean,
-        "recorded_at": _utc}
+        "course_day": _integer, "draw": _integer, "ctcae_grade": _integer, "value": python_float_sql,
+        "superseded": _boolean, "recorded_at": _utc}
     return [(name, sql, formats.get(name, _text)(f"q.{name}")) for name, sql in stored.items()]
 
 
