@@ -309,6 +309,7 @@ def run(args: argparse.Namespace) -> None:
         for _ in range(args.reps):  # A B A B ...
             for name in runs:
                 runs[name].append(child(env, "--measure", name, "--trial", facts["trial"], *probe))
+                print(f"  measured {name}: {runs[name][-1]['seconds']:.2f} s", flush=True)
         baseline = statistics.median(r["seconds"] for r in runs["COPY"])
         print(f"{args.reps} rounds, medians; rows/s counts the {args.results:,} results whatever the format writes.")
         for name, measured in runs.items():

@@ -95,10 +95,10 @@ def results_sql(scope: ExportScope, names: list[str]) -> str:
         raise ValueError(f"The SQL of the {FORM_NAME} form does not have the form's columns: {names}")
     selected = "" if scope.subject_ids is None else f" AND s.id = ANY({_ids(scope.subject_ids)})"
     return (
-        f"WITH subj AS MATERIALIZED (SELECT s.id, s.code, st.code AS site_code, st.time_zone, "
-        f"{day0s_sql('s.id')} AS day0s FROM {Subject._meta.db_table} s JOIN {Site._meta.db_table} st "
-        f"ON st.id = s.site_id WHERE s.trial_id = {int(scope.trial.pk)} AND s.site_id = ANY({_ids(scope.site_ids)})"
-        f"{selected}) "
+        f"WITH subj AS MATERIALIZED (SELECT s.id, s.code, row_number() OVER (ORDER BY s.code) AS rank, "
+        f"st.code AS site_code, st.time_zone, {day0s_sql('s.id')} AS day0s FROM {Subject._meta.db_table} s "
+        f"JOIN {Site._meta.db_table} st ON st.id = s.site_id WHERE s.trial_id = {int(scope.trial.pk)} "
+        f"AND s.site_id = ANY({_ids(scope.site_ids)}){selected}) "
         f"SELECT {', '.join(text for _name, _stored, text in columns)} FROM ("
         f"SELECT {', '.join(f'{stored} AS {name}' for name, stored, _text in columns)} "
         f"FROM {Result._meta.db_table} r "
@@ -107,7 +107,7 @@ def results_sql(scope: ExportScope, names: list[str]) -> str:
         f"ON v.id = d.visit_id "
         f"CROSS JOIN LATERAL (SELECT (d.collected_at AT TIME ZONE subj.time_zone)::date AS day) t "
         f"CROSS JOIN LATERAL (SELECT {course_number_sql('subj.day0s', 't.day')} AS n OFFSET 0) c "
-        f"ORDER BY subj.code, d.collected_at, r.id) q")
+        f"ORDER BY subj.rank, d.collected_at, r.id) q")
 
 
 def results_chunks(names: list[str], scope: ExportScope) -> Iterator[bytes]:
