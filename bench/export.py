@@ -33,6 +33,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 DB_NAME = "cart_bench_export"
 RESULTS_PER_DRAW = 40
+FILES_SHOWN = 5  # the slowest files of each format, timed one by one
 ANALYTES = ("CRP", "IL6", "FERRITIN", "ANC", "PLT", "ALT", "CAR_QPCR", "HGB")
 
 
@@ -183,12 +184,15 @@ def measure_format(code: str, trial_code: str, with_probe: bool) -> dict[str, An
     user = get_user_model().objects.get(username="dm")
     job = create_export_job(by=user, trial=Trial.objects.get(code=trial_code), format_code=code, enqueue=False)
     start = time.perf_counter()
+    marks: list[float] = []  # when the files were listed, then when each was written
     with CaptureQueriesContext(connection) as queries:
-        job = run_export_job(job.pk)
+        job = run_export_job(job.pk, on_progress=lambda _done, _total: marks.append(time.perf_counter()))
     seconds = time.perf_counter() - start
     if job.state != "done":
         raise SystemExit(f"{code}: {job.error}")
-    return {"seconds": seconds, "bytes": job.size, "queries": len(queries), **_memory()}
+    names = [f["name"] for f in job.manifest["files"]]
+    files = {name: end - begin for name, begin, end in zip(names, marks, marks[1:], strict=False)}
+    return {"seconds": seconds, "bytes": job.size, "queries": len(queries), "files": files, **_memory()}
 
 
 def _memory() -> dict[str, float]:
@@ -254,6 +258,14 @@ def report(name: str, runs: list[dict[str, Any]], results: int, baseline: float 
           f"peak RSS {max(r['peak_rss_mb'] for r in runs):7.1f} MB  peak Python "
           f"{max(r['peak_python_mb'] for r in runs):6.1f} MB  queries {max(r['queries'] for r in runs):4d}  "
           f"{runs[-1]['bytes']:,} bytes")
+    files: dict[str, list[float]] = {}
+    for measured in runs:
+        for file, file_seconds in measured.get("files", {}).items():
+            files.setdefault(file, []).append(file_seconds)
+    slowest = sorted(((statistics.median(times), file) for file, times in files.items()), reverse=True)
+    for file_seconds, file in slowest[:FILES_SHOWN]:
+        ratio = f"{100 * baseline / file_seconds:6.1f}% of COPY" if baseline else ""
+        print(f"  {file:<30} {file_seconds:8.2f} s {results / file_seconds:12,.0f} rows/s {ratio}")
 
 
 def main() -> None:
@@ -297,6 +309,7 @@ def run(args: argparse.Namespace) -> None:
         for _ in range(args.reps):  # A B A B ...
             for name in runs:
                 runs[name].append(child(env, "--measure", name, "--trial", facts["trial"], *probe))
+                print(f"  measured {name}: {runs[name][-1]['seconds']:.2f} s", flush=True)
         baseline = statistics.median(r["seconds"] for r in runs["COPY"])
         print(f"{args.reps} rounds, medians; rows/s counts the {args.results:,} results whatever the format writes.")
         for name, measured in runs.items():

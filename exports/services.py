@@ -46,6 +46,8 @@ EXPORT_ROLES = frozenset({Role.DATA_MANAGER, Role.MONITOR})
 CASEBOOK = "casebook"
 CASEBOOK_ROLES = EXPORT_ROLES | {Role.COORDINATOR, Role.INVESTIGATOR}
 MANIFEST_VERSION = 1
+# The largest files are sorted by PostgreSQL (a million results: some 200 MB of rows): in memory, not on disk.
+EXPORT_WORK_MEM = "256MB"
 
 
 @dataclass(frozen=True)
@@ -245,6 +247,7 @@ def _write(job_id: int, partial: Path, beacon: Beacon) -> _Written:
         if not nested:  # inside a caller's transaction (a test's), that one's snapshot is used
             with connection.cursor() as cursor:
                 cursor.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+                cursor.execute(f"SET LOCAL work_mem = '{EXPORT_WORK_MEM}'")
         with connection.cursor() as cursor:
             cursor.execute("SELECT now()")
             snapshot_at: dt.datetime = cursor.fetchone()[0]

@@ -51,7 +51,7 @@ def _utc(column: str) -> str:
             f"THEN '' ELSE to_char({utc}, '.US') END || 'Z')")
 
 
-def _float(column: str) -> str:
+def python_float_sql(column: str) -> str:
     """As Python's ``repr`` of a float. PostgreSQL's shortest form has the same digits but drops ``.0`` of a
     whole number and switches to an exponent from 1e15 (Python from 1e16); NaN and infinities are spelt apart."""
     digits = f"replace(split_part(abs({column})::text, 'e', 1), '.', '')"
@@ -79,8 +79,8 @@ def _columns() -> list[tuple[str, str, str]]:
     }
     formats: dict[str, Callable[[str], str]] = {
         "record": _integer, "study_day": _integer, "cdisc_study_day": _integer, "course_number": _integer,
-        "course_day": _integer, "draw": _integer, "ctcae_grade": _integer, "value": _float, "superseded": _boolean,
-        "recorded_at": _utc}
+        "course_day": _integer, "draw": _integer, "ctcae_grade": _integer, "value": python_float_sql,
+        "superseded": _boolean, "recorded_at": _utc}
     return [(name, sql, formats.get(name, _text)(f"q.{name}")) for name, sql in stored.items()]
 
 
@@ -95,10 +95,10 @@ def results_sql(scope: ExportScope, names: list[str]) -> str:
         raise ValueError(f"The SQL of the {FORM_NAME} form does not have the form's columns: {names}")
     selected = "" if scope.subject_ids is None else f" AND s.id = ANY({_ids(scope.subject_ids)})"
     return (
-        f"WITH subj AS MATERIALIZED (SELECT s.id, s.code, st.code AS site_code, st.time_zone, "
-        f"{day0s_sql('s.id')} AS day0s FROM {Subject._meta.db_table} s JOIN {Site._meta.db_table} st "
-        f"ON st.id = s.site_id WHERE s.trial_id = {int(scope.trial.pk)} AND s.site_id = ANY({_ids(scope.site_ids)})"
-        f"{selected}) "
+        f"WITH subj AS MATERIALIZED (SELECT s.id, s.code, row_number() OVER (ORDER BY s.code) AS rank, "
+        f"st.code AS site_code, st.time_zone, {day0s_sql('s.id')} AS day0s FROM {Subject._meta.db_table} s "
+        f"JOIN {Site._meta.db_table} st ON st.id = s.site_id WHERE s.trial_id = {int(scope.trial.pk)} "
+        f"AND s.site_id = ANY({_ids(scope.site_ids)}){selected}) "
         f"SELECT {', '.join(text for _name, _stored, text in columns)} FROM ("
         f"SELECT {', '.join(f'{stored} AS {name}' for name, stored, _text in columns)} "
         f"FROM {Result._meta.db_table} r "
@@ -107,7 +107,7 @@ def results_sql(scope: ExportScope, names: list[str]) -> str:
         f"ON v.id = d.visit_id "
         f"CROSS JOIN LATERAL (SELECT (d.collected_at AT TIME ZONE subj.time_zone)::date AS day) t "
         f"CROSS JOIN LATERAL (SELECT {course_number_sql('subj.day0s', 't.day')} AS n OFFSET 0) c "
-        f"ORDER BY subj.code, d.collected_at, r.id) q")
+        f"ORDER BY subj.rank, d.collected_at, r.id) q")
 
 
 def results_chunks(names: list[str], scope: ExportScope) -> Iterator[bytes]:

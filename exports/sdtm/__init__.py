@@ -12,10 +12,10 @@ from __future__ import annotations
 
 import csv
 import io
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 
 from exports.scope import ExportScope
-from exports.sdtm import events, findings, interventions, kinetics, special
+from exports.sdtm import events, findings, interventions, kinetics, lb_sql, special
 from exports.sdtm.codes import number_text
 from exports.sdtm.common import Context, Dataset
 from exports.sdtm.xpt import Value, write_xpt
@@ -23,6 +23,7 @@ from exports.sdtm.xpt import Value, write_xpt
 DATASETS: tuple[Dataset, ...] = (*special.DATASETS[:2], *interventions.DATASETS, *events.DATASETS,
                                  *findings.DATASETS, *kinetics.DATASETS, special.DATASETS[2])
 FLUSH = 64 * 1024
+Writer = Callable[[Context], Iterator[bytes]]
 
 
 def csv_row(row: Iterable[Value]) -> list[Value]:
@@ -44,12 +45,28 @@ def _csv(header: Iterable[str], rows: Iterable[Iterable[Value]]) -> Iterator[byt
     yield buffer.getvalue().encode("utf-8")
 
 
+# Datasets whose files are written from SQL (the largest), byte for byte as the generic writers write them.
+FROM_SQL: dict[str, tuple[Writer, Writer]] = {"LB": (lb_sql.csv_chunks, lb_sql.xpt_chunks)}
+
+
 def csv_chunks(dataset: Dataset, scope: ExportScope) -> Iterator[bytes]:
     """The dataset as CSV: a header of variable names, then one line per record (full UTF-8 text)."""
-    return _csv([v.name for v in dataset.variables], dataset.rows(Context(scope)))
+    if dataset.name in FROM_SQL:
+        return FROM_SQL[dataset.name][0](Context(scope))
+    return generic_csv_chunks(dataset, scope)
 
 
 def xpt_chunks(dataset: Dataset, scope: ExportScope) -> Iterator[bytes]:
+    if dataset.name in FROM_SQL:
+        return FROM_SQL[dataset.name][1](Context(scope))
+    return generic_xpt_chunks(dataset, scope)
+
+
+def generic_csv_chunks(dataset: Dataset, scope: ExportScope) -> Iterator[bytes]:
+    return _csv([v.name for v in dataset.variables], dataset.rows(Context(scope)))
+
+
+def generic_xpt_chunks(dataset: Dataset, scope: ExportScope) -> Iterator[bytes]:
     return write_xpt(dataset.name, dataset.label, dataset.variables, dataset.rows(Context(scope)))
 
 

@@ -1,0 +1,263 @@
+"""LB written from one SQL query: the CSV by ``COPY (SELECT ...) TO STDOUT``, the XPT from a server-side cursor
+whose character variables come blank-padded to their widths. Byte for byte the files ``findings.lb_rows``
+gives through the generic writers (tests/exports/test_sdtm_sql.py compares them).
+
+What Python knows and PostgreSQL does not is computed first and sent with the query as arrays: the subjects
+(USUBJID, sort rank, first exposure, sex and age), the analyte catalogue in SDTM form (``codes.catalogue``),
+the reference range of each analyte for each (sex, age) of the subjects (``codes.Test.range_for``), the
+protocol visit of each (subject, local date) with a lab draw (``Context.visit``, from ``patients.timeline``),
+and the standard text of the few non-numeric results whose text is not printable ASCII (``str.strip().upper()``).
+Study days come from ``patients.timeline``'s SQL form. The rest is per row: the texts of ``findings._lb_items``,
+LBSEQ and LBLOBXFL as window functions over the dataset's order, numbers as ``codes.number_text`` writes them.
+
+PostgreSQL quotes a CSV field holding a carriage return, the csv module (lines ended by LF) does not: a line
+PostgreSQL quoted (one holding a double quote) is written again by the csv module.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+from collections.abc import Iterable, Iterator, Sequence
+from typing import Any
+
+from django.db import connection
+
+from assays.models import LabDraw, Result
+from exports.formats.csv_results import python_float_sql
+from exports.sdtm.codes import SPECIMEN, catalogue
+from exports.sdtm.common import CHUNK, Context, subject_key
+from exports.sdtm.findings import CANCELLED, DATASETS, LB_VARIABLES, NRIND, PC_ANALYTES
+from exports.sdtm.xpt import Variable, ascii_text, header, ibm_float
+from patients.timeline import cdisc_study_day_sql, day0s_sql
+
+LB = DATASETS[0]
+FLUSH = 64 * 1024
+PRINTABLE_ASCII = "^[ -~]*$"  # texts PostgreSQL strips and upper-cases exactly as Python does
+
+
+def number_sql(column: str) -> str:
+    """As ``codes.number_text``: whole numbers below 1e15 without ".0", others as Python's ``repr``."""
+    return (f"(CASE WHEN {column} = trunc({column}) AND abs({column}) < 1e15 THEN {column}::bigint::text "
+            f"ELSE {python_float_sql(column)} END)")
+
+
+def _case(column: str, mapping: dict[str, str], default: str) -> str:
+    whens = " ".join(f"WHEN {_literal(k)} THEN {_literal(v)}" for k, v in mapping.items())
+    return f"(CASE {column} {whens} ELSE {default} END)"
+
+
+def _literal(text: str) -> str:
+    return "'" + text.replace("'", "''") + "'"
+
+
+# SQL of each LB variable, in LB_VARIABLES' order: text (NULL for none) for Char, a number for Num.
+DONE = f"(r.status <> {_literal(CANCELLED)})"
+MEASURED = f"({DONE} AND r.value IS NOT NULL)"
+BASELINE_CANDIDATE = f"({DONE} AND (t.day <= subj.first_exposure) IS TRUE)"
+GROUP = "subj.rank, cat.rank"
+ORDER = "d.collected_at, r.id"
+STANDARD = (f"(CASE WHEN r.value IS NULL THEN COALESCE(std.text, upper(btrim(r.value_text, ' '))) "
+            f"WHEN r.censored <> '' THEN r.censored || {number_sql('r.value')} ELSE {number_sql('r.value')} END)")
+DTC = ("(to_char(t.lt, 'YYYY-MM-DD\"T\"HH24:MI') || CASE WHEN floor(date_part('second', t.lt)) <> 0 "
+       "THEN to_char(t.lt, ':SS') ELSE '' END)")
+EXPRESSIONS: dict[str, str] = {
+    "STUDYID": "%(studyid)s::text", "DOMAIN": "'LB'", "USUBJID": "subj.usubjid",
+    "LBSEQ": f"row_number() OVER (PARTITION BY subj.rank ORDER BY cat.rank, {ORDER})",
+    "LBREFID": "d.accession_number", "LBTESTCD": "cat.testcd", "LBTEST": "cat.name",
+    "LBORRES": f"(CASE WHEN {DONE} THEN r.value_text END)", "LBORRESU": f"(CASE WHEN {DONE} THEN r.unit_text END)",
+    "LBSTRESC": f"(CASE WHEN {DONE} THEN {STANDARD} END)",
+    "LBSTRESN": f"(CASE WHEN {MEASURED} AND r.censored = '' THEN r.value END)",
+    "LBSTRESU": f"(CASE WHEN {MEASURED} THEN cat.unit END)",
+    "LBSTNRLO": f"(CASE WHEN {MEASURED} THEN rng.low END)", "LBSTNRHI": f"(CASE WHEN {MEASURED} THEN rng.high END)",
+    "LBNRIND": f"(CASE WHEN {DONE} THEN {_case('r.flag', NRIND, 'NULL')} END)",
+    "LBSTAT": f"(CASE WHEN NOT {DONE} THEN 'NOT DONE' END)",
+    "LBREASND": f"(CASE WHEN NOT {DONE} THEN 'CANCELLED BY THE LABORATORY' END)",
+    "LBLOINC": "cat.loinc", "LBSPEC": _case("d.specimen", SPECIMEN, "upper(d.specimen)"),
+    # The last result before exposure of each (subject, test): the running count of candidates reaches their total.
+    "LBLOBXFL": (f"(CASE WHEN {BASELINE_CANDIDATE} AND count(*) FILTER (WHERE {BASELINE_CANDIDATE}) OVER "
+                 f"(PARTITION BY {GROUP} ORDER BY {ORDER}) = count(*) FILTER (WHERE {BASELINE_CANDIDATE}) OVER "
+                 f"(PARTITION BY {GROUP}) THEN 'Y' END)"),
+    "LBTOX": "(CASE WHEN r.ctcae_grade IS NOT NULL THEN cat.tox END)", "LBTOXGR": "r.ctcae_grade::text",
+    "VISITNUM": "vis.visitnum", "VISIT": "vis.visit", "LBDTC": DTC,
+    "LBDY": cdisc_study_day_sql("subj.day0s", "t.day"),
+}
+
+
+def _from_where() -> str:
+    return (
+        "FROM subj JOIN " + Result._meta.db_table + " r ON r.subject_id = subj.id AND NOT r.superseded "
+        "JOIN cat ON cat.id = r.analyte_id JOIN " + LabDraw._meta.db_table + " d ON d.id = r.draw_id "
+        "CROSS JOIN LATERAL (SELECT d.collected_at AT TIME ZONE subj.tz AS lt) l "
+        "CROSS JOIN LATERAL (SELECT l.lt, l.lt::date AS day) t "
+        "LEFT JOIN rng ON rng.analyte_id = r.analyte_id AND rng.profile = subj.profile "
+        "LEFT JOIN vis ON vis.subject_id = subj.id AND vis.day = t.day "
+        "LEFT JOIN std ON std.value_text = r.value_text AND r.value IS NULL "
+    )
+
+
+WITH = (
+    "WITH subj AS MATERIALIZED (SELECT u.*, " + day0s_sql("u.id") + " AS day0s FROM unnest(%(s_id)s::bigint[], "
+    "%(s_rank)s::int[], %(s_usubjid)s::text[], %(s_tz)s::text[], %(s_first)s::date[], %(s_profile)s::int[]) "
+    "AS u(id, rank, usubjid, tz, first_exposure, profile)), "
+    "cat AS (SELECT * FROM unnest(%(c_id)s::bigint[], %(c_rank)s::int[], %(c_testcd)s::text[], %(c_name)s::text[], "
+    "%(c_unit)s::text[], %(c_loinc)s::text[], %(c_tox)s::text[]) AS c(id, rank, testcd, name, unit, loinc, tox)), "
+    "rng AS (SELECT * FROM unnest(%(r_analyte)s::bigint[], %(r_profile)s::int[], %(r_low)s::float8[], "
+    "%(r_high)s::float8[]) AS g(analyte_id, profile, low, high)), "
+    "vis AS (SELECT * FROM unnest(%(v_subject)s::bigint[], %(v_day)s::date[], %(v_num)s::int[], %(v_name)s::text[]) "
+    "AS v(subject_id, day, visitnum, visit)), "
+    "std AS (SELECT * FROM unnest(%(t_value)s::text[], %(t_text)s::text[]) AS x(value_text, text)) "
+)
+
+
+def _text_sql(variable: Variable) -> str:
+    """The variable as the csv module writes it: NULL for an empty text, numbers as ``number_text``."""
+    expression = EXPRESSIONS[variable.name]
+    if variable.numeric:
+        return expression if variable.name in ("LBSEQ", "VISITNUM", "LBDY") else number_sql(expression)
+    return f"NULLIF({expression}, '')"
+
+
+def csv_sql() -> str:
+    columns = ", ".join(f"{_text_sql(v)} AS {v.name.lower()}" for v in LB_VARIABLES)
+    return f"{WITH}SELECT {columns} {_from_where()}ORDER BY subj.rank, cat.rank, {ORDER}"
+
+
+def _runs(variables: Sequence[Variable]) -> list[list[Variable]]:
+    """Consecutive variables grouped: each character run becomes one blank-padded text, each number alone."""
+    runs: list[list[Variable]] = []
+    for variable in variables:
+        if runs and not variable.numeric and not runs[-1][-1].numeric:
+            runs[-1].append(variable)
+        else:
+            runs.append([variable])
+    return runs
+
+
+def xpt_sql() -> str:
+    parts = []
+    for run in _runs(LB_VARIABLES):
+        if run[0].numeric:
+            parts.append(EXPRESSIONS[run[0].name])
+        else:
+            parts.append(" || ".join(f"rpad(COALESCE({EXPRESSIONS[v.name]}, ''), {v.length})" for v in run))
+    return f"{WITH}SELECT {', '.join(parts)} {_from_where()}ORDER BY subj.rank, cat.rank, {ORDER}"
+
+
+# --- what Python sends -------------------------------------------------------------------------------
+
+
+def _visit_days(ctx: Context, subject_ids: list[int]) -> dict[str, list[Any]]:
+    """The protocol visit of each (subject, site-local date) with a lab draw (one query)."""
+    out: dict[str, list[Any]] = {"v_subject": [], "v_day": [], "v_num": [], "v_name": []}
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT DISTINCT d.subject_id, (d.collected_at AT TIME ZONE u.tz)::date FROM "
+            f"{LabDraw._meta.db_table} d JOIN unnest(%s::bigint[], %s::text[]) AS u(id, tz) ON u.id = d.subject_id",
+            [subject_ids, [ctx.subjects[pk].tz.key for pk in subject_ids]])
+        for subject_id, day in cursor.fetchall():
+            visitnum, visit = ctx.visit(ctx.subjects[subject_id], day)
+            if visitnum is not None:
+                out["v_subject"].append(subject_id)
+                out["v_day"].append(day)
+                out["v_num"].append(visitnum)
+                out["v_name"].append(visit)
+    return out
+
+
+def _standard_texts(subject_ids: list[int]) -> dict[str, list[Any]]:
+    """``str.strip().upper()`` of the non-numeric result texts that are not printable ASCII (one query)."""
+    with connection.cursor() as cursor:
+        cursor.execute(f"SELECT DISTINCT value_text FROM {Result._meta.db_table} WHERE subject_id = ANY(%s) "
+                       "AND value IS NULL AND value_text !~ %s", [subject_ids, PRINTABLE_ASCII])
+        texts = [text for (text,) in cursor.fetchall()]
+    return {"t_value": texts, "t_text": [text.strip().upper() for text in texts]}
+
+
+def params(ctx: Context) -> dict[str, Any]:
+    """The query's parameters: subjects, catalogue, ranges, visits and standard texts (see the docstring)."""
+    subjects = sorted(ctx.subjects.values(), key=subject_key)
+    profiles: dict[tuple[str, int | None], int] = {}
+    for s in subjects:
+        profiles.setdefault((s.sex, s.age), len(profiles))
+    tests = {pk: t for pk, t in catalogue().items() if t.code not in PC_ANALYTES}
+    ranked = sorted(tests, key=lambda pk: tests[pk].code)
+    ranges = [(pk, profile, *tests[pk].range_for(sex, age)) for pk in ranked
+              for (sex, age), profile in profiles.items()]
+    ids = [s.id for s in subjects]
+    return {
+        "studyid": ctx.studyid, "s_id": ids, "s_rank": list(range(len(subjects))),
+        "s_usubjid": [s.usubjid for s in subjects], "s_tz": [s.tz.key for s in subjects],
+        "s_first": [s.first_exposure for s in subjects], "s_profile": [profiles[(s.sex, s.age)] for s in subjects],
+        "c_id": ranked, "c_rank": list(range(len(ranked))), "c_testcd": [tests[pk].testcd for pk in ranked],
+        "c_name": [tests[pk].name for pk in ranked], "c_unit": [tests[pk].unit for pk in ranked],
+        "c_loinc": [tests[pk].loinc for pk in ranked], "c_tox": [tests[pk].toxicity for pk in ranked],
+        "r_analyte": [r[0] for r in ranges], "r_profile": [r[1] for r in ranges], "r_low": [r[2] for r in ranges],
+        "r_high": [r[3] for r in ranges], **_visit_days(ctx, ids), **_standard_texts(ids),
+    }
+
+
+# --- the files ---------------------------------------------------------------------------------------
+
+
+def _requoted(line: bytes) -> bytes:
+    """A line PostgreSQL quoted, as the csv module writes it."""
+    buffer = io.StringIO()
+    csv.writer(buffer, lineterminator="\n").writerow(next(csv.reader(io.StringIO(line.decode(), newline=""))))
+    return buffer.getvalue().encode()
+
+
+def csv_chunks(ctx: Context) -> Iterator[bytes]:
+    """LB as CSV (``exports.sdtm.csv_chunks``' file)."""
+    head = io.StringIO()
+    csv.writer(head, lineterminator="\n").writerow([v.name for v in LB_VARIABLES])
+    yield head.getvalue().encode()
+    query = f"COPY ({csv_sql()}) TO STDOUT (FORMAT csv)"
+    with connection.cursor() as cursor, cursor.cursor.copy(query, params(ctx)) as copy:
+        lines: list[bytes] = []
+        size = 0
+        for block in copy:  # one line per block
+            line = bytes(block)
+            lines.append(_requoted(line) if b'"' in line else line)
+            size += len(line)
+            if size >= FLUSH:
+                yield b"".join(lines)
+                lines, size = [], 0
+        yield b"".join(lines)
+
+
+def _padded(text: str, run: list[Variable]) -> bytes:
+    """A character run's blank-padded text in ASCII (each variable transliterated, then cut to its width)."""
+    if text.isascii():
+        return text.encode("ascii")
+    parts, start = [], 0
+    for variable in run:
+        field = text[start:start + variable.length]
+        parts.append(ascii_text(field).encode("ascii")[:variable.length])
+        start += variable.length
+    return b"".join(parts)
+
+
+def xpt_chunks(ctx: Context) -> Iterator[bytes]:
+    """LB as SAS transport v5 (``exports.sdtm.xpt_chunks``' file)."""
+    runs = _runs(LB_VARIABLES)
+    numeric = [run[0].numeric for run in runs]
+    buffer = bytearray(header(LB.name, LB.label, LB.variables))
+    written = 0
+    for row in _server_side_rows(xpt_sql(), params(ctx)):
+        encoded = b"".join([ibm_float(value) if is_number else _padded(value, run)
+                            for value, is_number, run in zip(row, numeric, runs, strict=True)])
+        buffer += encoded
+        written += len(encoded)
+        if len(buffer) >= FLUSH:
+            yield bytes(buffer)
+            buffer.clear()
+    buffer += b" " * (-written % 80)
+    yield bytes(buffer)
+
+
+def _server_side_rows(sql: str, values: dict[str, Any]) -> Iterable[tuple[Any, ...]]:
+    with connection.chunked_cursor() as cursor:
+        cursor.execute(sql, values)
+        while rows := cursor.fetchmany(CHUNK):
+            yield from rows

@@ -1,0 +1,74 @@
+"""SDTM LB written from SQL (``exports.sdtm.lb_sql``) is byte for byte the file the generic writers give from
+``findings.lb_rows``, as CSV and as XPT, including the values where PostgreSQL and Python write text apart."""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+import pytest
+
+from assays.models import Result
+from assays.services import ingest_results
+from exports.sdtm import DATASETS, csv_chunks, generic_csv_chunks, generic_xpt_chunks, xpt_chunks
+from exports.sdtm.common import Dataset
+from tests.exports.test_sdtm import lab, scope_of, trial  # noqa: F401  (the small trial of the SDTM tests)
+
+pytestmark = pytest.mark.django_db
+
+LB: Dataset = next(d for d in DATASETS if d.name == "LB")
+
+
+def both(scope: Any) -> tuple[bytes, bytes, bytes, bytes]:
+    return (b"".join(csv_chunks(LB, scope)), b"".join(generic_csv_chunks(LB, scope)),
+            b"".join(xpt_chunks(LB, scope)), b"".join(generic_xpt_chunks(LB, scope)))
+
+
+def assert_same(scope: Any) -> bytes:
+    fast_csv, generic_csv, fast_xpt, generic_xpt = both(scope)
+    assert fast_csv == generic_csv
+    assert fast_xpt == generic_xpt
+    return fast_csv
+
+
+def test_lb_from_sql_is_the_generic_file_on_the_small_trial(trial: Any) -> None:  # noqa: F811
+    assert assert_same(scope_of(trial, trial.coordinator)).count(b"\n") == 5  # the header, four results (no qPCR)
+    ingest_results(by=trial.coordinator, rows=[lab(trial.split, "B-1", -8, "ANC", "3000", "/uL"),
+                                               lab(trial.split, "B-2", -6, "ANC", "2800", "/uL"),
+                                               lab(trial.split, "B-3", -5, "CRP", "4", "mg/L")])
+    Result.objects.filter(source_ref="B-2").update(status=Result.Status.CANCELLED)  # the flag goes to B-1
+    content = assert_same(scope_of(trial, trial.coordinator))
+    assert content.count(b",Y,") == 2
+    assert_same(scope_of(trial, trial.data_manager))
+
+
+@pytest.mark.parametrize(("value_text", "value", "censored", "unit_text", "status"), [
+    ("a, \"quoted\"\nnote", None, "", "mg/L", "final"),
+    ("  positive  ", None, "", "", "final"),
+    ("Spuren \u00b5 \u2265 ß", None, "", "\u00b5g/L", "final"),
+    ("\rcarriage", None, "", "x\ry", "final"),
+    ("<0.5", 0.5, "<", "mg/L", "final"),
+    ("0", -0.0, "", "", "final"),
+    ("x", 1.5e-05, "", "", "final"),
+    ("x", 1e15, "", "", "final"),
+    ("x", 1000000000000000.5, "", "", "final"),
+    ("x", -2.5e16, "", "", "final"),
+    ("x", float("nan"), "", "", "final"),
+    ("12", 12.0, "", "", "cancelled"),
+    ("\u2265" * 25 + "\u00e9" * 15, None, "", "\u00b0" * 30, "final"),  # longer than the XPT widths in ASCII
+])
+def test_lb_from_sql_writes_every_value_as_the_generic_path(trial: Any, value_text: str, value: float | None,  # noqa: F811
+                                                            censored: str, unit_text: str, status: str) -> None:
+    result = Result.objects.filter(subject=trial.split, analyte__code="ANC").order_by("pk").first()
+    assert result is not None
+    Result.objects.filter(pk=result.pk).update(value_text=value_text, value=value, censored=censored,
+                                               unit_text=unit_text, status=status)
+    assert_same(scope_of(trial, trial.coordinator))
+
+
+def test_lb_from_sql_places_collection_times_with_seconds_and_outside_every_visit(trial: Any) -> None:  # noqa: F811
+    result = Result.objects.filter(subject=trial.split, analyte__code="CRP").select_related("draw").get()
+    result.draw.collected_at += dt.timedelta(days=3, seconds=7)
+    result.draw.save()
+    content = assert_same(scope_of(trial, trial.coordinator))
+    assert b":07," in content
