@@ -30,7 +30,7 @@ from django.db import IntegrityError, connection, transaction
 from django.utils import timezone
 
 from assays.lab_grading import grade_lab
-from assays.models import Analyte, AnalyteUnit, LabDraw, ReferenceRange, Result, Specimen
+from assays.models import Analyte, AnalyteUnit, CatalogueVersion, LabDraw, ReferenceRange, Result, Specimen
 from assays.ranges import pick_range
 from config.errors import DomainError, PermissionRefused
 from locking.services import blocking_locks
@@ -53,7 +53,7 @@ TEXT_FIELDS = ("source_ref", "subject", "accession_number", "specimen", "analyte
 EARLIEST = 1900  # a collection year before this is a typo (and year 1 overflows a time-zone conversion)
 RESULT_COLUMNS = ("draw_id", "subject_id", "site_id", "analyte_id", "source_ref", "value_text", "unit_text", "value",
                   "censored", "flag", "ctcae_grade", "status", "superseded", "correction_reason", "recorded_by_id",
-                  "recorded_at")
+                  "recorded_at", "audit_context_id")
 
 
 @dataclass(frozen=True, slots=True)
@@ -113,19 +113,19 @@ def _rows(sql: str, params: Sequence[Any]) -> list[tuple]:
 
 
 class _Catalogue:
-    """The batch's analytes, every accepted unit and the analytes' reference ranges (one query)."""
+    """Every analyte, accepted unit and reference range (one query), as of catalogue ``version``."""
 
-    def __init__(self, codes: set[str]) -> None:
+    def __init__(self, version: int) -> None:
+        self.version = version
         analyte, unit, ref = Analyte._meta.db_table, AnalyteUnit._meta.db_table, ReferenceRange._meta.db_table
         [(found,)] = _rows(
             f"SELECT json_build_object("
             f"'analytes', (SELECT coalesce(json_agg(json_build_array(id, code, kind, lloq, uloq, canonical_unit, "
-            f"ctcae_term, qualitative_values)), '[]') FROM {analyte} WHERE code = ANY(%s)), "
+            f"ctcae_term, qualitative_values)), '[]') FROM {analyte}), "
             f"'units', (SELECT coalesce(json_agg(json_build_array(analyte_id, unit, factor)), '[]') FROM {unit}), "
             f"'ranges', (SELECT coalesce(json_agg(json_build_array(r.analyte_id, r.sex, r.age_min_years, "
             f"r.age_max_years, r.low, r.high) ORDER BY r.analyte_id, r.sex, r.age_min_years), '[]') "
-            f"FROM {ref} r JOIN {analyte} a ON a.id = r.analyte_id WHERE a.code = ANY(%s)))",
-            [list(codes), list(codes)])
+            f"FROM {ref} r))", [])
         self.analytes = {
             row[1]: Analyte(id=row[0], code=row[1], kind=row[2], lloq=row[3], uloq=row[4], canonical_unit=row[5],
                             ctcae_term=row[6], qualitative_values=row[7] or [])
@@ -143,6 +143,19 @@ class _Catalogue:
         return pick_range(self.ranges.get(analyte_id, ()), sex, age)
 
 
+_cached_catalogue: _Catalogue | None = None
+
+
+def _catalogue(version: int) -> _Catalogue:
+    """The catalogue, kept per process and reloaded when its version row (CatalogueVersion, bumped by a
+    trigger on every change to the catalogue's tables) says it changed since."""
+    global _cached_catalogue
+    cached = _cached_catalogue
+    if cached is None or cached.version != version:
+        cached = _cached_catalogue = _Catalogue(version)
+    return cached
+
+
 def _scope_sql(user: AbstractBaseUser) -> tuple[str, list[Any]]:
     """SQL condition on subject ``s`` for the sites where ``user`` enters data (access_of's rule)."""
     access = access_of(user)
@@ -154,27 +167,32 @@ def _scope_sql(user: AbstractBaseUser) -> tuple[str, list[Any]]:
             "OR s.trial_id = ANY(%s::bigint[]))", [[t for t, _s in pairs], [s for _t, s in pairs], wide])
 
 
-def _subject_facts(user: AbstractBaseUser, codes: set[str]) -> dict[str, _SubjectFacts]:
-    """Subjects of the caller's sites by code, with consent, withdrawal, death and day 0 (one query)."""
+def _subject_facts(user: AbstractBaseUser, codes: set[str]) -> tuple[dict[str, _SubjectFacts], int]:
+    """Subjects of the caller's sites by code, with consent, withdrawal, death and day 0, and the
+    catalogue's version (one query: a row of the version, joined to the subjects found)."""
     scope, params = _scope_sql(user)
     rows = _rows(
+        f"SELECT v.version, f.* FROM {CatalogueVersion._meta.db_table} v LEFT JOIN ("
         f"SELECT s.code, s.id, s.site_id, s.trial_id, site.time_zone, s.sex, s.age_at_consent, "
         f"(SELECT min(c.consented_on) FROM {Consent._meta.db_table} c WHERE c.subject_id = s.id), "
         f"(SELECT min(c.withdrawn_on) FROM {Consent._meta.db_table} c WHERE c.subject_id = s.id), "
         f"(SELECT min(f.event_on) FROM {FollowUp._meta.db_table} f WHERE f.subject_id = s.id AND f.kind = %s), "
         f"{day0s_sql('s.id')} "
         f"FROM {Subject._meta.db_table} s JOIN {Site._meta.db_table} site ON site.id = s.site_id "
-        f"WHERE s.code = ANY(%s) AND {scope}", [FollowUp.Kind.DEATH.value, list(codes), *params])
+        f"WHERE s.code = ANY(%s) AND {scope}) f ON TRUE", [FollowUp.Kind.DEATH.value, list(codes), *params])
     facts: dict[str, _SubjectFacts] = {}
     duplicates: set[str] = set()
-    for code, pk, site_id, trial_id, tz, sex, age, consent, withdrawn, death, day0s in rows:
+    version = rows[0][0] if rows else -1
+    for _version, code, pk, site_id, trial_id, tz, sex, age, consent, withdrawn, death, day0s in rows:
+        if code is None:
+            continue  # no subject found: the version's row alone
         if code in facts:
             duplicates.add(code)  # the same code in two of the caller's trials: refuse rather than guess
         facts[code] = _SubjectFacts(pk, site_id, trial_id, _zone(tz), sex, age, consent, withdrawn, death,
                                     Timeline.of(day0s))
     for code in duplicates:
         del facts[code]
-    return facts
+    return facts, version
 
 
 _ZONES: dict[str, Any] = {}
@@ -470,14 +488,24 @@ def _interpret(catalogue: _Catalogue, analyte: Analyte, value: float | None,
     return flag, grade
 
 
+def _audit_context() -> Any:
+    """The id of the request's audit context row, written now if it is not yet, for the new results to
+    carry (each row is its own insert record). The statement starts with WITH, not SELECT, so pghistory
+    sets the request's context on it; outside any context (a bare shell) the id is NULL."""
+    [(context_id,)] = _rows("WITH attached AS (SELECT _pgh_attach_context() AS id) SELECT id FROM attached", [])
+    return context_id
+
+
 def _copy(records: list[tuple]) -> None:
+    """COPY the rows, each with the audit context of this request."""
+    context_id = _audit_context()
     # The raw psycopg cursor bypasses Django's error wrapping: without wrap_database_errors a lost race
     # surfaces as psycopg's UniqueViolation, which ingest_results' IntegrityError retry never catches (500).
     with connection.cursor() as cursor, connection.wrap_database_errors:
         raw = cursor.cursor
         with raw.copy(f"COPY assays_result ({', '.join(RESULT_COLUMNS)}) FROM STDIN") as copy:
             for record in records:
-                copy.write_row(record)
+                copy.write_row((*record, context_id))
 
 
 def ingest_results(*, rows: Sequence[ResultIn], by: User) -> IngestOutcome:
@@ -499,9 +527,10 @@ def ingest_results(*, rows: Sequence[ResultIn], by: User) -> IngestOutcome:
 @transaction.atomic
 def _ingest_once(*, rows: Sequence[ResultIn], by: User) -> IngestOutcome:
     batch = _Batch(rows, by)
-    facts = _subject_facts(by, {row.subject for row in rows if "\x00" not in row.subject})  # NUL: refused per row
+    codes = {row.subject for row in rows if "\x00" not in row.subject}  # NUL: refused per row
+    facts, catalogue_version = _subject_facts(by, codes)
     locks = blocking_locks((f.id, f.site_id, f.trial_id) for f in facts.values())  # frozen or locked subjects
-    catalogue = _Catalogue({row.analyte for row in rows if "\x00" not in row.analyte})
+    catalogue = _catalogue(catalogue_version)
     records, superseded, unchanged = _build(batch, facts, catalogue, locks)
     if batch.errors:
         raise BatchRejected(batch.errors + batch.conflicts)
