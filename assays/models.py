@@ -39,9 +39,9 @@ class CtcaeLabTerm(models.TextChoices):
 
 
 class CatalogueVersion(models.Model):
-    """One row counting changes to the analyte catalogue (analytes, units, reference ranges), bumped by
-    a statement trigger on each of those tables in the changing transaction: a process that caches the
-    catalogue (assays.services) reloads it when the count it read differs from its copy's, whoever
+    """One row numbering changes to the analyte catalogue (analytes, units, reference ranges), set by a
+    statement trigger on each of those tables in the changing transaction: a process that caches the
+    catalogue (assays.services) reloads it when the number it read differs from its copy's, whoever
     changed it (admin, a migration, raw SQL) and from whichever process."""
 
     version = models.BigIntegerField(default=0)
@@ -54,7 +54,9 @@ def bump_catalogue_version(table: str) -> pgtrigger.Trigger:
     return pgtrigger.Trigger(
         name=f"bump_catalogue_version_{table}", level=pgtrigger.Statement, when=pgtrigger.After,
         operation=pgtrigger.Insert | pgtrigger.Update | pgtrigger.Delete,
-        func="UPDATE assays_catalogueversion SET version = version + 1; RETURN NULL;")
+        # A sequence, not version + 1: a rolled-back change must not leave a number that a later change
+        # reuses (a process that read the catalogue inside the rolled-back transaction would keep it).
+        func="UPDATE assays_catalogueversion SET version = nextval('assays_catalogue_version'); RETURN NULL;")
 
 
 @audited

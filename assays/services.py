@@ -18,6 +18,7 @@ The audit triggers fire for COPY as for any insert.
 from __future__ import annotations
 
 import datetime as dt
+import json
 import math
 import re
 from collections.abc import Sequence
@@ -240,6 +241,7 @@ class _Batch:
         self.errors: list[dict[str, Any]] = []
         self.conflicts: list[dict[str, Any]] = []
         self.now = timezone.now()
+        self.context_id: Any = None  # the request's audit context, which the new rows carry
 
     def error(self, index: int, field_name: str, code: str, message: str, *, conflict: bool = False) -> None:
         entry = {"index": index, "field": f"results[{index}].{field_name}", "code": code, "message": message}
@@ -331,8 +333,10 @@ def _visits(trial_ids: set[int]) -> dict[int, list[VisitWindow]]:
     return by_trial
 
 
-def _draws(batch: _Batch, facts: dict[str, _SubjectFacts], valid: dict[int, tuple]) -> dict[tuple[int, str], int]:
-    """Existing and new lab draws of the batch, by (site, accession). New ones are inserted here."""
+def _draws(batch: _Batch, facts: dict[str, _SubjectFacts], valid: dict[int, tuple],
+           found: list[tuple]) -> dict[tuple[int, str], int]:
+    """Existing (``found``, see ``_lookup``) and new lab draws of the batch, by (site, accession). New ones
+    are inserted here."""
     wanted: dict[tuple[int, str], tuple[int, ResultIn]] = {}
     for i in valid:
         row = batch.rows[i]
@@ -342,17 +346,18 @@ def _draws(batch: _Batch, facts: dict[str, _SubjectFacts], valid: dict[int, tupl
             batch.error(i, "accession_number", "accession_mismatch", f"Accession {row.accession_number} is given "
                         f"another subject, specimen or time at index {first_i}.")
     existing: dict[tuple[int, str], int] = {}
-    for pk, site_id, accession, subject_id, specimen, at in _find_draws(list(wanted)):
+    for pk, site_id, accession, subject_id, specimen, at in found:
+        if (site_id, accession) not in wanted:
+            continue  # the draw of a row that stores nothing (an identical repost)
         existing[(site_id, accession)] = pk
         i, row = wanted[(site_id, accession)]
         if subject_id != facts[row.subject].id or specimen != row.specimen or at != row.collected_at:
             batch.error(i, "accession_number", "accession_mismatch", f"Accession {accession} is already a draw "
                         "of another subject, specimen or time.")
-    visits = _visits({facts[row.subject].trial_id for _i, row in wanted.values()})
+    missing = {key: value for key, value in wanted.items() if key not in existing}
+    visits = _visits({facts[row.subject].trial_id for _i, row in missing.values()}) if missing else {}
     new = []
-    for (site_id, accession), (_i, row) in wanted.items():
-        if (site_id, accession) in existing:
-            continue
+    for (site_id, accession), (_i, row) in missing.items():
         subject = facts[row.subject]
         matched = match_visit(subject.timeline, visits.get(subject.trial_id, []),
                               local_date(row.collected_at, subject.tz))
@@ -395,21 +400,39 @@ def _insert_draws(new: list[tuple], user_id: int) -> dict[tuple[int, str], int]:
     return found
 
 
-def _existing_results(site_refs: set[tuple[int, str]]) -> dict[tuple[int, str], tuple]:
-    """Current results by (site, source_ref): one query with an array join."""
-    if not site_refs:
-        return {}
-    sites = [s for s, _r in site_refs]
-    refs = [r for _s, r in site_refs]
-    with connection.cursor() as cursor:
-        cursor.execute(
-            "SELECT r.id, r.site_id, r.source_ref, a.code, r.value_text, r.unit_text, d.accession_number, r.status "
-            "FROM assays_result r JOIN assays_analyte a ON a.id = r.analyte_id "
-            "JOIN assays_labdraw d ON d.id = r.draw_id "
-            "JOIN unnest(%s::bigint[], %s::text[]) AS k(site_id, ref) "
-            "ON r.site_id = k.site_id AND r.source_ref = k.ref "
-            "WHERE NOT r.superseded", [sites, refs])
-        return {(row[1], row[2]): row for row in cursor.fetchall()}
+@dataclass
+class _Found:
+    """What one round trip finds for the valid rows: current results by (site, source_ref), existing
+    draws, and the id of the request's audit context (for the new rows to carry)."""
+
+    results: dict[tuple[int, str], tuple]
+    draws: list[tuple]
+    context_id: Any
+
+
+def _lookup(site_refs: set[tuple[int, str]], site_accessions: set[tuple[int, str]]) -> _Found:
+    """Current results and existing draws of the batch, and the audit context row (written now if it
+    is not yet; the statement starts with WITH, not SELECT, so pghistory sets the request's context on
+    it), in one query with array joins."""
+    refs, accessions = sorted(site_refs), sorted(site_accessions)
+    [(context_id, results, draws)] = _rows(
+        "WITH attached AS (SELECT _pgh_attach_context() AS id) SELECT (SELECT id FROM attached), "
+        "(SELECT coalesce(json_agg(json_build_array(r.id, r.site_id, r.source_ref, a.code, r.value_text, "
+        "r.unit_text, d.accession_number, r.status)), '[]') "
+        "FROM assays_result r JOIN assays_analyte a ON a.id = r.analyte_id JOIN assays_labdraw d ON d.id = r.draw_id "
+        "JOIN unnest(%s::bigint[], %s::text[]) AS k(site_id, ref) ON r.site_id = k.site_id AND r.source_ref = k.ref "
+        "WHERE NOT r.superseded), "
+        "(SELECT coalesce(json_agg(json_build_array(d.id, d.site_id, d.accession_number, d.subject_id, d.specimen, "
+        f"d.collected_at)), '[]') FROM {LabDraw._meta.db_table} d {_DRAW_KEYS})",
+        [[s for s, _r in refs], [r for _s, r in refs], [s for s, _a in accessions], [a for _s, a in accessions]])
+    results, draws = _json(results), _json(draws)
+    return _Found(results={(row[1], row[2]): tuple(row) for row in results}, context_id=context_id,
+                  draws=[(pk, site, acc, subject, specimen, dt.datetime.fromisoformat(at))
+                         for pk, site, acc, subject, specimen, at in draws])
+
+
+def _json(value: Any) -> Any:
+    return json.loads(value) if isinstance(value, str | bytes) else value
 
 
 def _compare(batch: _Batch, i: int, row: ResultIn, current: tuple) -> str:
@@ -444,7 +467,9 @@ def _build(batch: _Batch, facts: dict[str, _SubjectFacts], catalogue: _Catalogue
             batch.error(i, "subject", code, message, conflict=True)
         elif checked:
             valid[i] = checked
-    existing = _existing_results({(facts[batch.rows[i].subject].site_id, batch.rows[i].source_ref) for i in valid})
+    found = _lookup({(facts[batch.rows[i].subject].site_id, batch.rows[i].source_ref) for i in valid},
+                    {(facts[batch.rows[i].subject].site_id, batch.rows[i].accession_number) for i in valid})
+    batch.context_id, existing = found.context_id, found.results
     plan: dict[int, str] = {}
     for i in list(valid):
         row = batch.rows[i]
@@ -455,7 +480,7 @@ def _build(batch: _Batch, facts: dict[str, _SubjectFacts], catalogue: _Catalogue
             batch.error(i, "correction_reason", "nothing_to_correct", f"{row.source_ref} has no earlier result.")
     if batch.errors or batch.conflicts:
         return [], [], 0
-    draws = _draws(batch, facts, {i: v for i, v in valid.items() if plan.get(i) != "same"})
+    draws = _draws(batch, facts, {i: v for i, v in valid.items() if plan.get(i) != "same"}, found.draws)
     if batch.errors:
         return [], [], 0
     recorded_at, user_id = timezone.now(), batch.user.pk
@@ -488,17 +513,8 @@ def _interpret(catalogue: _Catalogue, analyte: Analyte, value: float | None,
     return flag, grade
 
 
-def _audit_context() -> Any:
-    """The id of the request's audit context row, written now if it is not yet, for the new results to
-    carry (each row is its own insert record). The statement starts with WITH, not SELECT, so pghistory
-    sets the request's context on it; outside any context (a bare shell) the id is NULL."""
-    [(context_id,)] = _rows("WITH attached AS (SELECT _pgh_attach_context() AS id) SELECT id FROM attached", [])
-    return context_id
-
-
-def _copy(records: list[tuple]) -> None:
+def _copy(records: list[tuple], context_id: Any) -> None:
     """COPY the rows, each with the audit context of this request."""
-    context_id = _audit_context()
     # The raw psycopg cursor bypasses Django's error wrapping: without wrap_database_errors a lost race
     # surfaces as psycopg's UniqueViolation, which ingest_results' IntegrityError retry never catches (500).
     with connection.cursor() as cursor, connection.wrap_database_errors:
@@ -541,7 +557,7 @@ def _ingest_once(*, rows: Sequence[ResultIn], by: User) -> IngestOutcome:
         reasons = sorted({row.correction_reason.strip() for row in rows if row.correction_reason.strip()})
         with pghistory.context(reason="; ".join(reasons)[:1000], action="correct_results"):
             Result.objects.filter(pk__in=superseded).update(superseded=True)
-            _copy(records)
+            _copy(records, batch.context_id)
     else:
-        _copy(records)
+        _copy(records, batch.context_id)
     return IngestOutcome(created=len(records) - len(superseded), unchanged=unchanged, corrected=len(superseded))

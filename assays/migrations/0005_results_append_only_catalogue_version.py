@@ -63,7 +63,9 @@ class Migration(migrations.Migration):
                 ('version', models.BigIntegerField(default=0)),
             ],
         ),
-        migrations.RunSQL("INSERT INTO assays_catalogueversion (version) VALUES (0)", migrations.RunSQL.noop),
+        migrations.RunSQL("CREATE SEQUENCE assays_catalogue_version; "
+                          "INSERT INTO assays_catalogueversion (version) VALUES (nextval('assays_catalogue_version'))",
+                          "DROP SEQUENCE assays_catalogue_version"),
         pgtrigger.migrations.RemoveTrigger(
             model_name='result',
             name='update_update',
@@ -95,15 +97,15 @@ class Migration(migrations.Migration):
         ),
         pgtrigger.migrations.AddTrigger(
             model_name='analyte',
-            trigger=pgtrigger.compiler.Trigger(name='bump_catalogue_version_analyte', sql=pgtrigger.compiler.UpsertTriggerSql(func='UPDATE assays_catalogueversion SET version = version + 1; RETURN NULL;', hash='a7ca379a662aebafc0d1e73d3bbd78f458e556c6', level='STATEMENT', operation='INSERT OR UPDATE OR DELETE', pgid='pgtrigger_bump_catalogue_version_analyte_ce07a', table='assays_analyte', when='AFTER')),
+            trigger=pgtrigger.compiler.Trigger(name='bump_catalogue_version_analyte', sql=pgtrigger.compiler.UpsertTriggerSql(func="UPDATE assays_catalogueversion SET version = nextval('assays_catalogue_version'); RETURN NULL;", hash='431cc8a4887b0bebc5e001b897de9c9c33757bd6', level='STATEMENT', operation='INSERT OR UPDATE OR DELETE', pgid='pgtrigger_bump_catalogue_version_analyte_ce07a', table='assays_analyte', when='AFTER')),
         ),
         pgtrigger.migrations.AddTrigger(
             model_name='analyteunit',
-            trigger=pgtrigger.compiler.Trigger(name='bump_catalogue_version_unit', sql=pgtrigger.compiler.UpsertTriggerSql(func='UPDATE assays_catalogueversion SET version = version + 1; RETURN NULL;', hash='b70bc5fa9168236b7aacc9cba7e590b6849faed1', level='STATEMENT', operation='INSERT OR UPDATE OR DELETE', pgid='pgtrigger_bump_catalogue_version_unit_d01f8', table='assays_analyteunit', when='AFTER')),
+            trigger=pgtrigger.compiler.Trigger(name='bump_catalogue_version_unit', sql=pgtrigger.compiler.UpsertTriggerSql(func="UPDATE assays_catalogueversion SET version = nextval('assays_catalogue_version'); RETURN NULL;", hash='66583dfaf0d47a5f93d3bb745b0fa65a900f186e', level='STATEMENT', operation='INSERT OR UPDATE OR DELETE', pgid='pgtrigger_bump_catalogue_version_unit_d01f8', table='assays_analyteunit', when='AFTER')),
         ),
         pgtrigger.migrations.AddTrigger(
             model_name='referencerange',
-            trigger=pgtrigger.compiler.Trigger(name='bump_catalogue_version_range', sql=pgtrigger.compiler.UpsertTriggerSql(func='UPDATE assays_catalogueversion SET version = version + 1; RETURN NULL;', hash='19a7a4cac54ee50fb288adb550fd42fad3102042', level='STATEMENT', operation='INSERT OR UPDATE OR DELETE', pgid='pgtrigger_bump_catalogue_version_range_e7c54', table='assays_referencerange', when='AFTER')),
+            trigger=pgtrigger.compiler.Trigger(name='bump_catalogue_version_range', sql=pgtrigger.compiler.UpsertTriggerSql(func="UPDATE assays_catalogueversion SET version = nextval('assays_catalogue_version'); RETURN NULL;", hash='ae83ed8b5ee67ba9b5a27047793d754cfe46be06', level='STATEMENT', operation='INSERT OR UPDATE OR DELETE', pgid='pgtrigger_bump_catalogue_version_range_e7c54', table='assays_referencerange', when='AFTER')),
         ),
         pgtrigger.migrations.AddTrigger(
             model_name='result',
