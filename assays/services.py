@@ -10,9 +10,10 @@ The rules (DESIGN "Assay results", API issue "Ingestion"):
   conflict unless sent as a correction with a reason, which supersedes (never overwrites) the old row;
 - a row of a subject under a freeze or lock (of the subject, its site or its trial) is a conflict (409).
 
-Speed comes from doing every lookup once per batch (subjects, draws, existing references,
-catalogue), validating rows in plain Python, and writing the rows with COPY inside the transaction.
-The audit triggers fire for COPY as for any insert.
+Speed comes from doing every lookup once per batch (subjects, draws, existing references; the
+catalogue once per process, while its version row says it is current), validating rows in plain
+Python, and writing the rows with COPY inside the transaction. Each row carries the request's audit
+context and is its own insert record (assays.models.Result); superseding a row is audited as an update.
 """
 
 from __future__ import annotations

@@ -22,9 +22,9 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "bench"))
 
-from bench.ingest import database_url, make_rows, prepare  # noqa: E402
+from ingest import database_url, make_rows, prepare  # noqa: E402  (bench/ingest.py, which adds ROOT too)
 
 
 class QueryTimer:
