@@ -117,7 +117,7 @@ def _rows(sql: str, params: Sequence[Any]) -> list[tuple]:
 class _Catalogue:
     """Every analyte, accepted unit and reference range (one query), as of catalogue ``version``."""
 
-    def __init__(self, version: int) -> None:
+    def __init__(self, version: int | None) -> None:
         self.version = version
         analyte, unit, ref = Analyte._meta.db_table, AnalyteUnit._meta.db_table, ReferenceRange._meta.db_table
         [(found,)] = _rows(
@@ -148,10 +148,13 @@ class _Catalogue:
 _cached_catalogue: _Catalogue | None = None
 
 
-def _catalogue(version: int) -> _Catalogue:
-    """The catalogue, kept per process and reloaded when its version row (CatalogueVersion, bumped by a
-    trigger on every change to the catalogue's tables) says it changed since."""
+def _catalogue(version: int | None) -> _Catalogue:
+    """The catalogue, kept per process and reloaded when its version row (CatalogueVersion, set by a
+    trigger on every change to the catalogue's tables) says it changed since. Without the row (a
+    database emptied by TRUNCATE, as tests do) nothing is kept: every batch reads the catalogue."""
     global _cached_catalogue
+    if version is None:
+        return _Catalogue(None)
     cached = _cached_catalogue
     if cached is None or cached.version != version:
         cached = _cached_catalogue = _Catalogue(version)
@@ -169,12 +172,13 @@ def _scope_sql(user: AbstractBaseUser) -> tuple[str, list[Any]]:
             "OR s.trial_id = ANY(%s::bigint[]))", [[t for t, _s in pairs], [s for _t, s in pairs], wide])
 
 
-def _subject_facts(user: AbstractBaseUser, codes: set[str]) -> tuple[dict[str, _SubjectFacts], int]:
+def _subject_facts(user: AbstractBaseUser, codes: set[str]) -> tuple[dict[str, _SubjectFacts], int | None]:
     """Subjects of the caller's sites by code, with consent, withdrawal, death and day 0, and the
     catalogue's version (one query: a row of the version, joined to the subjects found)."""
     scope, params = _scope_sql(user)
     rows = _rows(
-        f"SELECT v.version, f.* FROM {CatalogueVersion._meta.db_table} v LEFT JOIN ("
+        f"SELECT v.version, f.* FROM (SELECT max(version) AS version FROM {CatalogueVersion._meta.db_table}) v "
+        f"LEFT JOIN ("
         f"SELECT s.code, s.id, s.site_id, s.trial_id, site.time_zone, s.sex, s.age_at_consent, "
         f"(SELECT min(c.consented_on) FROM {Consent._meta.db_table} c WHERE c.subject_id = s.id), "
         f"(SELECT min(c.withdrawn_on) FROM {Consent._meta.db_table} c WHERE c.subject_id = s.id), "
@@ -184,7 +188,7 @@ def _subject_facts(user: AbstractBaseUser, codes: set[str]) -> tuple[dict[str, _
         f"WHERE s.code = ANY(%s) AND {scope}) f ON TRUE", [FollowUp.Kind.DEATH.value, list(codes), *params])
     facts: dict[str, _SubjectFacts] = {}
     duplicates: set[str] = set()
-    version = rows[0][0] if rows else -1
+    version = rows[0][0]
     for _version, code, pk, site_id, trial_id, tz, sex, age, consent, withdrawn, death, day0s in rows:
         if code is None:
             continue  # no subject found: the version's row alone
@@ -243,6 +247,7 @@ class _Batch:
         self.conflicts: list[dict[str, Any]] = []
         self.now = timezone.now()
         self.context_id: Any = None  # the request's audit context, which the new rows carry
+        self.recorded_at = self.now  # replaced by the transaction's time (see _lookup)
 
     def error(self, index: int, field_name: str, code: str, message: str, *, conflict: bool = False) -> None:
         entry = {"index": index, "field": f"results[{index}].{field_name}", "code": code, "message": message}
@@ -409,6 +414,7 @@ class _Found:
     results: dict[tuple[int, str], tuple]
     draws: list[tuple]
     context_id: Any
+    now: dt.datetime  # the transaction's time: the rows' recorded_at, as the audit triggers' NOW()
 
 
 def _lookup(site_refs: set[tuple[int, str]], site_accessions: set[tuple[int, str]]) -> _Found:
@@ -416,8 +422,8 @@ def _lookup(site_refs: set[tuple[int, str]], site_accessions: set[tuple[int, str
     is not yet; the statement starts with WITH, not SELECT, so pghistory sets the request's context on
     it), in one query with array joins."""
     refs, accessions = sorted(site_refs), sorted(site_accessions)
-    [(context_id, results, draws)] = _rows(
-        "WITH attached AS (SELECT _pgh_attach_context() AS id) SELECT (SELECT id FROM attached), "
+    [(context_id, now, results, draws)] = _rows(
+        "WITH attached AS (SELECT _pgh_attach_context() AS id) SELECT (SELECT id FROM attached), now(), "
         "(SELECT coalesce(json_agg(json_build_array(r.id, r.site_id, r.source_ref, a.code, r.value_text, "
         "r.unit_text, d.accession_number, r.status)), '[]') "
         "FROM assays_result r JOIN assays_analyte a ON a.id = r.analyte_id JOIN assays_labdraw d ON d.id = r.draw_id "
@@ -427,7 +433,7 @@ def _lookup(site_refs: set[tuple[int, str]], site_accessions: set[tuple[int, str
         f"d.collected_at)), '[]') FROM {LabDraw._meta.db_table} d {_DRAW_KEYS})",
         [[s for s, _r in refs], [r for _s, r in refs], [s for s, _a in accessions], [a for _s, a in accessions]])
     results, draws = _json(results), _json(draws)
-    return _Found(results={(row[1], row[2]): tuple(row) for row in results}, context_id=context_id,
+    return _Found(results={(row[1], row[2]): tuple(row) for row in results}, context_id=context_id, now=now,
                   draws=[(pk, site, acc, subject, specimen, dt.datetime.fromisoformat(at))
                          for pk, site, acc, subject, specimen, at in draws])
 
@@ -470,7 +476,7 @@ def _build(batch: _Batch, facts: dict[str, _SubjectFacts], catalogue: _Catalogue
             valid[i] = checked
     found = _lookup({(facts[batch.rows[i].subject].site_id, batch.rows[i].source_ref) for i in valid},
                     {(facts[batch.rows[i].subject].site_id, batch.rows[i].accession_number) for i in valid})
-    batch.context_id, existing = found.context_id, found.results
+    batch.context_id, batch.recorded_at, existing = found.context_id, found.now, found.results
     plan: dict[int, str] = {}
     for i in list(valid):
         row = batch.rows[i]
@@ -484,7 +490,7 @@ def _build(batch: _Batch, facts: dict[str, _SubjectFacts], catalogue: _Catalogue
     draws = _draws(batch, facts, {i: v for i, v in valid.items() if plan.get(i) != "same"}, found.draws)
     if batch.errors:
         return [], [], 0
-    recorded_at, user_id = timezone.now(), batch.user.pk
+    recorded_at, user_id = batch.recorded_at, batch.user.pk
     records, superseded = [], []
     for i, (analyte, value, censor) in valid.items():
         action = plan.get(i)
