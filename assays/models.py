@@ -10,6 +10,7 @@ from django.conf import settings
 from django.contrib.postgres.fields import ArrayField
 from django.db import models
 from django.db.models import Q
+from pghistory.models import Context
 
 from config.audit import audited
 from patients.models import Subject
@@ -37,6 +38,27 @@ class CtcaeLabTerm(models.TextChoices):
     FIBRINOGEN = "fibrinogen_decreased", "Fibrinogen decreased"
 
 
+class CatalogueVersion(models.Model):
+    """One row numbering changes to the analyte catalogue (analytes, units, reference ranges), set by a
+    statement trigger on each of those tables in the changing transaction: a process that caches the
+    catalogue (assays.services) reloads it when the number it read differs from its copy's, whoever
+    changed it (admin, a migration, raw SQL) and from whichever process."""
+
+    version = models.BigIntegerField(default=0)
+
+    def __str__(self) -> str:
+        return f"catalogue version {self.version}"
+
+
+def bump_catalogue_version(table: str) -> pgtrigger.Trigger:
+    return pgtrigger.Trigger(
+        name=f"bump_catalogue_version_{table}", level=pgtrigger.Statement, when=pgtrigger.After,
+        operation=pgtrigger.Insert | pgtrigger.Update | pgtrigger.Delete,
+        # A sequence, not version + 1: a rolled-back change must not leave a number that a later change
+        # reuses (a process that read the catalogue inside the rolled-back transaction would keep it).
+        func="UPDATE assays_catalogueversion SET version = nextval('assays_catalogue_version'); RETURN NULL;")
+
+
 @audited
 class Analyte(TimeStampedModel):
     class Kind(models.TextChoices):
@@ -60,6 +82,7 @@ class Analyte(TimeStampedModel):
 
     class Meta:
         ordering = ["code"]
+        triggers = [bump_catalogue_version("analyte")]
 
     def __str__(self) -> str:
         return f"{self.code} ({self.canonical_unit})"
@@ -77,6 +100,7 @@ class AnalyteUnit(models.Model):
         ordering = ["analyte", "unit"]
         constraints = [models.UniqueConstraint(fields=["analyte", "unit"], name="analyteunit_unique"),
                        models.CheckConstraint(condition=Q(factor__gt=0), name="analyteunit_positive_factor")]
+        triggers = [bump_catalogue_version("unit")]
 
     def __str__(self) -> str:
         return f"{self.unit} × {self.factor:g}"
@@ -93,6 +117,7 @@ class ReferenceRange(models.Model):
 
     class Meta:
         ordering = ["analyte", "sex", "age_min_years"]
+        triggers = [bump_catalogue_version("range")]
 
     def __str__(self) -> str:
         return f"{self.low}-{self.high} ({self.sex or 'any'}, {self.age_min_years}-{self.age_max_years} y)"
@@ -110,7 +135,9 @@ class LabDraw(TimeStampedModel):
 
     class Meta:
         ordering = ["subject", "collected_at", "pk"]
-        constraints = [models.UniqueConstraint(fields=["site", "accession_number"], name="labdraw_unique_accession")]
+        constraints = [models.UniqueConstraint(fields=["site", "accession_number"], name="labdraw_unique_accession"),
+                       # The target of the results' composite foreign key (draw, subject, site).
+                       models.UniqueConstraint(fields=["id", "subject", "site"], name="labdraw_id_subject_site")]
         # Results by collection time (``?collected_after=&collected_before=``): without it every draw is read
         # (a sequential scan in bench/scale.py's plans).
         indexes = [models.Index(fields=["collected_at"], name="labdraw_collected_at")]
@@ -119,11 +146,18 @@ class LabDraw(TimeStampedModel):
         return f"{self.accession_number} ({self.get_specimen_display()}, {self.collected_at:%Y-%m-%d %H:%M})"
 
 
-# Results arrive by the thousand: their insert audit is a statement-level trigger over the inserted
-# rows (a transition table) instead of one trigger call per row. The event rows are the same.
-@pghistory.track(pghistory.InsertEvent(level=pgtrigger.Statement), pghistory.UpdateEvent(), pghistory.DeleteEvent())
+# Results arrive by the thousand and are never rewritten (a correction is a new row): a result's row is
+# its own insert record (who: recorded_by and the audit context; when: recorded_at; which request: the
+# context), the database refuses to rewrite or delete it, and the audit trail reads its insert from the
+# row itself (the view assays_resulttrail). Updates (superseding) and deletes stay audited row by row.
+# See README, "Results and the audit trail".
+@pghistory.track(pghistory.UpdateEvent(), pghistory.DeleteEvent(), exclude=["audit_context"])
 class Result(models.Model):
     """One assay result as sent (value and unit text) and normalised (canonical unit)."""
+
+    # The audit trail reads this view instead of the event table: the inserts from the rows themselves,
+    # the updates and deletes from assays_resultevent (audit.tables).
+    AUDIT_TRAIL_TABLE = "assays_resulttrail"
 
     class Status(models.TextChoices):
         PRELIMINARY = "preliminary", "Preliminary"
@@ -136,10 +170,14 @@ class Result(models.Model):
         NORMAL = "N", "Within reference range"
         HIGH = "H", "Above reference range"
 
-    draw = models.ForeignKey(LabDraw, on_delete=models.PROTECT, related_name="results")
-    subject = models.ForeignKey(Subject, on_delete=models.PROTECT, related_name="results", editable=False)
+    # One composite foreign key (draw, subject, site) -> the draw's (id, subject, site) keeps all three
+    # consistent at the cost of one check a row instead of three (migration 0005; Django has no
+    # composite foreign keys, so the single ones are declared without their own constraints).
+    draw = models.ForeignKey(LabDraw, on_delete=models.PROTECT, related_name="results", db_constraint=False)
+    subject = models.ForeignKey(Subject, on_delete=models.PROTECT, related_name="results", editable=False,
+                                db_constraint=False)
     site = models.ForeignKey(Site, on_delete=models.PROTECT, related_name="+", editable=False,
-                             db_index=False)
+                             db_index=False, db_constraint=False)
     analyte = models.ForeignKey(Analyte, on_delete=models.PROTECT, related_name="+")
     source_ref = models.CharField(max_length=80, help_text="The sending system's reference for this result.")
     value_text = models.CharField(max_length=40, help_text="As sent: a number, '<LLOQ', '>ULOQ' or a text.")
@@ -154,6 +192,11 @@ class Result(models.Model):
     recorded_by = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="+",
                                     db_index=False)
     recorded_at = models.DateTimeField()
+    # The audit context of the request that wrote the row (user, service account, request id, source);
+    # empty for a write outside the application. No constraint: the context row is written first, in
+    # the same transaction, and context rows are never deleted.
+    audit_context = models.ForeignKey(Context, on_delete=models.DO_NOTHING, null=True, blank=True, editable=False,
+                                      db_constraint=False, db_index=False, related_name="+")
 
     class Meta:
         ordering = ["draw", "analyte", "pk"]
@@ -161,6 +204,14 @@ class Result(models.Model):
             # One current result per reference and site: a repost is found, a correction supersedes.
             models.UniqueConstraint(fields=["site", "source_ref"], condition=Q(superseded=False),
                                     name="result_unique_current_ref"),
+        ]
+        triggers = [
+            # Append-only: the row is its own insert record. The one permitted change is superseding it.
+            pgtrigger.Protect(name="result_no_delete", operation=pgtrigger.Delete),
+            pgtrigger.Protect(name="result_no_rewrite", operation=pgtrigger.Update,
+                              condition=pgtrigger.AnyChange(exclude=["superseded"])),
+            pgtrigger.Protect(name="result_no_unsupersede", operation=pgtrigger.Update,
+                              condition=pgtrigger.Q(old__superseded=True, new__superseded=False)),
         ]
 
     def __str__(self) -> str:

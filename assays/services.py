@@ -10,14 +10,16 @@ The rules (DESIGN "Assay results", API issue "Ingestion"):
   conflict unless sent as a correction with a reason, which supersedes (never overwrites) the old row;
 - a row of a subject under a freeze or lock (of the subject, its site or its trial) is a conflict (409).
 
-Speed comes from doing every lookup once per batch (subjects, draws, existing references,
-catalogue), validating rows in plain Python, and writing the rows with COPY inside the transaction.
-The audit triggers fire for COPY as for any insert.
+Speed comes from doing every lookup once per batch (subjects, draws, existing references; the
+catalogue once per process, while its version row says it is current), validating rows in plain
+Python, and writing the rows with COPY inside the transaction. Each row carries the request's audit
+context and is its own insert record (assays.models.Result); superseding a row is audited as an update.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import json
 import math
 import re
 from collections.abc import Sequence
@@ -30,7 +32,7 @@ from django.db import IntegrityError, connection, transaction
 from django.utils import timezone
 
 from assays.lab_grading import grade_lab
-from assays.models import Analyte, AnalyteUnit, LabDraw, ReferenceRange, Result, Specimen
+from assays.models import Analyte, AnalyteUnit, CatalogueVersion, LabDraw, ReferenceRange, Result, Specimen
 from assays.ranges import pick_range
 from config.errors import DomainError, PermissionRefused
 from locking.services import blocking_locks
@@ -53,7 +55,7 @@ TEXT_FIELDS = ("source_ref", "subject", "accession_number", "specimen", "analyte
 EARLIEST = 1900  # a collection year before this is a typo (and year 1 overflows a time-zone conversion)
 RESULT_COLUMNS = ("draw_id", "subject_id", "site_id", "analyte_id", "source_ref", "value_text", "unit_text", "value",
                   "censored", "flag", "ctcae_grade", "status", "superseded", "correction_reason", "recorded_by_id",
-                  "recorded_at")
+                  "recorded_at", "audit_context_id")
 
 
 @dataclass(frozen=True, slots=True)
@@ -113,19 +115,19 @@ def _rows(sql: str, params: Sequence[Any]) -> list[tuple]:
 
 
 class _Catalogue:
-    """The batch's analytes, every accepted unit and the analytes' reference ranges (one query)."""
+    """Every analyte, accepted unit and reference range (one query), as of catalogue ``version``."""
 
-    def __init__(self, codes: set[str]) -> None:
+    def __init__(self, version: int | None) -> None:
+        self.version = version
         analyte, unit, ref = Analyte._meta.db_table, AnalyteUnit._meta.db_table, ReferenceRange._meta.db_table
         [(found,)] = _rows(
             f"SELECT json_build_object("
             f"'analytes', (SELECT coalesce(json_agg(json_build_array(id, code, kind, lloq, uloq, canonical_unit, "
-            f"ctcae_term, qualitative_values)), '[]') FROM {analyte} WHERE code = ANY(%s)), "
+            f"ctcae_term, qualitative_values)), '[]') FROM {analyte}), "
             f"'units', (SELECT coalesce(json_agg(json_build_array(analyte_id, unit, factor)), '[]') FROM {unit}), "
             f"'ranges', (SELECT coalesce(json_agg(json_build_array(r.analyte_id, r.sex, r.age_min_years, "
             f"r.age_max_years, r.low, r.high) ORDER BY r.analyte_id, r.sex, r.age_min_years), '[]') "
-            f"FROM {ref} r JOIN {analyte} a ON a.id = r.analyte_id WHERE a.code = ANY(%s)))",
-            [list(codes), list(codes)])
+            f"FROM {ref} r))", [])
         self.analytes = {
             row[1]: Analyte(id=row[0], code=row[1], kind=row[2], lloq=row[3], uloq=row[4], canonical_unit=row[5],
                             ctcae_term=row[6], qualitative_values=row[7] or [])
@@ -143,6 +145,22 @@ class _Catalogue:
         return pick_range(self.ranges.get(analyte_id, ()), sex, age)
 
 
+_cached_catalogue: _Catalogue | None = None
+
+
+def _catalogue(version: int | None) -> _Catalogue:
+    """The catalogue, kept per process and reloaded when its version row (CatalogueVersion, set by a
+    trigger on every change to the catalogue's tables) says it changed since. Without the row (a
+    database emptied by TRUNCATE, as tests do) nothing is kept: every batch reads the catalogue."""
+    global _cached_catalogue
+    if version is None:
+        return _Catalogue(None)
+    cached = _cached_catalogue
+    if cached is None or cached.version != version:
+        cached = _cached_catalogue = _Catalogue(version)
+    return cached
+
+
 def _scope_sql(user: AbstractBaseUser) -> tuple[str, list[Any]]:
     """SQL condition on subject ``s`` for the sites where ``user`` enters data (access_of's rule)."""
     access = access_of(user)
@@ -154,27 +172,33 @@ def _scope_sql(user: AbstractBaseUser) -> tuple[str, list[Any]]:
             "OR s.trial_id = ANY(%s::bigint[]))", [[t for t, _s in pairs], [s for _t, s in pairs], wide])
 
 
-def _subject_facts(user: AbstractBaseUser, codes: set[str]) -> dict[str, _SubjectFacts]:
-    """Subjects of the caller's sites by code, with consent, withdrawal, death and day 0 (one query)."""
+def _subject_facts(user: AbstractBaseUser, codes: set[str]) -> tuple[dict[str, _SubjectFacts], int | None]:
+    """Subjects of the caller's sites by code, with consent, withdrawal, death and day 0, and the
+    catalogue's version (one query: a row of the version, joined to the subjects found)."""
     scope, params = _scope_sql(user)
     rows = _rows(
+        f"SELECT v.version, f.* FROM (SELECT max(version) AS version FROM {CatalogueVersion._meta.db_table}) v "
+        f"LEFT JOIN ("
         f"SELECT s.code, s.id, s.site_id, s.trial_id, site.time_zone, s.sex, s.age_at_consent, "
         f"(SELECT min(c.consented_on) FROM {Consent._meta.db_table} c WHERE c.subject_id = s.id), "
         f"(SELECT min(c.withdrawn_on) FROM {Consent._meta.db_table} c WHERE c.subject_id = s.id), "
         f"(SELECT min(f.event_on) FROM {FollowUp._meta.db_table} f WHERE f.subject_id = s.id AND f.kind = %s), "
         f"{day0s_sql('s.id')} "
         f"FROM {Subject._meta.db_table} s JOIN {Site._meta.db_table} site ON site.id = s.site_id "
-        f"WHERE s.code = ANY(%s) AND {scope}", [FollowUp.Kind.DEATH.value, list(codes), *params])
+        f"WHERE s.code = ANY(%s) AND {scope}) f ON TRUE", [FollowUp.Kind.DEATH.value, list(codes), *params])
     facts: dict[str, _SubjectFacts] = {}
     duplicates: set[str] = set()
-    for code, pk, site_id, trial_id, tz, sex, age, consent, withdrawn, death, day0s in rows:
+    version = rows[0][0]
+    for _version, code, pk, site_id, trial_id, tz, sex, age, consent, withdrawn, death, day0s in rows:
+        if code is None:
+            continue  # no subject found: the version's row alone
         if code in facts:
             duplicates.add(code)  # the same code in two of the caller's trials: refuse rather than guess
         facts[code] = _SubjectFacts(pk, site_id, trial_id, _zone(tz), sex, age, consent, withdrawn, death,
                                     Timeline.of(day0s))
     for code in duplicates:
         del facts[code]
-    return facts
+    return facts, version
 
 
 _ZONES: dict[str, Any] = {}
@@ -222,6 +246,8 @@ class _Batch:
         self.errors: list[dict[str, Any]] = []
         self.conflicts: list[dict[str, Any]] = []
         self.now = timezone.now()
+        self.context_id: Any = None  # the request's audit context, which the new rows carry
+        self.recorded_at = self.now  # replaced by the transaction's time (see _lookup)
 
     def error(self, index: int, field_name: str, code: str, message: str, *, conflict: bool = False) -> None:
         entry = {"index": index, "field": f"results[{index}].{field_name}", "code": code, "message": message}
@@ -313,8 +339,10 @@ def _visits(trial_ids: set[int]) -> dict[int, list[VisitWindow]]:
     return by_trial
 
 
-def _draws(batch: _Batch, facts: dict[str, _SubjectFacts], valid: dict[int, tuple]) -> dict[tuple[int, str], int]:
-    """Existing and new lab draws of the batch, by (site, accession). New ones are inserted here."""
+def _draws(batch: _Batch, facts: dict[str, _SubjectFacts], valid: dict[int, tuple],
+           found: list[tuple]) -> dict[tuple[int, str], int]:
+    """Existing (``found``, see ``_lookup``) and new lab draws of the batch, by (site, accession). New ones
+    are inserted here."""
     wanted: dict[tuple[int, str], tuple[int, ResultIn]] = {}
     for i in valid:
         row = batch.rows[i]
@@ -324,17 +352,18 @@ def _draws(batch: _Batch, facts: dict[str, _SubjectFacts], valid: dict[int, tupl
             batch.error(i, "accession_number", "accession_mismatch", f"Accession {row.accession_number} is given "
                         f"another subject, specimen or time at index {first_i}.")
     existing: dict[tuple[int, str], int] = {}
-    for pk, site_id, accession, subject_id, specimen, at in _find_draws(list(wanted)):
+    for pk, site_id, accession, subject_id, specimen, at in found:
+        if (site_id, accession) not in wanted:
+            continue  # the draw of a row that stores nothing (an identical repost)
         existing[(site_id, accession)] = pk
         i, row = wanted[(site_id, accession)]
         if subject_id != facts[row.subject].id or specimen != row.specimen or at != row.collected_at:
             batch.error(i, "accession_number", "accession_mismatch", f"Accession {accession} is already a draw "
                         "of another subject, specimen or time.")
-    visits = _visits({facts[row.subject].trial_id for _i, row in wanted.values()})
+    missing = {key: value for key, value in wanted.items() if key not in existing}
+    visits = _visits({facts[row.subject].trial_id for _i, row in missing.values()}) if missing else {}
     new = []
-    for (site_id, accession), (_i, row) in wanted.items():
-        if (site_id, accession) in existing:
-            continue
+    for (site_id, accession), (_i, row) in missing.items():
         subject = facts[row.subject]
         matched = match_visit(subject.timeline, visits.get(subject.trial_id, []),
                               local_date(row.collected_at, subject.tz))
@@ -377,21 +406,40 @@ def _insert_draws(new: list[tuple], user_id: int) -> dict[tuple[int, str], int]:
     return found
 
 
-def _existing_results(site_refs: set[tuple[int, str]]) -> dict[tuple[int, str], tuple]:
-    """Current results by (site, source_ref): one query with an array join."""
-    if not site_refs:
-        return {}
-    sites = [s for s, _r in site_refs]
-    refs = [r for _s, r in site_refs]
-    with connection.cursor() as cursor:
-        cursor.execute(
-            "SELECT r.id, r.site_id, r.source_ref, a.code, r.value_text, r.unit_text, d.accession_number, r.status "
-            "FROM assays_result r JOIN assays_analyte a ON a.id = r.analyte_id "
-            "JOIN assays_labdraw d ON d.id = r.draw_id "
-            "JOIN unnest(%s::bigint[], %s::text[]) AS k(site_id, ref) "
-            "ON r.site_id = k.site_id AND r.source_ref = k.ref "
-            "WHERE NOT r.superseded", [sites, refs])
-        return {(row[1], row[2]): row for row in cursor.fetchall()}
+@dataclass
+class _Found:
+    """What one round trip finds for the valid rows: current results by (site, source_ref), existing
+    draws, and the id of the request's audit context (for the new rows to carry)."""
+
+    results: dict[tuple[int, str], tuple]
+    draws: list[tuple]
+    context_id: Any
+    now: dt.datetime  # the transaction's time: the rows' recorded_at, as the audit triggers' NOW()
+
+
+def _lookup(site_refs: set[tuple[int, str]], site_accessions: set[tuple[int, str]]) -> _Found:
+    """Current results and existing draws of the batch, and the audit context row (written now if it
+    is not yet; the statement starts with WITH, not SELECT, so pghistory sets the request's context on
+    it), in one query with array joins."""
+    refs, accessions = sorted(site_refs), sorted(site_accessions)
+    [(context_id, now, results, draws)] = _rows(
+        "WITH attached AS (SELECT _pgh_attach_context() AS id) SELECT (SELECT id FROM attached), now(), "
+        "(SELECT coalesce(json_agg(json_build_array(r.id, r.site_id, r.source_ref, a.code, r.value_text, "
+        "r.unit_text, d.accession_number, r.status)), '[]') "
+        "FROM assays_result r JOIN assays_analyte a ON a.id = r.analyte_id JOIN assays_labdraw d ON d.id = r.draw_id "
+        "JOIN unnest(%s::bigint[], %s::text[]) AS k(site_id, ref) ON r.site_id = k.site_id AND r.source_ref = k.ref "
+        "WHERE NOT r.superseded), "
+        "(SELECT coalesce(json_agg(json_build_array(d.id, d.site_id, d.accession_number, d.subject_id, d.specimen, "
+        f"d.collected_at)), '[]') FROM {LabDraw._meta.db_table} d {_DRAW_KEYS})",
+        [[s for s, _r in refs], [r for _s, r in refs], [s for s, _a in accessions], [a for _s, a in accessions]])
+    results, draws = _json(results), _json(draws)
+    return _Found(results={(row[1], row[2]): tuple(row) for row in results}, context_id=context_id, now=now,
+                  draws=[(pk, site, acc, subject, specimen, dt.datetime.fromisoformat(at))
+                         for pk, site, acc, subject, specimen, at in draws])
+
+
+def _json(value: Any) -> Any:
+    return json.loads(value) if isinstance(value, str | bytes) else value
 
 
 def _compare(batch: _Batch, i: int, row: ResultIn, current: tuple) -> str:
@@ -426,7 +474,9 @@ def _build(batch: _Batch, facts: dict[str, _SubjectFacts], catalogue: _Catalogue
             batch.error(i, "subject", code, message, conflict=True)
         elif checked:
             valid[i] = checked
-    existing = _existing_results({(facts[batch.rows[i].subject].site_id, batch.rows[i].source_ref) for i in valid})
+    found = _lookup({(facts[batch.rows[i].subject].site_id, batch.rows[i].source_ref) for i in valid},
+                    {(facts[batch.rows[i].subject].site_id, batch.rows[i].accession_number) for i in valid})
+    batch.context_id, batch.recorded_at, existing = found.context_id, found.now, found.results
     plan: dict[int, str] = {}
     for i in list(valid):
         row = batch.rows[i]
@@ -437,10 +487,10 @@ def _build(batch: _Batch, facts: dict[str, _SubjectFacts], catalogue: _Catalogue
             batch.error(i, "correction_reason", "nothing_to_correct", f"{row.source_ref} has no earlier result.")
     if batch.errors or batch.conflicts:
         return [], [], 0
-    draws = _draws(batch, facts, {i: v for i, v in valid.items() if plan.get(i) != "same"})
+    draws = _draws(batch, facts, {i: v for i, v in valid.items() if plan.get(i) != "same"}, found.draws)
     if batch.errors:
         return [], [], 0
-    recorded_at, user_id = timezone.now(), batch.user.pk
+    recorded_at, user_id = batch.recorded_at, batch.user.pk
     records, superseded = [], []
     for i, (analyte, value, censor) in valid.items():
         action = plan.get(i)
@@ -470,14 +520,15 @@ def _interpret(catalogue: _Catalogue, analyte: Analyte, value: float | None,
     return flag, grade
 
 
-def _copy(records: list[tuple]) -> None:
+def _copy(records: list[tuple], context_id: Any) -> None:
+    """COPY the rows, each with the audit context of this request."""
     # The raw psycopg cursor bypasses Django's error wrapping: without wrap_database_errors a lost race
     # surfaces as psycopg's UniqueViolation, which ingest_results' IntegrityError retry never catches (500).
     with connection.cursor() as cursor, connection.wrap_database_errors:
         raw = cursor.cursor
         with raw.copy(f"COPY assays_result ({', '.join(RESULT_COLUMNS)}) FROM STDIN") as copy:
             for record in records:
-                copy.write_row(record)
+                copy.write_row((*record, context_id))
 
 
 def ingest_results(*, rows: Sequence[ResultIn], by: User) -> IngestOutcome:
@@ -499,9 +550,10 @@ def ingest_results(*, rows: Sequence[ResultIn], by: User) -> IngestOutcome:
 @transaction.atomic
 def _ingest_once(*, rows: Sequence[ResultIn], by: User) -> IngestOutcome:
     batch = _Batch(rows, by)
-    facts = _subject_facts(by, {row.subject for row in rows if "\x00" not in row.subject})  # NUL: refused per row
+    codes = {row.subject for row in rows if "\x00" not in row.subject}  # NUL: refused per row
+    facts, catalogue_version = _subject_facts(by, codes)
     locks = blocking_locks((f.id, f.site_id, f.trial_id) for f in facts.values())  # frozen or locked subjects
-    catalogue = _Catalogue({row.analyte for row in rows if "\x00" not in row.analyte})
+    catalogue = _catalogue(catalogue_version)
     records, superseded, unchanged = _build(batch, facts, catalogue, locks)
     if batch.errors:
         raise BatchRejected(batch.errors + batch.conflicts)
@@ -512,7 +564,7 @@ def _ingest_once(*, rows: Sequence[ResultIn], by: User) -> IngestOutcome:
         reasons = sorted({row.correction_reason.strip() for row in rows if row.correction_reason.strip()})
         with pghistory.context(reason="; ".join(reasons)[:1000], action="correct_results"):
             Result.objects.filter(pk__in=superseded).update(superseded=True)
-            _copy(records)
+            _copy(records, batch.context_id)
     else:
-        _copy(records)
+        _copy(records, batch.context_id)
     return IngestOutcome(created=len(records) - len(superseded), unchanged=unchanged, corrected=len(superseded))

@@ -15,6 +15,10 @@ describes. They are derived once from the foreign keys of each tracked model:
   path is unknown). Only superusers read their history, except a site's own row, which the data
   managers of that site read (see ``audit.selectors``).
 
+A tracked model may name a view to read instead of its event table (``AUDIT_TRAIL_TABLE``, with the
+event table's columns): results are their own insert records, so their view takes the inserts from
+the results table and the updates and deletes from the event table (assays.models.Result).
+
 Parents are joined by their current row: clinical records are never deleted (PROTECT, no delete
 permission), and an event whose parent has gone has no trial, so it is hidden from everyone but
 superusers rather than shown to the wrong people. A table added later by another app is classified
@@ -155,9 +159,10 @@ def _describe(event_model: type[models.Model]) -> AuditedTable:
 
     tracked_fields = {f.column: str(f.verbose_name) for f in tracked._meta.concrete_fields}
     event_columns = [f.column for f in event_model._meta.concrete_fields if not f.column.startswith("pgh_")]
+    event_table = getattr(tracked, "AUDIT_TRAIL_TABLE", event_model._meta.db_table)
     return AuditedTable(
         label=tracked._meta.label, name=str(tracked._meta.verbose_name), event_label=event_model._meta.label,
-        event_table=event_model._meta.db_table, kind=kind, joins=joins, trial_sql=trial_sql, site_sql=site_sql,
+        event_table=event_table, kind=kind, joins=joins, trial_sql=trial_sql, site_sql=site_sql,
         subject_sql=subject_sql, has_context=any(f.name == "pgh_context" for f in event_model._meta.fields),
         fields=tuple((c, tracked_fields.get(c, c)) for c in event_columns),
     )

@@ -93,6 +93,17 @@ def token_locked(request: HttpRequest, prefix: str) -> bool:
     return max(totals["ip"] or 0, totals["token"] or 0) >= settings.AXES_FAILURE_LIMIT
 
 
+def token_locked_sql(request: HttpRequest, prefix: str) -> tuple[str, list[Any]]:
+    """``token_locked`` as an SQL column (and its parameters), read by the token's own query."""
+    ip_address = get_client_ip_address(request)
+    username = TOKEN_USERNAME.format(prefix=prefix)
+    sql = (f"(SELECT greatest(coalesce(sum(t.failures_since_start) FILTER (WHERE t.ip_address = %s), 0), "
+           f"coalesce(sum(t.failures_since_start) FILTER (WHERE t.username = %s), 0)) >= %s "
+           f"FROM {AccessAttempt._meta.db_table} t "
+           f"WHERE (t.ip_address = %s OR t.username = %s) AND t.attempt_time >= %s)")
+    return sql, [ip_address, username, settings.AXES_FAILURE_LIMIT, ip_address, username, _threshold()]
+
+
 def account_locked(username: str) -> bool:
     """Whether the account is locked (failed logins and signings within the cool-off)."""
     total = AccessAttempt.objects.filter(username=username, attempt_time__gte=_threshold()).aggregate(

@@ -88,6 +88,20 @@ class TrialAccess:
         return qs.filter(self.site_q(trial=trial, site=site))
 
 
+def memberships_sql(user_column: str) -> str:
+    """An SQL column for a query that loads a user (``user_column`` is its id): the user's active
+    memberships as a JSON array of [trial, site, role]. Hand the value to ``remember_memberships`` and
+    ``access_of`` needs no query of its own (the token's query loads the user and its scope at once)."""
+    return (f"(SELECT coalesce(json_agg(json_build_array(m.trial_id, m.site_id, m.role)), '[]') "
+            f"FROM {Membership._meta.db_table} m WHERE m.user_id = {user_column} AND m.active)")
+
+
+def remember_memberships(user: AbstractBaseUser, rows: list[list[object]]) -> None:
+    """Keep the memberships read by ``memberships_sql`` on this user object for ``access_of``."""
+    user._membership_rows = [tuple(row) for row in rows]  # type: ignore[attr-defined]
+    user.__dict__.pop("_trial_access", None)
+
+
 def restrict_to_trial(user: AbstractBaseUser, trial_id: int) -> None:
     """Confine ``user`` (this user object, i.e. this request) to one trial, as a personal API token does:
     only the memberships in that trial count, and superuser rights do not apply."""
@@ -110,16 +124,16 @@ def access_of(user: AbstractBaseUser | AnonymousUser) -> TrialAccess:
     site_roles: dict[tuple[int, int], set[str]] = {}
     trial_roles: dict[int, set[str]] = {}
     only_trial = restricted_trial(user)
-    # Hand-written: this runs on every request, and the ORM's compilation cost more than the query.
-    with connection.cursor() as cursor:
-        if only_trial is None:
+    rows = getattr(user, "_membership_rows", None)
+    if rows is None:
+        # Hand-written: this runs on every request, and the ORM's compilation cost more than the query.
+        with connection.cursor() as cursor:
             cursor.execute(f"SELECT trial_id, site_id, role FROM {Membership._meta.db_table} "
                            f"WHERE user_id = %s AND active", [user.pk])
-        else:
-            cursor.execute(f"SELECT trial_id, site_id, role FROM {Membership._meta.db_table} "
-                           f"WHERE user_id = %s AND active AND trial_id = %s", [user.pk, only_trial])
-        rows = cursor.fetchall()
+            rows = cursor.fetchall()
     for trial_id, site_id, role in rows:
+        if only_trial is not None and trial_id != only_trial:
+            continue
         if site_id is None:
             trial_roles.setdefault(trial_id, set()).add(role)
         else:

@@ -46,19 +46,20 @@ class TokenAuthentication(authentication.BaseAuthentication):
         return result
 
     def _credential_user(self, raw: str, http_request: HttpRequest) -> tuple[AbstractBaseUser, Any]:
-        from config.lockout import TOKEN_USERNAME, lockout_message, record_failure, token_locked
+        from config.lockout import TOKEN_USERNAME, lockout_message, record_failure, token_locked_sql
         from trials.access import restrict_to_trial
         from trials.models import PersonalToken
         from trials.services import authenticate_token, token_was_issued
 
-        credential = authenticate_token(raw)
         prefix = raw.partition(".")[0][:40]
+        # One query: the token, its user, the user's memberships (the site scope) and the lockout state.
+        credential = authenticate_token(raw, extra=token_locked_sql(http_request, prefix))
         if credential is None:
             # A revoked or expired token is not a guess: it is refused, and counts towards no lock.
             if not token_was_issued(raw) and record_failure(http_request, TOKEN_USERNAME.format(prefix=prefix)):
                 raise TooManyFailures(lockout_message())
             raise exceptions.AuthenticationFailed("Invalid, expired or revoked token.")
-        if token_locked(http_request, prefix):
+        if vars(credential).get("extra"):  # locked
             raise TooManyFailures(lockout_message())
         from config.audit import note_personal_token, note_service_account
 

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import secrets
 from collections.abc import Iterable
 from datetime import date, datetime
+from typing import Any
 
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import User
@@ -13,7 +15,7 @@ from django.db import connection, transaction
 from django.utils import timezone
 
 from config.errors import PermissionRefused, RuleViolation, StateConflict
-from trials.access import access_of
+from trials.access import access_of, memberships_sql, remember_memberships
 from trials.models import Membership, PersonalToken, ServiceAccount, Site, Trial
 
 TOKEN_BYTES = 32
@@ -72,23 +74,29 @@ def revoke_service_account(*, account: ServiceAccount, by: User) -> ServiceAccou
 Credential = ServiceAccount | PersonalToken
 
 
-def _active_credential(model: type[Credential], prefix: str) -> Credential | None:
-    """The unrevoked service account or personal token with this prefix and its (active) user, in one
-    hand-written query (this runs on every API request; the ORM's query compilation cost more than the query)."""
+def _active_credential(model: type[Credential], prefix: str,
+                       extra: tuple[str, list[Any]] | None = None) -> Credential | None:
+    """The unrevoked service account or personal token with this prefix, its (active) user and the user's
+    memberships, in one hand-written query (this runs on every API request; the ORM's query compilation
+    cost more than the query). ``extra`` is one more SQL column (with its parameters), kept on the
+    credential as ``extra``: the token's lockout state (config.lockout.token_locked_sql)."""
     user_model = get_user_model()
     own_fields = [f for f in model._meta.concrete_fields]
     user_fields = [f for f in user_model._meta.concrete_fields]
     columns = [f"a.{f.column}" for f in own_fields] + [f"u.{f.column}" for f in user_fields]
+    extra_sql, extra_params = extra or ("NULL", [])
     with connection.cursor() as cursor:
-        cursor.execute(f"SELECT {', '.join(columns)} FROM {model._meta.db_table} a "
-                       f"JOIN {user_model._meta.db_table} u ON u.id = a.user_id "
-                       f"WHERE a.token_prefix = %s AND a.revoked_at IS NULL AND u.is_active", [prefix])
+        cursor.execute(f"SELECT {', '.join(columns)}, {memberships_sql('u.id')}, {extra_sql} "
+                       f"FROM {model._meta.db_table} a JOIN {user_model._meta.db_table} u ON u.id = a.user_id "
+                       f"WHERE a.token_prefix = %s AND a.revoked_at IS NULL AND u.is_active", [*extra_params, prefix])
         row = cursor.fetchone()
     if row is None:
         return None
-    n = len(own_fields)
+    n, m = len(own_fields), len(own_fields) + len(user_fields)
     credential = model.from_db(connection.alias, [f.attname for f in own_fields], row[:n])
-    credential.user = user_model.from_db(connection.alias, [f.attname for f in user_fields], row[n:])
+    credential.user = user_model.from_db(connection.alias, [f.attname for f in user_fields], row[n:m])
+    remember_memberships(credential.user, row[m] if isinstance(row[m], list) else json.loads(row[m]))
+    vars(credential)["extra"] = row[m + 1]
     return credential
 
 
@@ -97,15 +105,16 @@ def _expired(credential: Credential, now: datetime) -> bool:
     return expires_on is not None and expires_on < now.date()  # UTC: the server's time zone
 
 
-def authenticate_token(raw: str) -> Credential | None:
+def authenticate_token(raw: str, *, extra: tuple[str, list[Any]] | None = None) -> Credential | None:
     """The active service account or personal token a token belongs to, or None (revoked, expired,
     unknown or a wrong secret). Personal tokens' prefixes start with ``p``, service accounts' are
-    hexadecimal: the prefix names the one table to look in. Compares hashes in constant time."""
+    hexadecimal: the prefix names the one table to look in. Compares hashes in constant time.
+    ``extra``: one more SQL column read by the same query (see ``_active_credential``)."""
     prefix, _, secret = raw.partition(".")
     if not prefix or not secret:
         return None
     model = PersonalToken if prefix.startswith(PersonalToken.PREFIX_MARK) else ServiceAccount
-    credential = _active_credential(model, prefix)
+    credential = _active_credential(model, prefix, extra)
     if credential is None or not secrets.compare_digest(credential.token_hash, hash_token(secret)):
         return None
     now = timezone.now()

@@ -53,12 +53,18 @@ def test_correction_keeps_the_previous_value_as_superseded(subject, lab):
     assert (new.value_text, new.value, new.status, new.correction_reason) == ("21.5", 21.5, "corrected",
                                                                                "Transposed digits")
     assert old.draw_id == new.draw_id
-    # The audit trail carries the correction's reason on both the superseding update and the new row.
-    from pghistory.models import Events
+    # The audit trail carries the correction's reason on both the superseding update and the new row
+    # (whose insert the trail reads from the row itself).
+    from audit.selectors import AuditFilters, AuditScope, list_audit_entries
 
-    superseding = Events.objects.tracks(old).get(pgh_label="update")
-    inserted = Events.objects.tracks(new).get(pgh_label="insert")
-    assert superseding.pgh_context["reason"] == inserted.pgh_context["reason"] == "Transposed digits"
+    def trail(result: Result) -> list:
+        filters = AuditFilters(table="assays.Result", record_id=result.pk)
+        return list(list_audit_entries(scope=AuditScope(everything=True), filters=filters))
+
+    superseding = [e for e in trail(old) if e.action == "update"]
+    [inserted] = trail(new)
+    assert inserted.action == "insert" and [e.reason for e in superseding] == ["Transposed digits"]
+    assert inserted.reason == "Transposed digits" and inserted.request_id == corrected["X-Request-ID"]
     # The superseded value is still readable through the API.
     listed = lab.get("/api/v1/results/", {"superseded": "true"}).json()["results"]
     assert [(r["id"], r["value_text"]) for r in listed] == [(old.pk, "12.5")]

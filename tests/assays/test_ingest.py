@@ -6,6 +6,8 @@ import datetime as dt
 import json
 
 import pytest
+from django.db import DatabaseError, IntegrityError, connection, transaction
+from django.test.utils import CaptureQueriesContext
 from rest_framework.test import APIClient
 
 from assays.models import Analyte, AnalyteUnit, LabDraw, ReferenceRange, Result
@@ -26,6 +28,15 @@ def catalogue(db):
                                                               "lloq": 1.5, "uloq": 5000})[0]
     AnalyteUnit.objects.get_or_create(analyte=il6, unit="pg/mL", defaults={"factor": 1})
     return {"CRP": crp, "IL6": il6}
+
+
+@pytest.fixture
+def versioned(db):
+    """The catalogue's version row, which migration assays.0005 creates (a transactional test's flush
+    empties every table, so a reused test database may have lost it)."""
+    with connection.cursor() as cursor:
+        cursor.execute("INSERT INTO assays_catalogueversion (version) SELECT nextval('assays_catalogue_version') "
+                       "WHERE NOT EXISTS (SELECT 1 FROM assays_catalogueversion)")
 
 
 @pytest.fixture
@@ -109,14 +120,86 @@ def test_batch_ingestion_queries_do_not_grow_with_rows(world, catalogue, lab, ro
         assert post(lab, batch).status_code == 201
 
 
-def test_every_ingested_and_superseded_result_leaves_an_audit_row(world, catalogue, lab):
+def test_every_ingested_and_superseded_result_is_in_the_audit_trail(world, catalogue, lab):
     from django.apps import apps
+
+    from audit.selectors import AuditFilters, AuditScope, list_audit_entries
 
     events = apps.get_model("assays", "ResultEvent")
     subject = consented(trial=world.trial, site=world.site_a, coordinator=world.coordinator)
-    assert post(lab, {"results": [row(subject, 1), row(subject, 2)]}).status_code == 201
-    assert post(lab, row(subject, 1, value="13", correction_reason="Re-run")).status_code == 201
-    inserted = events.objects.filter(pgh_label="insert").values_list("source_ref", "value_text")
-    assert sorted(inserted) == [("LIS-1", "12.5"), ("LIS-1", "13"), ("LIS-2", "12.5")]
-    assert list(events.objects.filter(pgh_label="update").values_list("source_ref", "superseded")) == [
-        ("LIS-1", True)]
+    first = post(lab, {"results": [row(subject, 1), row(subject, 2)]})
+    assert first.status_code == 201
+    correction = post(lab, row(subject, 1, value="13", correction_reason="Re-run"))
+    assert correction.status_code == 201
+    trail = list(list_audit_entries(scope=AuditScope(everything=True), filters=AuditFilters(table="assays.Result")))
+    inserts = [e for e in trail if e.action == "insert"]
+    values = sorted((c.field, c.new) for e in inserts for c in e.changes if c.field in ("source_ref", "value_text"))
+    assert values == [("source_ref", "LIS-1"), ("source_ref", "LIS-1"), ("source_ref", "LIS-2"),
+                      ("value_text", "12.5"), ("value_text", "12.5"), ("value_text", "13")]
+    assert all(not any(c.field == "superseded" and c.new == "true" for c in e.changes) for e in inserts)
+    assert sorted(e.request_id for e in inserts) == sorted([first["X-Request-ID"]] * 2 + [correction["X-Request-ID"]])
+    assert {e.service_account for e in inserts} == {"Lab A"}
+    [update] = [e for e in trail if e.action == "update"]
+    assert [(c.field, c.old, c.new) for c in update.changes] == [("superseded", "false", "true")]
+    assert update.reason == "Re-run" and update.request_id == correction["X-Request-ID"]
+    # The inserts are the rows themselves: the event table keeps the row-by-row updates only.
+    assert list(events.objects.values_list("pgh_label", "source_ref", "superseded")) == [("update", "LIS-1", True)]
+
+
+def test_a_stored_result_is_never_rewritten_or_deleted(world, catalogue, lab):
+    subject = consented(trial=world.trial, site=world.site_a, coordinator=world.coordinator)
+    assert post(lab, row(subject, 1)).status_code == 201
+    result = Result.objects.get()
+    for change in ({"value": 99.0}, {"value_text": "99"}, {"recorded_at": dt.datetime.now(dt.UTC)},
+                   {"audit_context": None}):
+        with pytest.raises(DatabaseError, match="Cannot update"), transaction.atomic():
+            Result.objects.filter(pk=result.pk).update(**change)
+    with pytest.raises(DatabaseError, match="Cannot delete"), transaction.atomic():
+        Result.objects.filter(pk=result.pk).delete()
+    Result.objects.filter(pk=result.pk).update(superseded=True)  # superseding is the one change allowed
+    with pytest.raises(DatabaseError, match="Cannot update"), transaction.atomic():
+        Result.objects.filter(pk=result.pk).update(superseded=False)
+    assert Result.objects.get().value == 12.5
+
+
+def test_a_result_must_name_its_draws_subject_and_site(world, catalogue, lab):
+    subject = consented(trial=world.trial, site=world.site_a, coordinator=world.coordinator)
+    other = consented(trial=world.trial, site=world.site_a, coordinator=world.coordinator)
+    assert post(lab, row(subject, 1)).status_code == 201
+    result = Result.objects.get()
+    fields = {f.attname: getattr(result, f.attname) for f in Result._meta.concrete_fields if f.attname != "id"}
+    with connection.cursor() as cursor:  # checked at each statement here, not at a commit the test never makes
+        cursor.execute("SET CONSTRAINTS assays_result_draw_subject_site_fk IMMEDIATE")
+    for wrong in ({"subject_id": other.pk}, {"site_id": world.site_b.pk}):
+        with pytest.raises(IntegrityError), transaction.atomic():
+            Result.objects.create(**{**fields, "source_ref": "LIS-2", **wrong})
+    with pytest.raises(IntegrityError), transaction.atomic():
+        LabDraw.objects.filter(pk=result.draw_id).update(subject_id=other.pk)
+
+
+def test_the_cached_catalogue_is_reloaded_when_it_changes(world, versioned, catalogue, lab):
+    subject = consented(trial=world.trial, site=world.site_a, coordinator=world.coordinator)
+    refused = post(lab, row(subject, 1, analyte="IL6", unit="fg/mL", value="20000"))
+    assert refused.status_code == 400
+    assert refused.json()["rows"][0]["code"] in ("unknown_unit", "unit_not_convertible")
+    AnalyteUnit.objects.create(analyte=catalogue["IL6"], unit="fg/mL", factor=0.001)  # e.g. in the admin
+    assert post(lab, row(subject, 1, analyte="IL6", unit="fg/mL", value="20000")).status_code == 201
+    assert Result.objects.get(source_ref="LIS-1").value == pytest.approx(20.0)
+    with connection.cursor() as cursor:  # any writer, even raw SQL, bumps the catalogue's version
+        cursor.execute("UPDATE assays_analyteunit SET factor = 0.0001 WHERE unit = 'fg/mL'")
+    assert post(lab, row(subject, 2, analyte="IL6", unit="fg/mL", value="20000")).status_code == 201
+    assert Result.objects.get(source_ref="LIS-2").value == pytest.approx(2.0)
+
+
+def test_a_single_post_reads_token_user_and_memberships_at_once_and_the_catalogue_once(world, versioned,
+                                                                                          catalogue, lab):
+    subject = consented(trial=world.trial, site=world.site_a, coordinator=world.coordinator)
+    assert post(lab, row(subject, 1)).status_code == 201  # the draw exists from now on
+    with CaptureQueriesContext(connection) as queries:
+        assert post(lab, row(subject, 2)).status_code == 201
+    sqls = [q["sql"] for q in queries.captured_queries]
+    token = [sql for sql in sqls if "trials_serviceaccount" in sql]
+    assert len(token) == 1 and "trials_membership" in token[0] and "axes_accessattempt" in token[0]
+    assert not [sql for sql in sqls if "trials_membership" in sql and sql not in token]
+    assert not [sql for sql in sqls if "assays_analyteunit" in sql]  # the catalogue is this process's copy
+    assert not [sql for sql in sqls if "ON CONFLICT" in sql]  # no upsert of the draw: it exists

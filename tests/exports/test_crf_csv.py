@@ -7,6 +7,7 @@ import csv
 import io
 from typing import Any
 
+import pgtrigger
 import pytest
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
@@ -152,9 +153,11 @@ def test_two_exports_of_unchanged_data_are_identical(course):
 ])
 def test_the_results_file_written_by_postgresql_is_the_generic_one_byte_for_byte(course, value, text):
     result = Result.objects.filter(subject__trial=course.world.trial).order_by("pk").first()
-    Result.objects.filter(pk=result.pk).update(
-        value=value, correction_reason=text, superseded=True, unit_text=text,
-        recorded_at=result.recorded_at.replace(microsecond=120))
+    # Stored results are append-only (assays.models.Result); the test plants awkward values in one.
+    with pgtrigger.ignore("assays.Result:result_no_rewrite"):
+        Result.objects.filter(pk=result.pk).update(
+            value=value, correction_reason=text, superseded=True, unit_text=text,
+            recorded_at=result.recorded_at.replace(microsecond=120))
     form, scope = form_named("results"), scope_for(course.world)
     fast = b"".join(form_chunks(form, scope))
     assert fast == b"".join(generic_form_chunks(form, scope))

@@ -36,6 +36,11 @@ def audit_tables() -> list[str]:
     return sorted({*tables, AuditExport._meta.db_table, pghistory.models.Context._meta.db_table})
 
 
+def self_audited_tables() -> list[str]:
+    """Tables whose rows are their own insert records (``AUDIT_TRAIL_TABLE``, see audit.tables)."""
+    return sorted(m._meta.db_table for m in apps.get_models() if getattr(m, "AUDIT_TRAIL_TABLE", None))
+
+
 IGNORE_ONLY_FOR_OWNER = """
 CREATE OR REPLACE FUNCTION public._pgtrigger_should_ignore(trigger_name NAME) RETURNS BOOLEAN AS $$
 DECLARE
@@ -80,6 +85,9 @@ def grant_app_role(role: str, password: str | None = None) -> None:
             privileges = "UPDATE, DELETE" if table != pghistory.models.Context._meta.db_table else "DELETE"
             # The context row of a request is upserted as the request adds metadata: it keeps UPDATE.
             cursor.execute(sql.SQL(f"REVOKE {privileges} ON {{}} FROM {{}}").format(sql.Identifier(table), name))
+        for table in self_audited_tables():
+            # A row that is its own insert record (results) is never deleted; superseding it is an update.
+            cursor.execute(sql.SQL("REVOKE DELETE ON {} FROM {}").format(sql.Identifier(table), name))
 
 
 class _PlainSql:

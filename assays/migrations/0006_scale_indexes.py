@@ -11,7 +11,7 @@ class Migration(migrations.Migration):
     atomic = False
 
     dependencies = [
-        ('assays', '0004_event_tables_append_only'),
+        ('assays', '0005_results_append_only_catalogue_version'),
         ('patients', '0005_donor_collections'),
         ('trials', '0007_personal_tokens'),
         migrations.swappable_dependency(settings.AUTH_USER_MODEL),
