@@ -1,0 +1,112 @@
+"""A subject's lab results for the admin: a table by draw and analyte, and plots (matplotlib, Agg backend).
+
+The table shows each current result (corrections supersede, cancellations drop out) with its reference
+range indicator as SDTM LBNRIND names it (LOW, NORMAL, HIGH) and its CTCAE grade, both set at ingestion
+(``assays.ranges``, ``assays.lab_grading``). Study days come from ``patients.timeline``.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import io
+from dataclasses import dataclass
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")  # a server: no display, and no GUI toolkit imported
+
+from matplotlib.figure import Figure  # noqa: E402  (after the backend is chosen)
+
+from assays.models import Result  # noqa: E402
+from patients.models import AdverseEvent, Subject  # noqa: E402
+from patients.timeline import Timeline, local_date, timeline_of  # noqa: E402
+
+NRIND = {Result.Flag.LOW: "LOW", Result.Flag.NORMAL: "NORMAL", Result.Flag.HIGH: "HIGH"}
+CRS_PANEL = ("CRP", "IL6", "FERRITIN", "ANC")
+CAR_COPIES = "CAR_QPCR"
+DAYS_BEFORE_CRS, DAYS_AFTER_CRS = 3, 14  # the window plotted around each CRS episode's onset
+FORMATS = {"png": "image/png", "svg": "image/svg+xml"}
+
+
+@dataclass(frozen=True)
+class LabRow:
+    """One draw: when (site time), its study day, and its results by analyte code."""
+
+    accession: str
+    collected: dt.datetime
+    study_day: int | None
+    cells: dict[str, Result]
+
+
+def current_results(subject: Subject) -> list[Result]:
+    """The subject's current results, with draw and analyte (one query)."""
+    return list(Result.objects.filter(subject=subject, superseded=False).exclude(status=Result.Status.CANCELLED)
+                .select_related("draw", "analyte").order_by("draw__collected_at", "draw_id", "analyte__code", "pk"))
+
+
+def lab_table(subject: Subject) -> tuple[list[str], list[LabRow]]:
+    """Analyte codes (the columns) and one row per draw, in time order."""
+    results = current_results(subject)
+    timeline, tz = timeline_of(subject), subject.site.tzinfo
+    rows: dict[int, LabRow] = {}
+    for result in results:
+        draw = result.draw
+        if draw.pk not in rows:
+            collected = draw.collected_at.astimezone(tz)
+            rows[draw.pk] = LabRow(draw.accession_number, collected, timeline.study_day(collected.date()), {})
+        rows[draw.pk].cells[result.analyte.code] = result
+    return sorted({r.analyte.code for r in results}), list(rows.values())
+
+
+def _series(results: list[Result], code: str, tz: Any) -> list[tuple[dt.date, float]]:
+    points = []
+    for r in results:
+        day = local_date(r.draw.collected_at, tz)
+        if r.analyte.code == code and r.value is not None and day is not None:
+            points.append((day, r.value))
+    return points
+
+
+def _crs_axes(fig: Figure, results: list[Result], episodes: list[dt.date], timeline: Timeline, tz: Any,
+              columns: int) -> None:
+    for row, onset in enumerate(episodes):
+        for col, code in enumerate(CRS_PANEL):
+            ax = fig.add_subplot(len(episodes) + 1, columns, row * columns + col + 1)
+            points = [(timeline.study_day(day), value) for day, value in _series(results, code, tz)
+                      if -DAYS_BEFORE_CRS <= (day - onset).days <= DAYS_AFTER_CRS]
+            xs = [x for x, _ in points if x is not None]
+            ys = [y for x, y in points if x is not None]
+            ax.plot(xs, ys, marker="o")
+            onset_day = timeline.study_day(onset)
+            if onset_day is not None:
+                ax.axvline(onset_day, color="tab:red", linestyle="--", linewidth=1)
+            ax.set_title(f"{code} around CRS onset {onset:%d %b %Y}", fontsize=8)
+            ax.set_xlabel("study day", fontsize=7)
+            ax.tick_params(labelsize=7)
+
+
+def lab_figure(subject: Subject) -> Figure:
+    """CRP, IL-6, ferritin and ANC around each CRS episode, and CAR transgene copies over time (log scale)."""
+    results, timeline, tz = current_results(subject), timeline_of(subject), subject.site.tzinfo
+    episodes = list(subject.adverse_events.filter(category=AdverseEvent.Category.CRS).order_by("onset_on")
+                    .values_list("onset_on", flat=True))
+    columns = len(CRS_PANEL)
+    fig = Figure(figsize=(13.66, 3.2 * (len(episodes) + 1)), layout="constrained")
+    _crs_axes(fig, results, episodes, timeline, tz, columns)
+    ax = fig.add_subplot(len(episodes) + 1, 1, len(episodes) + 1)
+    copies = [(timeline.study_day(day), value) for day, value in _series(results, CAR_COPIES, tz) if value > 0]
+    ax.plot([x for x, _ in copies if x is not None], [y for x, y in copies if x is not None], marker="o")
+    ax.set_yscale("log")
+    ax.set_title(f"{subject.code}: CAR transgene (copies/µg DNA)", fontsize=9)
+    ax.set_xlabel("study day (day 0 = first CAR-T infusion)", fontsize=8)
+    if not episodes:
+        fig.suptitle("No CRS episode recorded", fontsize=9)
+    return fig
+
+
+def render(fig: Figure, fmt: str) -> bytes:
+    """The figure as PNG or SVG bytes."""
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format=fmt, dpi=100)
+    return buffer.getvalue()
