@@ -92,7 +92,7 @@ def lab_figure(subject: Subject) -> Figure:
     episodes = list(subject.adverse_events.filter(category=AdverseEvent.Category.CRS).order_by("onset_on")
                     .values_list("onset_on", flat=True))
     columns = len(CRS_PANEL)
-    fig = Figure(figsize=(13.66, 3.2 * (len(episodes) + 1)), layout="constrained")
+    fig = Figure(figsize=(10.5, 3.2 * (len(episodes) + 1)), layout="constrained")  # fits a 1,366 px screen
     _crs_axes(fig, results, episodes, timeline, tz, columns)
     ax = fig.add_subplot(len(episodes) + 1, 1, len(episodes) + 1)
     copies = [(timeline.study_day(day), value) for day, value in _series(results, CAR_COPIES, tz) if value > 0]
