@@ -68,20 +68,26 @@ def _series(results: list[Result], code: str, tz: Any) -> list[tuple[dt.date, fl
     return points
 
 
-def _crs_axes(fig: Figure, results: list[Result], episodes: list[dt.date], timeline: Timeline, tz: Any,
-              columns: int) -> None:
+def _on_study_days(timeline: Timeline, points: list[tuple[dt.date, float]]) -> list[tuple[int, float]]:
+    """(study day, value) of dated values; none before the subject has a day 0."""
+    return [(x, value) for day, value in points if (x := timeline.study_day(day)) is not None]
+
+
+def _crs_axes(fig: Figure, grid: Any, results: list[Result], episodes: list[dt.date], timeline: Timeline,
+              tz: Any) -> None:
     for row, onset in enumerate(episodes):
+        onset_day = timeline.study_day(onset)
         for col, code in enumerate(CRS_PANEL):
-            ax = fig.add_subplot(len(episodes) + 1, columns, row * columns + col + 1)
-            points = [(timeline.study_day(day), value) for day, value in _series(results, code, tz)
-                      if -DAYS_BEFORE_CRS <= (day - onset).days <= DAYS_AFTER_CRS]
-            xs = [x for x, _ in points if x is not None]
-            ys = [y for x, y in points if x is not None]
-            ax.plot(xs, ys, marker="o")
-            onset_day = timeline.study_day(onset)
+            ax = fig.add_subplot(grid[row, col])
+            points = _on_study_days(timeline, [(day, value) for day, value in _series(results, code, tz)
+                                               if -DAYS_BEFORE_CRS <= (day - onset).days <= DAYS_AFTER_CRS])
+            ax.plot([x for x, _ in points], [y for _, y in points], marker="o")
             if onset_day is not None:
                 ax.axvline(onset_day, color="tab:red", linestyle="--", linewidth=1)
-            ax.set_title(f"{code} around CRS onset {onset:%d %b %Y}", fontsize=8)
+                ax.set_xlim(onset_day - DAYS_BEFORE_CRS - 0.5, onset_day + DAYS_AFTER_CRS + 0.5)
+            if not points:
+                ax.text(0.5, 0.5, "no result", transform=ax.transAxes, ha="center", fontsize=8)
+            ax.set_title(f"{code}, CRS onset {onset:%d %b %Y}", fontsize=8)
             ax.set_xlabel("study day", fontsize=7)
             ax.tick_params(labelsize=7)
 
@@ -91,17 +97,16 @@ def lab_figure(subject: Subject) -> Figure:
     results, timeline, tz = current_results(subject), timeline_of(subject), subject.site.tzinfo
     episodes = list(subject.adverse_events.filter(category=AdverseEvent.Category.CRS).order_by("onset_on")
                     .values_list("onset_on", flat=True))
-    columns = len(CRS_PANEL)
     fig = Figure(figsize=(10.5, 3.2 * (len(episodes) + 1)), layout="constrained")  # fits a 1,366 px screen
-    _crs_axes(fig, results, episodes, timeline, tz, columns)
-    ax = fig.add_subplot(len(episodes) + 1, 1, len(episodes) + 1)
-    copies = [(timeline.study_day(day), value) for day, value in _series(results, CAR_COPIES, tz) if value > 0]
-    ax.plot([x for x, _ in copies if x is not None], [y for x, y in copies if x is not None], marker="o")
+    grid = fig.add_gridspec(len(episodes) + 1, len(CRS_PANEL))
+    _crs_axes(fig, grid, results, episodes, timeline, tz)
+    ax = fig.add_subplot(grid[len(episodes), :])
+    copies = _on_study_days(timeline, [(day, value) for day, value in _series(results, CAR_COPIES, tz) if value > 0])
+    ax.plot([x for x, _ in copies], [y for _, y in copies], marker="o")
     ax.set_yscale("log")
-    ax.set_title(f"{subject.code}: CAR transgene (copies/µg DNA)", fontsize=9)
+    ax.set_title(f"{subject.code}: CAR transgene (copies/µg DNA)" + ("" if episodes else "; no CRS episode recorded"),
+                 fontsize=9)
     ax.set_xlabel("study day (day 0 = first CAR-T infusion)", fontsize=8)
-    if not episodes:
-        fig.suptitle("No CRS episode recorded", fontsize=9)
     return fig
 
 

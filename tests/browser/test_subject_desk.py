@@ -16,8 +16,8 @@ from playwright.sync_api import Page, expect
 from assays.services import ResultIn, ingest_results
 from locking.models import Level
 from locking.services import lock_scope
-from patients.models import ResponseAssessment, Subject, SubjectStatus
-from patients.services import treatment
+from patients.models import AdverseEvent, ResponseAssessment, Subject, SubjectStatus
+from patients.services import safety, treatment
 from tests.browser.test_enrolment_flow import log_in, ui_date
 from tests.desk_support import day, enrolled_before, infused_on
 from tests.factories import days_ago
@@ -131,6 +131,9 @@ def test_coordinator_takes_a_subject_from_enrolment_to_the_day_28_response(page:
             ("serum", "CRP", "3", "mg/L"), ("pb", "CAR_QPCR", "900", "copies/ug"), ("serum", "CRP", "120", "mg/L"),
             ("pb", "ANC", "0.3", "10*9/L"), ("pb", "CAR_QPCR", "45000", "copies/ug"),
             ("pb", "CAR_QPCR", "8000", "copies/ug")], start=1)])
+    safety.record_adverse_event(subject=subject, by=world.coordinator, data=safety.EventInput(
+        category=AdverseEvent.Category.CRS, term="Cytokine release syndrome", onset_on=day(day0, 3),
+        related_to_product="probable", related_to_lymphodepletion="not_related"))
     page.goto(desk.url)
     page.locator("a.subject-labs").click()
     expect(page.locator("#lab-results")).to_contain_text("HIGH")
