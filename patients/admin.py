@@ -23,6 +23,7 @@ from config.api import acting_user
 from config.errors import DomainError
 from exports.casebook.services import download_casebook
 from locking.services import check_writable
+from patients import admin_desk
 from patients import forms as action_forms
 from patients.admin_course import subject_course
 from patients.models import (
@@ -164,7 +165,7 @@ class SubjectAdmin(ClinicalAdmin):
             return list(ScreeningForm.Meta.fields)
         fields = ["code", "trial", "site", "status", "cohort", "screened_on", "enrolled_on", "off_study_on",
                   "off_study_reason", "off_study_detail", "age_at_consent", *CHARACTERISTICS]
-        if self.has_change_permission(request, obj):
+        if self.has_change_permission(request, obj) and admin_desk.lock_message(obj) is None:
             fields.append("reason_for_change")
         return fields
 
@@ -173,7 +174,7 @@ class SubjectAdmin(ClinicalAdmin):
             return []
         fixed = ["code", "trial", "site", "status", "cohort", "screened_on", "enrolled_on", "off_study_on",
                  "off_study_reason", "off_study_detail"]
-        if not self.has_change_permission(request, obj):
+        if not self.has_change_permission(request, obj) or admin_desk.lock_message(obj) is not None:
             return fixed + ["age_at_consent", *CHARACTERISTICS]
         return fixed
 
@@ -212,6 +213,12 @@ class SubjectAdmin(ClinicalAdmin):
         return [
             path("<path:object_id>/action/<slug:action>/", view(self.action_view), name="patients_subject_action"),
             path("<path:object_id>/casebook/", view(self.casebook_view), name="patients_subject_casebook"),
+            path("visits-due/", view(lambda request: admin_desk.visits_view(self, request)),
+                 name="patients_subject_visits_due"),
+            path("<path:object_id>/labs/", view(lambda request, object_id: admin_desk.labs_view(
+                self, request, object_id)), name="patients_subject_labs"),
+            path("<path:object_id>/labs/plot.<slug:fmt>", view(lambda request, object_id, fmt: admin_desk.lab_plot_view(
+                self, request, object_id, fmt)), name="patients_subject_lab_plot"),
             path("<path:object_id>/eligibility/<int:assessment_id>/confirm/", view(self.confirm_view),
                  name="patients_subject_confirm_eligibility"),
             *super().get_urls(),
@@ -229,6 +236,10 @@ class SubjectAdmin(ClinicalAdmin):
             raise Http404("No such action.")
         subject = self._entry_subject(request, object_id)
         form = form_class(request.POST or None, subject=subject)
+        lock = admin_desk.lock_message(subject)
+        if lock is not None and request.method != "POST":  # read-only with the lock's reason before anyone types
+            for field in form.fields.values():
+                field.disabled = True
         if request.method == "POST" and form.is_valid():
             try:
                 form.save(by=acting_user(request))
@@ -239,7 +250,7 @@ class SubjectAdmin(ClinicalAdmin):
                 return HttpResponseRedirect(reverse("admin:patients_subject_change", args=[subject.pk]))
         context = {**self.admin_site.each_context(request), "opts": self.model._meta, "subject": subject,
                    "form": form, "title": f"{form.title}: {subject.code}", "original": subject,
-                   "media": self.media + form.media}
+                   "media": self.media + form.media, "desk_lock": lock}
         return TemplateResponse(request, "admin/patients/subject/action.html", context)
 
     def casebook_view(self, request: HttpRequest, object_id: str) -> HttpResponse:
@@ -279,6 +290,7 @@ class SubjectAdmin(ClinicalAdmin):
             .prefetch_related("answers__criterion").order_by("-assessed_on", "-pk"),
             "can_confirm": can_enter and subject.status == SubjectStatus.SCREENING,
             "course": subject_course(subject),
+            **admin_desk.desk_context(subject, can_enter=can_enter),
             **(extra_context or {}),
         }
         return super().change_view(request, object_id, form_url, extra)

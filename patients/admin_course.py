@@ -14,11 +14,14 @@ from typing import Any
 
 from django import forms
 from django.contrib import admin
+from django.contrib.admin.utils import unquote
 from django.http import HttpRequest
+from django.urls import reverse
 
 from config.api import acting_user
 from config.errors import DomainError
 from locking.services import check_writable
+from patients.admin_desk import lock_message
 from patients.models import (
     AdverseEvent,
     ApheresisCollection,
@@ -33,6 +36,7 @@ from patients.models import (
     LymphodepletionDose,
     ProductLot,
     ResponseAssessment,
+    Subject,
 )
 from patients.services import amendments, outcome, safety, treatment
 from patients.timeline import Position, local_date, timeline_from, timeline_of, with_timeline
@@ -83,6 +87,33 @@ class ServiceAdmin(ClinicalAdmin):
     def rule(self, data: dict[str, Any], request: HttpRequest) -> None:
         raise NotImplementedError
 
+    # --- a frozen or locked subject: the form is read-only, with the lock's reason, before anyone types ----
+
+    def _named_subject(self, request: HttpRequest) -> Subject | None:
+        """The subject an add form was opened for (``?subject=``), within the user's sites."""
+        subject_id = request.GET.get("subject", "")
+        if not subject_id.isdigit():
+            return None
+        return Subject.objects.filter(access_of(request.user).site_q()).filter(pk=int(subject_id)).first()
+
+    def changeform_view(self, request: HttpRequest, object_id: str | None = None, form_url: str = "",
+                        extra_context: dict[str, Any] | None = None) -> Any:
+        obj = self.get_object(request, unquote(object_id)) if object_id else None
+        subject = getattr(obj, "subject", None) if obj is not None else self._named_subject(request)
+        lock = lock_message(subject) if subject is not None else None
+        request.desk_lock = lock  # type: ignore[attr-defined]  # read by get_form and get_inline_instances
+        if lock is not None:
+            extra_context = {**(extra_context or {}), "desk_lock": lock, "show_save": False,
+                             "show_save_and_continue": False, "show_save_and_add_another": False}
+        return super().changeform_view(request, object_id, form_url, extra_context)
+
+    def get_inline_instances(self, request: HttpRequest, obj: Any = None) -> list[Any]:
+        inlines = super().get_inline_instances(request, obj)
+        if getattr(request, "desk_lock", None) is not None:
+            for inline in inlines:
+                inline.max_num = 0  # existing rows stay visible; no new row is offered
+        return inlines
+
     def write(self, data: dict[str, Any], request: HttpRequest) -> Any:
         raise NotImplementedError
 
@@ -132,7 +163,7 @@ class ServiceAdmin(ClinicalAdmin):
                         record=obj, changes=model_admin.changes(self), reason=data.get(amendments.REASON_FIELD, "")))
                 return data
 
-        return ServiceForm
+        return _read_only_if_locked(request, ServiceForm)
 
     def changes(self, form: forms.BaseForm) -> dict[str, Any]:
         return {name: form.cleaned_data[name] for name in form.changed_data if name in self.amend_fields()}
@@ -148,6 +179,13 @@ class ServiceAdmin(ClinicalAdmin):
         written = self.write(form.cleaned_data, request)
         obj.pk = written.pk
         obj.__dict__.update({k: v for k, v in written.__dict__.items() if not k.startswith("_")})
+
+
+def _read_only_if_locked(request: HttpRequest, form_class: Any) -> Any:
+    if getattr(request, "desk_lock", None) is not None:
+        for field in form_class.base_fields.values():
+            field.disabled = True
+    return form_class
 
 
 class AmendmentForm(forms.ModelForm):
@@ -264,7 +302,7 @@ class ProductLotAdmin(ServiceAdmin):
                         qc_pass=bool(data.get("qc_pass")), total_viable_car_cells=data.get("total_viable_car_cells")))
                 return data
 
-        return ReleaseForm
+        return _read_only_if_locked(request, ReleaseForm)
 
     def save_model(self, request: HttpRequest, obj: Any, form: forms.Form, change: bool) -> None:
         if not change:
@@ -586,6 +624,13 @@ class FollowUpAdmin(ServiceAdmin):
 # --- the subject's course, in order, with study days ---------------------------------------------------
 
 
+def _change_url(record: Any) -> str:
+    """The admin page of a course record (the course list links each row to it)."""
+    if record is None:
+        return ""
+    return reverse(f"admin:patients_{record._meta.model_name}_change", args=[record.pk])
+
+
 def subject_course(subject: Any) -> list[dict[str, Any]]:
     """Every dated record of the subject in order, with study day (day 0 = first infusion).
 
@@ -594,37 +639,37 @@ def subject_course(subject: Any) -> list[dict[str, Any]]:
     tz, zone = subject.site.tzinfo, subject.site.time_zone  # loaded whether or not a record needs the site's date
     infusions = list(subject.infusions.select_related("lot").order_by("infused_on", "pk"))
     timeline = timeline_of(subject)
-    rows: list[tuple[dt.date, int, str, str]] = []
+    rows: list[tuple[dt.date, int, str, str, str]] = []
 
-    def add(day: dt.date, kind: str, text: str, order: int = 0) -> None:
-        rows.append((day, order, kind, text))
+    def add(day: dt.date, kind: str, text: str, order: int = 0, record: Any = None) -> None:
+        rows.append((day, order, kind, text, _change_url(record)))
 
     for c in subject.consents.all():
-        add(c.consented_on, "Consent", f"Consent {c.version}")
+        add(c.consented_on, "Consent", f"Consent {c.version}", record=c)
         if c.withdrawn_on:
-            add(c.withdrawn_on, "Consent", f"Consent withdrawn: {c.withdrawal_reason}", 9)
+            add(c.withdrawn_on, "Consent", f"Consent withdrawn: {c.withdrawal_reason}", 9, c)
     for a in subject.collections.all():
-        add(a.collected_on, "Apheresis", f"Collection {a.collection_id}")
+        add(a.collected_on, "Apheresis", f"Collection {a.collection_id}", record=a)
     for d in subject.donor_collections.all():
         hla = f", HLA {d.hla_match}" if d.hla_total is not None else ""
         add(d.collected_on, "Donor collection", f"Collection {d.collection_id} from donor {d.donor_code} "
-            f"({d.get_donor_type_display()}{hla})")
+            f"({d.get_donor_type_display()}{hla})", record=d)
     for lot in subject.lots.all():
         if lot.release_date:
             add(lot.release_date, "Product", f"Lot {lot.lot_number} released ({lot.total_viable_car_cells:.3g} "
-                "viable CAR+ cells)")
+                "viable CAR+ cells)", record=lot)
         if lot.failed_on:
-            add(lot.failed_on, "Product", f"Lot {lot.lot_number} manufacture failed: {lot.failure_reason}")
+            add(lot.failed_on, "Product", f"Lot {lot.lot_number} manufacture failed: {lot.failure_reason}", record=lot)
     for b in subject.bridging.all():
-        add(b.started_on, "Bridging", f"{b.regimen}" + (f" until {b.ended_on}" if b.ended_on else ""))
+        add(b.started_on, "Bridging", f"{b.regimen}" + (f" until {b.ended_on}" if b.ended_on else ""), record=b)
     for d in LymphodepletionDose.objects.filter(course__subject=subject).select_related("agent", "course"):
         note = f" (deviation: {d.deviation_reason})" if d.deviation_reason else ""
         add(d.given_on, "Lymphodepletion", f"{d.agent.get_agent_display()} {d.administered_mg} mg "
-            f"(planned {d.planned_mg} mg, BSA {d.course.bsa_m2} m²){note}", 1)
+            f"(planned {d.planned_mg} mg, BSA {d.course.bsa_m2} m²){note}", 1, d.course)
     for i in infusions:
         add(i.infused_on, "Infusion", f"Course {i.course_number}, fraction {i.fraction_number}/"
             f"{i.planned_fractions}: {i.cells_per_kg:.3g} cells/kg, {i.total_cells:.3g} cells, "
-            f"lot {i.lot.lot_number}", 2)
+            f"lot {i.lot.lot_number}", 2, i)
     # Explicit queries, not prefetch_related (which skips its queries when there is no event).
     assessments: dict[int, list[Any]] = {}
     for assessment in [*CrsAssessment.objects.filter(event__subject=subject),
@@ -634,26 +679,26 @@ def subject_course(subject: Any) -> list[dict[str, Any]]:
         label = {"crs": "CRS", "icans": "ICANS"}.get(e.category, "Adverse event")
         sae = ", serious" if e.serious else ""
         add(e.onset_on, label, f"{e.term}, grade {e.grade} ({e.grade_scale}){sae}" +
-            (f", resolved {e.resolved_on}" if e.resolved_on else ""), 3)
+            (f", resolved {e.resolved_on}" if e.resolved_on else ""), 3, e)
         for assessment in assessments.get(e.pk, []):
             local = assessment.assessed_at.astimezone(tz)
             override = (f" (derived {assessment.derived_grade}, overridden: {assessment.override_reason})"
                         if assessment.override_grade is not None else "")
-            add(local.date(), label, f"Assessment at {local:%H:%M} ({zone}): grade {assessment.grade}{override}", 4)
+            add(local.date(), label, f"Assessment at {local:%H:%M} ({zone}): grade {assessment.grade}{override}", 4, e)
     for m in subject.medications.all():
         name = m.drug_name or m.get_drug_display()
         given = m.given_at.astimezone(tz)
         indication = f" for {m.indication}" if m.indication else ""
         add(given.date(), "Medication", f"{name} {m.dose.normalize():f} {m.dose_unit} {m.get_route_display()} "
-            f"at {given:%H:%M} ({zone}){indication}", 5)
+            f"at {given:%H:%M} ({zone}){indication}", 5, m)
     for r in subject.responses.select_related("visit"):
         visit = f" at {r.visit.code}" if r.visit else ""
         antigen = f", {r.get_antigen_status_display()}" if r.antigen_status else ""
-        add(r.assessed_on, "Response", f"{r.get_category_display()}{visit}{antigen}", 6)
+        add(r.assessed_on, "Response", f"{r.get_category_display()}{visit}{antigen}", 6, r)
     for f in subject.follow_ups.all():
         detail = outcome.death_detail(cause_of_death=f.cause_of_death, cause_of_death_unknown=f.cause_of_death_unknown,
                                       detail=f.detail)
-        add(f.event_on, "Follow-up", f"{f.get_kind_display()} {detail}".strip(), 7)
+        add(f.event_on, "Follow-up", f"{f.get_kind_display()} {detail}".strip(), 7, f)
     rows.sort(key=lambda row: (row[0], row[1]))
-    return [{"date": day, "position": timeline.position(day), "kind": kind, "text": text}
-            for day, _order, kind, text in rows]
+    return [{"date": day, "position": timeline.position(day), "kind": kind, "text": text, "url": url}
+            for day, _order, kind, text, url in rows]

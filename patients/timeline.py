@@ -183,6 +183,23 @@ class VisitWindow(NamedTuple):
     def describe(self) -> str:
         return f"{self.code} is day {self.target_day} (-{self.before}/+{self.after})"
 
+    def dates(self, day0: dt.date) -> VisitDates:
+        """The visit's target date and window in the course whose day 0 is ``day0`` (site-local dates: the
+        dates on which ``holds`` is true of the course day)."""
+        target = day0 + dt.timedelta(days=self.target_day)
+        return VisitDates(target, target - dt.timedelta(days=self.before), target + dt.timedelta(days=self.after))
+
+
+class VisitDates(NamedTuple):
+    """A protocol visit of one course on the calendar: its target date and first and last dates of its window."""
+
+    target: dt.date
+    earliest: dt.date
+    latest: dt.date
+
+    def holds(self, day: dt.date | None) -> bool:
+        return day is not None and self.earliest <= day <= self.latest
+
 
 def match_visit(timeline: Timeline, windows: Sequence[VisitWindow], day: dt.date | None
                 ) -> tuple[VisitWindow, int] | None:
@@ -206,3 +223,32 @@ def match_visit(timeline: Timeline, windows: Sequence[VisitWindow], day: dt.date
         return None
     _distance, _target, number, window = min(fits, key=lambda f: f[:3])
     return window, number
+
+
+# --- the visit calendar --------------------------------------------------------------------------
+
+UPCOMING, DUE, DONE, OVERDUE, MISSED = "upcoming", "due", "done", "overdue", "missed"
+VISIT_STATES = (UPCOMING, DUE, DONE, OVERDUE, MISSED)
+
+
+def visit_state(dates: VisitDates, *, today: dt.date, done: bool, passed: bool) -> str:
+    """The state of one protocol visit of one course on the site's local date ``today``:
+
+    - ``done``: something is recorded at the visit (a lab draw in its window or at it, a response at it);
+    - ``upcoming``: nothing recorded and its window has not opened (``today`` before its first date);
+    - ``due``: nothing recorded and its window is open today (first and last dates included);
+    - ``overdue``: nothing recorded, its window has closed, and it is still the visit to chase: the next
+      visit's window has not opened and the subject is still followed (``passed`` is false);
+    - ``missed``: nothing recorded, its window has closed and it has been ``passed``: the next visit's
+      window has opened, or the subject went off study.
+
+    ``today`` is the site's date (``local_date(now, site.tzinfo)``), so a window closes at the site's
+    midnight, not UTC's.
+    """
+    if done:
+        return DONE
+    if today < dates.earliest:
+        return UPCOMING
+    if today <= dates.latest:
+        return DUE
+    return MISSED if passed else OVERDUE
