@@ -33,6 +33,7 @@ from patients.models import (
     SubjectStatus,
     SubjectTransition,
 )
+from patients.selectors import list_overdue_saes
 from patients.services import enrolment
 from trials.access import ENTRY_ROLES, access_of
 from trials.admin_scoping import ClinicalAdmin, ReadOnlyClinicalAdmin, add_domain_error, site_time_column
@@ -279,6 +280,7 @@ class SubjectAdmin(ClinicalAdmin):
             .prefetch_related("answers__criterion").order_by("-assessed_on", "-pk"),
             "can_confirm": can_enter and subject.status == SubjectStatus.SCREENING,
             "course": subject_course(subject),
+            "overdue_saes": list(list_overdue_saes(user=request.user, subject=subject)),
             **(extra_context or {}),
         }
         return super().change_view(request, object_id, form_url, extra)

@@ -9,7 +9,7 @@ import pytest
 
 from dataqueries import services
 from dataqueries.models import DataQuery
-from patients.models import AdverseEvent, Subject
+from patients.models import AdverseEvent, CtcaeTerm, Subject
 from patients.services import safety
 from tests.factories import consented
 
@@ -29,9 +29,10 @@ def subject_b(world: Any) -> Subject:
 def adverse_event(subject: Subject, by: Any, onset: dt.date, category: str = "ctcae") -> AdverseEvent:
     """A CTCAE grade 1 nausea, or a CRS event (graded from its assessments), recorded through the service."""
     grade = 1 if category == "ctcae" else None
+    coded = CtcaeTerm.objects.get(term="Nausea") if category == "ctcae" else None  # coded: no ae_uncoded query
     return safety.record_adverse_event(subject=subject, data=safety.EventInput(
         category=category, term="Nausea" if category == "ctcae" else "Cytokine release syndrome", onset_on=onset,
-        grade=grade, related_to_product="possible", related_to_lymphodepletion="unlikely"), by=by)
+        grade=grade, ctcae_term=coded, related_to_product="possible", related_to_lymphodepletion="unlikely"), by=by)
 
 
 def raise_on_consent(subject: Subject, by: Any, text: str = TEXT) -> DataQuery:
