@@ -29,7 +29,9 @@ def subject_b(world: Any) -> Subject:
 def adverse_event(subject: Subject, by: Any, onset: dt.date, category: str = "ctcae") -> AdverseEvent:
     """A CTCAE grade 1 nausea, or a CRS event (graded from its assessments), recorded through the service."""
     grade = 1 if category == "ctcae" else None
-    coded = CtcaeTerm.objects.get(term="Nausea") if category == "ctcae" else None  # coded: no ae_uncoded query
+    # Coded, so the event raises no ae_uncoded query (a transactional test's flush empties the seeded terms).
+    coded = None if category != "ctcae" else CtcaeTerm.objects.get_or_create(term="Nausea", defaults={
+        "system_organ_class": "Gastrointestinal disorders", "allowed_grades": [1, 2, 3]})[0]
     return safety.record_adverse_event(subject=subject, data=safety.EventInput(
         category=category, term="Nausea" if category == "ctcae" else "Cytokine release syndrome", onset_on=onset,
         grade=grade, ctcae_term=coded, related_to_product="possible", related_to_lymphodepletion="unlikely"), by=by)

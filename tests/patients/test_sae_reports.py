@@ -189,12 +189,15 @@ def test_a_report_entered_on_the_event_page_is_saved_and_a_refusal_shows_on_the_
         row = {f"{prefix}-TOTAL_FORMS": "1", f"{prefix}-INITIAL_FORMS": "0", f"{prefix}-0-kind": "initial",
                f"{prefix}-0-recipient": "sponsor", f"{prefix}-0-sent_at_0": local.strftime("%Y-%m-%d"),
                f"{prefix}-0-sent_at_1": local.strftime("%H:%M:%S"), f"{prefix}-0-reference": "SP-0001"}
-        return client.post(url, {**change_form_data(page), **row})
+        aware = event.site_aware_at.astimezone(world.site_a.tzinfo)  # the split widget's two inputs, site clock
+        shown = {"site_aware_at_0": aware.strftime("%Y-%m-%d"), "site_aware_at_1": aware.strftime("%H:%M:%S")}
+        return client.post(url, {**change_form_data(page), **shown, **row})
 
     response = post(at(days_ago(4), 9))
     assert response.status_code == 200
     [form] = [i for i in response.context["inline_admin_formsets"] if i.formset.model is SaeReport][0].formset.forms
-    assert any("cannot precede the site's awareness" in e for e in form.errors["sent_at"])
+    assert any("cannot precede the site's awareness" in e for e in form.errors.get("sent_at", [])), (
+        form.errors, response.context["adminform"].form.errors)
     assert form["reference"].value() == "SP-0001"  # what was typed is kept
     assert not SaeReport.objects.exists()
     assert post(at(days_ago(4), 12)).status_code == 302
