@@ -19,7 +19,7 @@ from config.errors import RuleViolation
 from patients.models import CtcaeTerm
 
 # The NCI's CTCAE v5.0 spreadsheet: one row per term, a "-" in a grade column where the grade is not defined.
-COLUMNS = {"code": "MedDRA Code", "soc": "MedDRA SOC", "term": "CTCAE Term", "definition": "Definition"}
+COLUMNS = {"meddra": "MedDRA Code", "soc": "MedDRA SOC", "term": "CTCAE Term", "definition": "Definition"}
 GRADE_COLUMNS = tuple(f"Grade {grade}" for grade in range(1, 6))
 NOT_DEFINED = {"", "-", "–", "—"}
 
@@ -107,15 +107,15 @@ def parse_rows(records: Iterable[dict[str, Any]]) -> Iterator[TermRow]:
         values = {key: _text(record.get(column)) for key, column in COLUMNS.items()}
         if not values["term"]:
             continue
-        if values["code"] and not values["code"].isdigit():
-            raise RuleViolation("invalid_ctcae_file", f"Row {number}: MedDRA code {values['code']!r} is not a "
+        if values["meddra"] and not values["meddra"].isdigit():
+            raise RuleViolation("invalid_ctcae_file", f"Row {number}: MedDRA code {values['meddra']!r} is not a "
                                 "number.", field="file")
         grades = tuple(g for g, column in enumerate(GRADE_COLUMNS, start=1)
                        if _text(record.get(column)) not in NOT_DEFINED)
         if not grades:
             raise RuleViolation("invalid_ctcae_file", f"Row {number}: {values['term']} defines no grade.",
                                 field="file")
-        yield TermRow(term=values["term"], meddra_code=values["code"], system_organ_class=values["soc"],
+        yield TermRow(term=values["term"], meddra_code=values["meddra"], system_organ_class=values["soc"],
                       allowed_grades=grades, definition=values["definition"])
 
 
