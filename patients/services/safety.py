@@ -119,8 +119,10 @@ def record_adverse_event(*, subject: Subject, data: EventInput, by: User) -> Adv
     scales: dict[str, str] = {Category.CTCAE: "CTCAE v5.0", Category.CRS: grading.ALGORITHM_CRS,
                               Category.ICANS: grading.ALGORITHM_ICANS}
     scale = scales[data.category]
-    data = replace(data, **coded_values(term=data.ctcae_term, reported_term=data.term,
-                                        system_organ_class=data.system_organ_class, meddra_code=data.meddra_code))
+    coded = coded_values(term=data.ctcae_term, reported_term=data.term, system_organ_class=data.system_organ_class,
+                         meddra_code=data.meddra_code)
+    data = replace(data, term=coded["term"], system_organ_class=coded["system_organ_class"],
+                   meddra_code=coded["meddra_code"])
     event = AdverseEvent(subject=subject, grade_scale=scale, recorded_by=by, **data.__dict__)
     if data.category != Category.CTCAE:
         event.grade = 0
