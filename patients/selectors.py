@@ -55,7 +55,8 @@ def sae_report_pending(*, now: dt.datetime | None = None) -> Q:
     return Q(serious=True, report_due_at__lt=now or timezone.now()) & ~Q(Exists(sent))
 
 
-def list_overdue_saes(*, user: AbstractBaseUser | AnonymousUser, subject: Subject | None = None) -> QuerySet[AdverseEvent]:
+def list_overdue_saes(*, user: AbstractBaseUser | AnonymousUser,
+                      subject: Subject | None = None) -> QuerySet[AdverseEvent]:
     """Serious adverse events whose expedited report is overdue, at the user's sites, by site and due time."""
     qs = AdverseEvent.objects.filter(sae_report_pending()).filter(
         access_of(user).site_q(trial="subject__trial", site="subject__site"))
