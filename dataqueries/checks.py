@@ -15,7 +15,10 @@ Checks
 - ``crs_grade_mismatch``: a CRS assessment whose stored ``derived_grade``, or whose investigator
   ``override_grade``, differs from the ASTCT grade of its stored components (``patients.grading``).
   An override has a reason, but the disagreement is still shown to data management once: the site
-  confirms, the data manager closes, and a closed query is not raised again.
+  confirms, the data manager closes, and a closed query is not raised again;
+- ``ae_uncoded``: an adverse event (not CRS or ICANS) whose reported term is not coded to a CTCAE v5.0
+  dictionary term, e.g. one entered as free text before the dictionary (field ``ctcae_term``); coding it
+  (a correction with a reason) closes the query.
 
 Set-based: every check is one query whatever the number of records (the CRS grade is computed in
 Python over one query's rows), and ``run_checks`` adds a constant number of reads and bulk writes.
@@ -190,12 +193,23 @@ def crs_grade_mismatch(trial: Trial) -> list[Finding]:
     return findings
 
 
+def ae_uncoded(trial: Trial) -> list[Finding]:
+    rows = (AdverseEvent.objects.filter(subject__trial=trial, category=AdverseEvent.Category.CTCAE,
+                                        ctcae_term__isnull=True)
+            .order_by("pk").values_list("pk", "subject_id", "subject__site_id", "term", "grade"))
+    return [Finding(CheckCode.AE_UNCODED, AdverseEvent, pk, subject_id, site_id, "ctcae_term",
+                    f"\"{term}\" (grade {grade}) is not coded to a CTCAE v5.0 term; choose the dictionary term "
+                    "(or \"Other, specify\" with its system organ class), and check the grade is one it allows.")
+            for pk, subject_id, site_id, term, grade in rows]
+
+
 CHECKS: dict[str, Callable[[Trial], list[Finding]]] = {
     CheckCode.LAB_IMPLAUSIBLE: lab_implausible,
     CheckCode.AE_BEFORE_CONSENT: ae_before_consent,
     CheckCode.RESPONSE_WITHOUT_SAMPLE: response_without_sample,
     CheckCode.LD_DOSE_DEVIATION: ld_dose_deviation,
     CheckCode.CRS_GRADE_MISMATCH: crs_grade_mismatch,
+    CheckCode.AE_UNCODED: ae_uncoded,
 }
 _CHECKED_MODELS = (Result, AdverseEvent, ResponseAssessment, LymphodepletionDose, CrsAssessment)
 

@@ -29,6 +29,7 @@ class CheckCode(models.TextChoices):
     RESPONSE_WITHOUT_SAMPLE = "response_without_sample", "Response assessment without a marrow or blood sample"
     LD_DOSE_DEVIATION = "ld_dose_deviation", "Lymphodepletion dose outside tolerance without a reason"
     CRS_GRADE_MISMATCH = "crs_grade_mismatch", "CRS grade disagrees with its components"
+    AE_UNCODED = "ae_uncoded", "Adverse event term not coded to the CTCAE v5.0 dictionary"
 
 
 @audited

@@ -34,6 +34,7 @@ from patients.models import (
     SubjectStatus,
     SubjectTransition,
 )
+from patients.selectors import list_overdue_saes
 from patients.services import enrolment
 from trials.access import ENTRY_ROLES, access_of
 from trials.admin_scoping import ClinicalAdmin, ReadOnlyClinicalAdmin, add_domain_error, site_time_column
@@ -291,6 +292,7 @@ class SubjectAdmin(ClinicalAdmin):
             "can_confirm": can_enter and subject.status == SubjectStatus.SCREENING,
             "course": subject_course(subject),
             **admin_desk.desk_context(subject, can_enter=can_enter),
+            "overdue_saes": list(list_overdue_saes(user=request.user, subject=subject)),
             **(extra_context or {}),
         }
         return super().change_view(request, object_id, form_url, extra)

@@ -15,8 +15,11 @@ from typing import Any
 from django import forms
 from django.contrib import admin
 from django.contrib.admin.utils import unquote
-from django.http import HttpRequest
-from django.urls import reverse
+from django.core.exceptions import PermissionDenied
+from django.http import HttpRequest, HttpResponse
+from django.template.response import TemplateResponse
+from django.urls import path, reverse
+from django.utils import timezone
 
 from config.api import acting_user
 from config.errors import DomainError
@@ -28,6 +31,7 @@ from patients.models import (
     BridgingTherapy,
     ConcomitantMedication,
     CrsAssessment,
+    CtcaeTerm,
     DonorCollection,
     FollowUp,
     IcansAssessment,
@@ -36,8 +40,10 @@ from patients.models import (
     LymphodepletionDose,
     ProductLot,
     ResponseAssessment,
+    SaeReport,
     Subject,
 )
+from patients.selectors import list_overdue_saes, sae_report_pending
 from patients.services import amendments, outcome, safety, treatment
 from patients.timeline import Position, local_date, timeline_from, timeline_of, with_timeline
 from trials.access import ENTRY_ROLES, access_of
@@ -249,6 +255,10 @@ class CollectionChoice(forms.ModelChoiceField):
         return f"{obj.subject.code}: {obj}"
 
 
+def _failed_on(data: dict[str, Any]) -> dt.date:
+    return data.get("failed_on") or dt.date.today()
+
+
 @admin.register(ProductLot)
 class ProductLotAdmin(ServiceAdmin):
     """Registration on add; release or manufacturing failure on the change page."""
@@ -286,6 +296,7 @@ class ProductLotAdmin(ServiceAdmin):
             treatment.check_lot_registration(subject=data["subject"], product=data["product"], source=data["source"],
                                              collection=data.get("collection"),
                                              donor_collection=data.get("donor_collection"))
+            treatment.check_new_lot_number(lot_number=data["lot_number"])
 
     def get_form(self, request: HttpRequest, obj: Any = None, change: bool = False, **kwargs: Any) -> Any:
         form = super().get_form(request, obj, change=change, **kwargs)
@@ -296,7 +307,10 @@ class ProductLotAdmin(ServiceAdmin):
             def clean(self) -> dict[str, Any]:
                 forms.ModelForm.clean(self)
                 data = self.cleaned_data
-                if not self.errors and not data.get("failure_reason"):
+                if data.get("failure_reason"):
+                    _guard(self, lambda: treatment.check_manufacturing_failure(
+                        lot=obj, failed_on=_failed_on(data), reason=data["failure_reason"]))
+                elif not self.errors:
                     _guard(self, lambda: treatment.check_release(
                         lot=obj, release_date=data.get("release_date") or dt.date.max,
                         qc_pass=bool(data.get("qc_pass")), total_viable_car_cells=data.get("total_viable_car_cells")))
@@ -310,8 +324,8 @@ class ProductLotAdmin(ServiceAdmin):
         data = form.cleaned_data
         lot = ProductLot.objects.get(pk=obj.pk)
         if data.get("failure_reason"):
-            treatment.record_manufacturing_failure(lot=lot, failed_on=data["failed_on"] or dt.date.today(),
-                                                   reason=data["failure_reason"], by=acting_user(request))
+            treatment.record_manufacturing_failure(lot=lot, failed_on=_failed_on(data), reason=data["failure_reason"],
+                                                   by=acting_user(request))
         else:
             treatment.release_lot(lot=lot, release_date=data["release_date"], viability_pct=data["viability_pct"],
                                   car_positive_pct=data["car_positive_pct"],
@@ -334,6 +348,7 @@ class BridgingAdmin(ServiceAdmin):
         subject = data["subject"]
         treatment.check_treatment_state(subject=subject, allowed=(treatment.S.ENROLLED, treatment.S.APHERESED),
                                         what="bridging therapy")
+        treatment.check_bridging_dates(subject=subject, started_on=data["started_on"], ended_on=data.get("ended_on"))
 
     def write(self, data: dict[str, Any], request: HttpRequest) -> Any:
         return treatment.record_bridging(by=acting_user(request), **data)
@@ -451,6 +466,7 @@ class InfusionAdmin(ServiceAdmin):
 
 class AssessmentInline(SiteTimeFieldsMixin, admin.StackedInline):
     category: str  # the adverse event category the assessment is made for (set by each subclass)
+    rule: Callable[..., None]  # the service's check of a new assessment (set by each subclass)
     extra = 0
     can_delete = False
     readonly = ["derived_grade", "algorithm", "flags"]
@@ -460,10 +476,15 @@ class AssessmentInline(SiteTimeFieldsMixin, admin.StackedInline):
         if obj is None:
             return formset
 
+        rule = self.rule
+
         class AssessmentForm(formset.form):  # type: ignore[name-defined]
             def clean(self) -> dict[str, Any]:
                 data = super().clean()
                 read_in_site_time(self, obj.subject.site)  # assessed_at on the subject's site clock
+                if data.get("assessed_at") and not self.instance.pk:  # a new row: the rule, before saving
+                    values = assessment_values(data)
+                    _guard(self, lambda: rule(event=obj, **values))
                 return data
 
         formset.form = AssessmentForm
@@ -483,23 +504,81 @@ class AssessmentInline(SiteTimeFieldsMixin, admin.StackedInline):
         return self.readonly
 
 
+def assessment_values(data: dict[str, Any]) -> dict[str, Any]:
+    """An assessment row's cleaned values as the services take them: time, override and the components."""
+    components = {k: v for k, v in data.items() if k not in ("id", "event", "DELETE")}
+    return {"assessed_at": components.pop("assessed_at"), "override_grade": components.pop("override_grade", None),
+            "override_reason": components.pop("override_reason", ""), "components": components}
+
+
 class CrsInline(AssessmentInline):
     model = CrsAssessment
     category = AdverseEvent.Category.CRS
+    rule = staticmethod(safety.check_crs_assessment)
     exclude = ["recorded_by"]
 
 
 class IcansInline(AssessmentInline):
     model = IcansAssessment
     category = AdverseEvent.Category.ICANS
+    rule = staticmethod(safety.check_icans_assessment)
     exclude = ["recorded_by"]
     readonly = ["ice_score", "derived_grade", "algorithm", "flags"]
 
 
-EVENT_FIELDS = ["subject", "category", "term", "meddra_code", "onset_on", "resolved_on", "grade", "serious",
+EVENT_FIELDS = ["subject", "category", "ctcae_term", "term", "system_organ_class", "meddra_code",
+                "onset_on", "resolved_on", "grade", "serious",
                 "sae_death", "sae_life_threatening", "sae_hospitalisation", "sae_disability", "sae_congenital",
                 "sae_important", "site_aware_at", "related_to_product", "related_to_lymphodepletion", "outcome",
                 "action_taken", "death_on"]
+
+
+class SaeReportInline(SiteTimeFieldsMixin, admin.TabularInline):
+    """Expedited reports of a serious event: added here, saved through the service, never changed."""
+
+    model = SaeReport
+    fields = ["kind", "recipient", "sent_at", "reference"]
+    extra = 0
+    can_delete = False
+    verbose_name_plural = "SAE reports"
+
+    def get_formset(self, request: HttpRequest, obj: Any = None, **kwargs: Any) -> Any:
+        formset = super().get_formset(request, obj, **kwargs)
+        if obj is None:
+            return formset
+
+        class ReportForm(formset.form):  # type: ignore[name-defined]
+            def clean(self) -> dict[str, Any]:
+                data = super().clean()
+                read_in_site_time(self, obj.subject.site)  # sent_at on the subject's site clock
+                if data.get("sent_at") and data.get("kind") and data.get("recipient") and not self.instance.pk:
+                    _guard(self, lambda: safety.check_sae_report(event=obj, kind=data["kind"],
+                                                                 recipient=data["recipient"], sent_at=data["sent_at"]))
+                return data
+
+        formset.form = ReportForm
+        return formset
+
+    def has_view_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return True  # the parent event page already checked scope
+
+    def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return obj is not None and obj.serious and access_of(request.user).can_enter(
+            trial_id=obj.subject.trial_id, site_id=obj.subject.site_id)
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+
+class SaeOverdueFilter(admin.SimpleListFilter):
+    title = "SAE report"
+    parameter_name = "sae_report"
+
+    def lookups(self, request: HttpRequest, model_admin: Any) -> list[tuple[str, str]]:
+        return [("overdue", "SAE report overdue")]
+
+    def queryset(self, request: HttpRequest, queryset: Any) -> Any:
+        return queryset.filter(sae_report_pending()) if self.value() == "overdue" else queryset
 
 
 @admin.register(AdverseEvent)
@@ -508,16 +587,43 @@ class AdverseEventAdmin(ServiceAdmin):
     add_fields = EVENT_FIELDS
     list_display = ["subject", "term", "category", "grade", "onset_on", "resolved_on", "serious",
                     "report_due_at_site_time"]
-    list_filter = ["category", "serious", "grade"]
+    list_filter = ["category", "serious", SaeOverdueFilter, "grade",
+                   ("subject__site", admin.RelatedOnlyFieldListFilter)]
     list_select_related = ["subject__site"]
-    search_fields = ["subject__code", "term"]
-    inlines = [CrsInline, IcansInline]
+    search_fields = ["subject__code", "term", "ctcae_term__term", "ctcae_term__meddra_code"]
+    autocomplete_fields = ["ctcae_term"]
+    inlines = [CrsInline, IcansInline, SaeReportInline]
     report_due_at_site_time = site_time_column("report_due_at", "report due")
 
     def get_inlines(self, request: HttpRequest, obj: Any = None) -> list[Any]:
-        if obj is None or obj.category == AdverseEvent.Category.CTCAE:
+        if obj is None:
             return []
-        return [CrsInline] if obj.category == AdverseEvent.Category.CRS else [IcansInline]
+        reports = [SaeReportInline] if obj.serious else []
+        if obj.category == AdverseEvent.Category.CTCAE:
+            return reports
+        return [CrsInline if obj.category == AdverseEvent.Category.CRS else IcansInline, *reports]
+
+    def get_form(self, request: HttpRequest, obj: Any = None, change: bool = False, **kwargs: Any) -> Any:
+        form = super().get_form(request, obj, change=change, **kwargs)
+        if "term" in form.base_fields:  # a coded event takes its dictionary term when none is reported
+            form.base_fields["term"].required = False
+        return form
+
+    def get_urls(self) -> list[Any]:
+        overdue = path("sae-overdue/", self.admin_site.admin_view(self.overdue_view),
+                       name="patients_adverseevent_sae_overdue")
+        return [overdue, *super().get_urls()]
+
+    def overdue_view(self, request: HttpRequest) -> HttpResponse:
+        """Serious events whose expedited report is overdue, by site (the user's sites only)."""
+        if not self.has_view_permission(request):
+            raise PermissionDenied
+        by_site: dict[Any, list[AdverseEvent]] = {}
+        for event in list_overdue_saes(user=request.user):
+            by_site.setdefault(event.subject.site, []).append(event)
+        context = {**self.admin_site.each_context(request), "opts": self.model._meta, "by_site": by_site,
+                   "title": "SAE reports overdue", "now": timezone.now()}
+        return TemplateResponse(request, "admin/patients/adverseevent/sae_overdue.html", context)
 
     readonly_fields = ["grade_scale", "report_due_at"]
 
@@ -539,18 +645,22 @@ class AdverseEventAdmin(ServiceAdmin):
 
     def save_formset(self, request: HttpRequest, form: Any, formset: Any, change: bool) -> None:
         event = AdverseEvent.objects.get(pk=form.instance.pk)
-        record = safety.record_crs_assessment if formset.model is CrsAssessment else safety.record_icans_assessment
         # formset.save() is not called, so set what the admin's change message reads from it.
         formset.new_objects, formset.changed_objects, formset.deleted_objects = [], [], []
+        if formset.model is SaeReport:
+            for report_form in formset.forms:
+                data = report_form.cleaned_data or {}
+                if not report_form.instance.pk and data.get("sent_at"):
+                    formset.new_objects.append(safety.record_sae_report(
+                        event=event, kind=data["kind"], recipient=data["recipient"], sent_at=data["sent_at"],
+                        reference=data.get("reference", ""), by=acting_user(request)))
+            return
+        record = safety.record_crs_assessment if formset.model is CrsAssessment else safety.record_icans_assessment
         for assessment_form in formset.forms:
             data = dict(assessment_form.cleaned_data or {})
             if assessment_form.instance.pk or not data.get("assessed_at"):
                 continue
-            for key in ("id", "event", "DELETE"):
-                data.pop(key, None)
-            formset.new_objects.append(record(
-                event=event, assessed_at=data.pop("assessed_at"), override_grade=data.pop("override_grade", None),
-                override_reason=data.pop("override_reason", ""), components=data, by=acting_user(request)))
+            formset.new_objects.append(record(event=event, by=acting_user(request), **assessment_values(data)))
 
 
 @admin.register(ConcomitantMedication)
@@ -565,10 +675,8 @@ class MedicationAdmin(ServiceAdmin):
     given_at_site_time = site_time_column("given_at", "given at")
 
     def rule(self, data: dict[str, Any], request: HttpRequest) -> None:
-        event = data.get("adverse_event")
-        if event is not None and event.subject_id != data["subject"].pk:
-            raise DomainError("event_not_subjects", "The adverse event belongs to another subject.",
-                              field="adverse_event")
+        safety.check_medication(subject=data["subject"], drug=data["drug"], drug_name=data.get("drug_name", ""),
+                                given_at=data["given_at"], adverse_event=data.get("adverse_event"))
 
     def write(self, data: dict[str, Any], request: HttpRequest) -> Any:
         return safety.record_medication(by=acting_user(request), **data)
@@ -702,3 +810,33 @@ def subject_course(subject: Any) -> list[dict[str, Any]]:
     rows.sort(key=lambda row: (row[0], row[1]))
     return [{"date": day, "position": timeline.position(day), "kind": kind, "text": text, "url": url}
             for day, _order, kind, text, url in rows]
+
+
+# --- the CTCAE v5.0 dictionary (loaded by migration and ``import_ctcae``; read by everyone who enters AEs) ----
+
+
+@admin.register(CtcaeTerm)
+class CtcaeTermAdmin(admin.ModelAdmin):
+    list_display = ["term", "meddra_code", "system_organ_class", "grades"]
+    list_filter = ["system_organ_class"]
+    search_fields = ["term", "meddra_code"]
+    ordering = ["term"]
+
+    @admin.display(description="allowed grades")
+    def grades(self, obj: CtcaeTerm) -> str:
+        return obj.grades_label()
+
+    def has_module_permission(self, request: HttpRequest) -> bool:
+        return access_of(request.user).reads_any
+
+    def has_view_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return access_of(request.user).reads_any  # autocomplete on the adverse event form reads it too
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False  # the NCI's spreadsheet is the source: ``manage.py import_ctcae``
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import datetime as dt
 
-from django.contrib.auth.models import AbstractBaseUser
-from django.db.models import QuerySet
+from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
+from django.db.models import Exists, OuterRef, Q, QuerySet
 from django.utils import timezone
 
-from patients.models import BodyMeasurement, Consent, EligibilityAssessment, Subject
+from patients.models import AdverseEvent, BodyMeasurement, Consent, EligibilityAssessment, SaeReport, Subject
 from trials.access import access_of
 from trials.models import Site
 
@@ -46,3 +46,20 @@ def latest_confirmed_eligibility(subject: Subject) -> EligibilityAssessment | No
 def latest_measurement(subject: Subject, *, on: dt.date) -> BodyMeasurement | None:
     """The latest height and weight measured on or before ``on``."""
     return subject.measurements.filter(measured_on__lte=on).order_by("-measured_on", "-pk").first()
+
+
+def sae_report_pending(*, now: dt.datetime | None = None) -> Q:
+    """Serious events past their report due time with no initial report to the sponsor (``AdverseEvent`` filter)."""
+    sent = SaeReport.objects.filter(event=OuterRef("pk"), kind=SaeReport.Kind.INITIAL,
+                                    recipient=SaeReport.Recipient.SPONSOR)
+    return Q(serious=True, report_due_at__lt=now or timezone.now()) & ~Q(Exists(sent))
+
+
+def list_overdue_saes(*, user: AbstractBaseUser | AnonymousUser,
+                      subject: Subject | None = None) -> QuerySet[AdverseEvent]:
+    """Serious adverse events whose expedited report is overdue, at the user's sites, by site and due time."""
+    qs = AdverseEvent.objects.filter(sae_report_pending()).filter(
+        access_of(user).site_q(trial="subject__trial", site="subject__site"))
+    if subject is not None:
+        qs = qs.filter(subject=subject)
+    return qs.select_related("subject__site", "subject__trial").order_by("subject__site__code", "report_due_at", "pk")

@@ -31,12 +31,14 @@ from exports.sdtm.common import (
     subject_order,
     yn,
 )
-from patients.models import AdverseEvent, Attribution, CrsAssessment, IcansAssessment
+from patients.models import OTHER_SPECIFY, AdverseEvent, Attribution, CrsAssessment, IcansAssessment
 
 Category = AdverseEvent.Category
 CRS_PT = "Cytokine release syndrome"
 CRS_PT_CODE = 10052015  # MedDRA PT, as CTCAE v5.0 lists it (DOMAIN 1.6)
 ICANS_PT = "Immune effector cell-associated neurotoxicity syndrome"
+CRS_SOC = "Immune system disorders"  # the SOC of the CTCAE v5.0 term Cytokine release syndrome
+ICANS_SOC = "Nervous system disorders"
 
 RELATION = {Attribution.NOT_RELATED: "NOT RELATED", Attribution.UNLIKELY: "UNLIKELY RELATED",
             Attribution.POSSIBLE: "POSSIBLY RELATED", Attribution.PROBABLE: "PROBABLY RELATED",
@@ -52,9 +54,13 @@ AE_VARIABLES = (
     char("AELNKID", "Link ID", 20, "AE-<record id>; FA rows of a CRS or ICANS episode carry it in FALNKID."),
     char("AETERM", "Reported Term for the Adverse Event", 200),
     char("AEDECOD", "Dictionary-Derived Term", 200,
-         "CTCAE v5.0 term as recorded (a MedDRA LLT; not separately MedDRA-coded); the MedDRA PT for CRS and "
-         "ICANS."),
-    num("AEPTCD", "Preferred Term Code", "MedDRA code as recorded; 10052015 for CRS."),
+         "The CTCAE v5.0 dictionary term the event is coded to (a MedDRA LLT); the reported term for an "
+         "\"Other, specify\" or a not yet coded event; the MedDRA PT for CRS and ICANS."),
+    num("AEPTCD", "Preferred Term Code", "MedDRA code of the dictionary term (as recorded when not coded); "
+        "10052015 for CRS."),
+    char("AEBODSYS", "Body System or Organ Class", 200,
+         "MedDRA system organ class of the dictionary term (as given for \"Other, specify\"); Immune system "
+         "disorders for CRS, Nervous system disorders for ICANS."),
     char("AECAT", "Category for Adverse Event", 10, "CRS or ICANS (graded ASTCT 2019); empty for other events."),
     char("AESER", "Serious Event", 1),
     char("AEACN", "Action Taken with Study Treatment", 30, "About the remaining CAR-T fractions."),
@@ -89,24 +95,27 @@ def _events(ctx: Context) -> Iterator[tuple[Any, ...]]:
           .values_list("subject_id", "pk", "category", "term", "meddra_code", "onset_on", "resolved_on", "grade",
                        "grade_scale", "serious", "sae_death", "sae_life_threatening", "sae_hospitalisation",
                        "sae_disability", "sae_congenital", "sae_important", "related_to_product",
-                       "related_to_lymphodepletion", "outcome", "action_taken"))
+                       "related_to_lymphodepletion", "outcome", "action_taken", "ctcae_term__term",
+                       "system_organ_class"))
     return qs.iterator(chunk_size=CHUNK)
 
 
-def _decod(category: str, term: str, code: str) -> tuple[str, int | None]:
+def _decod(category: str, term: str, code: str, coded: str | None, soc: str) -> tuple[str, int | None, str]:
+    """AEDECOD, AEPTCD and AEBODSYS: from the dictionary term when the event is coded to one."""
     if category == Category.CRS:
-        return CRS_PT, int(code) if code.isdigit() else CRS_PT_CODE
+        return CRS_PT, int(code) if code.isdigit() else CRS_PT_CODE, soc or CRS_SOC
     if category == Category.ICANS:
-        return ICANS_PT, int(code) if code.isdigit() else None
-    return term, int(code) if code.isdigit() else None
+        return ICANS_PT, int(code) if code.isdigit() else None, soc or ICANS_SOC
+    decod = coded if coded and not coded.endswith(OTHER_SPECIFY) else term
+    return decod, int(code) if code.isdigit() else None, soc
 
 
 def _ae_row(ctx: Context, event: tuple[Any, ...]) -> Row:
     (pk, event_id, category, term, code, onset, resolved, grade, _scale, serious, death, life, hosp, disab, cong,
-     important, rel_product, _rel_ld, outcome, action) = event
+     important, rel_product, _rel_ld, outcome, action, coded, soc) = event
     s = ctx.subjects[pk]
-    decod, ptcd = _decod(category, term, code)
-    return (ctx.studyid, "AE", s.usubjid, None, f"AE-{event_id}", term, decod, ptcd,
+    decod, ptcd, bodsys = _decod(category, term, code, coded, soc)
+    return (ctx.studyid, "AE", s.usubjid, None, f"AE-{event_id}", term, decod, ptcd, bodsys,
             "" if category == Category.CTCAE else category.upper(), yn(serious), ACTION.get(action, ""),
             RELATION[rel_product], OUTCOME.get(outcome, ""), yn(cong), yn(disab), yn(death), yn(hosp), yn(life),
             yn(important), "" if grade is None else str(grade), dtc(onset), dtc(resolved), ctx.study_day(s, onset),

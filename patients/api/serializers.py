@@ -19,6 +19,7 @@ from patients.models import (
     ConcomitantMedication,
     Consent,
     CrsAssessment,
+    CtcaeTerm,
     DonorCollection,
     EligibilityAssessment,
     FollowUp,
@@ -29,9 +30,11 @@ from patients.models import (
     OffStudyReason,
     ProductLot,
     ResponseAssessment,
+    SaeReport,
     Subject,
     SubjectTransition,
 )
+from patients.services import ctcae
 from patients.timeline import Position, local_date, timeline_from
 from trials.access import access_of
 from trials.models import Cohort, DoseLevel, LymphodepletionRegimen, Product, RegimenAgent, Site, Trial, Visit
@@ -426,18 +429,48 @@ class InfusionSerializer(OnStudySerializer):
         validators: list[Any] = []  # the service numbers the course (see CourseSerializer)
 
 
+@extend_schema_field(OpenApiTypes.STR)
+class CtcaeTermField(serializers.RelatedField):
+    """A CTCAE v5.0 dictionary term by its name (any case) or its MedDRA code; the response shows the name."""
+
+    default_error_messages = {
+        "does_not_exist": "No CTCAE v5.0 term {value} in the dictionary.",
+        "incorrect_type": "Give the term or its MedDRA code, not {data_type}.",
+    }
+
+    def __init__(self, **kwargs: Any) -> None:
+        kwargs.setdefault("help_text", "CTCAE v5.0 term (e.g. \"Febrile neutropenia\") or its MedDRA code "
+                          "(e.g. 10016288). For \"... - Other, specify\" give the verbatim term in `term`.")
+        super().__init__(queryset=CtcaeTerm.objects.all(), **kwargs)
+
+    def to_internal_value(self, data: Any) -> CtcaeTerm:
+        if isinstance(data, bool) or not isinstance(data, (str, int)):
+            self.fail("incorrect_type", data_type=type(data).__name__)
+        term = ctcae.find_term(str(data))
+        if term is None:
+            self.fail("does_not_exist", value=data)
+        return term
+
+    def to_representation(self, value: CtcaeTerm) -> str:  # type: ignore[override]
+        return value.term
+
+
 class AdverseEventSerializer(OnStudySerializer):
     subject = ScopedSubjectField()
+    ctcae_term = CtcaeTermField(required=False, allow_null=True)
     study_date_field = "onset_on"
 
     class Meta:
         model = AdverseEvent
-        fields = ["id", "subject", "category", "term", "meddra_code", "onset_on", "resolved_on", "grade",
+        fields = ["id", "subject", "category", "ctcae_term", "term", "system_organ_class", "meddra_code", "onset_on",
+                  "resolved_on", "grade",
                   "grade_scale", "serious", "sae_death", "sae_life_threatening", "sae_hospitalisation",
                   "sae_disability", "sae_congenital", "sae_important", "site_aware_at", "report_due_at",
                   "related_to_product", "related_to_lymphodepletion", "outcome", "action_taken", "death_on", *ON_STUDY]
         read_only_fields = ["id", "grade_scale", "report_due_at"]
-        extra_kwargs = {"category": {"required": True}}  # the model's default is not the service's: say which
+        # The model's default category is not the service's: say which. A coded event's term defaults to its
+        # dictionary term.
+        extra_kwargs = {"category": {"required": True}, "term": {"required": False, "allow_blank": True}}
 
 
 ASSESSMENT_READ_ONLY = ["id", "event", "derived_grade", "algorithm", "flags"]
@@ -457,6 +490,13 @@ class IcansAssessmentSerializer(OnStudySerializer):
         model = IcansAssessment
         exclude = ["recorded_by", "created_at", "updated_at"]
         read_only_fields = [*ASSESSMENT_READ_ONLY, "ice_score"]
+
+
+class SaeReportSerializer(serializers.ModelSerializer):
+    class Meta:
+        model = SaeReport
+        fields = ["id", "event", "kind", "recipient", "sent_at", "reference"]
+        read_only_fields = ["id", "event"]
 
 
 class MedicationSerializer(OnStudySerializer):

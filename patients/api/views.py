@@ -30,6 +30,7 @@ from patients.models import (
     ResponseAssessment,
     Subject,
 )
+from patients.selectors import sae_report_pending
 from patients.services import amendments, enrolment, measurements, outcome, safety, treatment
 from patients.timeline import with_timeline
 from trials.access import access_of
@@ -400,8 +401,34 @@ def _record_event(d: dict[str, Any], by: Any) -> Any:
     return safety.record_adverse_event(subject=subject, data=safety.EventInput(**d), by=by)
 
 
+class AdverseEventFilter(SubjectRecordFilter):
+    sae_report_overdue = filters.BooleanFilter(method="filter_overdue", help_text=(
+        "true: serious events whose initial report to the sponsor is past its due time; false: the others."))
+
+    class Meta:
+        model = AdverseEvent
+        fields = ["subject", "trial", "site", "category", "serious", "sae_report_overdue"]
+
+    def filter_overdue(self, queryset: QuerySet, name: str, value: bool | None) -> QuerySet:
+        if value is None:
+            return queryset
+        return queryset.filter(sae_report_pending()) if value else queryset.exclude(sae_report_pending())
+
+
 class AdverseEventViewSet(_crud(AdverseEvent, s.AdverseEventSerializer, _record_event,  # type: ignore[misc]
-                                filter_fields=("category", "serious"))):
+                                filter_fields=("category", "serious"), select=("subject__site", "ctcae_term"))):
+    filterset_class = AdverseEventFilter
+
+    @extend_schema(request=s.SaeReportSerializer, responses={201: s.SaeReportSerializer, **ERRORS},
+                   summary="Record an SAE report sent (initial or follow-up; to sponsor, ethics or regulator)")
+    @action(detail=True, methods=["post"], url_path="sae-reports")
+    def sae_reports(self, request: Request, pk: str, **kwargs: Any) -> Response:
+        event = self.get_object()
+        data = s.SaeReportSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        report = safety.record_sae_report(event=event, by=acting_user(request), **data.validated_data)
+        return Response(s.SaeReportSerializer(report).data, status=status.HTTP_201_CREATED)
+
     def _assess(self, serializer_class: Any, record: Any) -> Response:
         event = self.get_object()
         data = serializer_class(data=self.request.data)

@@ -1,5 +1,7 @@
 """Subject-level clinical records, one module per part of the course; all re-exported here."""
 
+from patients.models.ctcae import *  # noqa: F403
+from patients.models.ctcae import __all__ as _ctcae
 from patients.models.enrolment import *  # noqa: F403
 from patients.models.enrolment import __all__ as _enrolment
 from patients.models.outcome import *  # noqa: F403
@@ -9,4 +11,4 @@ from patients.models.safety import __all__ as _safety
 from patients.models.treatment import *  # noqa: F403
 from patients.models.treatment import __all__ as _treatment
 
-__all__ = [*_enrolment, *_treatment, *_safety, *_outcome]
+__all__ = [*_ctcae, *_enrolment, *_treatment, *_safety, *_outcome]

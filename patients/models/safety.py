@@ -18,6 +18,7 @@ from django.db.models import F, Q
 
 from config.audit import audited
 from patients import grading
+from patients.models.ctcae import CtcaeTerm
 from patients.models.enrolment import Subject
 from trials.models import TimeStampedModel
 
@@ -60,7 +61,15 @@ class AdverseEvent(TimeStampedModel):
 
     subject = models.ForeignKey(Subject, on_delete=models.PROTECT, related_name="adverse_events")
     category = models.CharField(max_length=6, choices=Category.choices, default=Category.CTCAE)
-    term = models.CharField(max_length=200, help_text="CTCAE v5.0 term, e.g. Febrile neutropenia")
+    ctcae_term = models.ForeignKey(CtcaeTerm, on_delete=models.PROTECT, null=True, blank=True,
+                                   related_name="adverse_events", verbose_name="CTCAE term",
+                                   help_text="The dictionary term; for \"Other, specify\" give the verbatim term "
+                                   "and the system organ class.")
+    term = models.CharField("reported term", max_length=200,
+                            help_text="As reported (verbatim); the dictionary term when left blank.")
+    system_organ_class = models.CharField(max_length=200, blank=True,
+                                          help_text="MedDRA system organ class; taken from the dictionary term, "
+                                          "given for \"Other, specify\".")
     meddra_code = models.CharField(max_length=10, blank=True)
     onset_on = models.DateField()
     resolved_on = models.DateField(null=True, blank=True)
@@ -236,4 +245,37 @@ class ConcomitantMedication(TimeStampedModel):
         return f"{name} {self.dose} {self.dose_unit} {self.get_route_display()} at {given:%Y-%m-%d %H:%M} UTC"
 
 
-__all__ = ["AdverseEvent", "Attribution", "ConcomitantMedication", "CrsAssessment", "IcansAssessment"]
+@audited
+class SaeReport(TimeStampedModel):
+    """An expedited report of a serious adverse event: initial or follow-up, sent to one recipient."""
+
+    class Kind(models.TextChoices):
+        INITIAL = "initial", "Initial report"
+        FOLLOW_UP = "follow_up", "Follow-up report"
+
+    class Recipient(models.TextChoices):
+        SPONSOR = "sponsor", "Sponsor"
+        ETHICS = "ethics", "Ethics committee"
+        REGULATOR = "regulator", "Regulatory authority"
+
+    event = models.ForeignKey(AdverseEvent, on_delete=models.PROTECT, related_name="sae_reports")
+    kind = models.CharField(max_length=10, choices=Kind.choices)
+    recipient = models.CharField(max_length=10, choices=Recipient.choices)
+    sent_at = models.DateTimeField(help_text="When the report was sent.")
+    reference = models.CharField(max_length=100, blank=True, help_text="e.g. the sponsor's case number.")
+    recorded_by = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="+")
+
+    class Meta:
+        ordering = ["event", "sent_at", "pk"]
+        verbose_name = "SAE report"
+        constraints = [
+            models.UniqueConstraint(fields=["event", "recipient"], condition=Q(kind="initial"),
+                                    name="saereport_one_initial_per_recipient"),
+        ]
+
+    def __str__(self) -> str:
+        return (f"{self.get_kind_display()} to {self.get_recipient_display().lower()} at "
+                f"{self.sent_at.astimezone(dt.UTC):%Y-%m-%d %H:%M} UTC")
+
+
+__all__ = ["AdverseEvent", "Attribution", "ConcomitantMedication", "CrsAssessment", "IcansAssessment", "SaeReport"]

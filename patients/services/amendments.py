@@ -15,7 +15,6 @@ Records are never deleted.
 from __future__ import annotations
 
 import copy
-import datetime as dt
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, fields
 from typing import Any
@@ -34,9 +33,16 @@ from patients.models import (
     FollowUp,
     ResponseAssessment,
 )
+from patients.services.ctcae import coded_values
 from patients.services.enrolment import _lock, check_can_enter
 from patients.services.outcome import check_follow_up_values, check_response
-from patients.services.safety import EventInput, _record_death, check_adverse_event, check_medication
+from patients.services.safety import (
+    EventInput,
+    _record_death,
+    check_adverse_event,
+    check_medication,
+    sae_report_due_at,
+)
 from patients.services.treatment import check_bridging_dates
 
 REASON_FIELD = "reason_for_change"
@@ -85,7 +91,8 @@ def _check_follow_up(follow_up: FollowUp) -> None:
 
 AMENDABLE: dict[type[models.Model], Amendable] = {
     AdverseEvent: Amendable(frozenset({
-        "term", "meddra_code", "onset_on", "resolved_on", "grade", "serious", "sae_death", "sae_life_threatening",
+        "term", "ctcae_term", "system_organ_class", "meddra_code", "onset_on", "resolved_on", "grade", "serious",
+        "sae_death", "sae_life_threatening",
         "sae_hospitalisation", "sae_disability", "sae_congenital", "sae_important", "site_aware_at",
         "related_to_product", "related_to_lymphodepletion", "outcome", "action_taken", "death_on"}), _check_event),
     ResponseAssessment: Amendable(frozenset({"assessed_on", "category", "visit", *RESPONSE_VALUES}), _check_response),
@@ -96,6 +103,19 @@ AMENDABLE: dict[type[models.Model], Amendable] = {
                         _check_follow_up),
     ApheresisCollection: Amendable(frozenset({"cd3_cells_1e9"}), lambda _collection: None),
 }
+
+
+def _code_event(event: AdverseEvent, changed: list[str]) -> None:
+    """An event coded (or re-coded) later takes the MedDRA code and system organ class of its dictionary term."""
+    if "ctcae_term" not in changed or event.ctcae_term is None:
+        return
+    values = coded_values(term=event.ctcae_term, reported_term=event.term,
+                          system_organ_class=event.system_organ_class, meddra_code=event.meddra_code)
+    for name, value in values.items():
+        if getattr(event, name) != value:
+            setattr(event, name, value)
+            if name not in changed:
+                changed.append(name)
 
 
 def amendable_fields(model: type[models.Model]) -> frozenset[str]:
@@ -146,8 +166,8 @@ def amend_record(*, record: models.Model, changes: Mapping[str, object], reason:
     for name in changed:
         setattr(record, name, changes[name])
     if isinstance(record, AdverseEvent):
-        record.report_due_at = (record.site_aware_at + dt.timedelta(hours=subject.trial.sae_report_hours)
-                                if record.serious and record.site_aware_at else None)
+        _code_event(record, changed)
+        record.report_due_at = sae_report_due_at(record)
         changed.append("report_due_at")
     with pghistory.context(reason=reason, action="amend"):
         record.save(update_fields=[*changed, "updated_at"])

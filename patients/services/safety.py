@@ -8,12 +8,13 @@ subject off study.
 from __future__ import annotations
 
 import datetime as dt
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from decimal import Decimal
 from typing import Any
 
 from django.contrib.auth.models import User
 from django.db import transaction
+from django.utils import timezone
 
 from config.errors import RuleViolation, StateConflict
 from patients import grading
@@ -21,11 +22,14 @@ from patients.models import (
     AdverseEvent,
     ConcomitantMedication,
     CrsAssessment,
+    CtcaeTerm,
     IcansAssessment,
     OffStudyReason,
+    SaeReport,
     Subject,
     SubjectStatus,
 )
+from patients.services.ctcae import check_ctcae_grade, check_event_coding, coded_values
 from patients.services.enrolment import _lock, check_can_enter, check_consented, check_not_future, move_subject
 
 Category = AdverseEvent.Category
@@ -38,11 +42,13 @@ class EventInput:
     """What a coordinator enters for an adverse event (the grade is omitted for CRS/ICANS)."""
 
     category: str
-    term: str
     onset_on: dt.date
     related_to_product: str
     related_to_lymphodepletion: str
     grade: int | None = None
+    term: str = ""
+    ctcae_term: CtcaeTerm | None = None
+    system_organ_class: str = ""
     resolved_on: dt.date | None = None
     meddra_code: str = ""
     serious: bool = False
@@ -73,6 +79,11 @@ def check_adverse_event(*, subject: Subject, data: EventInput) -> None:
     if data.category != Category.CTCAE and data.grade is not None:
         raise RuleViolation("grade_is_derived", "CRS and ICANS grades are derived from their assessments.",
                             field="grade")
+    if data.category == Category.CTCAE:
+        check_event_coding(term=data.ctcae_term, reported_term=data.term, system_organ_class=data.system_organ_class)
+        check_ctcae_grade(term=data.ctcae_term, grade=data.grade)
+    elif not data.term.strip():
+        raise RuleViolation("term_required", "Give the reported term.", field="term")
     criteria = [name for name in SAE_CRITERIA if getattr(data, name)]
     if data.serious and not criteria:
         raise RuleViolation("seriousness_criterion_required", "Tick at least one seriousness criterion.",
@@ -108,17 +119,27 @@ def record_adverse_event(*, subject: Subject, data: EventInput, by: User) -> Adv
     scales: dict[str, str] = {Category.CTCAE: "CTCAE v5.0", Category.CRS: grading.ALGORITHM_CRS,
                               Category.ICANS: grading.ALGORITHM_ICANS}
     scale = scales[data.category]
+    coded = coded_values(term=data.ctcae_term, reported_term=data.term, system_organ_class=data.system_organ_class,
+                         meddra_code=data.meddra_code)
+    data = replace(data, term=coded["term"], system_organ_class=coded["system_organ_class"],
+                   meddra_code=coded["meddra_code"])
     event = AdverseEvent(subject=subject, grade_scale=scale, recorded_by=by, **data.__dict__)
     if data.category != Category.CTCAE:
         event.grade = 0
-    if event.serious:
-        assert event.site_aware_at is not None  # check_adverse_event requires it of a serious event
-        event.report_due_at = event.site_aware_at + dt.timedelta(hours=subject.trial.sae_report_hours)
+    event.report_due_at = sae_report_due_at(event)
     event.full_clean()
     event.save()
     if event.grade == 5:
         _record_death(subject=subject, event=event, by=by)
     return event
+
+
+def sae_report_due_at(event: AdverseEvent) -> dt.datetime | None:
+    """The expedited report of a serious event is due the trial's ``sae_report_hours`` (24 by default) after
+    the site learned of it."""
+    if not event.serious or event.site_aware_at is None:
+        return None
+    return event.site_aware_at + dt.timedelta(hours=event.subject.trial.sae_report_hours)
 
 
 def _record_death(*, subject: Subject, event: AdverseEvent, by: User) -> None:
@@ -151,6 +172,25 @@ def _check_assessment(*, event: AdverseEvent, category: str, assessed_at: dt.dat
                             field="override_reason")
 
 
+def check_crs_assessment(*, event: AdverseEvent, assessed_at: dt.datetime, components: dict[str, Any],
+                         override_grade: int | None = None, override_reason: str = "") -> None:
+    """A CRS assessment (ASTCT 2019): within the episode, its components gradable, an override with a reason."""
+    _check_assessment(event=event, category=Category.CRS, assessed_at=assessed_at, override_grade=override_grade,
+                      override_reason=override_reason)
+    crs_inputs(components)
+
+
+def check_icans_assessment(*, event: AdverseEvent, assessed_at: dt.datetime, components: dict[str, Any],
+                           override_grade: int | None = None, override_reason: str = "") -> None:
+    """An ICANS assessment (ASTCT 2019): as CRS, and the subject's age is known (ICE or CAPD depends on it)."""
+    _check_assessment(event=event, category=Category.ICANS, assessed_at=assessed_at, override_grade=override_grade,
+                      override_reason=override_reason)
+    subject = event.subject
+    if subject.age_at_consent is None:
+        raise StateConflict("age_unknown", f"{subject.code} has no age at consent; ICANS grading depends on it.")
+    icans_inputs(components, age_years=subject.age_at_consent)
+
+
 def fever_masked(*, subject: Subject, before: dt.datetime) -> bool:
     """Antipyretic or anti-cytokine therapy given before this time masks fever (ASTCT)."""
     return subject.medications.filter(drug__in=ConcomitantMedication.FEVER_MASKING, given_at__lt=before).exists()
@@ -181,8 +221,8 @@ def record_crs_assessment(*, event: AdverseEvent, assessed_at: dt.datetime, comp
     event = AdverseEvent.objects.select_for_update().get(pk=event.pk)
     event.subject = subject
     check_can_enter(user=by, subject=subject)
-    _check_assessment(event=event, category=Category.CRS, assessed_at=assessed_at, override_grade=override_grade,
-                      override_reason=override_reason)
+    check_crs_assessment(event=event, assessed_at=assessed_at, components=components, override_grade=override_grade,
+                         override_reason=override_reason)
     components = {**components}
     components["prior_antipyretic_or_anticytokine"] = (components.get("prior_antipyretic_or_anticytokine", False)
                                                        or fever_masked(subject=subject, before=assessed_at))
@@ -219,10 +259,9 @@ def record_icans_assessment(*, event: AdverseEvent, assessed_at: dt.datetime, co
     event = AdverseEvent.objects.select_for_update().get(pk=event.pk)
     event.subject = subject
     check_can_enter(user=by, subject=subject)
-    _check_assessment(event=event, category=Category.ICANS, assessed_at=assessed_at, override_grade=override_grade,
-                      override_reason=override_reason)
-    if subject.age_at_consent is None:
-        raise StateConflict("age_unknown", f"{subject.code} has no age at consent; ICANS grading depends on it.")
+    check_icans_assessment(event=event, assessed_at=assessed_at, components=components,
+                           override_grade=override_grade, override_reason=override_reason)
+    assert subject.age_at_consent is not None  # check_icans_assessment refuses an unknown age
     inputs = icans_inputs(components, age_years=subject.age_at_consent)
     result = grading.icans_grade(inputs, capd_age_cutoff_years=subject.trial.capd_age_cutoff_years)
     assessment = IcansAssessment(event=event, assessed_at=assessed_at, derived_grade=result.grade,
@@ -244,7 +283,7 @@ def _update_event_grade(*, event: AdverseEvent, by: User) -> None:
         event.death_on = event.death_on or last.assessed_at.astimezone(event.subject.site.tzinfo).date()
         event.outcome, event.serious, event.sae_death = AdverseEvent.Outcome.FATAL, True, True
         event.site_aware_at = event.site_aware_at or last.assessed_at
-        event.report_due_at = event.site_aware_at + dt.timedelta(hours=event.subject.trial.sae_report_hours)
+        event.report_due_at = sae_report_due_at(event)
     event.grade = grade
     event.full_clean()
     event.save()
@@ -255,13 +294,18 @@ def _update_event_grade(*, event: AdverseEvent, by: User) -> None:
 # --- concomitant medications ---------------------------------------------------------------------
 
 
-def check_medication(*, subject: Subject, drug: str, drug_name: str, given_at: dt.datetime) -> None:
-    """Given after consent, not in the future (site's date), and named when "other" (entry and corrections)."""
+def check_medication(*, subject: Subject, drug: str, drug_name: str, given_at: dt.datetime,
+                     adverse_event: AdverseEvent | None = None) -> None:
+    """Given after consent, not in the future (site's date), named when "other", and treating an event of the
+    same subject (entry and corrections)."""
     local = given_at.astimezone(subject.site.tzinfo).date()
     check_not_future(day=local, site=subject.site, field="given_at")
     check_consented(subject=subject, on=local, field="given_at")
     if drug == ConcomitantMedication.Drug.OTHER and not drug_name.strip():
         raise RuleViolation("drug_name_required", "Name the medication.", field="drug_name")
+    if adverse_event is not None and adverse_event.subject_id != subject.pk:
+        raise RuleViolation("event_not_subjects", "The adverse event belongs to another subject.",
+                            field="adverse_event")
 
 
 @transaction.atomic
@@ -271,10 +315,7 @@ def record_medication(*, subject: Subject, drug: str, dose: Decimal, dose_unit: 
     """A treatment given (e.g. tocilizumab 8 mg/kg IV for CRS), with dose, route and time."""
     subject = _lock(subject)
     check_can_enter(user=by, subject=subject)
-    check_medication(subject=subject, drug=drug, drug_name=drug_name, given_at=given_at)
-    if adverse_event is not None and adverse_event.subject_id != subject.pk:
-        raise RuleViolation("event_not_subjects", "The adverse event belongs to another subject.",
-                            field="adverse_event")
+    check_medication(subject=subject, drug=drug, drug_name=drug_name, given_at=given_at, adverse_event=adverse_event)
     medication = ConcomitantMedication(subject=subject, drug=drug, drug_name=drug_name, dose=dose,
                                        dose_unit=dose_unit, route=route, given_at=given_at, indication=indication,
                                        adverse_event=adverse_event, recorded_by=by)
@@ -283,3 +324,43 @@ def record_medication(*, subject: Subject, drug: str, dose: Decimal, dose_unit: 
     return medication
 
 
+
+
+# --- expedited reporting of serious adverse events --------------------------------------------------
+
+
+def check_sae_report(*, event: AdverseEvent, kind: str, recipient: str, sent_at: dt.datetime) -> None:
+    """An SAE report: of a serious event, sent after the site learned of it and not in the future; one initial
+    report per recipient, and a follow-up only after the initial one (protocol safety reporting, ICH E2A)."""
+    if not event.serious:
+        raise StateConflict("event_not_serious", "Only a serious adverse event is reported as an SAE.")
+    site = event.subject.site
+    check_not_future(day=sent_at.astimezone(site.tzinfo).date(), site=site, field="sent_at")
+    if sent_at > timezone.now():
+        raise RuleViolation("date_in_future", "The report cannot be sent in the future.", field="sent_at")
+    if event.site_aware_at is not None and sent_at < event.site_aware_at:
+        raise RuleViolation("report_before_awareness", "The report cannot precede the site's awareness of the "
+                            f"event ({site.local(event.site_aware_at):%d %b %Y %H:%M}).", field="sent_at")
+    initial = event.sae_reports.filter(kind=SaeReport.Kind.INITIAL, recipient=recipient).first()
+    if kind == SaeReport.Kind.INITIAL and initial is not None:
+        raise StateConflict("initial_report_exists", f"The initial report to the {recipient} was recorded "
+                            f"({site.local(initial.sent_at):%d %b %Y %H:%M}); record a follow-up.", field="kind")
+    if kind == SaeReport.Kind.FOLLOW_UP and (initial is None or sent_at < initial.sent_at):
+        raise RuleViolation("initial_report_missing", f"A follow-up comes after the initial report to the "
+                            f"{recipient}.", field="kind")
+
+
+@transaction.atomic
+def record_sae_report(*, event: AdverseEvent, kind: str, recipient: str, sent_at: dt.datetime, by: User,
+                      reference: str = "") -> SaeReport:
+    """Record that an SAE report was sent (initial or follow-up, to the sponsor, ethics or regulator)."""
+    subject = _lock(event.subject)
+    event = AdverseEvent.objects.select_for_update(of=("self",)).get(pk=event.pk)
+    event.subject = subject
+    check_can_enter(user=by, subject=subject)
+    check_sae_report(event=event, kind=kind, recipient=recipient, sent_at=sent_at)
+    report = SaeReport(event=event, kind=kind, recipient=recipient, sent_at=sent_at, reference=reference,
+                       recorded_by=by)
+    report.full_clean()
+    report.save()
+    return report

@@ -24,6 +24,7 @@ from config.errors import DomainError, RuleViolation, StateConflict
 from patients.dosing import BsaFormula, body_surface_area, planned_dose_mg, within_tolerance
 from patients.models import (
     ApheresisCollection,
+    BodyMeasurement,
     BridgingTherapy,
     DonorCollection,
     DonorType,
@@ -172,6 +173,12 @@ def check_lot_registration(*, subject: Subject, product: Product, source: str,
                             f"recorded for {subject.code}.", field="donor_collection")
 
 
+def check_new_lot_number(*, lot_number: str) -> None:
+    """A lot number identifies one product bag across the whole system (chain of identity)."""
+    if ProductLot.objects.filter(lot_number=lot_number).exists():
+        raise StateConflict("duplicate_lot_number", f"Lot {lot_number} is already registered.", field="lot_number")
+
+
 @transaction.atomic
 def register_lot(*, subject: Subject, product: Product, lot_number: str, source: str, by: User,
                  collection: ApheresisCollection | None = None,
@@ -181,8 +188,7 @@ def register_lot(*, subject: Subject, product: Product, lot_number: str, source:
     check_can_enter(user=by, subject=subject)
     check_lot_registration(subject=subject, product=product, source=source, collection=collection,
                            donor_collection=donor_collection)
-    if ProductLot.objects.filter(lot_number=lot_number).exists():
-        raise StateConflict("duplicate_lot_number", f"Lot {lot_number} is already registered.", field="lot_number")
+    check_new_lot_number(lot_number=lot_number)
     lot = ProductLot(subject=subject, product=product, lot_number=lot_number, source=source, collection=collection,
                      donor_collection=donor_collection,
                      donor_type=donor_collection.donor_type if donor_collection else "", recorded_by=by)
@@ -224,17 +230,22 @@ def release_lot(*, lot: ProductLot, release_date: dt.date, viability_pct: Decima
     return lot
 
 
+def check_manufacturing_failure(*, lot: ProductLot, failed_on: dt.date, reason: str) -> None:
+    """Only a lot in manufacture fails; the failure has a reason and a date that is not in the future."""
+    if lot.status != ProductLot.Status.MANUFACTURING:
+        raise StateConflict("lot_not_in_manufacture", f"Lot {lot.lot_number} is {lot.get_status_display().lower()}.")
+    if not reason.strip():
+        raise RuleViolation("reason_required", "Give the reason the manufacture failed.", field="reason")
+    check_not_future(day=failed_on, site=lot.subject.site, field="failed_on")
+
+
 @transaction.atomic
 def record_manufacturing_failure(*, lot: ProductLot, failed_on: dt.date, reason: str,
                                  by: User) -> ProductLot:
     _lock(lot.subject)
     lot = ProductLot.objects.select_for_update(of=("self",)).select_related("subject__site").get(pk=lot.pk)
     check_can_enter(user=by, subject=lot.subject)
-    if lot.status != ProductLot.Status.MANUFACTURING:
-        raise StateConflict("lot_not_in_manufacture", f"Lot {lot.lot_number} is {lot.get_status_display().lower()}.")
-    if not reason.strip():
-        raise RuleViolation("reason_required", "Give the reason the manufacture failed.", field="reason")
-    check_not_future(day=failed_on, site=lot.subject.site, field="failed_on")
+    check_manufacturing_failure(lot=lot, failed_on=failed_on, reason=reason)
     lot.status, lot.failed_on, lot.failure_reason, lot.qc_pass = ProductLot.Status.FAILED, failed_on, reason, False
     lot.full_clean()
     lot.save()
@@ -286,7 +297,17 @@ def check_lymphodepletion_course(*, subject: Subject, regimen: LymphodepletionRe
     released = subject.lots.filter(status=ProductLot.Status.RELEASED, infusions__isnull=True).exists()
     if not released and not subject.lots.filter(status=ProductLot.Status.MANUFACTURING).exists():
         raise StateConflict("no_product", f"{subject.code} has no product lot in manufacture or released.")
+    if bsa_measurement(subject=subject, regimen=regimen, planned_infusion_on=planned_infusion_on) is None:
+        raise RuleViolation("no_measurement", "Record height and weight on or before the first lymphodepletion "
+                            "day.", field="planned_infusion_on")
     return (subject.ld_courses.aggregate(n=Max("course_number"))["n"] or 0) + 1
+
+
+def bsa_measurement(*, subject: Subject, regimen: LymphodepletionRegimen,
+                    planned_infusion_on: dt.date) -> BodyMeasurement | None:
+    """The height and weight the course's BSA comes from: the latest on or before the first dose day."""
+    first_day = min(day for agent in regimen.agents.all() for day in agent.days)
+    return latest_measurement(subject, on=planned_infusion_on + dt.timedelta(days=first_day))
 
 
 @transaction.atomic
@@ -296,11 +317,8 @@ def start_lymphodepletion(*, subject: Subject, regimen: LymphodepletionRegimen, 
     subject = _lock(subject)
     check_can_enter(user=by, subject=subject)
     number = check_lymphodepletion_course(subject=subject, regimen=regimen, planned_infusion_on=planned_infusion_on)
-    first_day = min(day for agent in regimen.agents.all() for day in agent.days)
-    measurement = latest_measurement(subject, on=planned_infusion_on + dt.timedelta(days=first_day))
-    if measurement is None:
-        raise RuleViolation("no_measurement", "Record height and weight on or before the first lymphodepletion "
-                            "day.", field="planned_infusion_on")
+    measurement = bsa_measurement(subject=subject, regimen=regimen, planned_infusion_on=planned_infusion_on)
+    assert measurement is not None  # check_lymphodepletion_course refuses a course without one
     bsa = body_surface_area(height_cm=measurement.height_cm, weight_kg=measurement.weight_kg,
                             formula=BsaFormula(bsa_formula))
     course = LymphodepletionCourse(subject=subject, course_number=number, regimen=regimen,
@@ -464,6 +482,8 @@ def check_infusion(*, subject: Subject, lot: ProductLot, dose_level: DoseLevel, 
                                 field="infused_at")
     _check_fraction_dose(previous=list(previous), dose_level=dose_level, cells_per_kg=cells_per_kg,
                          last=fraction_number == planned_fractions)
+    if latest_measurement(subject, on=infused_on) is None:  # total cells = cells/kg × this weight
+        raise RuleViolation("no_measurement", "Record the weight on or before the infusion.", field="infused_at")
     return course.course_number
 
 
@@ -510,8 +530,7 @@ def record_infusion(*, subject: Subject, lot: ProductLot, dose_level: DoseLevel,
                                    infused_on=infused_on, fraction_number=fraction_number,
                                    planned_fractions=planned_fractions)
     measurement = latest_measurement(subject, on=infused_on)
-    if measurement is None:
-        raise RuleViolation("no_measurement", "Record the weight on or before the infusion.", field="infused_at")
+    assert measurement is not None  # check_infusion refuses an infusion without a weight
     infusion = Infusion(subject=subject, lot=lot, dose_level=dose_level, course_number=course_number,
                         fraction_number=fraction_number, planned_fractions=planned_fractions,
                         infused_at=infused_at, infused_on=infused_on, cells_per_kg=cells_per_kg,

@@ -304,7 +304,7 @@ def test_checks_cost_the_same_for_one_bad_record_as_for_many(world, infused):
         post_lab(infused, world.coordinator, *[("WBC", str(5000 + i), "10*9/L") for i in range(n)],
                  specimen="serum")  # not a marrow or blood sample: the responses stay without one
         for i in range(n):
-            adverse_event(infused, world.coordinator, onset=days_ago(40 + start + i))
+            adverse_event(infused, world.coordinator, onset=days_ago(40 + start + i), coded=False)
             outcome.record_response(subject=infused, assessed_on=days_ago(1 + start + i), category="nr",
                                     by=world.coordinator)
             crs_assessment(event, world.coordinator, 6 + start + i)
