@@ -32,7 +32,8 @@ from patients.grading import (
 
 NOREPI, EPI, VASOPRESSIN = Vasopressor.NOREPINEPHRINE, Vasopressor.EPINEPHRINE, Vasopressor.VASOPRESSIN
 # No .hypothesis/ example database in the shared tree; runs stay reproducible through printed seeds.
-PROPERTY = settings(database=None, max_examples=300)
+# Derandomized: the same examples on every run, so a CI run never fails on a draw a developer cannot replay.
+PROPERTY = settings(database=None, max_examples=300, derandomize=True)
 
 
 def crs(**fields: object) -> CrsInputs:
@@ -213,9 +214,9 @@ def test_higher_temperature_never_lowers_crs_grade(base: CrsInputs, rise: Decima
 
 
 @PROPERTY
-@given(base=crs_inputs(), temp=temperatures.filter(lambda t: t is not None))
+@given(base=crs_inputs().map(lambda inputs: replace(inputs, max_temp_c=None)),
+       temp=temperatures.filter(lambda t: t is not None))
 def test_recording_a_temperature_never_lowers_crs_grade(base: CrsInputs, temp: Decimal) -> None:
-    assume(base.max_temp_c is None)
     assert crs_grade(replace(base, max_temp_c=temp)).grade >= crs_grade(base).grade
 
 
