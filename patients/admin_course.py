@@ -16,9 +16,11 @@ from django import forms
 from django.contrib import admin
 from django.http import HttpRequest
 
+from config import display
 from config.api import acting_user
 from config.errors import DomainError
 from locking.services import check_writable
+from patients import grading
 from patients.models import (
     AdverseEvent,
     ApheresisCollection,
@@ -411,11 +413,29 @@ class InfusionAdmin(ServiceAdmin):
         return super().formfield_for_foreignkey(db_field, request, **kwargs)
 
 
+# The graders' review flags in words (they are stored as codes).
+FLAG_WORDS = {
+    grading.FLAG_VASOPRESSIN_ALONE: "Vasopressin alone counted as one vasopressor",
+    grading.FLAG_FEVER_MASKED: "Fever requirement met by earlier antipyretic or anti-cytokine therapy",
+    grading.FLAG_NC_FLOW_MISSING: "Nasal cannula flow not recorded: counted as low-flow",
+    grading.FLAG_PRESSORS_WITHOUT_HYPOTENSION: "Vasopressors recorded without hypotension",
+    grading.FLAG_ICE_NOT_PERFORMED: "ICE score not performed",
+    grading.FLAG_CAPD_NOT_PERFORMED: "CAPD not performed",
+    grading.FLAG_ICE_IGNORED: "ICE recorded, but the child is graded with CAPD",
+    grading.FLAG_CAPD_IGNORED: "CAPD recorded, but the subject is graded with the ICE score",
+    grading.FLAG_UNAROUSABLE_OTHER_CAUSE: "Unarousable from another cause: the ICE domain is still graded",
+}
+
+
 class AssessmentInline(SiteTimeFieldsMixin, admin.StackedInline):
     category: str  # the adverse event category the assessment is made for (set by each subclass)
     extra = 0
     can_delete = False
-    readonly = ["derived_grade", "algorithm", "flags"]
+    readonly = ["derived_grade", "algorithm", "review_flags"]
+
+    @admin.display(description="review flags")
+    def review_flags(self, obj: Any) -> str:
+        return "; ".join(FLAG_WORDS.get(flag, flag.replace("_", " ").capitalize()) for flag in obj.flags) or "—"
 
     def get_formset(self, request: HttpRequest, obj: Any = None, **kwargs: Any) -> Any:
         formset = super().get_formset(request, obj, **kwargs)
@@ -455,7 +475,7 @@ class IcansInline(AssessmentInline):
     model = IcansAssessment
     category = AdverseEvent.Category.ICANS
     exclude = ["recorded_by"]
-    readonly = ["ice_score", "derived_grade", "algorithm", "flags"]
+    readonly = ["ice_score", "derived_grade", "algorithm", "review_flags"]
 
 
 EVENT_FIELDS = ["subject", "category", "term", "meddra_code", "onset_on", "resolved_on", "grade", "serious",
@@ -611,8 +631,8 @@ def subject_course(subject: Any) -> list[dict[str, Any]]:
             f"({d.get_donor_type_display()}{hla})")
     for lot in subject.lots.all():
         if lot.release_date:
-            add(lot.release_date, "Product", f"Lot {lot.lot_number} released ({lot.total_viable_car_cells:.3g} "
-                "viable CAR+ cells)")
+            add(lot.release_date, "Product", f"Lot {lot.lot_number} released "
+                f"({display.cells(lot.total_viable_car_cells)}, viable CAR+)")
         if lot.failed_on:
             add(lot.failed_on, "Product", f"Lot {lot.lot_number} manufacture failed: {lot.failure_reason}")
     for b in subject.bridging.all():
@@ -623,7 +643,7 @@ def subject_course(subject: Any) -> list[dict[str, Any]]:
             f"(planned {d.planned_mg} mg, BSA {d.course.bsa_m2} m²){note}", 1)
     for i in infusions:
         add(i.infused_on, "Infusion", f"Course {i.course_number}, fraction {i.fraction_number}/"
-            f"{i.planned_fractions}: {i.cells_per_kg:.3g} cells/kg, {i.total_cells:.3g} cells, "
+            f"{i.planned_fractions}: {display.cells_per_kg(i.cells_per_kg)}, {display.cells(i.total_cells)}, "
             f"lot {i.lot.lot_number}", 2)
     # Explicit queries, not prefetch_related (which skips its queries when there is no event).
     assessments: dict[int, list[Any]] = {}
