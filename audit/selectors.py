@@ -41,7 +41,7 @@ from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
 from django.contrib.contenttypes.models import ContentType
 from django.core.exceptions import ValidationError
 from django.db import connection
-from django.db.models import AutoField, BigAutoField, Field, IntegerField, Model, Q, QuerySet
+from django.db.models import AutoField, BigAutoField, IntegerField, Model, Q, QuerySet
 from django.utils.text import capfirst
 from pghistory.models import Context
 
@@ -538,6 +538,7 @@ class _Reference:
 @functools.cache
 def _reference(model: type[Model]) -> _Reference:
     user_model = get_user_model()
+    expr: str | None
     if model is user_model:
         expr = "COALESCE(NULLIF(TRIM(CONCAT_WS(' ', t.first_name, t.last_name)), ''), t.username)"
     elif model is ContentType:
@@ -545,39 +546,44 @@ def _reference(model: type[Model]) -> _Reference:
     else:
         names = {f.attname for f in model._meta.concrete_fields}
         column = next((c for c in NAME_COLUMNS if c in names), None)
-        expr = None if column is None else f"t.{_q(model._meta.get_field(column).column)}::text"
+        named: Any = None if column is None else model._meta.get_field(column)
+        expr = None if named is None else f"t.{_q(named.column)}::text"
     integer_pk = isinstance(model._meta.pk, AutoField | BigAutoField | IntegerField)
     return _Reference(model=model, sql=expr if integer_pk else None)
 
 
 @functools.cache
-def _columns_of(label: str) -> dict[str, Field]:  # type: ignore[type-arg]
+def _columns_of(label: str) -> dict[str, Any]:
     """The tracked model's concrete fields by column: foreign keys and fields with choices are named."""
     model = apps.get_model(label)
     return {f.column: f for f in model._meta.concrete_fields if f.is_relation or f.choices}
 
 
-def _wanted(entries: Sequence[AuditEntry]) -> dict[type[Model], set[int]]:
+def _wanted(entries: Sequence[AuditEntry]) -> dict[Any, set[int]]:
     """The ids each page refers to: its records and the foreign keys of its changes."""
-    wanted: dict[type[Model], set[int]] = {}
+    wanted: dict[Any, set[int]] = {}
     for entry in entries:
-        wanted.setdefault(apps.get_model(entry.table), set()).add(_int(entry.record_id))
+        record_id = _int(entry.record_id)
+        if record_id is not None:
+            wanted.setdefault(apps.get_model(entry.table), set()).add(record_id)
         columns = _columns_of(entry.table)
         for change in entry.changes:
             field = columns.get(change.field)
             if field is not None and field.is_relation and field.related_model is not None:
                 ids = wanted.setdefault(field.related_model, set())
-                ids.update(_int(v) for v in (change.old, change.new))
-    return {model: ids - {None} for model, ids in wanted.items()}  # type: ignore[misc]
+                ids.update(pk for pk in (_int(change.old), _int(change.new)) if pk is not None)
+    return wanted
 
 
 def _int(value: str | None) -> int | None:
     return int(value) if value is not None and value.lstrip("-").isdigit() else None
 
 
-def _names(wanted: dict[type[Model], set[int]]) -> dict[tuple[type[Model], int], str]:
+def _names(wanted: dict[Any, set[int]]) -> dict[tuple[Any, int], str]:
     """One query for every name a page needs (none if it needs none)."""
-    branches, params, models = [], [], []
+    branches: list[str] = []
+    params: list[Any] = []
+    models: list[Any] = []
     for model, ids in sorted(wanted.items(), key=lambda item: item[0]._meta.label):
         reference = _reference(model)
         if reference.sql is None or not ids:
@@ -598,8 +604,8 @@ def _model_name(model: type[Model]) -> str:
     return capfirst(str(model._meta.verbose_name))
 
 
-def _named_value(field: Field, value: str | None,  # type: ignore[type-arg]
-                 names: dict[tuple[type[Model], int], str]) -> str | None:
+def _named_value(field: Any, value: str | None,
+                 names: dict[tuple[Any, int], str]) -> str | None:
     if value is None:
         return None
     if field.is_relation and field.related_model is not None:
@@ -607,7 +613,7 @@ def _named_value(field: Field, value: str | None,  # type: ignore[type-arg]
         name = names.get((model, pk)) if pk is not None else None
         if model is ContentType and name:
             app_label, _dot, model_name = name.partition(".")
-            target = apps.get_containing_app_config(app_label) and _model_or_none(app_label, model_name)
+            target = _model_or_none(app_label, model_name)
             return _model_name(target) if target is not None else name
         return name or f"{_model_name(model)} {value}"
     return str(dict(field.flatchoices).get(_typed(field, value), value))
@@ -620,15 +626,15 @@ def _model_or_none(app_label: str, model_name: str) -> type[Model] | None:
         return None
 
 
-def _typed(field: Field, value: str) -> Any:  # type: ignore[type-arg]
+def _typed(field: Any, value: str) -> Any:
     try:
         return field.to_python(value)
     except ValidationError:
         return value
 
 
-def _named_change(change: FieldChange, column: Field | None,  # type: ignore[type-arg]
-                  names: dict[tuple[type[Model], int], str]) -> FieldChange:
+def _named_change(change: FieldChange, column: Any,
+                  names: dict[tuple[Any, int], str]) -> FieldChange:
     if column is None or change.field in REDACTED:
         return change
     return replace(change, old=_named_value(column, change.old, names), new=_named_value(column, change.new, names))

@@ -37,7 +37,7 @@ def queried_in_words(query: DataQuery) -> str:
     if model is None:  # a record type no longer installed: say what was stored
         return f"{query.record_type} {query.object_id} of subject {query.subject.code} — {query.field_name}"
     try:
-        field = str(model._meta.get_field(query.field_name).verbose_name)
+        field = str(getattr(model._meta.get_field(query.field_name), "verbose_name", query.field_name))
     except FieldDoesNotExist:  # a field renamed since the query was raised keeps its stored name
         field = query.field_name.replace("_", " ")
     record = capfirst(str(model._meta.verbose_name))

@@ -115,7 +115,8 @@ def status_change(transition: SubjectTransition) -> str:
 
 class TransitionInline(admin.TabularInline):
     model = SubjectTransition
-    fields = ("effective_on", status_change, "reason", "recorded_by", "recorded_at")
+    fields = ("effective_on", "status_change", "reason", "recorded_by", "recorded_at")
+    status_change = staticmethod(status_change)
     readonly_fields = fields
     extra = 0
     can_delete = False

