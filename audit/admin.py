@@ -9,7 +9,7 @@ from typing import Any
 from django.apps import apps
 from django.contrib import admin
 from django.core.exceptions import PermissionDenied, ValidationError
-from django.core.paginator import Paginator
+from django.core.paginator import Page, Paginator
 from django.db.models import Model
 from django.http import Http404, HttpRequest, HttpResponse, StreamingHttpResponse
 from django.template.response import TemplateResponse
@@ -29,6 +29,7 @@ from audit.selectors import (
     get_audit_subject,
     iter_audit_entries,
     list_audit_entries,
+    name_entries,
 )
 from audit.services import record_export
 from audit.tables import table_for
@@ -85,7 +86,7 @@ class AuditTrailAdmin(admin.ModelAdmin):
         if not form.is_bound or form.is_valid():
             filters = form.audit_filters() if form.is_bound else AuditFilters()
             entries = list_audit_entries(scope=scope, filters=filters, newest_first=True)
-            page = _paginate(entries, TRAIL_PAGE_SIZE).get_page(request.GET.get("page"))
+            page = _named(_paginate(entries, TRAIL_PAGE_SIZE).get_page(request.GET.get("page")))
         return self._render(request, "audit/trail.html", {"title": "Audit trail", "form": form, "page": page},
                             status=200 if page is not None else 400)
 
@@ -116,10 +117,11 @@ class AuditTrailAdmin(admin.ModelAdmin):
         paginator = _paginate(entries, HISTORY_PAGE_SIZE)
         if paginator.count == 0:  # never confirm that a record outside the scope exists
             raise Http404("No such record in your scope.")
+        page = _named(paginator.get_page(request.GET.get("page")))
+        named = next((e.record_name for e in page.object_list if e.record_name), None)
         context = {
-            "title": f"Record history: {capfirst(table.name)} {record_id}", "table": table, "record_id": record_id,
-            "page": paginator.get_page(request.GET.get("page")), "record_url": _change_url(model, record_id),
-            "show_record": False,
+            "title": f"Record history: {named or f'{capfirst(table.name)} {record_id}'}", "table": table,
+            "record_id": record_id, "page": page, "record_url": _change_url(model, record_id), "show_record": False,
         }
         if table.label == "patients.Subject":
             context["subject_history_url"] = reverse("admin:audit_subject_history", args=[record_id])
@@ -133,7 +135,8 @@ class AuditTrailAdmin(admin.ModelAdmin):
         entries = list_audit_entries(scope=scope, filters=AuditFilters(subject_id=subject.pk))
         context = {
             "title": f"Subject history: {subject.code} ({subject.trial.code}, site {subject.site.code})",
-            "subject": subject, "page": _paginate(entries, HISTORY_PAGE_SIZE).get_page(request.GET.get("page")),
+            "subject": subject,
+            "page": _named(_paginate(entries, HISTORY_PAGE_SIZE).get_page(request.GET.get("page"))),
             "record_url": _change_url(type(subject), subject.pk), "show_record": True,
         }
         return self._render(request, "audit/history.html", context)
@@ -143,6 +146,12 @@ def _paginate(entries: AuditEntryList, per_page: int) -> Paginator[AuditEntry]:
     # Django's Paginator counts and slices the entries, which is all AuditEntryList offers; django-stubs ask
     # for an iterable too.
     return Paginator(entries, per_page)  # type: ignore[arg-type]
+
+
+def _named(page: Page[AuditEntry]) -> Page[AuditEntry]:
+    """The page's entries with names instead of ids (one query for the page)."""
+    page.object_list = name_entries(list(page.object_list))
+    return page
 
 
 def _change_url(model: type[Model], pk: Any) -> str | None:

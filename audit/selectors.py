@@ -27,19 +27,26 @@ catalogue, audit exports) only appear for superusers.
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import json
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from decimal import Decimal
 from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+from django.apps import apps
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
+from django.contrib.contenttypes.models import ContentType
+from django.core.exceptions import ValidationError
 from django.db import connection
-from django.db.models import Q, QuerySet
+from django.db.models import AutoField, BigAutoField, IntegerField, Model, Q, QuerySet
+from django.utils.text import capfirst
 from pghistory.models import Context
 
 from audit.tables import BOOKKEEPING, GLOBAL, REDACTED, SUBJECT, TRIAL, AuditedTable, audited_tables
+from config import display
 from patients.models import Subject
 from trials.access import DESIGN_ROLES, access_of, restricted_trial
 from trials.models import Membership, ServiceAccount, Site, TrialSite
@@ -159,10 +166,28 @@ class AuditEntry:
     request_id: str | None
     source: str | None
     changes: tuple[FieldChange, ...] = field(default=())
+    site_time_zone: str | None = None  # the zone of the record's site, for the admin's "when"
+    record_name: str | None = None  # "Subject BJ01-0001"; set by ``name_entries`` for the admin
 
     @property
     def at_utc(self) -> str:
         return self.at.strftime("%Y-%m-%d %H:%M:%S UTC")
+
+    @property
+    def at_site(self) -> str:
+        """When, on the clock of the record's site (UTC for records of no site)."""
+        try:
+            zone = ZoneInfo(self.site_time_zone) if self.site_time_zone else None
+        except (ZoneInfoNotFoundError, ValueError):
+            zone = None
+        return display.date_time(self.at, zone)
+
+    @property
+    def who_name(self) -> str:
+        """The person by their name (their username if no name was given)."""
+        if self.username is None:
+            return "system (no user recorded)"
+        return self.user_full_name or self.username
 
     @property
     def who(self) -> str:
@@ -320,7 +345,7 @@ def _entries_sql(tables: list[AuditedTable], scope: AuditScope, filters: AuditFi
     sql = (
         "SELECT ev.tbl, ev.pgh_id, ev.pgh_created_at, ev.pgh_label, ev.obj_id, ev.trial_id, ev.site_id, "
         "ev.subject_id, ev.ctx, u.id, u.username, u.first_name, u.last_name, sa.name, st.code, sj.code, "
-        f"d.data, d.prev FROM ({events} {order}{page}) ev "
+        f"d.data, d.prev, st.time_zone FROM ({events} {order}{page}) ev "
         f"LEFT JOIN {_q(users)} u ON u.id = CASE WHEN ev.ctx_user ~ '^[0-9]{{1,18}}$' THEN ev.ctx_user::bigint END "
         f"LEFT JOIN {_q(accounts)} sa ON sa.user_id = u.id "
         f"LEFT JOIN {_q(Site._meta.db_table)} st ON st.id = ev.site_id "
@@ -382,7 +407,7 @@ def _source(metadata: dict[str, Any]) -> str | None:
 
 def _entry(row: Sequence[Any]) -> AuditEntry:
     (label, pgh_id, created_at, action, obj_id, trial_id, site_id, subject_id, ctx, user_id, username, first_name,
-     last_name, account, site_code, subject_code, data, prev) = row
+     last_name, account, site_code, subject_code, data, prev, site_time_zone) = row
     table = audited_tables()[label]
     metadata = _load(ctx) or {}
     if user_id is None and metadata.get("user") not in (None, ""):
@@ -396,7 +421,7 @@ def _entry(row: Sequence[Any]) -> AuditEntry:
         reason=_context_value(metadata, "reason"), url=_context_value(metadata, "url"),
         method=_context_value(metadata, "method"), request_id=_context_value(metadata, "request_id"),
         source=_source(metadata),
-        changes=field_changes(table, action, _load(data), _load(prev)),
+        changes=field_changes(table, action, _load(data), _load(prev)), site_time_zone=site_time_zone,
     )
 
 
@@ -496,3 +521,134 @@ def get_audit_subject(*, scope: AuditScope, pk: int) -> Subject | None:
     if not scope.reads(SUBJECT):
         return None
     return Subject.objects.filter(scope.subject_q()).select_related("trial", "site").filter(pk=pk).first()
+
+
+# --- names for people: the admin's audit pages ------------------------------------------------------
+
+# The column that names a record of a model, first found wins; a model with none is "<verbose name> <id>".
+NAME_COLUMNS = ("code", "lot_number", "collection_id", "accession_number", "term", "name", "title")
+
+
+@dataclass(frozen=True)
+class _Reference:
+    model: type[Model]
+    sql: str | None  # naming expression over the model's table ``t``; None: named without a query
+
+
+@functools.cache
+def _reference(model: type[Model]) -> _Reference:
+    user_model = get_user_model()
+    expr: str | None
+    if model is user_model:
+        expr = "COALESCE(NULLIF(TRIM(CONCAT_WS(' ', t.first_name, t.last_name)), ''), t.username)"
+    elif model is ContentType:
+        expr = "t.app_label || '.' || t.model"
+    else:
+        names = {f.attname for f in model._meta.concrete_fields}
+        column = next((c for c in NAME_COLUMNS if c in names), None)
+        named: Any = None if column is None else model._meta.get_field(column)
+        expr = None if named is None else f"t.{_q(named.column)}::text"
+    integer_pk = isinstance(model._meta.pk, AutoField | BigAutoField | IntegerField)
+    return _Reference(model=model, sql=expr if integer_pk else None)
+
+
+@functools.cache
+def _columns_of(label: str) -> dict[str, Any]:
+    """The tracked model's concrete fields by column: foreign keys and fields with choices are named."""
+    model = apps.get_model(label)
+    return {f.column: f for f in model._meta.concrete_fields if f.is_relation or f.choices}
+
+
+def _wanted(entries: Sequence[AuditEntry]) -> dict[Any, set[int]]:
+    """The ids each page refers to: its records and the foreign keys of its changes."""
+    wanted: dict[Any, set[int]] = {}
+    for entry in entries:
+        record_id = _int(entry.record_id)
+        if record_id is not None:
+            wanted.setdefault(apps.get_model(entry.table), set()).add(record_id)
+        columns = _columns_of(entry.table)
+        for change in entry.changes:
+            field = columns.get(change.field)
+            if field is not None and field.is_relation and field.related_model is not None:
+                ids = wanted.setdefault(field.related_model, set())
+                ids.update(pk for pk in (_int(change.old), _int(change.new)) if pk is not None)
+    return wanted
+
+
+def _int(value: str | None) -> int | None:
+    return int(value) if value is not None and value.lstrip("-").isdigit() else None
+
+
+def _names(wanted: dict[Any, set[int]]) -> dict[tuple[Any, int], str]:
+    """One query for every name a page needs (none if it needs none)."""
+    branches: list[str] = []
+    params: list[Any] = []
+    models: list[Any] = []
+    for model, ids in sorted(wanted.items(), key=lambda item: item[0]._meta.label):
+        reference = _reference(model)
+        if reference.sql is None or not ids:
+            continue
+        branches.append(f"SELECT {len(models)} AS m, t.{_q(model._meta.pk.column)}::bigint AS id, "
+                        f"{reference.sql} AS name FROM {_q(model._meta.db_table)} t "
+                        f"WHERE t.{_q(model._meta.pk.column)} = ANY(%s)")
+        params.append(sorted(ids))
+        models.append(model)
+    if not branches:
+        return {}
+    with connection.cursor() as cursor:
+        cursor.execute(" UNION ALL ".join(branches), params)
+        return {(models[m], pk): name for m, pk, name in cursor.fetchall() if name not in (None, "")}
+
+
+def _model_name(model: type[Model]) -> str:
+    return capfirst(str(model._meta.verbose_name))
+
+
+def _named_value(field: Any, value: str | None,
+                 names: dict[tuple[Any, int], str]) -> str | None:
+    if value is None:
+        return None
+    if field.is_relation and field.related_model is not None:
+        model, pk = field.related_model, _int(value)
+        name = names.get((model, pk)) if pk is not None else None
+        if model is ContentType and name:
+            app_label, _dot, model_name = name.partition(".")
+            target = _model_or_none(app_label, model_name)
+            return _model_name(target) if target is not None else name
+        return name or f"{_model_name(model)} {value}"
+    return str(dict(field.flatchoices).get(_typed(field, value), value))
+
+
+def _model_or_none(app_label: str, model_name: str) -> type[Model] | None:
+    try:
+        return apps.get_model(app_label, model_name)
+    except LookupError:
+        return None
+
+
+def _typed(field: Any, value: str) -> Any:
+    try:
+        return field.to_python(value)
+    except ValidationError:
+        return value
+
+
+def _named_change(change: FieldChange, column: Any,
+                  names: dict[tuple[Any, int], str]) -> FieldChange:
+    if column is None or change.field in REDACTED:
+        return change
+    return replace(change, old=_named_value(column, change.old, names), new=_named_value(column, change.new, names))
+
+
+def name_entries(entries: Sequence[AuditEntry]) -> list[AuditEntry]:
+    """The entries as the admin shows them: each record and each referenced record by its name
+    ("Subject BJ01-0001", a user's full name), stored choices by their labels. One query per page."""
+    names = _names(_wanted(entries))
+    named = []
+    for entry in entries:
+        model, columns = apps.get_model(entry.table), _columns_of(entry.table)
+        record = names.get((model, _int(entry.record_id) or 0))
+        changes = tuple(_named_change(c, columns.get(c.field), names) for c in entry.changes)
+        record_name = f"{_model_name(model)} {record or entry.record_id}"
+        named.append(replace(entry, changes=changes, record_name=record_name))
+    return named

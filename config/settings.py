@@ -108,6 +108,8 @@ TEMPLATES = [
                 "django.contrib.auth.context_processors.auth",
                 "django.contrib.messages.context_processors.messages",
             ],
+            # |cells, |cells_per_kg, |date_shown and |date_time_shown in every template (config.display).
+            "builtins": ["config.display_tags"],
         },
     },
 ]
@@ -145,6 +147,8 @@ AUTH_PASSWORD_VALIDATORS = [
 ]
 
 LANGUAGE_CODE = "en-gb"
+# One date and one date-time format in every admin page (config.display writes the same).
+FORMAT_MODULE_PATH = ["config.formats"]
 TIME_ZONE = "UTC"
 USE_I18N = True
 USE_TZ = True

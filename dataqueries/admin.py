@@ -10,11 +10,13 @@ from typing import Any
 
 from django import forms
 from django.contrib import admin, messages
-from django.core.exceptions import PermissionDenied
+from django.core.exceptions import FieldDoesNotExist, PermissionDenied
 from django.db.models import Count, Q, QuerySet
 from django.http import Http404, HttpRequest, HttpResponse, HttpResponseRedirect
 from django.template.response import TemplateResponse
-from django.urls import path, reverse
+from django.urls import NoReverseMatch, path, reverse
+from django.utils.html import format_html
+from django.utils.text import capfirst
 
 from config.api import acting_user
 from config.errors import DomainError, PermissionRefused
@@ -25,6 +27,32 @@ from trials.admin_scoping import ClinicalAdmin, add_domain_error, site_time_colu
 from trials.models import Membership
 
 RAISE_ROLES = frozenset({Membership.Role.DATA_MANAGER, Membership.Role.MONITOR})
+
+
+def queried_in_words(query: DataQuery) -> str:
+    """The queried record and field as people say them: "Adverse event 3 of subject BJ01-0001 — Grade".
+
+    Reads only the query's content type (Django's cache) and subject (joined by the list's query)."""
+    model = query.content_type.model_class()
+    if model is None:  # a record type no longer installed: say what was stored
+        return f"{query.record_type} {query.object_id} of subject {query.subject.code} — {query.field_name}"
+    try:
+        field = str(getattr(model._meta.get_field(query.field_name), "verbose_name", query.field_name))
+    except FieldDoesNotExist:  # a field renamed since the query was raised keeps its stored name
+        field = query.field_name.replace("_", " ")
+    record = capfirst(str(model._meta.verbose_name))
+    if model._meta.label == "patients.Subject":
+        return f"Subject {query.subject.code} — {capfirst(field)}"
+    return f"{record} {query.object_id} of subject {query.subject.code} — {capfirst(field)}"
+
+
+def queried_record_url(query: DataQuery) -> str | None:
+    """The admin page of the queried record (None if the admin has no page for its kind)."""
+    ct = query.content_type
+    try:
+        return reverse(f"admin:{ct.app_label}_{ct.model}_change", args=[query.object_id])
+    except NoReverseMatch:
+        return None
 
 
 class RaiseQueryForm(forms.ModelForm):
@@ -129,8 +157,7 @@ class MessageInline(admin.TabularInline):
 @admin.register(DataQuery)
 class DataQueryAdmin(ClinicalAdmin):
     trial_lookup, site_lookup = "trial", "site"
-    list_display = ["id", "subject", "site", "record_type", "field_name", "origin", "check_code", "status",
-                    "raised_at_site_time", "raised_by"]
+    list_display = ["id", "queried", "site", "origin", "check_code", "status", "raised_at_site_time", "raised_by"]
     list_display_links = ["id"]
     raised_at_site_time = site_time_column("raised_at", "raised at")
     list_filter = ["status", ("site", admin.RelatedOnlyFieldListFilter), "origin", "check_code"]
@@ -139,8 +166,8 @@ class DataQueryAdmin(ClinicalAdmin):
     ordering = ["-raised_at", "-pk"]
     show_facets = admin.ShowFacets.ALWAYS  # each filter choice shows its count (e.g. open queries per site)
     inlines = [MessageInline]
-    view_fields = ["trial", "site", "subject", "record_type", "queried_record", "field_name", "origin", "check_code",
-                   "status", "auto_resolved", "raised_by", "raised_at", "text"]
+    view_fields = ["trial", "site", "subject", "queried", "origin", "check_code", "status", "auto_resolved",
+                   "raised_by", "raised_at", "text"]
 
     def has_add_permission(self, request: HttpRequest) -> bool:
         access = access_of(request.user)
@@ -149,13 +176,10 @@ class DataQueryAdmin(ClinicalAdmin):
     def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         return False  # a query changes only through its actions (answer, close, re-open)
 
-    @admin.display(description="record type")
-    def record_type(self, obj: DataQuery) -> str:
-        return obj.record_type
-
-    @admin.display(description="record")
-    def queried_record(self, obj: DataQuery) -> str:
-        return f"{obj.record} (id {obj.object_id})"
+    @admin.display(description="queried record and field", ordering="subject__code")
+    def queried(self, obj: DataQuery) -> str:
+        words, url = queried_in_words(obj), queried_record_url(obj)
+        return format_html('<a href="{}" class="queried-record">{}</a>', url, words) if url else words
 
     # Django takes a list of names; django-stubs' result type is an invariant list of unions.
     def get_fields(self, request: HttpRequest, obj: Any = None) -> list[str]:  # type: ignore[override]
@@ -227,7 +251,8 @@ class DataQueryAdmin(ClinicalAdmin):
                 messages.success(request, f"Query {query.pk}: {title.lower()} saved.")
                 return HttpResponseRedirect(reverse("admin:dataqueries_dataquery_change", args=[query.pk]))
         context = {**self.admin_site.each_context(request), "opts": self.model._meta, "query": query,
-                   "form": form, "title": f"{title}: query {query.pk} ({query.subject.code})", "original": query,
+                   "queried": queried_in_words(query), "queried_url": queried_record_url(query), "form": form,
+                   "title": f"{title}: query {query.pk} ({query.subject.code})", "original": query,
                    "media": self.media + form.media}
         return TemplateResponse(request, "admin/dataqueries/dataquery/action.html", context)
 

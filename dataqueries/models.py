@@ -91,7 +91,7 @@ class DataQuery(TimeStampedModel):
         triggers = [pgtrigger.Protect(name="dataquery_never_deleted", operation=pgtrigger.Delete)]
 
     def __str__(self) -> str:
-        return f"Query {self.pk} on {self.field_name} ({self.get_status_display().lower()})"
+        return f"Query {self.pk} on {self.field_name.replace('_', ' ')} ({self.get_status_display().lower()})"
 
     @property
     def record_type(self) -> str:

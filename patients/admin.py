@@ -19,6 +19,7 @@ from django.shortcuts import get_object_or_404
 from django.template.response import TemplateResponse
 from django.urls import path, reverse
 
+from config import display
 from config.api import acting_user
 from config.errors import DomainError
 from exports.casebook.services import download_casebook
@@ -108,9 +109,16 @@ class AmendSubjectForm(forms.ModelForm):
         return data
 
 
+@admin.display(description="status change")
+def status_change(transition: SubjectTransition) -> str:
+    """``Infused → Follow-up``: the statuses in words."""
+    return display.transition(transition.get_from_status_display(), transition.get_to_status_display())
+
+
 class TransitionInline(admin.TabularInline):
     model = SubjectTransition
-    fields = ("effective_on", "from_status", "to_status", "reason", "recorded_by", "recorded_at")
+    fields = ("effective_on", "status_change", "reason", "recorded_by", "recorded_at")
+    status_change = staticmethod(status_change)
     readonly_fields = fields
     extra = 0
     can_delete = False
@@ -324,8 +332,7 @@ class BodyMeasurementAdmin(ReadOnlyClinicalAdmin):
 
 @admin.register(SubjectTransition)
 class SubjectTransitionAdmin(ReadOnlyClinicalAdmin):
-    list_display = ["subject", "effective_on", "from_status", "to_status", "reason", "recorded_by",
-                    "recorded_at_site_time"]
+    list_display = ["subject", "effective_on", status_change, "reason", "recorded_by", "recorded_at_site_time"]
     list_select_related = ["subject__site", "recorded_by"]
     recorded_at_site_time = site_time_column("recorded_at", "recorded at")
     list_filter = ["to_status", ("subject__site", admin.RelatedOnlyFieldListFilter)]

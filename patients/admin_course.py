@@ -21,9 +21,11 @@ from django.template.response import TemplateResponse
 from django.urls import path, reverse
 from django.utils import timezone
 
+from config import display
 from config.api import acting_user
 from config.errors import DomainError
 from locking.services import check_writable
+from patients import grading
 from patients.admin_desk import lock_message
 from patients.models import (
     AdverseEvent,
@@ -464,12 +466,30 @@ class InfusionAdmin(ServiceAdmin):
         return super().formfield_for_foreignkey(db_field, request, **kwargs)
 
 
+# The graders' review flags in words (they are stored as codes).
+FLAG_WORDS = {
+    grading.FLAG_VASOPRESSIN_ALONE: "Vasopressin alone counted as one vasopressor",
+    grading.FLAG_FEVER_MASKED: "Fever requirement met by earlier antipyretic or anti-cytokine therapy",
+    grading.FLAG_NC_FLOW_MISSING: "Nasal cannula flow not recorded: counted as low-flow",
+    grading.FLAG_PRESSORS_WITHOUT_HYPOTENSION: "Vasopressors recorded without hypotension",
+    grading.FLAG_ICE_NOT_PERFORMED: "ICE score not performed",
+    grading.FLAG_CAPD_NOT_PERFORMED: "CAPD not performed",
+    grading.FLAG_ICE_IGNORED: "ICE recorded, but the child is graded with CAPD",
+    grading.FLAG_CAPD_IGNORED: "CAPD recorded, but the subject is graded with the ICE score",
+    grading.FLAG_UNAROUSABLE_OTHER_CAUSE: "Unarousable from another cause: the ICE domain is still graded",
+}
+
+
 class AssessmentInline(SiteTimeFieldsMixin, admin.StackedInline):
     category: str  # the adverse event category the assessment is made for (set by each subclass)
     rule: Callable[..., None]  # the service's check of a new assessment (set by each subclass)
     extra = 0
     can_delete = False
-    readonly = ["derived_grade", "algorithm", "flags"]
+    readonly = ["derived_grade", "algorithm", "review_flags"]
+
+    @admin.display(description="review flags")
+    def review_flags(self, obj: Any) -> str:
+        return "; ".join(FLAG_WORDS.get(flag, flag.replace("_", " ").capitalize()) for flag in obj.flags) or "—"
 
     def get_formset(self, request: HttpRequest, obj: Any = None, **kwargs: Any) -> Any:
         formset = super().get_formset(request, obj, **kwargs)
@@ -523,7 +543,7 @@ class IcansInline(AssessmentInline):
     category = AdverseEvent.Category.ICANS
     rule = staticmethod(safety.check_icans_assessment)
     exclude = ["recorded_by"]
-    readonly = ["ice_score", "derived_grade", "algorithm", "flags"]
+    readonly = ["ice_score", "derived_grade", "algorithm", "review_flags"]
 
 
 EVENT_FIELDS = ["subject", "category", "ctcae_term", "term", "system_organ_class", "meddra_code",
@@ -764,8 +784,8 @@ def subject_course(subject: Any) -> list[dict[str, Any]]:
             f"({d.get_donor_type_display()}{hla})", record=d)
     for lot in subject.lots.all():
         if lot.release_date:
-            add(lot.release_date, "Product", f"Lot {lot.lot_number} released ({lot.total_viable_car_cells:.3g} "
-                "viable CAR+ cells)", record=lot)
+            add(lot.release_date, "Product", f"Lot {lot.lot_number} released "
+                f"({display.cells(lot.total_viable_car_cells)}, viable CAR+)", record=lot)
         if lot.failed_on:
             add(lot.failed_on, "Product", f"Lot {lot.lot_number} manufacture failed: {lot.failure_reason}", record=lot)
     for b in subject.bridging.all():
@@ -776,7 +796,7 @@ def subject_course(subject: Any) -> list[dict[str, Any]]:
             f"(planned {d.planned_mg} mg, BSA {d.course.bsa_m2} m²){note}", 1, d.course)
     for i in infusions:
         add(i.infused_on, "Infusion", f"Course {i.course_number}, fraction {i.fraction_number}/"
-            f"{i.planned_fractions}: {i.cells_per_kg:.3g} cells/kg, {i.total_cells:.3g} cells, "
+            f"{i.planned_fractions}: {display.cells_per_kg(i.cells_per_kg)}, {display.cells(i.total_cells)}, "
             f"lot {i.lot.lot_number}", 2, i)
     # Explicit queries, not prefetch_related (which skips its queries when there is no event).
     assessments: dict[int, list[Any]] = {}

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Callable
+from types import MethodType
 from typing import Any
 
 from django import forms
@@ -18,6 +19,7 @@ from django.db import models
 from django.http import Http404, HttpRequest, HttpResponseRedirect
 from django.utils import timezone
 
+from config import display
 from config.errors import DomainError
 from trials.access import ENTRY_ROLES, access_of
 
@@ -43,12 +45,8 @@ def site_of(obj: Any) -> Any:
 
 
 def site_time(moment: dt.datetime | None, site: Any) -> str:
-    """A time as the admin shows it: on the site's clock, labelled with the site's zone."""
-    if moment is None:
-        return "-"
-    if site is None:
-        return f"{moment.astimezone(dt.UTC):%Y-%m-%d %H:%M} (UTC)"
-    return f"{site.local(moment):%Y-%m-%d %H:%M} ({site.zone_label(moment)})"
+    """A time as the admin shows it: on the site's clock, with the zone's abbreviation (UTC without a site)."""
+    return display.date_time(moment, None if site is None else site.tzinfo)
 
 
 def site_time_column(name: str, description: str) -> Callable[[Any, Any], str]:
@@ -111,6 +109,72 @@ class SiteTimeChangeMixin:
             return response.render() if hasattr(response, "render") else response
 
 
+# --- cell doses and counts: shown by config.display wherever the admin shows them read-only -------------
+
+SHOWN: dict[str, Callable[[Any], str]] = {
+    "cells_per_kg": display.cells_per_kg,
+    "total_cells": display.cells,
+    "total_viable_car_cells": display.cells,
+    "cd3_cells_1e9": display.cells_1e9,
+}
+
+
+def shown_column(name: str, description: str, show: Callable[[Any], str]) -> Callable[[Any], str]:
+    """A list column or read-only field showing the model field ``name`` through ``show``."""
+
+    @admin.display(description=description, ordering=name)
+    def column(obj: Any) -> str:
+        return show(getattr(obj, name))
+
+    column.__name__ = f"{name}_shown"
+    return column
+
+
+class ReadableFieldsMixin:
+    """List columns and read-only fields of cell doses and counts read ``1.0 × 10⁶ cells/kg``, not 1000000.
+
+    Each such field ``x`` of the model gets a column ``x_shown``; the admin's lists of columns, fields and
+    read-only fields are read through ``_readable`` whatever subclass computed them, so an admin added
+    later shows its doses the same way without naming the columns itself. Input fields stay numbers.
+    """
+
+    def __init__(self, model: type[models.Model], admin_site: Any) -> None:
+        super().__init__(model, admin_site)  # type: ignore[call-arg]
+        names = {f.name: f for f in model._meta.concrete_fields}
+        self.shown = {name: f"{name}_shown" for name in SHOWN if name in names}
+        for name, column in self.shown.items():
+            setattr(self, column, shown_column(name, str(names[name].verbose_name), SHOWN[name]))
+        if self.shown:  # instance attributes: they wrap the methods of every subclass
+            for name, wrap in (("get_list_display", self._readable_columns),
+                               ("get_readonly_fields", self._readable_readonly), ("get_fields", self._readable_fields)):
+                setattr(self, name, wrap(getattr(self, name)))
+
+    # Bound methods (the admin's checks read ``get_list_display.__func__``).
+    def _readable_columns(self, method: Callable[..., Any]) -> Callable[..., list[Any]]:
+        def readable(admin_: Any, request: HttpRequest) -> list[Any]:
+            return [self.shown.get(name, name) if isinstance(name, str) else name for name in method(request)]
+        return MethodType(readable, self)
+
+    def _readable_readonly(self, method: Callable[..., Any]) -> Callable[..., list[Any]]:
+        # The raw name stays read-only too, so that no form ever offers it as an input.
+        def readable(admin_: Any, request: HttpRequest, obj: Any = None) -> list[Any]:
+            names = list(method(request, obj))
+            return [*names, *[self.shown[name] for name in names if name in self.shown]]
+        return MethodType(readable, self)
+
+    def _readable_fields(self, method: Callable[..., Any]) -> Callable[..., list[Any]]:
+        def readable(admin_: Any, request: HttpRequest, obj: Any = None) -> list[Any]:
+            fields = list(method(request, obj))
+            if obj is None:
+                return fields
+            readonly = set(getattr(self, "get_readonly_fields")(request, obj))  # noqa: B009 - the wrapped one
+            editable = getattr(self, "has_change_permission")(request, obj)  # noqa: B009
+            shown = [self.shown[name] if name in self.shown and (not editable or name in readonly) else name
+                     for name in fields]
+            return list(dict.fromkeys(shown))  # a raw name and its column may both have been listed
+        return MethodType(readable, self)
+
+
 class NotFoundForHiddenMixin:
     """An object outside the user's scope does not exist for them: 404, never a redirect or 403."""
 
@@ -121,7 +185,8 @@ class NotFoundForHiddenMixin:
         return obj
 
 
-class ClinicalAdmin(SiteTimeFieldsMixin, SiteTimeChangeMixin, NotFoundForHiddenMixin, admin.ModelAdmin):
+class ClinicalAdmin(ReadableFieldsMixin, SiteTimeFieldsMixin, SiteTimeChangeMixin, NotFoundForHiddenMixin,
+                    admin.ModelAdmin):
     """Subject-level records: visible at the user's sites, entered by coordinators and investigators."""
 
     trial_lookup = "subject__trial"
@@ -191,7 +256,7 @@ class ReadOnlyClinicalAdmin(ClinicalAdmin):
         return False
 
 
-class DesignAdmin(NotFoundForHiddenMixin, admin.ModelAdmin):
+class DesignAdmin(ReadableFieldsMixin, NotFoundForHiddenMixin, admin.ModelAdmin):
     """Protocol design: every member of a trial reads it; its data managers edit it."""
 
     trial_lookup = "trial"

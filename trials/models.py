@@ -22,6 +22,7 @@ from django.db import models
 from django.db.models import F, Q
 from django.utils import timezone
 
+from config import display
 from config.audit import audited
 
 
@@ -92,9 +93,11 @@ class Trial(TimeStampedModel):
     )
     # Numbers DOMAIN.md marks as protocol-dependent or unconfirmed are settings of the trial.
     sae_report_hours = models.PositiveSmallIntegerField(
+        "SAE report due (hours)",
         default=24, help_text="Expedited report due this many hours after the site learned of an SAE."
     )
     capd_age_cutoff_years = models.PositiveSmallIntegerField(
+        "CAPD below age (years)",
         default=12, validators=[MaxValueValidator(18)],
         help_text="ICANS in children younger than this is graded with CAPD instead of ICE.",
     )
@@ -103,6 +106,7 @@ class Trial(TimeStampedModel):
         help_text="Marrow blasts at or above this after CR/CRi define relapse.",
     )
     mrd_negative_below_pct = models.DecimalField(
+        "MRD-negative below (%)",
         max_digits=9, decimal_places=6, default=Decimal("0.01"),
         help_text="Flow MRD below this (%) counts as MRD-negative.",
     )
@@ -323,7 +327,7 @@ class DoseLevel(TimeStampedModel):
         ]
 
     def __str__(self) -> str:
-        return f"{self.code} ({self.cells_per_kg:.1e} cells/kg)"
+        return f"{self.code} ({display.cells_per_kg(self.cells_per_kg)})"
 
     @property
     def min_cells_per_kg(self) -> Decimal:

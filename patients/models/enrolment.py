@@ -14,6 +14,7 @@ from django.core.validators import MaxValueValidator, MinValueValidator, RegexVa
 from django.db import models
 from django.db.models import Q
 
+from config import display
 from config.audit import audited
 from trials.models import Antigen, Cohort, EligibilityCriterion, ScfvOrigin, Site, TimeStampedModel, Trial
 
@@ -105,7 +106,7 @@ class Subject(TimeStampedModel):
         help_text="Bone marrow blasts at screening, %",
     )
     extramedullary_disease = models.BooleanField(default=False)
-    cns_status = models.CharField(max_length=8, choices=CnsStatus.choices, default=CnsStatus.UNKNOWN)
+    cns_status = models.CharField("CNS status", max_length=8, choices=CnsStatus.choices, default=CnsStatus.UNKNOWN)
     prior_allo_hsct = models.BooleanField("prior allogeneic HSCT", default=False)
     prior_cart = models.BooleanField("prior CAR-T therapy", default=False)
     prior_cart_target = models.CharField(max_length=10, choices=Antigen.choices, blank=True)
@@ -235,7 +236,8 @@ class SubjectTransition(models.Model):
         ordering = ["subject", "recorded_at", "pk"]
 
     def __str__(self) -> str:
-        return f"{self.from_status or '—'} → {self.to_status} on {self.effective_on}"
+        change = display.transition(self.get_from_status_display(), self.get_to_status_display())
+        return f"{change} on {display.date(self.effective_on)}"
 
 
 __all__ = [

@@ -52,7 +52,7 @@ class ResponseAssessment(TimeStampedModel):
                                           blank=True, validators=[MinValueValidator(Decimal(0))])
     extramedullary_status = models.CharField(max_length=15, choices=EmdStatus.choices,
                                              default=EmdStatus.NOT_ASSESSED)
-    cns_status = models.CharField(max_length=8, choices=CnsStatus.choices, default=CnsStatus.UNKNOWN)
+    cns_status = models.CharField("CNS status", max_length=8, choices=CnsStatus.choices, default=CnsStatus.UNKNOWN)
     category = models.CharField(max_length=12, choices=Category.choices)
     antigen_status = models.CharField(max_length=15, choices=AntigenStatus.choices, blank=True,
                                       help_text="For relapse: the target antigen on the relapsed blasts.")
@@ -90,6 +90,7 @@ class FollowUp(TimeStampedModel):
     recorded_by = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="+")
 
     class Meta:
+        verbose_name = "follow-up"
         ordering = ["subject", "event_on", "pk"]
         constraints = [
             models.CheckConstraint(condition=~Q(kind="death") | ~Q(cause_of_death="") | Q(cause_of_death_unknown=True),

@@ -25,8 +25,36 @@ from trials.models import TimeStampedModel
 GRADE = [MinValueValidator(0), MaxValueValidator(5)]
 
 
+# The ASTCT components in the words of DOMAIN §1-2 (the stored codes stay grading's enum values).
+LABELS: dict[str, str] = {
+    grading.O2Device.NONE: "None (room air)",
+    grading.O2Device.LOW_FLOW_NC: "Low-flow nasal cannula (≤ 6 L/min)",
+    grading.O2Device.BLOW_BY: "Blow-by",
+    grading.O2Device.HIGH_FLOW_NC: "High-flow nasal cannula (> 6 L/min)",
+    grading.O2Device.FACEMASK: "Facemask",
+    grading.O2Device.NON_REBREATHER: "Non-rebreather mask",
+    grading.O2Device.VENTURI: "Venturi mask",
+    grading.O2Device.CPAP: "CPAP",
+    grading.O2Device.BIPAP: "BiPAP",
+    grading.O2Device.INVASIVE_VENT: "Intubation with mechanical ventilation",
+    grading.Vasopressor.OTHER: "Other vasopressor",
+    grading.Consciousness.ALERT: "Alert",
+    grading.Consciousness.AWAKENS_SPONTANEOUSLY: "Depressed, awakens spontaneously",
+    grading.Consciousness.AWAKENS_TO_VOICE: "Awakens only to voice",
+    grading.Consciousness.TACTILE_ONLY: "Awakens only to tactile stimulus",
+    grading.Consciousness.UNAROUSABLE: "Unarousable, or needs vigorous or repeated stimuli (stupor, coma)",
+    grading.Seizure.RAPIDLY_RESOLVING: "Seizure resolving rapidly, or EEG seizures resolving with treatment",
+    grading.Seizure.PROLONGED_OR_REPETITIVE: "Life-threatening seizure > 5 min, or repeated without return to "
+                                             "baseline",
+    grading.MotorFinding.DEEP_FOCAL_WEAKNESS: "Deep focal motor weakness (e.g. hemiparesis, paraparesis)",
+    grading.CerebralOedema.FOCAL: "Focal or local oedema on neuroimaging",
+    grading.CerebralOedema.DIFFUSE_OR_RAISED_ICP_SIGNS: "Diffuse cerebral oedema, or signs of raised intracranial "
+                                                        "pressure",
+}
+
+
 def _choices(enum: type[StrEnum]) -> list[tuple[str, str]]:
-    return [(member.value, member.value.replace("_", " ").capitalize()) for member in enum]
+    return [(member.value, LABELS.get(member, member.value.replace("_", " ").capitalize())) for member in enum]
 
 
 class Attribution(models.TextChoices):
@@ -70,7 +98,7 @@ class AdverseEvent(TimeStampedModel):
     system_organ_class = models.CharField(max_length=200, blank=True,
                                           help_text="MedDRA system organ class; taken from the dictionary term, "
                                           "given for \"Other, specify\".")
-    meddra_code = models.CharField(max_length=10, blank=True)
+    meddra_code = models.CharField("MedDRA code", max_length=10, blank=True)
     onset_on = models.DateField()
     resolved_on = models.DateField(null=True, blank=True)
     grade = models.PositiveSmallIntegerField(
@@ -148,9 +176,10 @@ class CrsAssessment(AssessmentBase):
     o2_flow_lpm = models.DecimalField("O₂ flow (L/min)", max_digits=4, decimal_places=1, null=True, blank=True,
                                       validators=[MinValueValidator(Decimal(0))])
     hypoxia_other_cause = models.BooleanField(default=False)
-    death_due_to_crs = models.BooleanField(default=False)
+    death_due_to_crs = models.BooleanField("death due to CRS", default=False)
 
     class Meta:
+        verbose_name = "CRS assessment"
         ordering = ["event", "assessed_at", "pk"]
         constraints = [
             models.CheckConstraint(condition=Q(override_grade__isnull=True) | ~Q(override_reason=""),
@@ -172,7 +201,7 @@ class IcansAssessment(AssessmentBase):
     writes_sentence = models.BooleanField(null=True, blank=True)
     counts_backwards = models.BooleanField(null=True, blank=True)
     ice_unable_awake_aphasic = models.BooleanField("ICE 0: awake with global aphasia", default=False)
-    ice_score = models.PositiveSmallIntegerField(null=True, blank=True, editable=False)
+    ice_score = models.PositiveSmallIntegerField("ICE score", null=True, blank=True, editable=False)
     capd_total = models.PositiveSmallIntegerField("CAPD total (children)", null=True, blank=True,
                                                   validators=[MaxValueValidator(32)])
     capd_unable = models.BooleanField("CAPD not possible (unarousable)", default=False)
@@ -182,9 +211,10 @@ class IcansAssessment(AssessmentBase):
     seizure = models.CharField(max_length=25, choices=_choices(grading.Seizure), default="none")
     motor = models.CharField(max_length=25, choices=_choices(grading.MotorFinding), default="none")
     cerebral_oedema = models.CharField(max_length=30, choices=_choices(grading.CerebralOedema), default="none")
-    death_due_to_icans = models.BooleanField(default=False)
+    death_due_to_icans = models.BooleanField("death due to ICANS", default=False)
 
     class Meta:
+        verbose_name = "ICANS assessment"
         ordering = ["event", "assessed_at", "pk"]
         constraints = [
             models.CheckConstraint(condition=Q(override_grade__isnull=True) | ~Q(override_reason=""),

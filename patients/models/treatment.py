@@ -207,7 +207,7 @@ class LymphodepletionCourse(TimeStampedModel):
     regimen = models.ForeignKey(LymphodepletionRegimen, on_delete=models.PROTECT, related_name="+")
     planned_infusion_on = models.DateField(help_text="Planned day 0; dose days count from it.")
     measurement = models.ForeignKey(BodyMeasurement, on_delete=models.PROTECT, related_name="+")
-    bsa_formula = models.CharField(max_length=10, choices=BsaFormulaChoice.choices,
+    bsa_formula = models.CharField("BSA formula", max_length=10, choices=BsaFormulaChoice.choices,
                                    default=BsaFormulaChoice.MOSTELLER)
     bsa_m2 = models.DecimalField("BSA (m²)", max_digits=5, decimal_places=3)
     recorded_by = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="+")

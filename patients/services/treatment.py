@@ -20,6 +20,7 @@ from django.contrib.auth.models import User
 from django.db import transaction
 from django.db.models import Max, Min, Sum
 
+from config import display
 from config.errors import DomainError, RuleViolation, StateConflict
 from patients.dosing import BsaFormula, body_surface_area, planned_dose_mg, within_tolerance
 from patients.models import (
@@ -510,10 +511,10 @@ def _check_fraction_dose(*, previous: list[Infusion], dose_level: DoseLevel, cel
                          last: bool) -> None:
     """The fractions add up to the dose level, within its tolerance."""
     total = sum((i.cells_per_kg for i in previous), Decimal(0)) + cells_per_kg
-    allowed = (f"{dose_level.code} allows {dose_level.min_cells_per_kg:.3g} to {dose_level.max_cells_per_kg:.3g} "
-               f"cells/kg in all")
+    allowed = (f"{dose_level.code} allows {display.scientific(dose_level.min_cells_per_kg)} to "
+               f"{display.cells_per_kg(dose_level.max_cells_per_kg)} in all")
     if total > dose_level.max_cells_per_kg or (last and total < dose_level.min_cells_per_kg):
-        raise RuleViolation("dose_outside_level", f"{allowed}; the fractions add up to {total:.3g}.",
+        raise RuleViolation("dose_outside_level", f"{allowed}; the fractions add up to {display.scientific(total)}.",
                             field="cells_per_kg")
 
 

@@ -108,7 +108,7 @@ def test_subject_history_includes_the_records_placed_under_the_subject(world, lo
     page = response.context["page"]
     assert page.paginator.count == len(history)
     html = response.content.decode()
-    assert "Crs assessment" in html and "Lymphodepletion dose" in html and subject.code in html
+    assert "CRS assessment" in html and "Lymphodepletion dose" in html and subject.code in html
 
 
 def test_change_pages_link_to_the_audit_history_for_auditors_only(world, login, amended):

@@ -224,5 +224,5 @@ def test_person_actions_need_a_person(world, query_a):
 
 
 def test_str_names_the_field_and_status(world, query_a):
-    assert str(query_a) == f"Query {query_a.pk} on consented_on (open)"
+    assert str(query_a) == f"Query {query_a.pk} on consented on (open)"
     assert DataQuery.objects.filter(subject=query_a.subject, status__in=DataQuery.UNRESOLVED).count() == 1

@@ -365,7 +365,8 @@ def test_subject_page_shows_the_course_in_order_with_study_days(world, login):
     assert any("Fludarabine 54.5 mg (planned 54.5 mg, BSA 1.818 m²)" in row[3] for row in ld)
     (infusion,) = by_kind["Infusion"]
     assert infusion[1] == "0"
-    assert f"lot LOT-{subject.code}" in infusion[3] and "fraction 1/1: 1.00e+6 cells/kg, 7.00e+7 cells" in infusion[3]
+    assert f"lot LOT-{subject.code}" in infusion[3]
+    assert "fraction 1/1: 1.0 × 10⁶ cells/kg, 7.0 × 10⁷ cells" in infusion[3]
     crs = by_kind["CRS"]
     assert [row[1] for row in crs] == ["1", "1"]
     assert crs[0][3] == f"Cytokine release syndrome, grade 3 ({event.grade_scale})"
