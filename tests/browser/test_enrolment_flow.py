@@ -144,7 +144,8 @@ def test_screen_consent_assess_confirm_and_enrol(page: Page, live_server: Any, w
     expect(success(page)).to_have_text(f"Enrol subject for {code}: saved.")
     expect(status_of(page)).to_have_text("Enrolled")
     expect(page.locator(".field-cohort .readonly")).to_have_text("ADULT Adult")
-    expect(page.locator("td.field-to_status")).to_have_text(["Screening", "Eligible", "Enrolled"])
+    expect(page.locator("td.field-status_change")).to_have_text(
+            ["→ Screening", "Screening → Eligible", "Eligible → Enrolled"])
 
     subject = Subject.objects.get(code=code)
     assert subject.status == SubjectStatus.ENROLLED == "enrolled"
