@@ -23,6 +23,7 @@ SUBJECT_PATHS: dict[str, str] = {
     "patients.adverseevent": "subject",
     "patients.crsassessment": "event__subject",
     "patients.icansassessment": "event__subject",
+    "patients.saereport": "event__subject",
     "patients.concomitantmedication": "subject",
     "patients.responseassessment": "subject",
     "patients.followup": "subject",

@@ -47,6 +47,7 @@ FORM_PARTS: dict[str, str] = {
     "patients.lymphodepletiondose": "course",
     "patients.crsassessment": "event",
     "patients.icansassessment": "event",
+    "patients.saereport": "event",
     "assays.result": "draw",
 }
 

@@ -160,7 +160,7 @@ def test_split_infusion_and_reinfusion_course(world: Any, course: Subject) -> No
     text = casebook(course, world.data_manager)
     for fraction, offset in ((1, 0), (2, 1), (3, 2)):
         assert re.search(rf"infusion #\d+: date {day(offset).isoformat()} · study day {offset} · course 1, "
-                         rf"day {offset} Lot Lot LOT-\S+ \(released\) Dose level DL1 \(1\.0e\+6 cells/kg\) "
+                         rf"day {offset} Lot Lot LOT-\S+ \(released\) Dose level DL1 \(1\.0 × 10\^6 cells/kg\) "
                          rf"Course number 1 Fraction number {fraction} Planned fractions 3", text)
     assert f"date {D2.isoformat()} · study day 9 · course 2, day 0" in text
     assert "Lot LOT-R2" in text
@@ -187,7 +187,7 @@ def test_icans_assessment_with_its_ice_score(world: Any, course: Subject) -> Non
     text = casebook(course, world.data_manager)
     assert "ICANS assessments (ASTCT) (1)" in text
     assert f"date {day(4).isoformat()} · study day 4 · course 1, day 4" in text
-    assert "Ice score 9" in text
+    assert "ICE score 9" in text
 
 
 def test_an_amended_value_shows_old_and_new_with_the_reason(world: Any, course: Subject) -> None:
