@@ -142,11 +142,12 @@ class ReadableFieldsMixin:
     Each such field ``x`` of the model gets a column ``x_shown``; the admin's lists of columns, fields and
     read-only fields are read through ``_readable`` whatever subclass computed them, so an admin added
     later shows its doses the same way without naming the columns itself. Input fields stay numbers.
+    Inlines take it too (an inline has no list columns; its model is ``self.model``, not its parent's).
     """
 
     def __init__(self, model: type[models.Model], admin_site: Any) -> None:
         super().__init__(model, admin_site)  # type: ignore[call-arg]
-        names = {f.name: f for f in model._meta.concrete_fields}
+        names = {f.name: f for f in self.model._meta.concrete_fields}  # type: ignore[attr-defined]
         shows = {**{name: current_zone_time for name, f in names.items() if isinstance(f, models.DateTimeField)},
                  **{name: show for name, show in SHOWN.items() if name in names}}
         self.shown = {name: f"{name}_shown" for name in shows}
@@ -155,7 +156,8 @@ class ReadableFieldsMixin:
         if self.shown:  # instance attributes: they wrap the methods of every subclass
             for name, wrap in (("get_list_display", self._readable_columns),
                                ("get_readonly_fields", self._readable_readonly), ("get_fields", self._readable_fields)):
-                setattr(self, name, wrap(getattr(self, name)))
+                if hasattr(self, name):
+                    setattr(self, name, wrap(getattr(self, name)))
 
     # Bound methods (the admin's checks read ``get_list_display.__func__``).
     def _readable_columns(self, method: Callable[..., Any]) -> Callable[..., list[Any]]:

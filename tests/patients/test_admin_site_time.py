@@ -16,6 +16,7 @@ from zoneinfo import ZoneInfo
 import pytest
 from django.urls import reverse
 
+from config import display
 from patients.models import AdverseEvent, ConcomitantMedication, CrsAssessment, Infusion
 from patients.services import safety
 from tests.admin_forms import change_form_data
@@ -194,6 +195,16 @@ def test_subject_page_shows_status_history_on_the_sites_clock(world, login):
     listed = client.get(reverse("admin:patients_subjecttransition_changelist")).content.decode()
     assert "Recorded at (site time)" in listed and f" {UTC_OFFSET}</td>" in listed
     assert f" {SHANGHAI_OFFSET}</td>" not in listed
+
+
+def test_subject_pages_status_history_writes_each_time_with_its_offset(world, login):
+    subject = site_a(world, lymphodepleted_subject)
+    html = login(world.coordinator).get(reverse("admin:patients_subject_change", args=[subject.pk])).content.decode()
+    recorded = subject.transitions.latest("recorded_at").recorded_at
+    assert display.date_time(recorded, SHANGHAI) in html  # "... (UTC+08:00)", as every time is written
+    confirmed = subject.eligibility_assessments.get().confirmed_at
+    assert f"at {display.date_time(confirmed, SHANGHAI)}" in html
+    assert "(UTC+0800)" not in html
 
 
 def test_locks_are_listed_and_shown_on_their_sites_clock(world, login):
