@@ -180,7 +180,10 @@ class Result(models.Model):
                                 db_constraint=False)
     site = models.ForeignKey(Site, on_delete=models.PROTECT, related_name="+", editable=False,
                              db_index=False, db_constraint=False)
-    analyte = models.ForeignKey(Analyte, on_delete=models.PROTECT, related_name="+", db_constraint=False)
+    # No index: results by analyte alone read every page of the table whatever the index (bench/scale.py's
+    # plans); the reads that filter by analyte also filter by subject (its index). README, "Benchmarks".
+    analyte = models.ForeignKey(Analyte, on_delete=models.PROTECT, related_name="+", db_constraint=False,
+                                db_index=False)
     source_ref = models.CharField(max_length=80, help_text="The sending system's reference for this result.")
     value_text = models.CharField(max_length=40, help_text="As sent: a number, '<LLOQ', '>ULOQ' or a text.")
     unit_text = models.CharField(max_length=30, blank=True, help_text="As sent.")
