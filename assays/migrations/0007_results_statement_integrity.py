@@ -19,9 +19,10 @@ analyte and the user who recorded it. PostgreSQL checks a foreign key with one t
   was being inserted concurrently holds its lock on the referenced row: the delete waits for it, and
   its check (a new snapshot under READ COMMITTED) sees the committed result. Deletes of users are
   checked per statement over the deleted rows (``old_rows``): results have no index on recorded_by, so
-  one scan of the results per statement, not per user. Under REPEATABLE READ the check's snapshot could
-  miss a result committed after it began (a foreign key uses a newer snapshot for that), so such a
-  delete or re-key is refused at that isolation level (the application runs READ COMMITTED).
+  one scan of the results per statement, not per user. Under REPEATABLE READ or SERIALIZABLE the
+  check's snapshot could miss a result committed after it began by a READ COMMITTED writer (a foreign
+  key checks with a newer snapshot there, which SQL cannot take), so such a delete or re-key is refused
+  at those levels (the application runs READ COMMITTED).
 - ``assays_result_check_truncate``: TRUNCATE of a referenced table fails while results exist (unless
   the results are truncated in the same statement), as with a foreign key.
 
@@ -78,10 +79,10 @@ CREATE TRIGGER assays_result_references_update AFTER UPDATE ON assays_result
 
 def _still_referenced(rule: str, table: str, keys: str, where: str, shown: str, values: str) -> str:
     return f"""
-    IF current_setting('transaction_isolation') = 'repeatable read' THEN
+    IF current_setting('transaction_isolation') IN ('repeatable read', 'serializable') THEN
         RAISE EXCEPTION USING ERRCODE = 'feature_not_supported',
             MESSAGE = 'deleting or re-keying a row of "{table}" that results may reference needs READ COMMITTED '
-                      'or SERIALIZABLE isolation';
+                      'isolation';
     END IF;
     IF {where} THEN
         RAISE EXCEPTION USING ERRCODE = 'foreign_key_violation', TABLE = '{table}', CONSTRAINT = '{rule}',
