@@ -45,7 +45,7 @@ def _draw(subject: Any, accession: str, by: Any) -> LabDraw:
 
 @pytest.fixture
 def refs(world: Any) -> Refs:
-    return _committed(world)
+    return _build_refs(world)
 
 
 def record(refs: Refs, n: int, **overrides: Any) -> tuple[Any, ...]:
@@ -210,7 +210,7 @@ class Step:
         self.started, self.go = threading.Event(), threading.Event()
 
 
-def _committed(world: Any) -> Refs:
+def _build_refs(world: Any) -> Refs:
     subject = screened(trial=world.trial, site=world.site_a, coordinator=world.coordinator)
     other = screened(trial=world.trial, site=world.site_b, coordinator=world.coordinator_b)
     analyte = Analyte.objects.get_or_create(code="CRP", defaults={"name": "C reactive protein",
@@ -223,7 +223,7 @@ def _committed(world: Any) -> Refs:
 @pytest.mark.django_db(transaction=True)
 class TestConcurrent:
     def test_a_delete_waits_for_an_open_insert_then_fails(self, world: Any) -> None:
-        refs = _committed(world)
+        refs = _build_refs(world)
         inserter = Step()
 
         def insert_and_hold() -> int:
@@ -252,7 +252,7 @@ class TestConcurrent:
         assert Result.objects.filter(draw=refs.draw).count() == 30
 
     def test_an_insert_waits_for_an_open_delete_then_fails(self, world: Any) -> None:
-        refs = _committed(world)
+        refs = _build_refs(world)
         deleter = Step()
 
         def delete_and_hold() -> None:
@@ -280,7 +280,7 @@ class TestConcurrent:
         assert Result.objects.count() == 0
 
     def test_an_insert_waiting_for_a_delete_that_rolls_back_succeeds(self, world: Any) -> None:
-        refs = _committed(world)
+        refs = _build_refs(world)
         deleter = Step()
 
         def delete_and_roll_back() -> None:
@@ -308,7 +308,7 @@ class TestConcurrent:
     @pytest.mark.parametrize("level", ["REPEATABLE READ", "SERIALIZABLE"])
     def test_a_delete_under_a_snapshot_isolation_level_is_refused(self, world: Any, level: str) -> None:
         # Its check would read an old snapshot, missing results committed since (by READ COMMITTED writers).
-        refs = _committed(world)
+        refs = _build_refs(world)
         with pytest.raises(NotSupportedError, match="READ COMMITTED"), transaction.atomic():
             execute(f"SET TRANSACTION ISOLATION LEVEL {level}")
             execute("DELETE FROM assays_labdraw WHERE id = %s", [refs.other_draw.pk])
