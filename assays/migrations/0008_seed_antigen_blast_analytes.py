@@ -41,6 +41,6 @@ def unseed(apps, schema_editor):
 
 class Migration(migrations.Migration):
 
-    dependencies = [("assays", "0006_scale_indexes")]
+    dependencies = [("assays", "0007_results_statement_integrity")]
 
     operations = [migrations.RunPython(seed, unseed)]
