@@ -73,11 +73,13 @@ def load_trial_records(*, user: Any, trial: Trial, cohort: Cohort | None = None,
 
 
 def _subjects(qs: QuerySet[Subject]) -> dict[int, SubjectRecords]:
-    rows = with_timeline(qs.select_related("site", "cohort"), subject="pk").order_by("code", "pk")
-    return {s.pk: SubjectRecords(code=s.code, site=s.site.code, cohort=s.cohort.code if s.cohort else None,
-                                 sex=s.sex, age_years=s.age_at_consent, prior_hsct=s.prior_allo_hsct,
-                                 prior_car_t=s.prior_cart, timeline=Timeline.of(s.course_day0s))
-            for s in rows}
+    """The subjects' records, read as plain values (a registry's thousands of untreated subjects included)."""
+    rows = with_timeline(qs, subject="pk").order_by("code", "pk").values_list(
+        "pk", "code", "site__code", "cohort__code", "sex", "age_at_consent", "prior_allo_hsct", "prior_cart",
+        "course_day0s")
+    return {pk: SubjectRecords(code=code, site=site, cohort=cohort, sex=sex, age_years=age, prior_hsct=hsct,
+                               prior_car_t=car_t, timeline=Timeline.of(day0s))
+            for pk, code, site, cohort, sex, age, hsct, car_t, day0s in rows}
 
 
 def _fractions(subjects: QuerySet[Subject]) -> Iterable[tuple[int, Fraction]]:
