@@ -155,7 +155,9 @@ class SubjectAdmin(ClinicalAdmin):
         # Data queries still needing action (open or answered; dataqueries.DataQuery.UNRESOLVED), counted in
         # the changelist's own query. By name: patients does not import the dataqueries app.
         unresolved = Q(data_queries__status__in=("open", "answered"))
-        return (super().get_queryset(request).select_related("trial", "site")
+        # The changelist's joins (list_select_related: it is skipped once any is set), which the change page
+        # uses too for the subject's trial and site.
+        return (super().get_queryset(request).select_related("trial", "site", "cohort")
                 .annotate(open_queries=Count("data_queries", filter=unresolved)))
 
     def get_object(self, request: HttpRequest, object_id: str, from_field: str | None = None) -> Any:
