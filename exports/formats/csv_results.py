@@ -35,6 +35,7 @@ from trials.models import Site, Visit
 if TYPE_CHECKING:
     from exports.scope import ExportScope
 
+Block = bytes | bytearray | memoryview  # what psycopg's COPY gives
 FORM_NAME = "results"
 DRAWS_FORM_NAME = "lab_draws"
 ROWS_PER_CHUNK = 1000
@@ -164,13 +165,20 @@ def copy_chunks(names: list[str], sql: str) -> Iterator[bytes]:
     yield header.getvalue().encode()
     query = f"COPY ({sql}) TO STDOUT (FORMAT csv)"
     with connection.cursor() as cursor, cursor.cursor.copy(query) as copy:
-        rows: list[bytes] = []
+        rows: list[Block] = []
         for block in copy:  # one row per block, ending with LF
-            rows.append(bytes(block[:-1]))
+            rows.append(block)
             if len(rows) == ROWS_PER_CHUNK:
-                rows.append(b"")
-                yield b"\r\n".join(rows)
+                yield crlf(rows)
                 rows = []
         if rows:
-            rows.append(b"")
-            yield b"\r\n".join(rows)
+            yield crlf(rows)
+
+
+def crlf(rows: list[Block]) -> bytes:
+    """Rows ending with LF (one per block) as the csv module ends them: CRLF. Without a double quote in the
+    chunk no field holds a line break, so every LF ends a row."""
+    joined = b"".join(rows)
+    if b'"' not in joined:
+        return joined.replace(b"\n", b"\r\n")
+    return b"".join(bytes(row[:-1]) + b"\r\n" for row in rows)

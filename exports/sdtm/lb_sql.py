@@ -21,13 +21,15 @@ from __future__ import annotations
 import csv
 import io
 from collections.abc import Iterable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 from django.db import connection
 
 from assays.models import LabDraw, Result
-from exports.formats.csv_results import python_float_sql
+from exports.formats.csv_results import Block, python_float_sql
 from exports.sdtm.codes import SPECIMEN, catalogue
 from exports.sdtm.common import CHUNK, Context, Dataset, subject_key
 from exports.sdtm.findings import CANCELLED, DATASETS, NRIND, PC_ANALYTES
@@ -262,16 +264,23 @@ def _csv_chunks(ctx: Context, spec: FromSql) -> Iterator[bytes]:
     yield head.getvalue().encode()
     query = f"COPY ({csv_sql(spec)}) TO STDOUT (FORMAT csv)"
     with connection.cursor() as cursor, cursor.cursor.copy(query, params(ctx, spec)) as copy:
-        lines: list[bytes] = []
+        lines: list[Block] = []
         size = 0
         for block in copy:  # one line per block
-            line = bytes(block)
-            lines.append(_requoted(line) if b'"' in line else line)
-            size += len(line)
+            lines.append(block)
+            size += len(block)
             if size >= FLUSH:
-                yield b"".join(lines)
+                yield _as_csv_module(lines)
                 lines, size = [], 0
-        yield b"".join(lines)
+        yield _as_csv_module(lines)
+
+
+def _as_csv_module(lines: list[Block]) -> bytes:
+    """PostgreSQL's lines as the csv module writes them: only a line holding a double quote can differ."""
+    joined = b"".join(lines)
+    if b'"' not in joined:
+        return joined
+    return b"".join(_requoted(line) if b'"' in line else line for line in map(bytes, lines))
 
 
 def _padded(text: str, run: list[Variable]) -> bytes:
@@ -314,7 +323,12 @@ def _xpt_chunks(ctx: Context, spec: FromSql) -> Iterator[bytes]:
 
 
 def _server_side_rows(sql: str, values: dict[str, Any]) -> Iterable[tuple[Any, ...]]:
-    with connection.chunked_cursor() as cursor:
+    """The query's rows from a server-side cursor; the next chunk is fetched (PostgreSQL works, psycopg waits
+    without the GIL) while the caller encodes the current one."""
+    with connection.chunked_cursor() as cursor, ThreadPoolExecutor(max_workers=1) as fetcher:
         cursor.execute(sql, values)
-        while rows := cursor.fetchmany(CHUNK):
+        fetch = partial(cursor.cursor.fetchmany, CHUNK)  # psycopg's own cursor: one fetch at a time, in order
+        pending = fetcher.submit(fetch)
+        while rows := pending.result():
+            pending = fetcher.submit(fetch)
             yield from rows
