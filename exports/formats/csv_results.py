@@ -78,10 +78,9 @@ INTEGERS = ("record", "study_day", "cdisc_study_day", "course_number", "course_d
 
 
 def _timeline_columns(record: str) -> dict[str, str]:
-    day0s, day = "subj.day0s", "t.day"
-    return {"subject": "subj.code", "site": "subj.site_code", "record": record,
-            "study_day": study_day_sql(day0s, day), "cdisc_study_day": cdisc_study_day_sql(day0s, day),
-            "course_number": "c.n", "course_day": course_day_sql(day0s, day, "c.n")}
+    """The key and timeline columns of a row of ``d`` (``draws_cte``: each draw's subject and place in time)."""
+    return {"subject": "d.subject_code", "site": "d.site_code", "record": record, "study_day": "d.study_day",
+            "cdisc_study_day": "d.cdisc_study_day", "course_number": "d.course_number", "course_day": "d.course_day"}
 
 
 def _formatted(stored: dict[str, str]) -> Columns:
@@ -94,7 +93,7 @@ def _formatted(stored: dict[str, str]) -> Columns:
 def _columns() -> Columns:
     return _formatted({
         **_timeline_columns("r.id"),
-        "visit": "v.code", "draw": "r.draw_id", "accession_number": "d.accession_number",
+        "visit": "d.visit_code", "draw": "r.draw_id", "accession_number": "d.accession_number",
         "analyte": "a.code", "loinc": "a.loinc", "source_ref": "r.source_ref",
         "value_text": "r.value_text", "unit_text": "r.unit_text", "censored": "r.censored",
         "value": "r.value", "canonical_unit": "a.canonical_unit", "flag": "r.flag",
@@ -104,7 +103,7 @@ def _columns() -> Columns:
 
 
 def _draw_columns() -> Columns:
-    return _formatted({**_timeline_columns("d.id"), "visit": "v.code", "accession_number": "d.accession_number",
+    return _formatted({**_timeline_columns("d.id"), "visit": "d.visit_code", "accession_number": "d.accession_number",
                        "specimen": "d.specimen", "collected_at": "d.collected_at"})
 
 
@@ -113,14 +112,25 @@ def _ids(values: tuple[int, ...]) -> str:
 
 
 def _subjects_sql(scope: ExportScope) -> str:
-    """The scope's subjects (rank in code order, site, day 0s) and their course spans, as CTEs."""
+    """CTEs: the scope's subjects (rank in code order, site, day 0s), their course spans, and their draws, each
+    with its visit and the place of its site-local date on the timeline (computed once per draw, not per
+    result)."""
     selected = "" if scope.subject_ids is None else f" AND s.id = ANY({_ids(scope.subject_ids)})"
+    day0s, day = "subj.day0s", "t.day"
     return (
         f"WITH subj AS MATERIALIZED (SELECT s.id, s.code, row_number() OVER (ORDER BY s.code) AS rank, "
         f"st.code AS site_code, st.time_zone, {day0s_sql('s.id')} AS day0s FROM {Subject._meta.db_table} s "
         f"JOIN {Site._meta.db_table} st ON st.id = s.site_id WHERE s.trial_id = {int(scope.trial.pk)} "
         f"AND s.site_id = ANY({_ids(scope.site_ids)}){selected}), "
-        f"spans AS MATERIALIZED ({course_spans_sql('SELECT id FROM subj')}) ")
+        f"spans AS MATERIALIZED ({course_spans_sql('SELECT id FROM subj')}), "
+        f"draws AS MATERIALIZED (SELECT d.id, d.subject_id, d.collected_at, d.accession_number, d.specimen, "
+        f"subj.rank, subj.code AS subject_code, subj.site_code, v.code AS visit_code, "
+        f"{study_day_sql(day0s, day)} AS study_day, {cdisc_study_day_sql(day0s, day)} AS cdisc_study_day, "
+        f"c.n AS course_number, {course_day_sql(day0s, day, 'c.n')} AS course_day "
+        f"FROM {LabDraw._meta.db_table} d JOIN subj ON subj.id = d.subject_id "
+        f"LEFT JOIN {Visit._meta.db_table} v ON v.id = d.visit_id "
+        f"CROSS JOIN LATERAL (SELECT (d.collected_at AT TIME ZONE subj.time_zone)::date AS day) t "
+        f"{course_span_join_sql('spans', 'c', 'subj.id', 't.day')}) ")
 
 
 def _form_sql(scope: ExportScope, columns: Columns, names: list[str], joins: str, order: str) -> str:
@@ -129,24 +139,19 @@ def _form_sql(scope: ExportScope, columns: Columns, names: list[str], joins: str
     return (
         f"{_subjects_sql(scope)}SELECT {', '.join(text for _name, _stored, text in columns)} FROM ("
         f"SELECT {', '.join(f'{stored} AS {name}' for name, stored, _text in columns)} {joins} "
-        f"LEFT JOIN {Visit._meta.db_table} v ON v.id = d.visit_id "
-        f"CROSS JOIN LATERAL (SELECT (d.collected_at AT TIME ZONE subj.time_zone)::date AS day) t "
-        f"{course_span_join_sql('spans', 'c', 'subj.id', 't.day')} "
-        f"ORDER BY subj.rank, d.collected_at, {order}) q")
+        f"ORDER BY d.rank, d.collected_at, {order}) q")
 
 
 def results_sql(scope: ExportScope, names: list[str]) -> str:
     """The form's rows in ``scope``, columns ``names`` (the form's columns), as one SELECT."""
-    joins = (f"FROM {Result._meta.db_table} r JOIN subj ON subj.id = r.subject_id "
-             f"JOIN {LabDraw._meta.db_table} d ON d.id = r.draw_id "
+    joins = (f"FROM {Result._meta.db_table} r JOIN draws d ON d.id = r.draw_id AND d.subject_id = r.subject_id "
              f"JOIN {Analyte._meta.db_table} a ON a.id = r.analyte_id")
     return _form_sql(scope, _columns(), names, joins, "r.id")
 
 
 def draws_sql(scope: ExportScope, names: list[str]) -> str:
     """The ``lab_draws`` form's rows in ``scope`` as one SELECT (as ``results_sql``)."""
-    joins = f"FROM {LabDraw._meta.db_table} d JOIN subj ON subj.id = d.subject_id"
-    return _form_sql(scope, _draw_columns(), names, joins, "d.id")
+    return _form_sql(scope, _draw_columns(), names, "FROM draws d", "d.id")
 
 
 def results_chunks(names: list[str], scope: ExportScope) -> Iterator[bytes]:
