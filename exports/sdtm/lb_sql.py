@@ -59,7 +59,7 @@ def _literal(text: str) -> str:
 # SQL of each LB variable, in LB_VARIABLES' order: text (NULL for none) for Char, a number for Num.
 DONE = f"(r.status <> {_literal(CANCELLED)})"
 MEASURED = f"({DONE} AND r.value IS NOT NULL)"
-BASELINE_CANDIDATE = f"({DONE} AND (t.day <= subj.first_exposure) IS TRUE)"
+BASELINE_CANDIDATE = f"({DONE} AND (d.day <= subj.first_exposure) IS TRUE)"
 GROUP = "subj.rank, cat.rank"
 ORDER = "d.collected_at, r.id"
 STANDARD = (f"(CASE WHEN r.value IS NULL THEN COALESCE(std.text, upper(btrim(r.value_text, ' '))) "
@@ -84,8 +84,7 @@ EXPRESSIONS: dict[str, str] = {
                  f"(PARTITION BY {GROUP} ORDER BY {ORDER}) = count(*) FILTER (WHERE {BASELINE_CANDIDATE}) OVER "
                  f"(PARTITION BY {GROUP}) THEN 'Y' END)"),
     "LBTOX": "(CASE WHEN r.ctcae_grade IS NOT NULL THEN cat.tox END)", "LBTOXGR": "r.ctcae_grade::text",
-    "VISITNUM": "vis.visitnum", "VISIT": "vis.visit", "LBDTC": DTC,
-    "LBDY": cdisc_study_day_sql("subj.day0s", "t.day"),
+    "VISITNUM": "d.visitnum", "VISIT": "d.visit", "LBDTC": "d.dtc", "LBDY": "d.dy",
 }
 
 # PC shares LB's texts of the result, specimen, visit and date (``findings.pc_rows`` and ``findings._lb_items``).
@@ -126,13 +125,21 @@ PC_SQL = FromSql(PC, PC_EXPRESSIONS, ("PCSEQ", "VISITNUM", "PCDY"), pc=True)
 def _from_where() -> str:
     return (
         "FROM subj JOIN " + Result._meta.db_table + " r ON r.subject_id = subj.id AND NOT r.superseded "
-        "JOIN cat ON cat.id = r.analyte_id JOIN " + LabDraw._meta.db_table + " d ON d.id = r.draw_id "
-        "CROSS JOIN LATERAL (SELECT d.collected_at AT TIME ZONE subj.tz AS lt) l "
-        "CROSS JOIN LATERAL (SELECT l.lt, l.lt::date AS day) t "
+        "JOIN cat ON cat.id = r.analyte_id JOIN draws d ON d.id = r.draw_id AND d.subject_id = r.subject_id "
         "LEFT JOIN rng ON rng.analyte_id = r.analyte_id AND rng.profile = subj.profile "
-        "LEFT JOIN vis ON vis.subject_id = subj.id AND vis.day = t.day "
         "LEFT JOIN std ON std.value_text = r.value_text AND r.value IS NULL "
     )
+
+
+# Each draw of the subjects with its site-local time and date, --DTC, --DY and visit: once per draw, not per result.
+DRAWS = (
+    "draws AS MATERIALIZED (SELECT d.id, d.subject_id, d.collected_at, d.accession_number, d.specimen, t.day, "
+    f"{DTC} AS dtc, {cdisc_study_day_sql('subj.day0s', 't.day')} AS dy, vis.visitnum, vis.visit "
+    "FROM subj JOIN " + LabDraw._meta.db_table + " d ON d.subject_id = subj.id "
+    "CROSS JOIN LATERAL (SELECT d.collected_at AT TIME ZONE subj.tz AS lt) l "
+    "CROSS JOIN LATERAL (SELECT l.lt, l.lt::date AS day) t "
+    "LEFT JOIN vis ON vis.subject_id = subj.id AND vis.day = t.day), "
+)
 
 
 WITH = (
@@ -146,6 +153,7 @@ WITH = (
     "%(r_high)s::float8[]) AS g(analyte_id, profile, low, high)), "
     "vis AS (SELECT * FROM unnest(%(v_subject)s::bigint[], %(v_day)s::date[], %(v_num)s::int[], %(v_name)s::text[]) "
     "AS v(subject_id, day, visitnum, visit)), "
+    + DRAWS +
     "std AS (SELECT * FROM unnest(%(t_value)s::text[], %(t_text)s::text[]) AS x(value_text, text)) "
 )
 
