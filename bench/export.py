@@ -2,7 +2,7 @@
 results as CSV, in one run, on a throwaway database.
 
     .venv/bin/python bench/export.py [--subjects 500] [--results 1000000] [--reps 3] [--format csv ...]
-                                     [--with-probe] [--keep]
+                                     [--with-probe] [--tracemalloc] [--keep | --reuse]
 
 Builds a trial in a throwaway database (``cart_bench_export`` on the embedded server, or
 $BENCH_DATABASE_URL): the demo trial (``load_demo``), then ``--subjects`` subjects cloned by COPY from the
@@ -10,9 +10,11 @@ demo's treated subject, one lab draw per 40 results and ``--results`` results sp
 with the audit triggers on). Each export runs in a subprocess of its own (so that its peak memory is its
 own) exactly as a worker runs it (``exports.services.run_export_job``), alternating with the COPY
 baseline (A B A B ...); medians are reported: seconds, result rows/s, ratio to COPY, peak RSS of the
-process (``ru_maxrss``), peak Python allocations (tracemalloc) and the number of queries.
+process (``ru_maxrss``) and the number of queries. The timed rounds run without tracemalloc (it slows
+Python's per-row work severalfold); ``--tracemalloc`` adds one untimed round per format under it for the
+peak Python allocations.
 ``--with-probe`` adds a minimal results-CSV format (ORM iterator + csv) to measure the packaging itself.
-The database is dropped at the end unless ``--keep``.
+The database is dropped at the end unless ``--keep`` (``--reuse`` measures a kept one again, without building).
 """
 
 from __future__ import annotations
@@ -165,13 +167,14 @@ def measure_copy() -> dict[str, Any]:
     return {"seconds": time.perf_counter() - start, "bytes": size, "queries": 1, **_memory()}
 
 
-def measure_format(code: str, trial_code: str, with_probe: bool) -> dict[str, Any]:
+def measure_format(code: str, trial_code: str, with_probe: bool, traced: bool) -> dict[str, Any]:
     import tracemalloc
 
     import django
 
     django.setup()
-    tracemalloc.start()
+    if traced:
+        tracemalloc.start()
     from django.contrib.auth import get_user_model
     from django.db import connection
     from django.test.utils import CaptureQueriesContext
@@ -192,7 +195,40 @@ def measure_format(code: str, trial_code: str, with_probe: bool) -> dict[str, An
         raise SystemExit(f"{code}: {job.error}")
     names = [f["name"] for f in job.manifest["files"]]
     files = {name: end - begin for name, begin, end in zip(names, marks, marks[1:], strict=False)}
-    return {"seconds": seconds, "bytes": job.size, "queries": len(queries), "files": files, **_memory()}
+    memory = _memory()  # before the package is read again below
+    return {"seconds": seconds, "bytes": job.size, "queries": len(queries), "files": files, **memory,
+            **package_costs(job.file_name)}
+
+
+def package_costs(name: str) -> dict[str, float]:
+    """Seconds the package's data files cost in deflate (at the package's level) and in SHA-256, each timed
+    alone over the same bytes (read back from the package, untimed), and the whole-package digest."""
+    import hashlib
+    import zipfile
+    import zlib
+
+    from exports.package import COMPRESS_LEVEL, file_sha256
+    from exports.storage import export_storage
+
+    path = Path(export_storage().path(name))
+    deflate = sha = 0.0
+    with zipfile.ZipFile(path) as archive:
+        for info in archive.infolist():
+            compressor, digest = zlib.compressobj(COMPRESS_LEVEL, zlib.DEFLATED, -15), hashlib.sha256()
+            with archive.open(info) as member:
+                while chunk := member.read(1 << 20):
+                    start = time.perf_counter()
+                    compressor.compress(chunk)
+                    deflate += time.perf_counter() - start
+                    start = time.perf_counter()
+                    digest.update(chunk)
+                    sha += time.perf_counter() - start
+            start = time.perf_counter()
+            compressor.flush()
+            deflate += time.perf_counter() - start
+    start = time.perf_counter()
+    file_sha256(path)
+    return {"deflate_seconds": deflate, "sha256_seconds": sha, "package_sha256_seconds": time.perf_counter() - start}
 
 
 def _memory() -> dict[str, float]:
@@ -250,14 +286,20 @@ def registered_formats(env: dict[str, str]) -> list[str]:
     return lines[-1].split()[1:]
 
 
-def report(name: str, runs: list[dict[str, Any]], results: int, baseline: float | None) -> None:
+def report(name: str, runs: list[dict[str, Any]], results: int, baseline: float | None,
+           traced: dict[str, Any] | None = None) -> None:
     seconds = statistics.median(r["seconds"] for r in runs)
     rate = results / seconds
     ratio = f"{100 * baseline / seconds:6.1f}%" if baseline else "   100%"
+    python = (f"peak Python {traced['peak_python_mb']:6.1f} MB (traced round: {traced['seconds']:.2f} s)"
+              if traced else "peak Python not traced")
     print(f"{name:<12} {seconds:8.2f} s {rate:12,.0f} rows/s {ratio} of COPY  "
-          f"peak RSS {max(r['peak_rss_mb'] for r in runs):7.1f} MB  peak Python "
-          f"{max(r['peak_python_mb'] for r in runs):6.1f} MB  queries {max(r['queries'] for r in runs):4d}  "
-          f"{runs[-1]['bytes']:,} bytes")
+          f"peak RSS {max(r['peak_rss_mb'] for r in runs):7.1f} MB  {python}  "
+          f"queries {max(r['queries'] for r in runs):4d}  {runs[-1]['bytes']:,} bytes")
+    if "deflate_seconds" in runs[-1]:
+        last = runs[-1]
+        print(f"  of which (timed alone) deflate {last['deflate_seconds']:.2f} s, SHA-256 of the files "
+              f"{last['sha256_seconds']:.2f} s, SHA-256 of the package {last['package_sha256_seconds']:.2f} s")
     files: dict[str, list[float]] = {}
     for measured in runs:
         for file, file_seconds in measured.get("files", {}).items():
@@ -275,7 +317,11 @@ def main() -> None:
     parser.add_argument("--reps", type=int, default=3)
     parser.add_argument("--format", action="append", dest="formats", help="Only these formats (repeat)")
     parser.add_argument("--with-probe", action="store_true", help="Also a minimal results-CSV format")
+    parser.add_argument("--tracemalloc", action="store_true",
+                        help="Also one untimed round per format under tracemalloc (peak Python allocations)")
     parser.add_argument("--keep", action="store_true", help="Keep the throwaway database")
+    parser.add_argument("--reuse", action="store_true", help="Measure a database kept by --keep again (no build)")
+    parser.add_argument("--traced", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--build", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--measure", help=argparse.SUPPRESS)
     parser.add_argument("--trial", help=argparse.SUPPRESS)
@@ -286,20 +332,34 @@ def main() -> None:
         return
     if args.measure:
         result = measure_copy() if args.measure == "COPY" else measure_format(args.measure, args.trial,
-                                                                               args.with_probe)
+                                                                               args.with_probe, args.traced)
         print(json.dumps(result))
         return
     run(args)
 
 
+FACTS = ROOT / "var" / "bench-export.json"  # what the kept database holds, for --reuse
+
+
+def prepare(env: dict[str, str], args: argparse.Namespace) -> dict[str, Any]:
+    if args.reuse:
+        facts: dict[str, Any] = json.loads(FACTS.read_text())
+        args.results = facts["results"]
+        return facts
+    manage(env, "migrate", "--no-input", "-v", "0")
+    manage(env, "load_demo")
+    facts = child(env, "--build", "--subjects", str(args.subjects), "--results", str(args.results))
+    FACTS.write_text(json.dumps(facts))
+    return facts
+
+
 def run(args: argparse.Namespace) -> None:
     base = admin_url()
-    env = {**os.environ, "DATABASE_URL": recreate_database(base), "DJANGO_DEBUG": "0",
+    url = with_db(base, DB_NAME) if args.reuse else recreate_database(base)
+    env = {**os.environ, "DATABASE_URL": url, "DJANGO_DEBUG": "0",
            "DJANGO_SECRET_KEY": "bench-only-" + "x" * 50, "DJANGO_EXPORTS_DIR": str(ROOT / "var" / "bench-exports")}
     try:
-        manage(env, "migrate", "--no-input", "-v", "0")
-        manage(env, "load_demo")
-        facts = child(env, "--build", "--subjects", str(args.subjects), "--results", str(args.results))
+        facts = prepare(env, args)
         print(f"Built {facts['subjects']} subjects, {facts['draws']:,} draws, {facts['results']:,} results by COPY "
               f"in {facts['build_seconds']} s (trial {facts['trial']}).")
         formats = args.formats or registered_formats(env) + (["probe"] if args.with_probe else [])
@@ -310,15 +370,17 @@ def run(args: argparse.Namespace) -> None:
             for name in runs:
                 runs[name].append(child(env, "--measure", name, "--trial", facts["trial"], *probe))
                 print(f"  measured {name}: {runs[name][-1]['seconds']:.2f} s", flush=True)
+        traced = {f: child(env, "--measure", f, "--trial", facts["trial"], "--traced", *probe)
+                  for f in formats} if args.tracemalloc else {}
         baseline = statistics.median(r["seconds"] for r in runs["COPY"])
         print(f"{args.reps} rounds, medians; rows/s counts the {args.results:,} results whatever the format writes.")
         for name, measured in runs.items():
-            report(name, measured, args.results, None if name == "COPY" else baseline)
+            report(name, measured, args.results, None if name == "COPY" else baseline, traced.get(name))
         if not formats:
             print("No export format is registered (exports.formats.FORMAT_MODULES); --with-probe measures the "
                   "packaging with a minimal one.")
     finally:
-        if not args.keep:
+        if not (args.keep or args.reuse):
             drop_database(base)
 
 

@@ -9,6 +9,8 @@ Two forms of the same facts: ``timeline_of`` / ``with_timeline`` (ORM) and ``day
 SQL for ingestion and bulk exports). Both read the course day 0s as an ordered array; ``Timeline`` does the
 arithmetic, and ``study_day_sql``, ``cdisc_study_day_sql``, ``course_number_sql`` and ``course_day_sql`` are
 the same arithmetic in SQL, for queries that must not leave the database (tested to agree with ``Timeline``).
+``course_spans_sql`` with ``course_span_join_sql`` is the set form of ``course_number_sql`` for queries over
+many rows (one row per course, joined by date range, instead of a subquery per row).
 Admin, API, ingestion, checks, exports and summaries call this module and never subtract dates themselves.
 """
 
@@ -157,6 +159,28 @@ def cdisc_study_day_sql(day0s: str, day: str) -> str:
 def course_number_sql(day0s: str, day: str) -> str:
     """SQL for ``Timeline.course_of``: the number of the last course whose day 0 is on or before ``day``."""
     return f"(SELECT max(c.n) FROM unnest({day0s}) WITH ORDINALITY AS c(day0, n) WHERE c.day0 <= {day})"
+
+
+def course_spans_sql(subject_ids: str) -> str:
+    """The set form of ``course_number_sql``: a SELECT of one row per infusion course of the subjects whose
+    ids ``subject_ids`` gives (an SQL set, e.g. ``SELECT id FROM subj``), with columns ``subject_id``, ``n``
+    (the course's number as ``Timeline`` counts it: its place in course order), ``day0`` and ``until``: the
+    dates course ``n`` is the one a date follows are ``day0 <= day < until`` (``until``, the earliest day 0
+    of a later course, NULL when there is none), so ``course_span_join_sql`` gives each row its course by a
+    join over a handful of rows per subject instead of a subquery per row (tested to agree)."""
+    numbered = (f"SELECT i.subject_id, row_number() OVER (PARTITION BY i.subject_id ORDER BY i.course_number) AS n, "
+                f"i.infused_on AS day0 FROM {Infusion._meta.db_table} i WHERE i.fraction_number = 1 "
+                f"AND i.subject_id IN ({subject_ids})")
+    return (f"SELECT c.subject_id, c.n, c.day0, min(c.day0) OVER (PARTITION BY c.subject_id ORDER BY c.n "
+            f"ROWS BETWEEN 1 FOLLOWING AND UNBOUNDED FOLLOWING) AS until FROM ({numbered}) c")
+
+
+def course_span_join_sql(spans: str, alias: str, subject_id: str, day: str) -> str:
+    """``LEFT JOIN`` of ``spans`` (a table or CTE of ``course_spans_sql``) as ``alias``: the course the date
+    ``day`` of the subject ``subject_id`` follows, if any; ``{alias}.n`` is then ``course_number_sql``'s
+    number (NULL before the first course or without a date)."""
+    return (f"LEFT JOIN {spans} {alias} ON {alias}.subject_id = {subject_id} AND {alias}.day0 <= {day} "
+            f"AND ({alias}.until IS NULL OR {day} < {alias}.until)")
 
 
 def course_day_sql(day0s: str, day: str, course_number: str | None = None) -> str:

@@ -7,19 +7,21 @@ from __future__ import annotations
 
 import csv
 import io
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from functools import partial
 from typing import TYPE_CHECKING
 
 from exports.crf import Form, forms, text
 from exports.formats import ExportFile, register
-from exports.formats.csv_results import FORM_NAME as RESULTS
-from exports.formats.csv_results import results_chunks
+from exports.formats.csv_results import DRAWS_FORM_NAME, FORM_NAME, draws_chunks, results_chunks
 
 if TYPE_CHECKING:
     from exports.scope import ExportScope
 
 ROWS_PER_CHUNK = 1000
+# The forms whose size grows with the results, written by PostgreSQL (``exports.formats.csv_results``).
+FROM_SQL: dict[str, Callable[[list[str], ExportScope], Iterator[bytes]]] = {
+    FORM_NAME: results_chunks, DRAWS_FORM_NAME: draws_chunks}
 MEDIA_TYPE = "text/csv; charset=utf-8"
 DICTIONARY_HEADER = ("form", "variable", "label", "type", "unit", "codelist")
 
@@ -41,9 +43,9 @@ def _chunks(header: Iterable[str], rows: Iterable[Iterable[str]]) -> Iterator[by
 
 
 def form_chunks(form: Form, scope: ExportScope) -> Iterator[bytes]:
-    """A form's file; the results form's is written by PostgreSQL (``exports.formats.csv_results``)."""
-    if form.name == RESULTS:
-        return results_chunks([c.name for c in form.columns], scope)
+    """A form's file; those of ``FROM_SQL`` are written by PostgreSQL (``exports.formats.csv_results``)."""
+    if form.name in FROM_SQL:
+        return FROM_SQL[form.name]([c.name for c in form.columns], scope)
     return generic_form_chunks(form, scope)
 
 

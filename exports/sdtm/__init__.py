@@ -46,7 +46,8 @@ def _csv(header: Iterable[str], rows: Iterable[Iterable[Value]]) -> Iterator[byt
 
 
 # Datasets whose files are written from SQL (the largest), byte for byte as the generic writers write them.
-FROM_SQL: dict[str, tuple[Writer, Writer]] = {"LB": (lb_sql.csv_chunks, lb_sql.xpt_chunks)}
+FROM_SQL: dict[str, tuple[Writer, Writer]] = {"LB": (lb_sql.csv_chunks, lb_sql.xpt_chunks),
+                                               "PC": (lb_sql.pc_csv_chunks, lb_sql.pc_xpt_chunks)}
 
 
 def csv_chunks(dataset: Dataset, scope: ExportScope) -> Iterator[bytes]:

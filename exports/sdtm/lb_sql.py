@@ -1,6 +1,8 @@
-"""LB written from one SQL query: the CSV by ``COPY (SELECT ...) TO STDOUT``, the XPT from a server-side cursor
-whose character variables come blank-padded to their widths. Byte for byte the files ``findings.lb_rows``
-gives through the generic writers (tests/exports/test_sdtm_sql.py compares them).
+"""LB and PC, each written from one SQL query: the CSV by ``COPY (SELECT ...) TO STDOUT``, the XPT from a
+server-side cursor whose character variables come blank-padded to their widths. Byte for byte the files
+``findings.lb_rows`` and ``findings.pc_rows`` give through the generic writers (tests/exports/test_sdtm_sql.py
+compares them). The two share the query (``WITH``, ``_from_where``) and differ in their variables' SQL and
+their analytes: PC has the CAR transgene (``findings.PC_ANALYTES``), LB every other one.
 
 What Python knows and PostgreSQL does not is computed first and sent with the query as arrays: the subjects
 (USUBJID, sort rank, first exposure, sex and age), the analyte catalogue in SDTM form (``codes.catalogue``),
@@ -19,19 +21,22 @@ from __future__ import annotations
 import csv
 import io
 from collections.abc import Iterable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 from django.db import connection
 
 from assays.models import LabDraw, Result
-from exports.formats.csv_results import python_float_sql
+from exports.formats.csv_results import Block, python_float_sql
 from exports.sdtm.codes import SPECIMEN, catalogue
-from exports.sdtm.common import CHUNK, Context, subject_key
-from exports.sdtm.findings import CANCELLED, DATASETS, LB_VARIABLES, NRIND, PC_ANALYTES
+from exports.sdtm.common import CHUNK, Context, Dataset, subject_key
+from exports.sdtm.findings import CANCELLED, DATASETS, NRIND, PC_ANALYTES
 from exports.sdtm.xpt import Variable, ascii_text, header, ibm_float
 from patients.timeline import cdisc_study_day_sql, day0s_sql
 
-LB = DATASETS[0]
+LB, PC = DATASETS[0], DATASETS[1]
 FLUSH = 64 * 1024
 PRINTABLE_ASCII = "^[ -~]*$"  # texts PostgreSQL strips and upper-cases exactly as Python does
 
@@ -54,7 +59,7 @@ def _literal(text: str) -> str:
 # SQL of each LB variable, in LB_VARIABLES' order: text (NULL for none) for Char, a number for Num.
 DONE = f"(r.status <> {_literal(CANCELLED)})"
 MEASURED = f"({DONE} AND r.value IS NOT NULL)"
-BASELINE_CANDIDATE = f"({DONE} AND (t.day <= subj.first_exposure) IS TRUE)"
+BASELINE_CANDIDATE = f"({DONE} AND (d.day <= subj.first_exposure) IS TRUE)"
 GROUP = "subj.rank, cat.rank"
 ORDER = "d.collected_at, r.id"
 STANDARD = (f"(CASE WHEN r.value IS NULL THEN COALESCE(std.text, upper(btrim(r.value_text, ' '))) "
@@ -79,21 +84,62 @@ EXPRESSIONS: dict[str, str] = {
                  f"(PARTITION BY {GROUP} ORDER BY {ORDER}) = count(*) FILTER (WHERE {BASELINE_CANDIDATE}) OVER "
                  f"(PARTITION BY {GROUP}) THEN 'Y' END)"),
     "LBTOX": "(CASE WHEN r.ctcae_grade IS NOT NULL THEN cat.tox END)", "LBTOXGR": "r.ctcae_grade::text",
-    "VISITNUM": "vis.visitnum", "VISIT": "vis.visit", "LBDTC": DTC,
-    "LBDY": cdisc_study_day_sql("subj.day0s", "t.day"),
+    "VISITNUM": "d.visitnum", "VISIT": "d.visit", "LBDTC": "d.dtc", "LBDY": "d.dy",
 }
+
+# PC shares LB's texts of the result, specimen, visit and date (``findings.pc_rows`` and ``findings._lb_items``).
+PC_EXPRESSIONS: dict[str, str] = {
+    "STUDYID": EXPRESSIONS["STUDYID"], "DOMAIN": "'PC'", "USUBJID": EXPRESSIONS["USUBJID"],
+    "PCSEQ": EXPRESSIONS["LBSEQ"], "PCREFID": EXPRESSIONS["LBREFID"], "PCTESTCD": EXPRESSIONS["LBTESTCD"],
+    "PCTEST": EXPRESSIONS["LBTEST"], "PCCAT": "'CELLULAR KINETICS'", "PCORRES": EXPRESSIONS["LBORRES"],
+    "PCORRESU": EXPRESSIONS["LBORRESU"], "PCSTRESC": EXPRESSIONS["LBSTRESC"], "PCSTRESN": EXPRESSIONS["LBSTRESN"],
+    "PCSTRESU": EXPRESSIONS["LBSTRESU"], "PCSTAT": EXPRESSIONS["LBSTAT"], "PCREASND": EXPRESSIONS["LBREASND"],
+    "PCSPEC": EXPRESSIONS["LBSPEC"], "PCMETHOD": "'QPCR'", "PCLLOQ": "cat.lloq", "VISITNUM": EXPRESSIONS["VISITNUM"],
+    "VISIT": EXPRESSIONS["VISIT"], "PCDTC": EXPRESSIONS["LBDTC"], "PCDY": EXPRESSIONS["LBDY"],
+}
+
+
+@dataclass(frozen=True)
+class FromSql:
+    """A findings dataset written from SQL: its variables, the SQL of each, which numbers are integers (written
+    as digits), and whether it holds the CAR transgene (PC) or every other analyte (LB)."""
+
+    dataset: Dataset
+    expressions: dict[str, str]
+    integers: tuple[str, ...]
+    pc: bool
+
+    def __post_init__(self) -> None:
+        if list(self.expressions) != [v.name for v in self.variables]:
+            raise ValueError(f"The SQL of {self.dataset.name} does not have the dataset's variables.")
+
+    @property
+    def variables(self) -> tuple[Variable, ...]:
+        return self.dataset.variables
+
+
+LB_SQL = FromSql(LB, EXPRESSIONS, ("LBSEQ", "VISITNUM", "LBDY"), pc=False)
+PC_SQL = FromSql(PC, PC_EXPRESSIONS, ("PCSEQ", "VISITNUM", "PCDY"), pc=True)
 
 
 def _from_where() -> str:
     return (
         "FROM subj JOIN " + Result._meta.db_table + " r ON r.subject_id = subj.id AND NOT r.superseded "
-        "JOIN cat ON cat.id = r.analyte_id JOIN " + LabDraw._meta.db_table + " d ON d.id = r.draw_id "
-        "CROSS JOIN LATERAL (SELECT d.collected_at AT TIME ZONE subj.tz AS lt) l "
-        "CROSS JOIN LATERAL (SELECT l.lt, l.lt::date AS day) t "
+        "JOIN cat ON cat.id = r.analyte_id JOIN draws d ON d.id = r.draw_id AND d.subject_id = r.subject_id "
         "LEFT JOIN rng ON rng.analyte_id = r.analyte_id AND rng.profile = subj.profile "
-        "LEFT JOIN vis ON vis.subject_id = subj.id AND vis.day = t.day "
         "LEFT JOIN std ON std.value_text = r.value_text AND r.value IS NULL "
     )
+
+
+# Each draw of the subjects with its site-local time and date, --DTC, --DY and visit: once per draw, not per result.
+DRAWS = (
+    "draws AS MATERIALIZED (SELECT d.id, d.subject_id, d.collected_at, d.accession_number, d.specimen, t.day, "
+    f"{DTC} AS dtc, {cdisc_study_day_sql('subj.day0s', 't.day')} AS dy, vis.visitnum, vis.visit "
+    "FROM subj JOIN " + LabDraw._meta.db_table + " d ON d.subject_id = subj.id "
+    "CROSS JOIN LATERAL (SELECT d.collected_at AT TIME ZONE subj.tz AS lt) l "
+    "CROSS JOIN LATERAL (SELECT l.lt, l.lt::date AS day) t "
+    "LEFT JOIN vis ON vis.subject_id = subj.id AND vis.day = t.day), "
+)
 
 
 WITH = (
@@ -101,25 +147,27 @@ WITH = (
     "%(s_rank)s::int[], %(s_usubjid)s::text[], %(s_tz)s::text[], %(s_first)s::date[], %(s_profile)s::int[]) "
     "AS u(id, rank, usubjid, tz, first_exposure, profile)), "
     "cat AS (SELECT * FROM unnest(%(c_id)s::bigint[], %(c_rank)s::int[], %(c_testcd)s::text[], %(c_name)s::text[], "
-    "%(c_unit)s::text[], %(c_loinc)s::text[], %(c_tox)s::text[]) AS c(id, rank, testcd, name, unit, loinc, tox)), "
+    "%(c_unit)s::text[], %(c_loinc)s::text[], %(c_tox)s::text[], %(c_lloq)s::float8[]) "
+    "AS c(id, rank, testcd, name, unit, loinc, tox, lloq)), "
     "rng AS (SELECT * FROM unnest(%(r_analyte)s::bigint[], %(r_profile)s::int[], %(r_low)s::float8[], "
     "%(r_high)s::float8[]) AS g(analyte_id, profile, low, high)), "
     "vis AS (SELECT * FROM unnest(%(v_subject)s::bigint[], %(v_day)s::date[], %(v_num)s::int[], %(v_name)s::text[]) "
     "AS v(subject_id, day, visitnum, visit)), "
+    + DRAWS +
     "std AS (SELECT * FROM unnest(%(t_value)s::text[], %(t_text)s::text[]) AS x(value_text, text)) "
 )
 
 
-def _text_sql(variable: Variable) -> str:
+def _text_sql(spec: FromSql, variable: Variable) -> str:
     """The variable as the csv module writes it: NULL for an empty text, numbers as ``number_text``."""
-    expression = EXPRESSIONS[variable.name]
+    expression = spec.expressions[variable.name]
     if variable.numeric:
-        return expression if variable.name in ("LBSEQ", "VISITNUM", "LBDY") else number_sql(expression)
+        return expression if variable.name in spec.integers else number_sql(expression)
     return f"NULLIF({expression}, '')"
 
 
-def csv_sql() -> str:
-    columns = ", ".join(f"{_text_sql(v)} AS {v.name.lower()}" for v in LB_VARIABLES)
+def csv_sql(spec: FromSql = LB_SQL) -> str:
+    columns = ", ".join(f"{_text_sql(spec, v)} AS {v.name.lower()}" for v in spec.variables)
     return f"{WITH}SELECT {columns} {_from_where()}ORDER BY subj.rank, cat.rank, {ORDER}"
 
 
@@ -134,13 +182,13 @@ def _runs(variables: Sequence[Variable]) -> list[list[Variable]]:
     return runs
 
 
-def xpt_sql() -> str:
+def xpt_sql(spec: FromSql = LB_SQL) -> str:
     parts = []
-    for run in _runs(LB_VARIABLES):
+    for run in _runs(spec.variables):
         if run[0].numeric:
-            parts.append(EXPRESSIONS[run[0].name])
+            parts.append(spec.expressions[run[0].name])
         else:
-            parts.append(" || ".join(f"rpad(COALESCE({EXPRESSIONS[v.name]}, ''), {v.length})" for v in run))
+            parts.append(" || ".join(f"rpad(COALESCE({spec.expressions[v.name]}, ''), {v.length})" for v in run))
     return f"{WITH}SELECT {', '.join(parts)} {_from_where()}ORDER BY subj.rank, cat.rank, {ORDER}"
 
 
@@ -174,16 +222,16 @@ def _standard_texts(subject_ids: list[int]) -> dict[str, list[Any]]:
     return {"t_value": texts, "t_text": [text.strip().upper() for text in texts]}
 
 
-def params(ctx: Context) -> dict[str, Any]:
+def params(ctx: Context, spec: FromSql = LB_SQL) -> dict[str, Any]:
     """The query's parameters: subjects, catalogue, ranges, visits and standard texts (see the docstring)."""
     subjects = sorted(ctx.subjects.values(), key=subject_key)
     profiles: dict[tuple[str, int | None], int] = {}
     for s in subjects:
         profiles.setdefault((s.sex, s.age), len(profiles))
-    tests = {pk: t for pk, t in catalogue().items() if t.code not in PC_ANALYTES}
+    tests = {pk: t for pk, t in catalogue().items() if (t.code in PC_ANALYTES) == spec.pc}
     ranked = sorted(tests, key=lambda pk: tests[pk].code)
-    ranges = [(pk, profile, *tests[pk].range_for(sex, age)) for pk in ranked
-              for (sex, age), profile in profiles.items()]
+    ranges = [] if spec.pc else [(pk, profile, *tests[pk].range_for(sex, age)) for pk in ranked
+                                 for (sex, age), profile in profiles.items()]
     ids = [s.id for s in subjects]
     return {
         "studyid": ctx.studyid, "s_id": ids, "s_rank": list(range(len(subjects))),
@@ -192,6 +240,7 @@ def params(ctx: Context) -> dict[str, Any]:
         "c_id": ranked, "c_rank": list(range(len(ranked))), "c_testcd": [tests[pk].testcd for pk in ranked],
         "c_name": [tests[pk].name for pk in ranked], "c_unit": [tests[pk].unit for pk in ranked],
         "c_loinc": [tests[pk].loinc for pk in ranked], "c_tox": [tests[pk].toxicity for pk in ranked],
+        "c_lloq": [tests[pk].lloq for pk in ranked],
         "r_analyte": [r[0] for r in ranges], "r_profile": [r[1] for r in ranges], "r_low": [r[2] for r in ranges],
         "r_high": [r[3] for r in ranges], **_visit_days(ctx, ids), **_standard_texts(ids),
     }
@@ -209,21 +258,37 @@ def _requoted(line: bytes) -> bytes:
 
 def csv_chunks(ctx: Context) -> Iterator[bytes]:
     """LB as CSV (``exports.sdtm.csv_chunks``' file)."""
+    return _csv_chunks(ctx, LB_SQL)
+
+
+def pc_csv_chunks(ctx: Context) -> Iterator[bytes]:
+    """PC as CSV."""
+    return _csv_chunks(ctx, PC_SQL)
+
+
+def _csv_chunks(ctx: Context, spec: FromSql) -> Iterator[bytes]:
     head = io.StringIO()
-    csv.writer(head, lineterminator="\n").writerow([v.name for v in LB_VARIABLES])
+    csv.writer(head, lineterminator="\n").writerow([v.name for v in spec.variables])
     yield head.getvalue().encode()
-    query = f"COPY ({csv_sql()}) TO STDOUT (FORMAT csv)"
-    with connection.cursor() as cursor, cursor.cursor.copy(query, params(ctx)) as copy:
-        lines: list[bytes] = []
+    query = f"COPY ({csv_sql(spec)}) TO STDOUT (FORMAT csv)"
+    with connection.cursor() as cursor, cursor.cursor.copy(query, params(ctx, spec)) as copy:
+        lines: list[Block] = []
         size = 0
         for block in copy:  # one line per block
-            line = bytes(block)
-            lines.append(_requoted(line) if b'"' in line else line)
-            size += len(line)
+            lines.append(block)
+            size += len(block)
             if size >= FLUSH:
-                yield b"".join(lines)
+                yield _as_csv_module(lines)
                 lines, size = [], 0
-        yield b"".join(lines)
+        yield _as_csv_module(lines)
+
+
+def _as_csv_module(lines: list[Block]) -> bytes:
+    """PostgreSQL's lines as the csv module writes them: only a line holding a double quote can differ."""
+    joined = b"".join(lines)
+    if b'"' not in joined:
+        return joined
+    return b"".join(_requoted(line) if b'"' in line else line for line in map(bytes, lines))
 
 
 def _padded(text: str, run: list[Variable]) -> bytes:
@@ -240,11 +305,20 @@ def _padded(text: str, run: list[Variable]) -> bytes:
 
 def xpt_chunks(ctx: Context) -> Iterator[bytes]:
     """LB as SAS transport v5 (``exports.sdtm.xpt_chunks``' file)."""
-    runs = _runs(LB_VARIABLES)
+    return _xpt_chunks(ctx, LB_SQL)
+
+
+def pc_xpt_chunks(ctx: Context) -> Iterator[bytes]:
+    """PC as SAS transport v5."""
+    return _xpt_chunks(ctx, PC_SQL)
+
+
+def _xpt_chunks(ctx: Context, spec: FromSql) -> Iterator[bytes]:
+    runs = _runs(spec.variables)
     numeric = [run[0].numeric for run in runs]
-    buffer = bytearray(header(LB.name, LB.label, LB.variables))
+    buffer = bytearray(header(spec.dataset.name, spec.dataset.label, spec.variables))
     written = 0
-    for row in _server_side_rows(xpt_sql(), params(ctx)):
+    for row in _server_side_rows(xpt_sql(spec), params(ctx, spec)):
         encoded = b"".join([ibm_float(value) if is_number else _padded(value, run)
                             for value, is_number, run in zip(row, numeric, runs, strict=True)])
         buffer += encoded
@@ -257,7 +331,12 @@ def xpt_chunks(ctx: Context) -> Iterator[bytes]:
 
 
 def _server_side_rows(sql: str, values: dict[str, Any]) -> Iterable[tuple[Any, ...]]:
-    with connection.chunked_cursor() as cursor:
+    """The query's rows from a server-side cursor; the next chunk is fetched (PostgreSQL works, psycopg waits
+    without the GIL) while the caller encodes the current one."""
+    with connection.chunked_cursor() as cursor, ThreadPoolExecutor(max_workers=1) as fetcher:
         cursor.execute(sql, values)
-        while rows := cursor.fetchmany(CHUNK):
+        fetch = partial(cursor.cursor.fetchmany, CHUNK)  # psycopg's own cursor: one fetch at a time, in order
+        pending = fetcher.submit(fetch)
+        while rows := pending.result():
+            pending = fetcher.submit(fetch)
             yield from rows

@@ -4,7 +4,9 @@ course of tests/exports/conftest.py (day 0 = D1, second course on D1 + 10, a Sha
 from __future__ import annotations
 
 import csv
+import datetime as dt
 import io
+import zoneinfo
 from typing import Any
 
 import pgtrigger
@@ -12,7 +14,7 @@ import pytest
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
 
-from assays.models import Result
+from assays.models import LabDraw, Result
 from exports.crf import form_named, forms
 from exports.formats import REGISTRY, load_all
 from exports.formats.csv_format import CSV, form_chunks, generic_form_chunks
@@ -164,3 +166,28 @@ def test_the_results_file_written_by_postgresql_is_the_generic_one_byte_for_byte
     assert fast.count(b"\r\n") >= 4
     narrowed = scope_for(course.world, sites=(course.world.site_b,))
     assert b"".join(form_chunks(form, narrowed)) == b"".join(generic_form_chunks(form, narrowed))
+
+
+def _same_file(form_name: str, scope: Any) -> bytes:
+    form = form_named(form_name)
+    fast = b"".join(form_chunks(form, scope))
+    assert fast == b"".join(generic_form_chunks(form, scope))
+    return fast
+
+
+@pytest.mark.parametrize(("accession", "specimen", "seconds", "microseconds"), [
+    ("a, \"quoted\"\nnumber", "pb", 0, 0), ("\r", "", 0, 1), ("ACC-9", "serum", 7, 500_000)])
+def test_the_lab_draws_file_written_by_postgresql_is_the_generic_one_byte_for_byte(course, accession, specimen,
+                                                                                    seconds, microseconds):
+    world = course.world
+    draw = LabDraw.objects.filter(subject=course.subject).order_by("pk").first()
+    assert draw is not None
+    shanghai = zoneinfo.ZoneInfo(world.site_a.time_zone)  # the site's midnight, 16:00 UTC the day before
+    at_midnight = dt.datetime.combine(D2, dt.time(0, 0, seconds, microseconds), tzinfo=shanghai)
+    LabDraw.objects.filter(pk=draw.pk).update(accession_number=accession, specimen=specimen, collected_at=at_midnight)
+    content = _same_file("lab_draws", scope_for(world))
+    assert content.count(b"\r\n") >= 4
+    (planted,) = [r for r in table({"csv/lab_draws.csv": content}, "lab_draws") if r["record"] == str(draw.pk)]
+    assert planted["course_number"] == "2" and planted["course_day"] == "0"  # the re-infusion's day 0, local date
+    _same_file("lab_draws", scope_for(world, sites=(world.site_b,)))
+    _same_file("lab_draws", scope_for(world, sites=(world.site_a, world.site_b), subjects=(course.subject,)))

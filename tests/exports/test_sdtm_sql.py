@@ -1,5 +1,6 @@
-"""SDTM LB written from SQL (``exports.sdtm.lb_sql``) is byte for byte the file the generic writers give from
-``findings.lb_rows``, as CSV and as XPT, including the values where PostgreSQL and Python write text apart."""
+"""SDTM LB and PC written from SQL (``exports.sdtm.lb_sql``) are byte for byte the files the generic writers give
+from ``findings.lb_rows`` and ``findings.pc_rows``, as CSV and as XPT, including the values where PostgreSQL and
+Python write text apart."""
 
 from __future__ import annotations
 
@@ -18,15 +19,16 @@ from tests.exports.test_sdtm import lab, scope_of, trial  # noqa: F401  (the sma
 pytestmark = pytest.mark.django_db
 
 LB: Dataset = next(d for d in DATASETS if d.name == "LB")
+PC: Dataset = next(d for d in DATASETS if d.name == "PC")
 
 
-def both(scope: Any) -> tuple[bytes, bytes, bytes, bytes]:
-    return (b"".join(csv_chunks(LB, scope)), b"".join(generic_csv_chunks(LB, scope)),
-            b"".join(xpt_chunks(LB, scope)), b"".join(generic_xpt_chunks(LB, scope)))
+def both(scope: Any, dataset: Dataset = LB) -> tuple[bytes, bytes, bytes, bytes]:
+    return (b"".join(csv_chunks(dataset, scope)), b"".join(generic_csv_chunks(dataset, scope)),
+            b"".join(xpt_chunks(dataset, scope)), b"".join(generic_xpt_chunks(dataset, scope)))
 
 
-def assert_same(scope: Any) -> bytes:
-    fast_csv, generic_csv, fast_xpt, generic_xpt = both(scope)
+def assert_same(scope: Any, dataset: Dataset = LB) -> bytes:
+    fast_csv, generic_csv, fast_xpt, generic_xpt = both(scope, dataset)
     assert fast_csv == generic_csv
     assert fast_xpt == generic_xpt
     return fast_csv
@@ -44,6 +46,19 @@ def test_lb_from_sql_is_the_generic_file_on_the_small_trial(trial: Any) -> None:
     assert_same(scope_of(trial, trial.data_manager))
 
 
+def test_pc_from_sql_is_the_generic_file_on_the_small_trial(trial: Any) -> None:  # noqa: F811
+    content = assert_same(scope_of(trial, trial.coordinator), PC)
+    assert content.count(b"\n") == 4  # the header, three qPCR results (one censored)
+    assert content.count(b",QPCR,") == 3
+    ingest_results(by=trial.coordinator, rows=[lab(trial.split, "Q-1", 9, "CAR_QPCR", "<LLOQ", "copies/ug"),
+                                               lab(trial.split, "Q-2", 11, "CAR_QPCR", "9000", "copies/ug")])
+    with pgtrigger.ignore("assays.Result:result_no_rewrite"):  # stored results are append-only; planted here
+        Result.objects.filter(source_ref="Q-2").update(status=Result.Status.CANCELLED)
+    assert b"NOT DONE" in assert_same(scope_of(trial, trial.coordinator), PC)
+    assert_same(scope_of(trial, trial.data_manager), PC)
+
+
+@pytest.mark.parametrize(("dataset", "analyte"), [(LB, "ANC"), (PC, "CAR_QPCR")], ids=["LB", "PC"])
 @pytest.mark.parametrize(("value_text", "value", "censored", "unit_text", "status"), [
     ("a, \"quoted\"\nnote", None, "", "mg/L", "final"),
     ("  positive  ", None, "", "", "final"),
@@ -59,15 +74,16 @@ def test_lb_from_sql_is_the_generic_file_on_the_small_trial(trial: Any) -> None:
     ("12", 12.0, "", "", "cancelled"),
     ("\u2265" * 25 + "\u00e9" * 15, None, "", "\u00b0" * 30, "final"),  # longer than the XPT widths in ASCII
 ])
-def test_lb_from_sql_writes_every_value_as_the_generic_path(trial: Any, value_text: str, value: float | None,  # noqa: F811
-                                                            censored: str, unit_text: str, status: str) -> None:
-    result = Result.objects.filter(subject=trial.split, analyte__code="ANC").order_by("pk").first()
+def test_lb_and_pc_from_sql_write_every_value_as_the_generic_path(  # noqa: PLR0913
+        trial: Any, value_text: str, value: float | None, censored: str, unit_text: str,  # noqa: F811
+        status: str, dataset: Dataset, analyte: str) -> None:
+    result = Result.objects.filter(subject=trial.split, analyte__code=analyte).order_by("pk").first()
     assert result is not None
     # Stored results are append-only (assays.models.Result); the test plants awkward values in one.
     with pgtrigger.ignore("assays.Result:result_no_rewrite"):
         Result.objects.filter(pk=result.pk).update(value_text=value_text, value=value, censored=censored,
                                                    unit_text=unit_text, status=status)
-    assert_same(scope_of(trial, trial.coordinator))
+    assert_same(scope_of(trial, trial.coordinator), dataset)
 
 
 def test_lb_from_sql_places_collection_times_with_seconds_and_outside_every_visit(trial: Any) -> None:  # noqa: F811

@@ -4,11 +4,15 @@ and visit matching, and the ORM and SQL forms agreeing on a re-infused subject."
 from __future__ import annotations
 
 import datetime as dt
+import zoneinfo
+from decimal import Decimal
+from typing import Any
 
 import pytest
 from django.db import connection
 
 from patients.models import Subject
+from patients.services import treatment
 from patients.timeline import (
     NOWHERE,
     Timeline,
@@ -16,14 +20,25 @@ from patients.timeline import (
     cdisc_study_day_sql,
     course_day_sql,
     course_number_sql,
+    course_span_join_sql,
+    course_spans_sql,
     day0s_sql,
+    local_date,
     match_visit,
     study_day_sql,
     timeline_from,
     timeline_of,
     with_timeline,
 )
-from tests.factories import days_ago, reinfusable_subject, reinfuse
+from tests.factories import (
+    at,
+    days_ago,
+    enrolled_subject,
+    infused_subject,
+    lymphodepleted_subject,
+    reinfusable_subject,
+    reinfuse,
+)
 
 D = dt.date
 FIRST, SECOND = D(2025, 3, 1), D(2026, 3, 26)  # the second course 390 days after the first
@@ -117,3 +132,65 @@ def test_the_sql_local_date_agrees_with_the_python_one(zone, moment):
         cursor.execute(f"SELECT {local_date_sql('t.at', 't.zone')} FROM (SELECT %s::timestamptz AS at, %s AS zone) t",
                        [moment, zone])
         assert cursor.fetchone()[0] == local_date(moment, ZoneInfo(zone))
+
+
+def _split_then_reinfused(world: Any, day0: dt.date, second: dt.date) -> Subject:
+    """A dose split over day 0 and day 1 (one course), then a re-infusion course on ``second``."""
+    subject = lymphodepleted_subject(trial=world.trial, site=world.site_a, coordinator=world.coordinator,
+                                     investigator=world.investigator, day0=day0)
+    for fraction in (1, 2):
+        treatment.record_infusion(subject=subject, lot=subject.lots.get(), dose_level=world.trial.dose_levels.get(),
+                                  cells_per_kg=Decimal(500_000), infused_at=at(day0 + dt.timedelta(days=fraction - 1)),
+                                  fraction_number=fraction, planned_fractions=2, by=world.coordinator)
+    world.trial.reinfusion_allowed = True
+    world.trial.save()
+    lot = treatment.register_lot(subject=subject, product=world.trial.products.get(), lot_number="LOT-R2",
+                                 source="autologous", collection=subject.collections.get(), by=world.coordinator)
+    treatment.release_lot(lot=lot, release_date=days_ago(12), viability_pct=Decimal("90"),
+                          car_positive_pct=Decimal("40"), total_viable_car_cells=Decimal("1.5e8"), qc_pass=True,
+                          by=world.coordinator)
+    reinfuse(subject, by=world.coordinator, day0=second)
+    return subject
+
+
+def _both_forms(subject_ids: list[int], times: list[dt.datetime | None]) -> list[tuple[Any, ...]]:
+    """(subject, time, per-row course, set course, per-row course day, set course day) of every pair, each
+    time placed on its site's local date."""
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"WITH subj AS MATERIALIZED (SELECT s.id, st.time_zone AS tz, {day0s_sql('s.id')} AS day0s "
+            "FROM patients_subject s JOIN trials_site st ON st.id = s.site_id WHERE s.id = ANY(%s)), "
+            f"spans AS MATERIALIZED ({course_spans_sql('SELECT id FROM subj')}) "
+            f"SELECT subj.id, w.at, {course_number_sql('subj.day0s', 't.day')}, c.n, "
+            f"{course_day_sql('subj.day0s', 't.day')}, {course_day_sql('subj.day0s', 't.day', 'c.n')} "
+            "FROM subj CROSS JOIN unnest(%s::timestamptz[]) AS w(at) "
+            "CROSS JOIN LATERAL (SELECT (w.at AT TIME ZONE subj.tz)::date AS day) t "
+            f"{course_span_join_sql('spans', 'c', 'subj.id', 't.day')}", [subject_ids, times])
+        return cursor.fetchall()
+
+
+@pytest.mark.django_db
+def test_the_set_form_of_the_course_number_agrees_with_the_per_row_form(world):
+    day0, second = days_ago(14), days_ago(4)
+    split = _split_then_reinfused(world, day0, second)
+    single = infused_subject(trial=world.trial, site=world.site_a, coordinator=world.coordinator,
+                             investigator=world.investigator, day0=days_ago(10))
+    never = enrolled_subject(trial=world.trial, site=world.site_a, coordinator=world.coordinator,
+                             investigator=world.investigator)
+    zone = zoneinfo.ZoneInfo(world.site_a.time_zone)
+    assert zone.utcoffset(dt.datetime(2025, 1, 1)) != dt.timedelta(0)  # the site's midnight is not UTC's
+    midnights = [dt.datetime.combine(d + dt.timedelta(days=k), dt.time(0), tzinfo=zone)
+                 for d in (day0, second) for k in (-1, 0, 1, 2)]
+    times: list[dt.datetime | None] = [*midnights, *(m - dt.timedelta(microseconds=1) for m in midnights), None]
+    rows = _both_forms([split.pk, single.pk, never.pk], times)
+    assert len(rows) == 3 * len(times)  # the range join never repeats a row
+    timelines = {s.pk: timeline_of(s) for s in (split, single, never)}
+    for subject_id, moment, per_row, by_set, day_per_row, day_by_set in rows:
+        timeline, local = timelines[subject_id], local_date(moment, zone)
+        assert (per_row, day_per_row) == (by_set, day_by_set) == (timeline.course_of(local) if local else None,
+                                                                 timeline.course_day(local))
+    courses = {(r[0], r[1]): r[3] for r in rows}
+    assert courses[(split.pk, midnights[1])] == courses[(split.pk, midnights[2])] == 1  # day 1 of a split dose
+    assert courses[(split.pk, midnights[5] - dt.timedelta(microseconds=1))] == 1  # the last moment of course 1
+    assert courses[(split.pk, midnights[5])] == 2  # the site's midnight starting the re-infusion's day 0
+    assert courses[(split.pk, midnights[0])] is None and courses[(never.pk, midnights[5])] is None
