@@ -86,7 +86,7 @@ class WaitTimer:
                 timer.seconds += time.perf_counter() - start
                 timer.count += 1
 
-        psycopg.Connection.wait = wait  # type: ignore[method-assign]
+        psycopg.Connection.wait = wait  # type: ignore[method-assign,assignment]
 
     def reset(self) -> None:
         self.seconds, self.count = 0.0, 0
@@ -133,7 +133,7 @@ def main() -> None:
     client = Client(HTTP_AUTHORIZATION=f"Token {facts['token']}")
     size = args.batch
     rows = make_rows((2 * posts + 101) * size, f"profile{int(time.time())}", facts["subjects"])
-    bodies = [json.dumps(rows[i] if size == 1 else {"results": rows[i:i + size]})
+    bodies = [json.dumps(rows[i]) if size == 1 else json.dumps({"results": rows[i:i + size]})
               for i in range(0, len(rows), size)]
 
     def post(body: str) -> None:
