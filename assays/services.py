@@ -10,10 +10,13 @@ The rules (DESIGN "Assay results", API issue "Ingestion"):
   conflict unless sent as a correction with a reason, which supersedes (never overwrites) the old row;
 - a row of a subject under a freeze or lock (of the subject, its site or its trial) is a conflict (409).
 
-Speed comes from doing every lookup once per batch (subjects, draws, existing references; the
-catalogue once per process, while its version row says it is current), validating rows in plain
-Python, and writing the rows with COPY inside the transaction. Each row carries the request's audit
-context and is its own insert record (assays.models.Result); superseding a row is audited as an update.
+Speed comes from round trips and per-row work. One read, a plain SELECT before any transaction, brings
+the subjects, their locks, the current results of the batch's references, its existing draws and the
+visits (the catalogue is kept per process while its version row says it is current); rows are validated
+in plain Python, with each local date, range and grade computed once; a small post whose draws exist is
+written by one INSERT that is its own transaction, anything more in one transaction with COPY for large
+batches. Each row carries the request's audit context and is its own insert record
+(assays.models.Result); superseding a row is audited as an update.
 """
 
 from __future__ import annotations
