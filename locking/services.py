@@ -14,8 +14,8 @@ transaction, so the data are never open in between); loosening goes through ``re
 
 Races: ``lock_scope`` takes the scope's subject rows, as every subject-level write service does before its
 ``check_writable``, so such a write either commits before the lock exists or sees it. Result ingestion
-reads the locks once per batch (``blocking_locks``) without row locks, for speed: a batch validated just
-before a lock commits may still commit just after it.
+reads the locks once per batch, with its subjects (``blocking_lock_sql``), without row locks, for speed: a
+batch validated just before a lock commits may still commit just after it.
 """
 
 from __future__ import annotations

@@ -102,6 +102,10 @@ def test_the_subjects_read_carries_the_lock_that_refuses_the_row(world, subject,
     [row] = response.json()["rows"]
     assert row["code"] == "data_frozen" and "Interim analysis" in row["message"]
     assert Result.objects.count() == 1
+    # A database lock of the site outranks the subject's freeze, as check_writable ranks them.
+    lock_scope(trial=world.trial, site=world.site_a, level="lock", reason="Final analysis", by=world.data_manager)
+    [row] = post_results(lab, result_row(subject, 2)).json()["rows"]
+    assert row["code"] == "data_locked" and "Final analysis" in row["message"]
 
 
 def test_a_correction_supersedes_by_copy_with_the_reason_in_the_trail(subject, lab):
