@@ -556,8 +556,9 @@ def _build(batch: _Batch, found: _Found, catalogue: _Catalogue) -> _Plan:
             out.superseded.append(existing[(subject.site_id, row.source_ref)][0])
         flag, grade = interpret(analyte, value, subject)
         status = Result.Status.CORRECTED if action == "correct" else row.status
+        number = None if value is None else float(value)  # a bound from the catalogue may be an int
         out.records.append(((subject.site_id, row.accession_number), subject.id, subject.site_id, analyte.pk,
-                            row.source_ref, row.value, row.unit, value, censor, flag, grade, status, False,
+                            row.source_ref, row.value, row.unit, number, censor, flag, grade, status, False,
                             row.correction_reason, user_id))
     return out
 
