@@ -20,7 +20,7 @@ from matplotlib.figure import Figure  # noqa: E402  (after the backend is chosen
 
 from assays.models import Result  # noqa: E402
 from patients.models import AdverseEvent, Subject  # noqa: E402
-from patients.timeline import Timeline, local_date, timeline_of  # noqa: E402
+from patients.timeline import Timeline, local_date, local_date_of, timeline_of  # noqa: E402
 
 NRIND = {Result.Flag.LOW: "LOW", Result.Flag.NORMAL: "NORMAL", Result.Flag.HIGH: "HIGH"}
 CRS_PANEL = ("CRP", "IL6", "FERRITIN", "ANC")
@@ -54,7 +54,8 @@ def lab_table(subject: Subject) -> tuple[list[str], list[LabRow]]:
         draw = result.draw
         if draw.pk not in rows:
             collected = draw.collected_at.astimezone(tz)
-            rows[draw.pk] = LabRow(draw.accession_number, collected, timeline.study_day(collected.date()), {})
+            day = timeline.study_day(local_date_of(draw.collected_at, tz))
+            rows[draw.pk] = LabRow(draw.accession_number, collected, day, {})
         rows[draw.pk].cells[result.analyte.code] = result
     return sorted({r.analyte.code for r in results}), list(rows.values())
 

@@ -170,15 +170,20 @@ class Result(models.Model):
         NORMAL = "N", "Within reference range"
         HIGH = "H", "Above reference range"
 
-    # One composite foreign key (draw, subject, site) -> the draw's (id, subject, site) keeps all three
-    # consistent at the cost of one check a row instead of three (migration 0005; Django has no
-    # composite foreign keys, so the single ones are declared without their own constraints).
+    # Referential integrity of draw, subject, site, analyte and recorded_by is checked by the database
+    # once per statement, not per row (migration 0007: a statement trigger over the inserted rows locks
+    # the distinct draws (id, subject, site), analytes and users FOR KEY SHARE; triggers on the draws,
+    # analytes and users refuse to delete or re-key a referenced row). So no field here has its own
+    # constraint; Django's on_delete (PROTECT) still applies. See README, "Results and the audit trail".
     draw = models.ForeignKey(LabDraw, on_delete=models.PROTECT, related_name="results", db_constraint=False)
     subject = models.ForeignKey(Subject, on_delete=models.PROTECT, related_name="results", editable=False,
                                 db_constraint=False)
     site = models.ForeignKey(Site, on_delete=models.PROTECT, related_name="+", editable=False,
                              db_index=False, db_constraint=False)
-    analyte = models.ForeignKey(Analyte, on_delete=models.PROTECT, related_name="+")
+    # No index: results by analyte alone read every page of the table whatever the index (bench/scale.py's
+    # plans); the reads that filter by analyte also filter by subject (its index). README, "Benchmarks".
+    analyte = models.ForeignKey(Analyte, on_delete=models.PROTECT, related_name="+", db_constraint=False,
+                                db_index=False)
     source_ref = models.CharField(max_length=80, help_text="The sending system's reference for this result.")
     value_text = models.CharField(max_length=40, help_text="As sent: a number, '<LLOQ', '>ULOQ' or a text.")
     unit_text = models.CharField(max_length=30, blank=True, help_text="As sent.")
@@ -190,7 +195,7 @@ class Result(models.Model):
     superseded = models.BooleanField(default=False)
     correction_reason = models.TextField(blank=True)
     recorded_by = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="+",
-                                    db_index=False)
+                                    db_index=False, db_constraint=False)
     recorded_at = models.DateTimeField()
     # The audit context of the request that wrote the row (user, service account, request id, source);
     # empty for a write outside the application. No constraint: the context row is written first, in

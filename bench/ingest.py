@@ -1,6 +1,7 @@
 """Ingestion benchmark: the whole HTTP stack against PostgreSQL COPY of the same rows, in one run.
 
     .venv/bin/python bench/ingest.py [--rows 100000] [--batch 1000] [--clients 2] [--reps 3] [--singles 500]
+    .venv/bin/python bench/ingest.py --breakdown [--rows 50000] [--reps 3]
 
 Starts the product under gunicorn (2 workers) on loopback against a dedicated database
 (``cart_bench`` on the embedded server, or $BENCH_DATABASE_URL), loads the demo trial and issues a
@@ -11,6 +12,11 @@ into a bare table of the same columns with only a primary key (what the database
 The three alternate (A B C A B C ...) after a discarded warm-up round, and medians are reported, with
 the API's rate as a ratio of each baseline. Finally it times single-result posts (p50/p95).
 The client, gunicorn and PostgreSQL share this machine's cores: read ratios, not absolute figures.
+
+``--breakdown`` measures instead what each piece of the results table costs a COPY: the same rows into
+tables of the results' columns with a primary key plus one piece each (an index, a foreign key, the
+statement-level integrity trigger of assays.0007), all of the indexes, and the results table itself,
+alternating, medians; each as rows/s, a ratio of the bare table and microseconds a row over it.
 """
 
 from __future__ import annotations
@@ -170,6 +176,77 @@ def copy_round(url: str, rows: list[dict[str, str]], facts: Facts, table: str = 
         return len(rows) / (time.perf_counter() - start)
 
 
+STATEMENT_CHECK = ("CREATE TRIGGER check_references AFTER INSERT ON {t} REFERENCING NEW TABLE AS new_rows "
+                   "FOR EACH STATEMENT EXECUTE FUNCTION assays_result_check_references()")
+# Each variant: the bare table (the results' columns, a primary key) plus these statements ({t}: its name).
+PIECES: dict[str, list[str]] = {
+    "primary key only (bare)": [],
+    "+ index draw_id": ["CREATE INDEX ON {t} (draw_id)"],
+    "+ index subject_id": ["CREATE INDEX ON {t} (subject_id)"],
+    "+ index analyte_id": ["CREATE INDEX ON {t} (analyte_id)"],
+    "+ unique (site_id, source_ref) where current": [
+        "CREATE UNIQUE INDEX ON {t} (site_id, source_ref) WHERE NOT superseded"],
+    "+ the four indexes": ["CREATE INDEX ON {t} (draw_id)", "CREATE INDEX ON {t} (subject_id)",
+                           "CREATE INDEX ON {t} (analyte_id)",
+                           "CREATE UNIQUE INDEX ON {t} (site_id, source_ref) WHERE NOT superseded"],
+    "+ FK (draw, subject, site) -> draw": [
+        "ALTER TABLE {t} ADD FOREIGN KEY (draw_id, subject_id, site_id) REFERENCES assays_labdraw "
+        "(id, subject_id, site_id) DEFERRABLE INITIALLY DEFERRED"],
+    "+ FK analyte": ["ALTER TABLE {t} ADD FOREIGN KEY (analyte_id) REFERENCES assays_analyte (id) "
+                     "DEFERRABLE INITIALLY DEFERRED"],
+    "+ FK recorded_by": ["ALTER TABLE {t} ADD FOREIGN KEY (recorded_by_id) REFERENCES auth_user (id) "
+                         "DEFERRABLE INITIALLY DEFERRED"],
+    "+ the three FKs": [
+        "ALTER TABLE {t} ADD FOREIGN KEY (draw_id, subject_id, site_id) REFERENCES assays_labdraw "
+        "(id, subject_id, site_id) DEFERRABLE INITIALLY DEFERRED",
+        "ALTER TABLE {t} ADD FOREIGN KEY (analyte_id) REFERENCES assays_analyte (id) DEFERRABLE INITIALLY DEFERRED",
+        "ALTER TABLE {t} ADD FOREIGN KEY (recorded_by_id) REFERENCES auth_user (id) DEFERRABLE INITIALLY DEFERRED"],
+    "+ statement integrity check (three keys)": [STATEMENT_CHECK],
+    "+ index recorded_by_id": ["CREATE INDEX ON {t} (recorded_by_id)"],
+}
+PIECES["+ the four indexes and the three FKs (before 0007)"] = (PIECES["+ the four indexes"]
+                                                               + PIECES["+ the three FKs"])
+PIECES["+ the four indexes and the statement check"] = PIECES["+ the four indexes"] + [STATEMENT_CHECK]
+
+
+def breakdown(url: str, facts: Facts, subjects: list[tuple[str, int]], rows: int, reps: int) -> None:
+    """COPY the same rows into the bare table plus each piece, and into the results table, alternating."""
+    import psycopg
+
+    tables: dict[str, str] = {}
+    with psycopg.connect(url, autocommit=True) as conn:
+        has_check = conn.execute("SELECT 1 FROM pg_proc WHERE proname = 'assays_result_check_references'").fetchone()
+        for n, (label, statements) in enumerate(PIECES.items()):
+            if STATEMENT_CHECK in statements and not has_check:
+                continue
+            table = f"bench_piece_{n}"
+            conn.execute(f"DROP TABLE IF EXISTS {table}")
+            conn.execute(f"CREATE TABLE {table} (LIKE assays_result INCLUDING DEFAULTS INCLUDING IDENTITY)")
+            conn.execute(f"ALTER TABLE {table} ADD PRIMARY KEY (id)")
+            for statement in statements:
+                conn.execute(statement.format(t=table))
+            tables[label] = table
+    tables["the results table (as migrated)"] = "assays_result"
+    rates: dict[str, list[float]] = {label: [] for label in tables}
+    for rep in range(reps + 1):  # the first round warms up and is discarded
+        for label, table in tables.items():
+            with psycopg.connect(url, autocommit=True) as conn:
+                conn.execute(f"TRUNCATE {table}" + (", assays_resultevent" if table == "assays_result" else ""))
+            rate = copy_round(url, make_rows(rows, f"piece{rep}", subjects), facts, table)
+            if rep:
+                rates[label].append(rate)
+    bare = statistics.median(rates["primary key only (bare)"])
+    print(f"COPY of {rows:,} rows, medians of {reps} alternating rounds:")
+    for label, values in rates.items():
+        rate = statistics.median(values)
+        print(f"  {label:<52} {rate:>9,.0f} rows/s  {rate / bare:6.1%} of bare  "
+              f"{(1 / rate - 1 / bare) * 1e6:+6.2f} us/row")
+    with psycopg.connect(url, autocommit=True) as conn:
+        for table in tables.values():
+            if table != "assays_result":
+                conn.execute(f"DROP TABLE {table}")
+
+
 def reset(url: str) -> None:
     import psycopg
 
@@ -198,6 +275,7 @@ def main() -> None:
     parser.add_argument("--reps", type=int, default=3)
     parser.add_argument("--singles", type=int, default=500)
     parser.add_argument("--port", type=int, default=8765)
+    parser.add_argument("--breakdown", action="store_true", help="what each index and key costs a COPY")
     args = parser.parse_args()
 
     url = database_url()
@@ -211,6 +289,9 @@ def main() -> None:
     try:
         print(f"{args.rows} rows per round, batches of {args.batch}, {args.clients} clients, gunicorn 2 workers")
         api_round(args.port, token, make_rows(args.rows, "warm-api", subjects), args.batch, args.clients)
+        if args.breakdown:  # the warm-up round wrote the draws the COPYs reference
+            breakdown(url, facts, subjects, args.rows, args.reps)
+            return
         copy_round(url, make_rows(args.rows, "warm-copy", subjects), facts)
         copy_round(url, make_rows(args.rows, "warm-bare", subjects), facts, BARE)
         api_rates, copy_rates, bare_rates = [], [], []

@@ -3,10 +3,13 @@
 * Cell doses and counts in scientific notation with their unit: ``1.0 × 10⁶ cells/kg`` (never
   ``1000000`` or ``1.00e+6``). The mantissa keeps up to two decimals (``1.75 × 10⁶``) and at least one.
 * Dates as ``2026-03-14`` (ISO 8601: no day/month ambiguity between sites of different countries).
-* Date-times on the clock of the record's site, with the zone's abbreviation: ``2026-03-14 09:30 CET``.
+* Date-times on the clock of the record's site, with the zone's offset from UTC: ``2026-03-14 09:30 (UTC+01:00)``.
+  Not the zone's abbreviation: ``CST`` is China's and US Central's. The page's site-time note names the zone.
 
 The same formats are Django's ``DATE_FORMAT`` and ``DATETIME_FORMAT`` (``config/formats``), so fields the
-admin renders itself agree with the columns and templates that call these functions.
+admin renders itself agree with the columns and templates that call these functions (Django's format letters
+write the offset without its colon, ``UTC+0100``, so the admin's read-only date-times of clinical records are
+written by ``date_time``; see trials.admin_scoping).
 """
 
 from __future__ import annotations
@@ -72,18 +75,21 @@ def date(value: dt.date | None) -> str:
     return EMPTY if value is None else value.strftime(DATE)
 
 
-def zone_abbreviation(moment: dt.datetime) -> str:
-    """The zone's abbreviation at ``moment`` (CET, CEST, CST, UTC); a zone without one gives ``UTC+04``."""
-    name = moment.tzname() or "UTC"
-    return f"UTC{name}" if name[:1] in "+-" else name
+def zone_offset(moment: dt.datetime) -> str:
+    """The offset from UTC of ``moment``'s zone at that moment, ``UTC+08:00`` (``UTC-05:00`` in New York in
+    winter, ``UTC+05:45`` in Kathmandu, ``UTC+00:00`` for UTC)."""
+    minutes = int((moment.utcoffset() or dt.timedelta(0)).total_seconds()) // 60
+    sign = "-" if minutes < 0 else "+"
+    hours, rest = divmod(abs(minutes), 60)
+    return f"UTC{sign}{hours:02d}:{rest:02d}"
 
 
 def date_time(moment: dt.datetime | None, tzinfo: dt.tzinfo | None = None) -> str:
-    """An instant on the clock of ``tzinfo`` (a site's zone; UTC when none), ``2026-03-14 09:30 CET``."""
+    """An instant on the clock of ``tzinfo`` (a site's zone; UTC when none), ``2026-03-14 09:30 (UTC+01:00)``."""
     if moment is None:
         return EMPTY
     local = moment.astimezone(tzinfo or dt.UTC)
-    return f"{local.strftime(f'{DATE} {TIME}')} {zone_abbreviation(local)}"
+    return f"{local.strftime(f'{DATE} {TIME}')} ({zone_offset(local)})"
 
 
 def transition(from_label: str, to_label: str) -> str:

@@ -6,6 +6,7 @@ import datetime as dt
 from decimal import Decimal
 
 from django import template
+from django.utils import timezone
 
 from config import display
 
@@ -29,4 +30,5 @@ def date_shown(value: dt.date | None) -> str:
 
 @register.filter
 def date_time_shown(value: dt.datetime | None, zone: dt.tzinfo | None = None) -> str:
-    return display.date_time(value, zone)
+    """On ``zone``, else on the page's clock (the record's site on its change page, else UTC)."""
+    return display.date_time(value, zone or timezone.get_current_timezone())

@@ -23,7 +23,7 @@ from config.errors import DomainError, PermissionRefused
 from dataqueries import services
 from dataqueries.models import DataQuery, QueryMessage
 from trials.access import access_of
-from trials.admin_scoping import ClinicalAdmin, add_domain_error, site_time_column
+from trials.admin_scoping import ClinicalAdmin, ReadableFieldsMixin, add_domain_error, site_time_column
 from trials.models import Membership
 
 RAISE_ROLES = frozenset({Membership.Role.DATA_MANAGER, Membership.Role.MONITOR})
@@ -130,7 +130,7 @@ def offered_actions(*, user: Any, query: DataQuery) -> list[tuple[str, str]]:
     return offered
 
 
-class MessageInline(admin.TabularInline):
+class MessageInline(ReadableFieldsMixin, admin.TabularInline):
     """The thread, oldest first; read-only (messages are never changed)."""
 
     model = QueryMessage

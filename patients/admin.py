@@ -38,7 +38,13 @@ from patients.models import (
 from patients.selectors import list_overdue_saes
 from patients.services import enrolment
 from trials.access import ENTRY_ROLES, access_of
-from trials.admin_scoping import ClinicalAdmin, ReadOnlyClinicalAdmin, add_domain_error, site_time_column
+from trials.admin_scoping import (
+    ClinicalAdmin,
+    ReadableFieldsMixin,
+    ReadOnlyClinicalAdmin,
+    add_domain_error,
+    site_time_column,
+)
 from trials.models import Site, Trial
 
 ACTIONS: dict[str, type[action_forms.SubjectActionForm]] = {
@@ -115,7 +121,7 @@ def status_change(transition: SubjectTransition) -> str:
     return display.transition(transition.get_from_status_display(), transition.get_to_status_display())
 
 
-class TransitionInline(admin.TabularInline):
+class TransitionInline(ReadableFieldsMixin, admin.TabularInline):
     model = SubjectTransition
     fields = ("effective_on", "status_change", "reason", "recorded_by", "recorded_at")
     status_change = staticmethod(status_change)

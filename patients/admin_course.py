@@ -47,7 +47,7 @@ from patients.models import (
 )
 from patients.selectors import list_overdue_saes, sae_report_pending
 from patients.services import amendments, outcome, safety, treatment
-from patients.timeline import Position, local_date, timeline_from, timeline_of, with_timeline
+from patients.timeline import Position, local_date, local_date_of, timeline_from, timeline_of, with_timeline
 from trials.access import ENTRY_ROLES, access_of
 from trials.admin_scoping import (
     ClinicalAdmin,
@@ -201,10 +201,6 @@ class AmendmentForm(forms.ModelForm):
 
     reason_for_change = forms.CharField(required=False, widget=forms.Textarea(attrs={"rows": 2}),
                                         help_text="Required when a saved value is changed; kept in the audit trail.")
-
-
-def _local_date(subject: Any, moment: dt.datetime) -> dt.date:
-    return moment.astimezone(subject.site.tzinfo).date()
 
 
 @admin.register(ApheresisCollection)
@@ -452,8 +448,9 @@ class InfusionAdmin(ServiceAdmin):
 
     def rule(self, data: dict[str, Any], request: HttpRequest) -> None:
         subject = data["subject"]
+        infused_on = local_date_of(data["infused_at"], subject.site.tzinfo)
         treatment.check_infusion(subject=subject, lot=data["lot"], dose_level=data["dose_level"],
-                                 cells_per_kg=data["cells_per_kg"], infused_on=_local_date(subject, data["infused_at"]),
+                                 cells_per_kg=data["cells_per_kg"], infused_on=infused_on,
                                  fraction_number=data["fraction_number"], planned_fractions=data["planned_fractions"])
 
     def write(self, data: dict[str, Any], request: HttpRequest) -> Any:
@@ -812,13 +809,14 @@ def subject_course(subject: Any) -> list[dict[str, Any]]:
             local = assessment.assessed_at.astimezone(tz)
             override = (f" (derived {assessment.derived_grade}, overridden: {assessment.override_reason})"
                         if assessment.override_grade is not None else "")
-            add(local.date(), label, f"Assessment at {local:%H:%M} ({zone}): grade {assessment.grade}{override}", 4, e)
+            text = f"Assessment at {local:%H:%M} ({zone}): grade {assessment.grade}{override}"
+            add(local_date_of(assessment.assessed_at, tz), label, text, 4, e)
     for m in subject.medications.all():
         name = m.drug_name or m.get_drug_display()
         given = m.given_at.astimezone(tz)
         indication = f" for {m.indication}" if m.indication else ""
-        add(given.date(), "Medication", f"{name} {m.dose.normalize():f} {m.dose_unit} {m.get_route_display()} "
-            f"at {given:%H:%M} ({zone}){indication}", 5, m)
+        add(local_date_of(m.given_at, tz), "Medication", f"{name} {m.dose.normalize():f} {m.dose_unit} "
+            f"{m.get_route_display()} at {given:%H:%M} ({zone}){indication}", 5, m)
     for r in subject.responses.select_related("visit"):
         visit = f" at {r.visit.code}" if r.visit else ""
         antigen = f", {r.get_antigen_status_display()}" if r.antigen_status else ""

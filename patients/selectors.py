@@ -9,13 +9,14 @@ from django.db.models import Exists, OuterRef, Q, QuerySet
 from django.utils import timezone
 
 from patients.models import AdverseEvent, BodyMeasurement, Consent, EligibilityAssessment, SaeReport, Subject
+from patients.timeline import local_date_of
 from trials.access import access_of
 from trials.models import Site
 
 
 def site_today(site: Site) -> dt.date:
     """Today's date at the site: dates coordinators enter are the site's local dates."""
-    return timezone.now().astimezone(site.tzinfo).date()
+    return local_date_of(timezone.now(), site.tzinfo)
 
 
 def list_subjects(*, user: AbstractBaseUser) -> QuerySet[Subject]:

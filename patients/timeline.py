@@ -93,8 +93,13 @@ class Timeline:
 def local_date(value: dt.date | dt.datetime | None, tz: Any) -> dt.date | None:
     """The site's local date of a clinical date or time (times are stored in UTC)."""
     if isinstance(value, dt.datetime):
-        return value.astimezone(tz).date()
+        return local_date_of(value, tz)
     return value
+
+
+def local_date_of(moment: dt.datetime, tz: Any) -> dt.date:
+    """The date on the clock of ``tz`` at ``moment``: ``local_date`` of a time that is always given."""
+    return moment.astimezone(tz).date()
 
 
 # --- ORM form ------------------------------------------------------------------------------------

@@ -26,7 +26,7 @@ from signatures.content import model_of
 from signatures.models import FailedSigningAttempt, Meaning, Signature
 from signatures.selectors import list_forms, signable_subjects, verify_signature
 from trials.access import access_of
-from trials.admin_scoping import ReadOnlyClinicalAdmin, add_domain_error, site_time_column
+from trials.admin_scoping import ReadableFieldsMixin, ReadOnlyClinicalAdmin, add_domain_error, site_time_column
 from trials.models import Membership
 
 # --- shown wherever a signature is listed (§11.50: name, time and meaning with every signature) ------
@@ -81,7 +81,7 @@ class ReadOnlyInlineFormSet(BaseInlineFormSet):
         return []
 
 
-class SignatureInline(SignatureColumns, admin.TabularInline):
+class SignatureInline(SignatureColumns, ReadableFieldsMixin, admin.TabularInline):
     model = Signature
     fk_name = "subject"
     formset = ReadOnlyInlineFormSet

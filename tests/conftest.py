@@ -95,6 +95,7 @@ def restore_catalogue(django_db_blocker: Any) -> Any:
     with django_db_blocker.unblock():
         if not Analyte.objects.exists():
             import_module("assays.migrations.0002_seed_catalogue").seed(apps, None)
+            import_module("assays.migrations.0008_seed_antigen_blast_analytes").seed(apps, None)
         if not CtcaeTerm.objects.exists():  # the CTCAE v5.0 terms the same way
             import_module("patients.migrations.0006_ctcae_terms_sae_reports").seed_terms(apps, None)
         connection.close()  # after a browser module this runs beside Playwright's event loop: leave nothing open

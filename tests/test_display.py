@@ -7,6 +7,7 @@ from decimal import Decimal
 from zoneinfo import ZoneInfo
 
 import pytest
+from django.utils import formats, timezone
 
 from config import display
 
@@ -53,13 +54,28 @@ def test_dates_and_times_have_one_format_on_the_site_clock_with_the_zone() -> No
     moment = dt.datetime(2026, 3, 14, 8, 30, tzinfo=dt.UTC)
     assert display.date(dt.date(2026, 3, 4)) == "2026-03-04"
     assert display.date(None) == "—"
-    assert display.date_time(moment, ZoneInfo("Europe/Berlin")) == "2026-03-14 09:30 CET"
-    assert display.date_time(moment, ZoneInfo("Asia/Shanghai")) == "2026-03-14 16:30 CST"
-    assert display.date_time(moment, ZoneInfo("Asia/Dubai")) == "2026-03-14 12:30 UTC+04"
-    assert display.date_time(moment) == "2026-03-14 08:30 UTC"
+    assert display.date_time(moment, ZoneInfo("Europe/Berlin")) == "2026-03-14 09:30 (UTC+01:00)"
+    assert display.date_time(moment, ZoneInfo("Asia/Shanghai")) == "2026-03-14 16:30 (UTC+08:00)"
+    assert display.date_time(moment, ZoneInfo("Asia/Dubai")) == "2026-03-14 12:30 (UTC+04:00)"
+    assert display.date_time(moment) == "2026-03-14 08:30 (UTC+00:00)"
     assert display.date_time(None) == "—"
 
 
 def test_status_changes_are_written_with_an_arrow() -> None:
     assert display.transition("Infused", "Follow-up") == "Infused → Follow-up"
     assert display.transition("", "Screening") == "→ Screening"
+
+
+def test_a_time_names_its_offset_not_an_ambiguous_abbreviation() -> None:
+    """CST is China Standard Time and US Central Standard Time: the offset tells them apart, summer or winter."""
+    winter, summer = dt.datetime(2026, 1, 14, 8, 30, tzinfo=dt.UTC), dt.datetime(2026, 7, 14, 8, 30, tzinfo=dt.UTC)
+    assert display.date_time(winter, ZoneInfo("Asia/Shanghai")) == "2026-01-14 16:30 (UTC+08:00)"
+    assert display.date_time(winter, ZoneInfo("America/Chicago")) == "2026-01-14 02:30 (UTC-06:00)"
+    assert display.date_time(summer, ZoneInfo("America/Chicago")) == "2026-07-14 03:30 (UTC-05:00)"
+    assert display.date_time(winter, ZoneInfo("Asia/Kathmandu")) == "2026-01-14 14:15 (UTC+05:45)"
+
+
+def test_djangos_own_date_times_carry_the_offset_too() -> None:
+    moment = dt.datetime(2026, 1, 14, 8, 30, tzinfo=dt.UTC)
+    with timezone.override(ZoneInfo("America/Chicago")):
+        assert formats.localize(timezone.template_localtime(moment)) == "2026-01-14 02:30 (UTC-0600)"

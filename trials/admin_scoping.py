@@ -45,7 +45,7 @@ def site_of(obj: Any) -> Any:
 
 
 def site_time(moment: dt.datetime | None, site: Any) -> str:
-    """A time as the admin shows it: on the site's clock, with the zone's abbreviation (UTC without a site)."""
+    """A time as the admin shows it: on the site's clock, with the zone's offset (UTC without a site)."""
     return display.date_time(moment, None if site is None else site.tzinfo)
 
 
@@ -119,6 +119,11 @@ SHOWN: dict[str, Callable[[Any], str]] = {
 }
 
 
+def current_zone_time(moment: dt.datetime | None) -> str:
+    """A date-time on the page's clock: the record's site on its change page (SiteTimeChangeMixin), else UTC."""
+    return display.date_time(moment, timezone.get_current_timezone())
+
+
 def shown_column(name: str, description: str, show: Callable[[Any], str]) -> Callable[[Any], str]:
     """A list column or read-only field showing the model field ``name`` through ``show``."""
 
@@ -131,23 +136,28 @@ def shown_column(name: str, description: str, show: Callable[[Any], str]) -> Cal
 
 
 class ReadableFieldsMixin:
-    """List columns and read-only fields of cell doses and counts read ``1.0 × 10⁶ cells/kg``, not 1000000.
+    """List columns and read-only fields of cell doses and counts read ``1.0 × 10⁶ cells/kg``, not 1000000,
+    and those of date-times ``2026-03-14 09:30 (UTC+01:00)`` (config.display), not Django's format.
 
     Each such field ``x`` of the model gets a column ``x_shown``; the admin's lists of columns, fields and
     read-only fields are read through ``_readable`` whatever subclass computed them, so an admin added
     later shows its doses the same way without naming the columns itself. Input fields stay numbers.
+    Inlines take it too (an inline has no list columns; its model is ``self.model``, not its parent's).
     """
 
     def __init__(self, model: type[models.Model], admin_site: Any) -> None:
         super().__init__(model, admin_site)  # type: ignore[call-arg]
-        names = {f.name: f for f in model._meta.concrete_fields}
-        self.shown = {name: f"{name}_shown" for name in SHOWN if name in names}
+        names = {f.name: f for f in self.model._meta.concrete_fields}  # type: ignore[attr-defined]
+        shows = {**{name: current_zone_time for name, f in names.items() if isinstance(f, models.DateTimeField)},
+                 **{name: show for name, show in SHOWN.items() if name in names}}
+        self.shown = {name: f"{name}_shown" for name in shows}
         for name, column in self.shown.items():
-            setattr(self, column, shown_column(name, str(names[name].verbose_name), SHOWN[name]))
+            setattr(self, column, shown_column(name, str(names[name].verbose_name), shows[name]))
         if self.shown:  # instance attributes: they wrap the methods of every subclass
             for name, wrap in (("get_list_display", self._readable_columns),
                                ("get_readonly_fields", self._readable_readonly), ("get_fields", self._readable_fields)):
-                setattr(self, name, wrap(getattr(self, name)))
+                if hasattr(self, name):
+                    setattr(self, name, wrap(getattr(self, name)))
 
     # Bound methods (the admin's checks read ``get_list_display.__func__``).
     def _readable_columns(self, method: Callable[..., Any]) -> Callable[..., list[Any]]:

@@ -195,8 +195,7 @@ class Site(TimeStampedModel):
 
     def zone_label(self, moment: dt.datetime | None = None) -> str:
         """The zone as shown beside a time, e.g. "Asia/Shanghai, UTC+08:00" (the offset at ``moment``)."""
-        offset = self.local(moment or timezone.now()).strftime("%z")
-        return f"{self.time_zone}, UTC{offset[:3]}:{offset[3:]}"
+        return f"{self.time_zone}, {display.zone_offset(self.local(moment or timezone.now()))}"
 
 
 @audited

@@ -31,6 +31,7 @@ from patients.models import (
 )
 from patients.services.ctcae import check_ctcae_grade, check_event_coding, coded_values
 from patients.services.enrolment import _lock, check_can_enter, check_consented, check_not_future, move_subject
+from patients.timeline import local_date_of
 
 Category = AdverseEvent.Category
 SAE_CRITERIA = ("sae_death", "sae_life_threatening", "sae_hospitalisation", "sae_disability", "sae_congenital",
@@ -159,7 +160,7 @@ def _check_assessment(*, event: AdverseEvent, category: str, assessed_at: dt.dat
                       override_grade: int | None, override_reason: str) -> None:
     if event.category != category:
         raise RuleViolation("wrong_event_category", f"This is not a {category.upper()} event.", field="event")
-    local = assessed_at.astimezone(event.subject.site.tzinfo).date()
+    local = local_date_of(assessed_at, event.subject.site.tzinfo)
     check_not_future(day=local, site=event.subject.site, field="assessed_at")
     if local < event.onset_on:
         raise RuleViolation("assessment_before_onset", f"The event began on {event.onset_on:%d %b %Y}.",
@@ -280,7 +281,7 @@ def _update_event_grade(*, event: AdverseEvent, by: User) -> None:
     grade = grading.episode_max_grade(a.grade for a in assessments)
     if grade == 5 and event.grade != 5:
         last = max(assessments, key=lambda a: a.assessed_at)
-        event.death_on = event.death_on or last.assessed_at.astimezone(event.subject.site.tzinfo).date()
+        event.death_on = event.death_on or local_date_of(last.assessed_at, event.subject.site.tzinfo)
         event.outcome, event.serious, event.sae_death = AdverseEvent.Outcome.FATAL, True, True
         event.site_aware_at = event.site_aware_at or last.assessed_at
         event.report_due_at = sae_report_due_at(event)
@@ -298,7 +299,7 @@ def check_medication(*, subject: Subject, drug: str, drug_name: str, given_at: d
                      adverse_event: AdverseEvent | None = None) -> None:
     """Given after consent, not in the future (site's date), named when "other", and treating an event of the
     same subject (entry and corrections)."""
-    local = given_at.astimezone(subject.site.tzinfo).date()
+    local = local_date_of(given_at, subject.site.tzinfo)
     check_not_future(day=local, site=subject.site, field="given_at")
     check_consented(subject=subject, on=local, field="given_at")
     if drug == ConcomitantMedication.Drug.OTHER and not drug_name.strip():
@@ -335,7 +336,7 @@ def check_sae_report(*, event: AdverseEvent, kind: str, recipient: str, sent_at:
     if not event.serious:
         raise StateConflict("event_not_serious", "Only a serious adverse event is reported as an SAE.")
     site = event.subject.site
-    check_not_future(day=sent_at.astimezone(site.tzinfo).date(), site=site, field="sent_at")
+    check_not_future(day=local_date_of(sent_at, site.tzinfo), site=site, field="sent_at")
     if sent_at > timezone.now():
         raise RuleViolation("date_in_future", "The report cannot be sent in the future.", field="sent_at")
     if event.site_aware_at is not None and sent_at < event.site_aware_at:

@@ -39,6 +39,7 @@ from patients.models import (
 from patients.models.treatment import DONOR_CODE_MESSAGE, DONOR_CODE_PATTERN
 from patients.selectors import latest_measurement, site_today
 from patients.services.enrolment import _lock, check_can_enter, check_consented, check_not_future, move_subject
+from patients.timeline import local_date_of
 from trials.models import DoseLevel, LymphodepletionRegimen, Product, RegimenAgent
 
 S = SubjectStatus
@@ -525,7 +526,7 @@ def record_infusion(*, subject: Subject, lot: ProductLot, dose_level: DoseLevel,
     """Record a fraction; total cells = cells/kg × the latest weight on or before the infusion."""
     subject = _lock(subject)
     check_can_enter(user=by, subject=subject)
-    infused_on = infused_at.astimezone(subject.site.tzinfo).date()
+    infused_on = local_date_of(infused_at, subject.site.tzinfo)
     lot = ProductLot.objects.select_for_update().get(pk=lot.pk)
     course_number = check_infusion(subject=subject, lot=lot, dose_level=dose_level, cells_per_kg=cells_per_kg,
                                    infused_on=infused_on, fraction_number=fraction_number,

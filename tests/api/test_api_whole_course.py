@@ -4,9 +4,12 @@ The coordinator's and the investigator's own tools use their personal tokens, th
 token; every related record is named by its code (trial, site, cohort, criteria, product, regimen and
 agents, dose level, visits, lot and collection numbers), never by an id taken from the test's fixtures.
 The subject has a donor-derived product (the HSCT donor's cells), a split first dose, CRS treated with
-tocilizumab, a day-28 MRD-negative remission, a relapse, a re-infusion and a day-30 response after it,
-laboratory results in both courses and a last contact. Everything is read back and every record's
-study day (from the first infusion) and course day (from its own course's infusion) checked.
+tocilizumab, a serious febrile neutropenia reported to the sponsor (initial report and follow-up), a day-28
+MRD-negative remission, a relapse, a re-infusion and a day-30 response after it, laboratory results in both
+courses and a last contact. Adverse events are coded through the CTCAE v5.0 dictionary as a site's system
+names them (a MedDRA code, or the term in its own spelling). Everything is read back and every record's
+study day (from the first infusion) and course day (from its own course's infusion) checked; the data
+manager reads the SAE reports in the audit trail.
 """
 
 from __future__ import annotations
@@ -37,6 +40,22 @@ def day(offset: int) -> dt.date:
 def local(offset: int, hour: int) -> str:
     """A time on the site's clock (Asia/Shanghai), as the site's system sends it: ISO 8601 with its offset."""
     return dt.datetime.combine(day(offset), dt.time(hour), tzinfo=SHANGHAI).isoformat()
+
+
+def moment(offset: int, hour: int) -> dt.datetime:
+    return dt.datetime.fromisoformat(local(offset, hour))
+
+
+def overdue_saes(site: Site, code: str) -> list[str]:
+    """The subject's serious events whose initial report to the sponsor is past its due time."""
+    rows = site.get("adverse-events/", subject=code, sae_report_overdue="true")["results"]
+    return [row["term"] for row in rows]
+
+
+def changed(entry: dict[str, Any], field: str) -> Any:
+    """The new value of ``field`` in an audit entry."""
+    (value,) = [change["new"] for change in entry["changes"] if change["field"] == field]
+    return value
 
 
 class Site:
@@ -135,8 +154,8 @@ def test_a_site_system_runs_a_whole_course_with_a_reinfusion_through_the_api(wor
                                  "fraction_number": fraction, "planned_fractions": 3, "cells_per_kg": cells,
                                  "infused_at": local(offset, 10)})
 
-    # --- CRS on day 2, tocilizumab ---------------------------------------------------------------------
-    crs = site.post("adverse-events/", {"subject": code, "category": "crs", "term": "Cytokine release syndrome",
+    # --- CRS on day 2 (as the site wrote it, coded by its MedDRA code), tocilizumab -----------------------
+    crs = site.post("adverse-events/", {"subject": code, "category": "crs", "term": "CRS", "ctcae_term": "10052015",
                                         "onset_on": str(day(2)), "related_to_product": "probable",
                                         "related_to_lymphodepletion": "unlikely"})
     assessment = site.post(f"adverse-events/{crs['id']}/crs-assessments/", {
@@ -144,6 +163,19 @@ def test_a_site_system_runs_a_whole_course_with_a_reinfusion_through_the_api(wor
     assert (assessment["derived_grade"], assessment["study_day"], assessment["course_day"]) == (2, 2, 2)
     site.post("medications/", {"subject": code, "adverse_event": crs["id"], "drug": "tocilizumab", "dose": "8",
                                "dose_unit": "mg/kg", "route": "iv", "given_at": local(2, 21), "indication": "CRS"})
+
+    # --- a serious febrile neutropenia on day 5 (coded by term), reported to the sponsor -----------------
+    fn = site.post("adverse-events/", {"subject": code, "category": "ctcae", "ctcae_term": "febrile neutropenia",
+                                       "grade": 3, "onset_on": str(day(5)), "serious": True,
+                                       "sae_hospitalisation": True, "site_aware_at": local(5, 8),
+                                       "related_to_product": "possible", "related_to_lymphodepletion": "possible"})
+    assert dt.datetime.fromisoformat(fn["report_due_at"]) == dt.datetime.fromisoformat(local(6, 8))  # 24 hours
+    assert overdue_saes(site, code) == ["Febrile neutropenia"]
+    site.post(f"adverse-events/{fn['id']}/sae-reports/", {"kind": "initial", "recipient": "sponsor",
+                                                          "sent_at": local(5, 20), "reference": "SP-SAE-0017"})
+    assert overdue_saes(site, code) == []
+    site.post(f"adverse-events/{fn['id']}/sae-reports/", {"kind": "follow_up", "recipient": "sponsor",
+                                                          "sent_at": local(9, 11), "reference": "SP-SAE-0017"})
 
     # --- day-28 remission, relapse, second course, day-30 response -------------------------------------
     site.post("responses/", {"subject": code, "visit": "D28", "assessed_on": str(day(28)), "category": "cr_mrd_neg",
@@ -187,7 +219,11 @@ def test_a_site_system_runs_a_whole_course_with_a_reinfusion_through_the_api(wor
     assert on_study("donor-collections/", "collection_id") == [("DC-0001", -30, None, None)]
     assert on_study("infusions/", "lot", "fraction_number") == [
         ("LOT-A1", 1, 0, 1, 0), ("LOT-A1", 2, 1, 1, 1), ("LOT-A1", 3, 2, 1, 2), ("LOT-A2", 1, 90, 2, 0)]
-    assert on_study("adverse-events/", "category", "grade") == [("crs", 2, 2, 1, 2)]
+    assert on_study("adverse-events/", "ctcae_term", "term", "meddra_code", "system_organ_class", "grade") == [
+        ("Cytokine release syndrome", "CRS", "10052015", "Immune system disorders", 2, 2, 1, 2),
+        ("Febrile neutropenia", "Febrile neutropenia", "10016288", "Blood and lymphatic system disorders", 3,
+         5, 1, 5)]
+    assert overdue_saes(site, code) == []
     assert on_study("medications/", "drug") == [("tocilizumab", 2, 1, 2)]
     assert on_study("responses/", "visit", "category") == [
         ("D28", "cr_mrd_neg", 28, 1, 28), (None, "relapse", 70, 1, 70), ("D30", "cr", 120, 2, 30)]
@@ -203,3 +239,11 @@ def test_a_site_system_runs_a_whole_course_with_a_reinfusion_through_the_api(wor
         (1, regimen["code"], str(D1)), (2, regimen["code"], str(D2))]
     final = site.get(f"subjects/{code}/")
     assert (final["status"], final["screening_number"]) == ("follow_up", "SCR-001")
+
+    # --- the data manager reads who recorded each SAE report, and when it was sent -----------------------
+    data_manager = token_client(personal_token(world.data_manager, trial["code"]))
+    trail = site.ok(data_manager.get("/api/v1/audit-events/", {"subject": code, "table": "patients.SaeReport"}), 200)
+    assert sorted((e["action"], e["user"], e["site"], changed(e, "kind"), changed(e, "recipient"),
+                   dt.datetime.fromisoformat(changed(e, "sent_at"))) for e in trail["results"]) == [
+        ("insert", world.coordinator.username, site_code, "follow_up", "sponsor", moment(9, 11)),
+        ("insert", world.coordinator.username, site_code, "initial", "sponsor", moment(5, 20))]

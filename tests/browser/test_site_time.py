@@ -70,7 +70,7 @@ def test_coordinator_enters_a_local_time_and_sees_it_in_site_time(beijing_page: 
 
     expect(page.locator("th.column-given_at_site_time")).to_contain_text("Given at (site time)")
     cell = page.locator("td.field-given_at_site_time")
-    expect(cell).to_have_text(f"{given_on:%Y-%m-%d} 04:00 CST")  # the site's zone abbreviation
+    expect(cell).to_have_text(f"{given_on:%Y-%m-%d} 04:00 (UTC+08:00)")  # the site's offset from UTC
 
     page.goto(f"{base}/admin/patients/concomitantmedication/{medication.pk}/change/")
     expect(page.locator("p.site-time-zone")).to_contain_text(LABEL)

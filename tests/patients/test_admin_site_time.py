@@ -16,6 +16,7 @@ from zoneinfo import ZoneInfo
 import pytest
 from django.urls import reverse
 
+from config import display
 from patients.models import AdverseEvent, ConcomitantMedication, CrsAssessment, Infusion
 from patients.services import safety
 from tests.admin_forms import change_form_data
@@ -27,7 +28,7 @@ pytestmark = pytest.mark.django_db
 
 SHANGHAI, UTC = ZoneInfo("Asia/Shanghai"), ZoneInfo("UTC")
 SHANGHAI_LABEL, UTC_LABEL = "Asia/Shanghai, UTC+08:00", "UTC, UTC+00:00"
-CST, UTC_ZONE = "CST", "UTC"  # the zones' abbreviations, as times are shown (config.display)
+SHANGHAI_OFFSET, UTC_OFFSET = "(UTC+08:00)", "(UTC+00:00)"  # beside each time shown (config.display)
 
 
 def local(day: dt.date, hour: int, zone: ZoneInfo = SHANGHAI, minute: int = 0) -> dt.datetime:
@@ -71,10 +72,10 @@ def test_infusion_typed_at_four_is_four_in_beijing_and_its_local_date(world, log
     assert infusion.infused_on == day0  # the Beijing date, not the UTC one
 
     listed = client.get(reverse("admin:patients_infusion_changelist")).content.decode()
-    assert f"{day0} 04:00 {CST}" in listed
+    assert f"{day0} 04:00 {SHANGHAI_OFFSET}" in listed
     page = client.get(change_url(infusion)).content.decode()
     assert "Times on this page are on the site's clock" in page and SHANGHAI_LABEL in page
-    assert f"{day0} 04:00 {CST}" in page  # the read-only value, on the site's clock
+    assert f"{day0} 04:00 {SHANGHAI_OFFSET}" in page  # the read-only value, on the site's clock
 
 
 def test_medication_typed_at_four_is_saved_shown_and_listed_at_four_in_beijing(world, login):
@@ -96,7 +97,7 @@ def test_medication_typed_at_four_is_saved_shown_and_listed_at_four_in_beijing(w
     assert 'name="given_at_1" value="04:00:00"' in html and f'name="given_at_0" value="{day:%d/%m/%Y}"' in html
     assert f"Site time: {SHANGHAI_LABEL}." in html
     listed = client.get(reverse("admin:patients_concomitantmedication_changelist")).content.decode()
-    assert "Given at (site time)" in listed and f"{day} 04:00 {CST}" in listed
+    assert "Given at (site time)" in listed and f"{day} 04:00 {SHANGHAI_OFFSET}" in listed
 
 
 def test_unchanged_time_on_a_correction_is_not_a_change(world, login):
@@ -125,7 +126,7 @@ def test_sae_awareness_and_report_due_time_are_on_the_sites_clock(world, login):
     assert event.site_aware_at == local(day, 0, minute=30)
     assert event.report_due_at == local(day + dt.timedelta(days=1), 0, minute=30)
     listed = client.get(reverse("admin:patients_adverseevent_changelist")).content.decode()
-    assert f"{day + dt.timedelta(days=1)} 00:30 {CST}" in listed
+    assert f"{day + dt.timedelta(days=1)} 00:30 {SHANGHAI_OFFSET}" in listed
 
 
 def test_crs_assessment_typed_on_the_event_page_is_read_on_the_sites_clock(world, login):
@@ -157,16 +158,16 @@ def test_data_manager_across_zones_sees_each_record_on_its_own_sites_clock(world
                                  route="iv", given_at=moment, by=by)
     client = login(world.data_manager)
     listed = client.get(reverse("admin:patients_concomitantmedication_changelist")).content.decode()
-    assert f"{days_ago(2)} 12:00 {CST}" in listed
-    assert f"{days_ago(2)} 04:00 {UTC_ZONE}" in listed
+    assert f"{days_ago(2)} 12:00 {SHANGHAI_OFFSET}" in listed
+    assert f"{days_ago(2)} 04:00 {UTC_OFFSET}" in listed
 
     at_a = ConcomitantMedication.objects.get(subject__site=world.site_a)
     at_b = ConcomitantMedication.objects.get(subject__site=world.site_b)
     page_a = client.get(change_url(at_a)).content.decode()
     page_b = client.get(change_url(at_b)).content.decode()
     # Read-only for a data manager: Django renders it, in the same format as the lists.
-    assert SHANGHAI_LABEL in page_a and f"{days_ago(2)} 12:00 {CST}" in page_a
-    assert UTC_LABEL in page_b and f"{days_ago(2)} 04:00 {UTC_ZONE}" in page_b
+    assert SHANGHAI_LABEL in page_a and f"{days_ago(2)} 12:00 {SHANGHAI_OFFSET}" in page_a
+    assert UTC_LABEL in page_b and f"{days_ago(2)} 04:00 {UTC_OFFSET}" in page_b
 
 
 def test_coordinator_of_two_zones_types_each_subjects_site_time(world, login):
@@ -192,7 +193,18 @@ def test_subject_page_shows_status_history_on_the_sites_clock(world, login):
     html = client.get(reverse("admin:patients_subject_change", args=[subject.pk])).content.decode()
     assert UTC_LABEL in html
     listed = client.get(reverse("admin:patients_subjecttransition_changelist")).content.decode()
-    assert "Recorded at (site time)" in listed and f" {UTC_ZONE}</td>" in listed and f" {CST}</td>" not in listed
+    assert "Recorded at (site time)" in listed and f" {UTC_OFFSET}</td>" in listed
+    assert f" {SHANGHAI_OFFSET}</td>" not in listed
+
+
+def test_subject_pages_status_history_writes_each_time_with_its_offset(world, login):
+    subject = site_a(world, lymphodepleted_subject)
+    html = login(world.coordinator).get(reverse("admin:patients_subject_change", args=[subject.pk])).content.decode()
+    recorded = subject.transitions.latest("recorded_at").recorded_at
+    assert display.date_time(recorded, SHANGHAI) in html  # "... (UTC+08:00)", as every time is written
+    confirmed = subject.eligibility_assessments.get().confirmed_at
+    assert f"at {display.date_time(confirmed, SHANGHAI)}" in html
+    assert "(UTC+0800)" not in html
 
 
 def test_locks_are_listed_and_shown_on_their_sites_clock(world, login):
@@ -205,7 +217,7 @@ def test_locks_are_listed_and_shown_on_their_sites_clock(world, login):
     client = login(world.data_manager)
     listed = client.get(reverse("admin:locking_lock_changelist")).content.decode()
     assert "Locked at (site time)" in listed
-    assert f" {CST}</td>" in listed and f" {UTC_ZONE}</td>" in listed
+    assert f" {SHANGHAI_OFFSET}</td>" in listed and f" {UTC_OFFSET}</td>" in listed
     at_a = Lock.objects.get(site=world.site_a)
     page = client.get(reverse("admin:locking_lock_change", args=[at_a.pk])).content.decode()
     assert f"Times on this page are on the site's clock: <strong>{SHANGHAI_LABEL}</strong>" in page

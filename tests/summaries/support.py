@@ -10,7 +10,6 @@ from typing import Any
 
 from rest_framework.test import APIClient
 
-from assays.models import Analyte, AnalyteUnit
 from tests.api.support import api_client, token_client
 from tests.factories import days_ago
 from trials.models import DoseLevel, Visit
@@ -49,14 +48,6 @@ class Patient:
     follow_ups: list[tuple[str, int]] = field(default_factory=list)  # (kind, day); death last
 
 
-def catalogue_antigen_on_blasts() -> None:
-    """The catalogue entry of the CD19 blasts analyte (the seeded catalogue has CD38's only)."""
-    analyte, _ = Analyte.objects.get_or_create(
-        code="CD19_BLASTS", defaults={"name": "CD19+ blasts by flow cytometry (% of blasts)", "canonical_unit": "%",
-                                      "physiological_low": 0, "physiological_high": 100, "specimens": ["bm", "pb"]})
-    AnalyteUnit.objects.get_or_create(analyte=analyte, unit="%", defaults={"factor": 1.0})
-
-
 def design(world: Any) -> None:
     """The protocol as the data manager enters it: re-infusion and donor products allowed, D7/D28 visits with
     D28 the primary response visit, a dose level for re-infusion."""
@@ -71,7 +62,6 @@ def design(world: Any) -> None:
     Visit.objects.create(trial=world.trial, code="D28", name="Day 28", target_day=28, window_before_days=3,
                          window_after_days=3, primary_response=True)
     DoseLevel.objects.filter(trial=world.trial).update(tolerance_pct=25)
-    catalogue_antigen_on_blasts()
 
 
 class SiteSystems:

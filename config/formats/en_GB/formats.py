@@ -5,5 +5,8 @@ Only the output formats change; what users may type (``DATE_INPUT_FORMATS``) sta
 
 DATE_FORMAT = "Y-m-d"
 SHORT_DATE_FORMAT = "Y-m-d"
-DATETIME_FORMAT = "Y-m-d H:i T"  # read on the current zone: the record's site on its page, else UTC
-SHORT_DATETIME_FORMAT = "Y-m-d H:i T"
+# Read on the current zone (the record's site on its page, else UTC), with its offset: no abbreviation (CST is
+# China's and US Central's). Django writes the offset as +0800; clinical records' read-only date-times are
+# written by config.display (UTC+08:00) instead (trials.admin_scoping.ReadableFieldsMixin).
+DATETIME_FORMAT = r"Y-m-d H:i (\U\T\CO)"
+SHORT_DATETIME_FORMAT = r"Y-m-d H:i (\U\T\CO)"
