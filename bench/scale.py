@@ -269,8 +269,8 @@ def result_urls(subject: Any) -> list[tuple[str, str]]:
             ("subject+analyte+2 weeks", f"/api/v1/results/?subject={subject.code}&analyte=CRP&{weeks}")]
 
 
-# HOOK (trial summaries, issue 14): the summaries app is built on another branch. Until it is merged this
-# endpoint answers 404 and the benchmark prints a note instead of a figure; nothing else needs changing.
+# The trial summary (summaries app). The clones are not infused: it reads the site's subjects, and the results
+# of its treated demo subjects only (bench/summary.py measures a summary of 500 treated subjects).
 def summary_url(trial_code: str) -> str:
     return f"/api/v1/trials/{trial_code}/summary/"
 

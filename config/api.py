@@ -15,10 +15,13 @@ from typing import Any
 from django.contrib.auth.models import User
 from django.core.exceptions import PermissionDenied
 from django.core.exceptions import ValidationError as DjangoValidationError
+from django.core.paginator import EmptyPage, Page, PageNotAnInteger
+from django.core.paginator import Paginator as DjangoPaginator
 from django.db import models
 from django.db.models import Q, QuerySet
 from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
 from django.utils.dateparse import parse_datetime
+from django.utils.functional import cached_property
 from django.views.defaults import page_not_found as django_page_not_found
 from django_filters import rest_framework as filters
 from drf_spectacular.utils import OpenApiResponse, inline_serializer
@@ -197,10 +200,99 @@ def _build_choice_field(self: serializers.ModelSerializer, field_name: str, mode
 serializers.ModelSerializer.build_standard_field = _build_choice_field  # type: ignore[method-assign]
 
 
+COUNT_CAP = 10_000  # a list counts its rows up to here; above it ``count`` is this and a lower bound
+
+
+class BoundedCountPaginator(DjangoPaginator):
+    """Django's paginator, counting at most ``cap`` + 1 rows (``COUNT(*)`` over a ``LIMIT`` subquery), so a page
+    costs the same whatever the list's size. Up to the cap it is Django's own paginator; above it ``count`` is
+    the cap (a lower bound) and a page looks one row ahead to know whether another follows."""
+
+    cap = COUNT_CAP
+
+    @cached_property
+    def counted(self) -> int:
+        if isinstance(self.object_list, QuerySet):  # any cap + 1 rows will do: no ORDER BY to honour
+            return self.object_list.order_by()[: self.cap + 1].count()
+        return len(self.object_list[: self.cap + 1])
+
+    @property
+    def capped(self) -> bool:
+        return self.counted > self.cap
+
+    @cached_property
+    def count(self) -> int:
+        return min(self.counted, self.cap)
+
+    def validate_number(self, number: Any) -> int:
+        if not self.capped:
+            return super().validate_number(number)
+        try:  # no last page to check against: any page from 1 (an empty one is refused by ``page``)
+            number = int(number)
+        except (TypeError, ValueError) as exc:
+            raise PageNotAnInteger(self.error_messages["invalid_page"]) from exc
+        if number < 1:
+            raise EmptyPage(self.error_messages["min_page"])
+        return number
+
+    def page(self, number: Any) -> Page:
+        if not self.capped:
+            return super().page(number)
+        number = self.validate_number(number)
+        bottom = (number - 1) * self.per_page
+        rows = list(self.object_list[bottom:bottom + self.per_page + 1])
+        if not rows:
+            raise EmptyPage(self.error_messages["no_results"])
+        return LookaheadPage(rows[:self.per_page], number, self, more=len(rows) > self.per_page)
+
+
+class LookaheadPage(Page):
+    """A page of a list counted only up to the cap: whether another page follows is read, not computed."""
+
+    def __init__(self, rows: list[Any], number: int, paginator: DjangoPaginator, *, more: bool) -> None:
+        super().__init__(rows, number, paginator)
+        self.more = more
+
+    def has_next(self) -> bool:
+        return self.more
+
+
 class StablePagination(pagination.PageNumberPagination):
+    """Page numbers, with a bounded count (README "API overview"): ``count`` is exact up to ``COUNT_CAP`` rows;
+    above, it is the cap and ``count_is_lower_bound`` is true, and the pages are followed by ``next``."""
+
     page_size = 50
     page_size_query_param = "page_size"
     max_page_size = 500
+    django_paginator_class = BoundedCountPaginator
+
+    def get_page_number(self, request: Request, paginator: DjangoPaginator) -> Any:
+        number = super().get_page_number(request, paginator)
+        if isinstance(paginator, BoundedCountPaginator) and paginator.capped and (
+                request.query_params.get(self.page_query_param) in self.last_page_strings):
+            raise exceptions.NotFound(f"The last page of a list of more than {paginator.cap:,} rows is not "
+                                      "counted; follow the next links.")
+        return number
+
+    def get_paginated_response(self, data: Any) -> Response:
+        assert self.page is not None  # set by paginate_queryset, which DRF calls first
+        paginator = self.page.paginator
+        return Response({"count": paginator.count,
+                         "count_is_lower_bound": isinstance(paginator, BoundedCountPaginator) and paginator.capped,
+                         "next": self.get_next_link(), "previous": self.get_previous_link(), "results": data})
+
+    def get_paginated_response_schema(self, schema: dict[str, Any]) -> dict[str, Any]:
+        answer = super().get_paginated_response_schema(schema)
+        answer["properties"] = {
+            "count": {"type": "integer", "example": 123, "description": (
+                f"The number of rows, exact up to {COUNT_CAP:,}; above that, {COUNT_CAP:,} and "
+                "`count_is_lower_bound` is true.")},
+            "count_is_lower_bound": {"type": "boolean", "description": (
+                f"True when the list holds more than {COUNT_CAP:,} rows and `count` only says so: follow "
+                "`next` (`page=last` is refused).")},
+            **{k: v for k, v in answer["properties"].items() if k != "count"}}
+        answer["required"] = ["count", "count_is_lower_bound", "results"]
+        return answer
 
 
 ErrorSerializer = inline_serializer(name="Error", fields={

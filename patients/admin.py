@@ -161,7 +161,20 @@ class SubjectAdmin(ClinicalAdmin):
         # Data queries still needing action (open or answered; dataqueries.DataQuery.UNRESOLVED), counted in
         # the changelist's own query. By name: patients does not import the dataqueries app.
         unresolved = Q(data_queries__status__in=("open", "answered"))
-        return super().get_queryset(request).annotate(open_queries=Count("data_queries", filter=unresolved))
+        # The changelist's joins (list_select_related: it is skipped once any is set), which the change page
+        # uses too for the subject's trial and site.
+        return (super().get_queryset(request).select_related("trial", "site", "cohort")
+                .annotate(open_queries=Count("data_queries", filter=unresolved)))
+
+    def get_object(self, request: HttpRequest, object_id: str, from_field: str | None = None) -> Any:
+        """Read once per page view (the change page asks three times, and its lock with it); a POST reads it
+        afresh each time, as Django does."""
+        if request.method != "GET":
+            return super().get_object(request, object_id, from_field)
+        read: dict[tuple[str, str | None], Any] = request.__dict__.setdefault("_subjects_read", {})
+        if (object_id, from_field) not in read:
+            read[object_id, from_field] = super().get_object(request, object_id, from_field)
+        return read[object_id, from_field]
 
     @admin.display(description="open queries", ordering="open_queries")
     def open_queries(self, obj: Subject) -> int:

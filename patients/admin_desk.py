@@ -35,9 +35,13 @@ def action_url(action: NextAction) -> str:
 
 
 def lock_message(subject: Subject) -> tuple[str, str] | None:
-    """(level, the lock's reason as services word it) when the subject is frozen or locked."""
-    lock = blocking_lock(trial_id=subject.trial_id, site_id=subject.site_id, subject_id=subject.pk)
-    return None if lock is None else (lock.get_level_display(), describe_lock(lock))
+    """(level, the lock's reason as services word it) when the subject is frozen or locked. Read once per
+    subject as loaded for a page (the subject page asks for its fields, read-only fields and header)."""
+    if "_lock_message" not in subject.__dict__:
+        lock = blocking_lock(trial_id=subject.trial_id, site_id=subject.site_id, subject_id=subject.pk)
+        subject.__dict__["_lock_message"] = None if lock is None else (lock.get_level_display(), describe_lock(lock))
+    message: tuple[str, str] | None = subject.__dict__["_lock_message"]
+    return message
 
 
 def subject_state(subject: Subject) -> dict[str, Any]:

@@ -257,3 +257,9 @@ def visit_state(dates: VisitDates, *, today: dt.date, done: bool, passed: bool) 
     if today <= dates.latest:
         return DUE
     return MISSED if passed else OVERDUE
+
+
+def local_date_sql(moment: str, time_zone: str) -> str:
+    """SQL for ``local_date``: the site's local date of the timestamptz ``moment``, ``time_zone`` an SQL text
+    holding the site's IANA zone (say, ``site.time_zone``)."""
+    return f"(({moment}) AT TIME ZONE ({time_zone}))::date"

@@ -7,6 +7,8 @@ ANC = "ANC"  # 10^9/L
 PLATELETS = "PLT"  # 10^9/L
 B_CELLS = "CD19_B"  # CD19+ B cells, % of lymphocytes
 KINETIC_ANALYTES = (QPCR, ANC, PLATELETS, B_CELLS)
+# Read as a daily lowest only (haematologic toxicity): loaded as one sample per subject and site-local day.
+DAILY_LOWEST_ANALYTES = (ANC, PLATELETS)
 
 ANC_SEVERE_BELOW = 0.5  # severe neutropenia: ANC < 0.5 x10^9/L
 ANC_RECOVERED_AT = 0.5  # neutrophil recovery: first of three consecutive values >= 0.5

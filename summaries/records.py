@@ -51,7 +51,10 @@ class Event:
 
 @dataclass(frozen=True, slots=True)
 class Sample:
-    """One assay result in the analyte's canonical unit; ``value`` is None for a text such as 'not detected'."""
+    """One assay result in the analyte's canonical unit; ``value`` is None for a text such as 'not detected'.
+
+    For the analytes read as a daily lowest (``definitions.DAILY_LOWEST_ANALYTES``) a sample is the day's lowest
+    value (results without a value left out, ``censored`` empty): all that ``haematology`` reads of them."""
 
     on: dt.date
     value: float | None

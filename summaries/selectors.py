@@ -4,17 +4,16 @@ summary reads. One query per kind of record, whatever the number of subjects and
 
 from __future__ import annotations
 
-import datetime as dt
-import zoneinfo
 from collections.abc import Iterable
 from typing import Any
 
+from django.db import connection
 from django.db.models import QuerySet
 
-from assays.models import Analyte, Result
+from assays.models import Analyte, LabDraw, Result
 from patients.models import AdverseEvent, ConcomitantMedication, FollowUp, Infusion, ResponseAssessment, Subject
-from patients.timeline import Timeline, local_date, with_timeline
-from summaries.definitions import KINETIC_ANALYTES, antigen_analyte
+from patients.timeline import Timeline, day0s_sql, local_date_sql, with_timeline
+from summaries.definitions import DAILY_LOWEST_ANALYTES, KINETIC_ANALYTES, antigen_analyte
 from summaries.records import (
     Assessment,
     Episode,
@@ -26,7 +25,7 @@ from summaries.records import (
     VisitRef,
 )
 from trials.access import access_of
-from trials.models import Cohort, Product, Trial, Visit
+from trials.models import Cohort, Product, Site, Trial, Visit
 
 
 def scoped_subjects(*, user: Any, trial: Trial, cohort: Cohort | None = None) -> QuerySet[Subject]:
@@ -55,8 +54,7 @@ def load_trial_records(*, user: Any, trial: Trial, cohort: Cohort | None = None,
     """Everything a summary reads (``extra_analytes``: more results to load, e.g. cytokines for a plot)."""
     subjects_qs = scoped_subjects(user=user, trial=trial, cohort=cohort)
     lloq = summary_analytes(trial, extra_analytes)
-    subjects = _subjects(subjects_qs)
-    by_id = {pk: records for pk, (records, _tz) in subjects.items()}
+    by_id = _subjects(subjects_qs)
     for subject_id, fraction in _fractions(subjects_qs):
         by_id[subject_id].fractions.append(fraction)
     for subject_id, episode in _episodes(subjects_qs):
@@ -67,20 +65,21 @@ def load_trial_records(*, user: Any, trial: Trial, cohort: Cohort | None = None,
     for subject_id, kind, on in FollowUp.objects.filter(subject__in=subjects_qs).order_by(
             "event_on", "pk").values_list("subject_id", "kind", "event_on"):
         by_id[subject_id].events.append(Event(kind, on))
-    zones = {pk: tz for pk, (_records, tz) in subjects.items()}
-    for subject_id, code, sample in _samples(subjects_qs, lloq, zones):
+    for subject_id, code, sample in _samples(subjects_qs, lloq):
         by_id[subject_id].samples.setdefault(code, []).append(sample)
     return TrialRecords(trial=trial.code, cohort=cohort.code if cohort else None,
                         mrd_negative_below_pct=trial.mrd_negative_below_pct,
                         primary_visit=primary_response_visit(trial), lloq=lloq, subjects=list(by_id.values()))
 
 
-def _subjects(qs: QuerySet[Subject]) -> dict[int, tuple[SubjectRecords, zoneinfo.ZoneInfo]]:
-    rows = with_timeline(qs.select_related("site", "cohort"), subject="pk").order_by("code", "pk")
-    return {s.pk: (SubjectRecords(code=s.code, site=s.site.code, cohort=s.cohort.code if s.cohort else None,
-                                  sex=s.sex, age_years=s.age_at_consent, prior_hsct=s.prior_allo_hsct,
-                                  prior_car_t=s.prior_cart, timeline=Timeline.of(s.course_day0s)),
-                   s.site.tzinfo) for s in rows}
+def _subjects(qs: QuerySet[Subject]) -> dict[int, SubjectRecords]:
+    """The subjects' records, read as plain values (a registry's thousands of untreated subjects included)."""
+    rows = with_timeline(qs, subject="pk").order_by("code", "pk").values_list(
+        "pk", "code", "site__code", "cohort__code", "sex", "age_at_consent", "prior_allo_hsct", "prior_cart",
+        "course_day0s")
+    return {pk: SubjectRecords(code=code, site=site, cohort=cohort, sex=sex, age_years=age, prior_hsct=hsct,
+                               prior_car_t=car_t, timeline=Timeline.of(day0s))
+            for pk, code, site, cohort, sex, age, hsct, car_t, day0s in rows}
 
 
 def _fractions(subjects: QuerySet[Subject]) -> Iterable[tuple[int, Fraction]]:
@@ -104,11 +103,32 @@ def _episodes(subjects: QuerySet[Subject]) -> Iterable[tuple[int, Episode]]:
         yield subject_id, Episode(category, onset, resolved, grade or 0, frozenset(drugs.get(pk, ())))
 
 
-def _samples(subjects: QuerySet[Subject], analytes: dict[str, float | None],
-             zones: dict[int, zoneinfo.ZoneInfo]) -> Iterable[tuple[int, str, Sample]]:
-    rows = (Result.objects.filter(subject__in=subjects, analyte__code__in=list(analytes), superseded=False)
-            .exclude(status=Result.Status.CANCELLED).order_by("draw__collected_at", "pk")
-            .values_list("subject_id", "analyte__code", "draw__collected_at", "value", "censored"))
-    for subject_id, code, collected_at, value, censored in rows:
-        on: dt.date = local_date(collected_at, zones[subject_id])  # type: ignore[assignment]
-        yield subject_id, code, Sample(on, value, censored)
+def _samples(subjects: QuerySet[Subject], analytes: dict[str, float | None]) -> Iterable[tuple[int, str, Sample]]:
+    """The current results of the summary's analytes for the subjects with an infusion (no figure reads an
+    untreated subject's results), in time order, dated on the subject's site's calendar in SQL. The analytes
+    read as a daily lowest come as one row per subject and day (the day's lowest value)."""
+    subject_ids, params = subjects.order_by().values("pk").query.sql_with_params()
+    with connection.cursor() as cursor:
+        cursor.execute(SAMPLES_SQL.format(subject_ids=subject_ids),
+                       [*params, list(analytes), list(DAILY_LOWEST_ANALYTES), list(DAILY_LOWEST_ANALYTES)])
+        for subject_id, code, on, value, censored in cursor.fetchall():
+            yield subject_id, code, Sample(on, value, censored)
+
+
+_TREATED = (f"SELECT s.id, site.time_zone FROM {Subject._meta.db_table} s "
+            f"JOIN {Site._meta.db_table} site ON site.id = s.site_id "
+            f"WHERE s.id IN ({{subject_ids}}) AND cardinality({day0s_sql('s.id')}) > 0")
+_PICKED = (f"SELECT r.id, r.subject_id, a.code, d.collected_at, {local_date_sql('d.collected_at', 't.time_zone')} "
+           f"AS on_date, r.value, r.censored FROM treated t "
+           f"JOIN {Result._meta.db_table} r ON r.subject_id = t.id "
+           f"JOIN {Analyte._meta.db_table} a ON a.id = r.analyte_id "
+           f"JOIN {LabDraw._meta.db_table} d ON d.id = r.draw_id "
+           f"WHERE a.code = ANY(%s) AND NOT r.superseded AND r.status <> '{Result.Status.CANCELLED.value}'")
+SAMPLES_SQL = (
+    f"WITH treated AS ({_TREATED}), picked AS ({_PICKED}) "
+    "SELECT subject_id, code, on_date, value, censored FROM ("
+    " SELECT subject_id, code, on_date, value, censored, collected_at, id FROM picked WHERE code <> ALL(%s)"
+    " UNION ALL"
+    " SELECT subject_id, code, on_date, min(value), '', min(collected_at), min(id) FROM picked"
+    " WHERE code = ANY(%s) AND value IS NOT NULL GROUP BY subject_id, code, on_date"
+    ") samples ORDER BY collected_at, id")

@@ -100,3 +100,20 @@ def test_the_sql_arithmetic_agrees_with_the_timeline(day0s, day):
         row = cursor.fetchone()
     position = timeline.position(day)
     assert row == (position.study_day, position.course_number, position.course_day, timeline.cdisc_study_day(day))
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("zone", ["Asia/Shanghai", "America/Los_Angeles", "Pacific/Kiritimati", "UTC"])
+@pytest.mark.parametrize("moment", [dt.datetime(2026, 3, 8, 9, 30, tzinfo=dt.UTC),  # US clocks change that day
+                                    dt.datetime(2026, 3, 1, 15, 59, tzinfo=dt.UTC),
+                                    dt.datetime(2026, 3, 1, 16, 0, tzinfo=dt.UTC),
+                                    dt.datetime(2026, 12, 31, 23, 59, tzinfo=dt.UTC)])
+def test_the_sql_local_date_agrees_with_the_python_one(zone, moment):
+    from zoneinfo import ZoneInfo
+
+    from patients.timeline import local_date, local_date_sql
+
+    with connection.cursor() as cursor:
+        cursor.execute(f"SELECT {local_date_sql('t.at', 't.zone')} FROM (SELECT %s::timestamptz AS at, %s AS zone) t",
+                       [moment, zone])
+        assert cursor.fetchone()[0] == local_date(moment, ZoneInfo(zone))
