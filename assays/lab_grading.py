@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import math
 from fractions import Fraction
+from functools import lru_cache
 
 LAB_GRADING_VERSION = "CTCAE v5.0"
 
@@ -42,6 +43,10 @@ BASELINE_HIGH_GRADE1 = {"alt_increased": ("ge", Fraction(3, 2)), "ast_increased"
 
 FIBRINOGEN_ABSOLUTE_G4 = Fraction(1, 2)  # g/L: "<50 mg/dL" is grade 4 whatever the LLN
 
+# The same bounds as exact numbers, made once (not on every value graded).
+_DECREASED_BOUNDS = {term: tuple(Fraction(c) for c in cutoffs) for term, cutoffs in DECREASED_CUTOFFS.items()}
+_LIVER_BOUNDS = {term: tuple(Fraction(m) for m in multiples) for term, multiples in LIVER_MULTIPLES.items()}
+
 TERMS = frozenset(DECREASED_CUTOFFS) | frozenset(LIVER_MULTIPLES) | {"creatinine_increased", "fibrinogen_decreased"}
 
 
@@ -63,7 +68,7 @@ def grade_lab(*, term: str, value: float, lln: float | None, uln: float | None, 
         raise ValueError(f"Cannot grade the value {value!r}: not a finite number.")
     lln_q, uln_q, base_q = _limit(lln), _limit(uln), _limit(baseline)
     if term in DECREASED_CUTOFFS:
-        return _decreased(v, lln_q, tuple(Fraction(c) for c in DECREASED_CUTOFFS[term]))
+        return _decreased(v, lln_q, _DECREASED_BOUNDS[term])
     if term in LIVER_MULTIPLES:
         return _liver(term, v, uln_q, base_q, baseline_high)
     if term == "creatinine_increased":
@@ -75,7 +80,12 @@ def _exact(x: float | int | None) -> Fraction | None:
     """The number as the decimal it prints as (None if missing or not finite)."""
     if x is None or isinstance(x, bool):
         return None
-    f = float(x)
+    return _exact_float(float(x))
+
+
+@lru_cache(maxsize=65_536)
+def _exact_float(f: float) -> Fraction | None:
+    """Kept per value: limits recur on every value graded, and laboratories report few distinct values."""
     return Fraction(repr(f)) if math.isfinite(f) else None
 
 
@@ -100,7 +110,7 @@ def _liver(term: str, v: Fraction, uln: Fraction | None, base: Fraction | None, 
     if ref is None:
         return None
     ratio = v / ref
-    g2, g3, g4 = (Fraction(m) for m in LIVER_MULTIPLES[term])
+    g2, g3, g4 = _LIVER_BOUNDS[term]
     if ratio > g4:
         return 4
     if ratio > g3:

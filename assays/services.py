@@ -10,10 +10,13 @@ The rules (DESIGN "Assay results", API issue "Ingestion"):
   conflict unless sent as a correction with a reason, which supersedes (never overwrites) the old row;
 - a row of a subject under a freeze or lock (of the subject, its site or its trial) is a conflict (409).
 
-Speed comes from doing every lookup once per batch (subjects, draws, existing references; the
-catalogue once per process, while its version row says it is current), validating rows in plain
-Python, and writing the rows with COPY inside the transaction. Each row carries the request's audit
-context and is its own insert record (assays.models.Result); superseding a row is audited as an update.
+Speed comes from round trips and per-row work. One read, a plain SELECT before any transaction, brings
+the subjects, their locks, the current results of the batch's references, its existing draws and the
+visits (the catalogue is kept per process while its version row says it is current); rows are validated
+in plain Python, with each local date, range and grade computed once; a small post whose draws exist is
+written by one INSERT that is its own transaction, anything more in one transaction with COPY for large
+batches. Each row carries the request's audit context and is its own insert record
+(assays.models.Result); superseding a row is audited as an update.
 """
 
 from __future__ import annotations
@@ -24,7 +27,8 @@ import math
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from operator import attrgetter
+from typing import Any, ClassVar
 
 import pghistory
 from django.contrib.auth.models import AbstractBaseUser, User
@@ -35,7 +39,7 @@ from assays.lab_grading import grade_lab
 from assays.models import Analyte, AnalyteUnit, CatalogueVersion, LabDraw, ReferenceRange, Result, Specimen
 from assays.ranges import pick_range
 from config.errors import DomainError, PermissionRefused
-from locking.services import blocking_locks
+from locking.services import blocking_lock_sql, lock_refusals
 from patients.models import Consent, FollowUp, Subject
 from patients.timeline import Timeline, VisitWindow, day0s_sql, local_date, match_visit
 from trials.access import ENTRY_ROLES, access_of
@@ -172,33 +176,93 @@ def _scope_sql(user: AbstractBaseUser) -> tuple[str, list[Any]]:
             "OR s.trial_id = ANY(%s::bigint[]))", [[t for t, _s in pairs], [s for _t, s in pairs], wide])
 
 
-def _subject_facts(user: AbstractBaseUser, codes: set[str]) -> tuple[dict[str, _SubjectFacts], int | None]:
-    """Subjects of the caller's sites by code, with consent, withdrawal, death and day 0, and the
-    catalogue's version (one query: a row of the version, joined to the subjects found)."""
-    scope, params = _scope_sql(user)
-    rows = _rows(
+@dataclass
+class _Found:
+    """What the request's one read finds, before any transaction: the catalogue's version; the caller's
+    subjects by code, with the locks refusing their data; the current results of the batch's references
+    by (site, source_ref); the existing draws of its accession numbers; the visits of the subjects' trials."""
+
+    version: int | None
+    facts: dict[str, _SubjectFacts]
+    locks: dict[int, tuple[str, str]]
+    results: dict[tuple[int, str], tuple]
+    draws: list[tuple]
+    visits: dict[int, list[VisitWindow]]
+
+
+def _keys_by_subject(rows: Sequence[ResultIn]) -> tuple[set[str], dict[str, set[str]], dict[str, set[str]]]:
+    """The batch's subject codes, and each one's source references and accession numbers (NUL: refused per row)."""
+    refs: dict[str, set[str]] = {}
+    accessions: dict[str, set[str]] = {}
+    for row in rows:
+        if "\x00" in row.subject or "\x00" in row.source_ref or "\x00" in row.accession_number:
+            continue
+        refs.setdefault(row.subject, set()).add(row.source_ref)
+        accessions.setdefault(row.subject, set()).add(row.accession_number)
+    return {row.subject for row in rows if "\x00" not in row.subject}, refs, accessions
+
+
+def _read_sql(user: AbstractBaseUser) -> tuple[str, list[Any]]:
+    """One SELECT: a row of the catalogue's version, joined to the caller's subjects of the batch, each with
+    consent, withdrawal, death, day 0s, the refusing lock, its current results and draws of the batch (JSON,
+    by the references and accession numbers sent for that subject code) and, once per trial, the visits."""
+    scope, scope_params = _scope_sql(user)
+    lock, lock_params = blocking_lock_sql("s")
+    consent, follow_up, visit = Consent._meta.db_table, FollowUp._meta.db_table, Visit._meta.db_table
+    sent = "ARRAY(SELECT jsonb_array_elements_text(%s::jsonb -> s.code))"
+    sql = (
         f"SELECT v.version, f.* FROM (SELECT max(version) AS version FROM {CatalogueVersion._meta.db_table}) v "
-        f"LEFT JOIN ("
-        f"SELECT s.code, s.id, s.site_id, s.trial_id, site.time_zone, s.sex, s.age_at_consent, "
-        f"(SELECT min(c.consented_on) FROM {Consent._meta.db_table} c WHERE c.subject_id = s.id), "
-        f"(SELECT min(c.withdrawn_on) FROM {Consent._meta.db_table} c WHERE c.subject_id = s.id), "
-        f"(SELECT min(f.event_on) FROM {FollowUp._meta.db_table} f WHERE f.subject_id = s.id AND f.kind = %s), "
-        f"{day0s_sql('s.id')} "
+        f"LEFT JOIN (SELECT s.code, s.id, s.site_id, s.trial_id, site.time_zone, s.sex, s.age_at_consent, "
+        f"(SELECT min(c.consented_on) FROM {consent} c WHERE c.subject_id = s.id), "
+        f"(SELECT min(c.withdrawn_on) FROM {consent} c WHERE c.subject_id = s.id), "
+        f"(SELECT min(fu.event_on) FROM {follow_up} fu WHERE fu.subject_id = s.id AND fu.kind = %s), "
+        f"{day0s_sql('s.id')}, {lock}, "
+        f"(SELECT coalesce(json_agg(json_build_array(r.id, r.source_ref, a.code, r.value_text, r.unit_text, "
+        f"d.accession_number, r.status)), '[]') FROM {Result._meta.db_table} r "
+        f"JOIN {Analyte._meta.db_table} a ON a.id = r.analyte_id JOIN {LabDraw._meta.db_table} d ON d.id = r.draw_id "
+        f"WHERE r.site_id = s.site_id AND NOT r.superseded AND r.source_ref = ANY({sent})), "
+        f"(SELECT coalesce(json_agg(json_build_array(d.id, d.accession_number, d.subject_id, d.specimen, "
+        f"d.collected_at)), '[]') FROM {LabDraw._meta.db_table} d "
+        f"WHERE d.site_id = s.site_id AND d.accession_number = ANY({sent})), "
+        f"CASE WHEN row_number() OVER (PARTITION BY s.trial_id ORDER BY s.id) = 1 THEN (SELECT coalesce(json_agg("
+        f"json_build_array(w.id, w.code, w.target_day, w.window_before_days, w.window_after_days)), '[]') "
+        f"FROM {visit} w WHERE w.trial_id = s.trial_id) END "
         f"FROM {Subject._meta.db_table} s JOIN {Site._meta.db_table} site ON site.id = s.site_id "
-        f"WHERE s.code = ANY(%s) AND {scope}) f ON TRUE", [FollowUp.Kind.DEATH.value, list(codes), *params])
-    facts: dict[str, _SubjectFacts] = {}
+        f"WHERE s.code = ANY(%s) AND {scope}) f ON TRUE")
+    return sql, [FollowUp.Kind.DEATH.value, *lock_params, *scope_params]
+
+
+def _read(user: AbstractBaseUser, rows: Sequence[ResultIn]) -> _Found:
+    """Everything the checks need, in one round trip outside any transaction (READ COMMITTED: each
+    statement sees what is committed when it starts, as it would inside one; nothing here is locked)."""
+    codes, refs, accessions = _keys_by_subject(rows)
+    sql, (death, *params) = _read_sql(user)
+    lock_params, scope_params = params[:2], params[2:]
+    found = _rows(sql, [death, *lock_params, json.dumps({c: sorted(v) for c, v in refs.items()}),
+                        json.dumps({c: sorted(v) for c, v in accessions.items()}), list(codes), *scope_params])
+    result = _Found(found[0][0], {}, {}, {}, [], {})
     duplicates: set[str] = set()
-    version = rows[0][0]
-    for _version, code, pk, site_id, trial_id, tz, sex, age, consent, withdrawn, death, day0s in rows:
+    chosen: dict[int, int] = {}
+    for (_v, code, pk, site_id, trial_id, tz, sex, age, consent, withdrawn, death_on, day0s, lock_id, results,
+         draws, visits) in found:
         if code is None:
             continue  # no subject found: the version's row alone
-        if code in facts:
+        if visits is not None:
+            result.visits[trial_id] = [VisitWindow(*w) for w in _json(visits)]
+        if code in result.facts:
             duplicates.add(code)  # the same code in two of the caller's trials: refuse rather than guess
-        facts[code] = _SubjectFacts(pk, site_id, trial_id, _zone(tz), sex, age, consent, withdrawn, death,
-                                    Timeline.of(day0s))
+        result.facts[code] = _SubjectFacts(pk, site_id, trial_id, _zone(tz), sex, age, consent, withdrawn, death_on,
+                                           Timeline.of(day0s))
+        if lock_id is not None:
+            chosen[pk] = lock_id
+        for r in _json(results):  # (id, site, source_ref, analyte code, value, unit, accession, status)
+            result.results[(site_id, r[1])] = (r[0], site_id, *r[1:])
+        result.draws.extend((d[0], site_id, d[1], d[2], d[3], dt.datetime.fromisoformat(d[4])) for d in _json(draws))
     for code in duplicates:
-        del facts[code]
-    return facts, version
+        del result.facts[code]
+    kept = {f.id for f in result.facts.values()}
+    result.locks = lock_refusals({pk: lock_id for pk, lock_id in chosen.items() if pk in kept})
+    return result
 
 
 _ZONES: dict[str, Any] = {}
@@ -246,16 +310,30 @@ class _Batch:
         self.errors: list[dict[str, Any]] = []
         self.conflicts: list[dict[str, Any]] = []
         self.now = timezone.now()
-        self.context_id: Any = None  # the request's audit context, which the new rows carry
-        self.recorded_at = self.now  # replaced by the transaction's time (see _lookup)
+        self._local_dates: dict[tuple[Any, dt.datetime], dt.date | None] = {}
+
+    def local_date(self, at: dt.datetime, tz: Any) -> dt.date | None:
+        """The site's local date of a collection time: the rows of one draw share it, so it is computed once."""
+        key = (tz, at)
+        found = self._local_dates.get(key)
+        if found is None:
+            found = self._local_dates[key] = local_date(at, tz)
+        return found
 
     def error(self, index: int, field_name: str, code: str, message: str, *, conflict: bool = False) -> None:
         entry = {"index": index, "field": f"results[{index}].{field_name}", "code": code, "message": message}
         (self.conflicts if conflict else self.errors).append(entry)
 
 
+_TEXTS = attrgetter(*TEXT_FIELDS)
+_LIMITS = tuple(MAX_LENGTHS.get(name, 1 << 62) for name in TEXT_FIELDS)
+
+
 def _check_text(batch: _Batch, i: int, row: ResultIn) -> bool:
     """Every text fits its column and holds no NUL character (PostgreSQL refuses both: a 500, not a 400)."""
+    texts = _TEXTS(row)
+    if "\x00" not in "".join(texts) and all(len(t) <= n for t, n in zip(texts, _LIMITS, strict=True)):
+        return True  # the usual row: one test of all its texts
     ok = True
     for name in TEXT_FIELDS:
         text = getattr(row, name)
@@ -316,7 +394,8 @@ def _check_row(batch: _Batch, i: int, row: ResultIn, subject: _SubjectFacts | No
 
 
 def _check_timeline(batch: _Batch, i: int, row: ResultIn, subject: _SubjectFacts) -> bool:
-    local = row.collected_at.astimezone(subject.tz).date()
+    local = batch.local_date(row.collected_at, subject.tz)
+    assert local is not None  # a time always has a date
     if subject.first_consent is None or local < subject.first_consent:
         batch.error(i, "collected_at", "before_consent", f"{row.subject} had not consented by {local:%d %b %Y}.")
         return False
@@ -330,19 +409,10 @@ def _check_timeline(batch: _Batch, i: int, row: ResultIn, subject: _SubjectFacts
     return True
 
 
-def _visits(trial_ids: set[int]) -> dict[int, list[VisitWindow]]:
-    by_trial: dict[int, list[VisitWindow]] = {}
-    for pk, trial_id, code, day, before, after in _rows(
-            f"SELECT id, trial_id, code, target_day, window_before_days, window_after_days "
-            f"FROM {Visit._meta.db_table} WHERE trial_id = ANY(%s::bigint[])", [sorted(trial_ids)]):
-        by_trial.setdefault(trial_id, []).append(VisitWindow(pk, code, day, before, after))
-    return by_trial
-
-
-def _draws(batch: _Batch, facts: dict[str, _SubjectFacts], valid: dict[int, tuple],
-           found: list[tuple]) -> dict[tuple[int, str], int]:
-    """Existing (``found``, see ``_lookup``) and new lab draws of the batch, by (site, accession). New ones
-    are inserted here."""
+def _draws(batch: _Batch, found: _Found, valid: dict[int, tuple]) -> _DrawPlan:
+    """The batch's lab draws by (site, accession): the existing ones (``found.draws``) and the new ones to
+    insert (with their visit), checking that a draw's subject, specimen and time agree everywhere."""
+    facts = found.facts
     wanted: dict[tuple[int, str], tuple[int, ResultIn]] = {}
     for i in valid:
         row = batch.rows[i]
@@ -352,7 +422,7 @@ def _draws(batch: _Batch, facts: dict[str, _SubjectFacts], valid: dict[int, tupl
             batch.error(i, "accession_number", "accession_mismatch", f"Accession {row.accession_number} is given "
                         f"another subject, specimen or time at index {first_i}.")
     existing: dict[tuple[int, str], int] = {}
-    for pk, site_id, accession, subject_id, specimen, at in found:
+    for pk, site_id, accession, subject_id, specimen, at in found.draws:
         if (site_id, accession) not in wanted:
             continue  # the draw of a row that stores nothing (an identical repost)
         existing[(site_id, accession)] = pk
@@ -360,27 +430,29 @@ def _draws(batch: _Batch, facts: dict[str, _SubjectFacts], valid: dict[int, tupl
         if subject_id != facts[row.subject].id or specimen != row.specimen or at != row.collected_at:
             batch.error(i, "accession_number", "accession_mismatch", f"Accession {accession} is already a draw "
                         "of another subject, specimen or time.")
-    missing = {key: value for key, value in wanted.items() if key not in existing}
-    visits = _visits({facts[row.subject].trial_id for _i, row in missing.values()}) if missing else {}
     new = []
-    for (site_id, accession), (_i, row) in missing.items():
+    for (site_id, accession), (_i, row) in wanted.items():
+        if (site_id, accession) in existing:
+            continue
         subject = facts[row.subject]
-        matched = match_visit(subject.timeline, visits.get(subject.trial_id, []),
-                              local_date(row.collected_at, subject.tz))
+        matched = match_visit(subject.timeline, found.visits.get(subject.trial_id, []),
+                              batch.local_date(row.collected_at, subject.tz))
         new.append((subject.id, site_id, accession, row.specimen, row.collected_at,
                     matched[0].visit_id if matched else None))
-    if new and not batch.errors:
-        existing.update(_insert_draws(new, batch.user.pk))
-    return existing
+    return _DrawPlan(existing, new)
 
 
-_DRAW_KEYS = "JOIN unnest(%s::bigint[], %s::text[]) AS k(site_id, acc) ON d.site_id = k.site_id AND " \
-             "d.accession_number = k.acc"
+@dataclass
+class _DrawPlan:
+    ids: dict[tuple[int, str], int]  # existing draws by (site, accession); new ones are added once inserted
+    new: list[tuple]  # (subject, site, accession, specimen, collected_at, visit) of the draws to insert
 
 
 def _find_draws(keys: list[tuple[int, str]]) -> list[tuple]:
     return _rows(f"SELECT d.id, d.site_id, d.accession_number, d.subject_id, d.specimen, d.collected_at "
-                 f"FROM {LabDraw._meta.db_table} d {_DRAW_KEYS}", [[k[0] for k in keys], [k[1] for k in keys]])
+                 f"FROM {LabDraw._meta.db_table} d JOIN unnest(%s::bigint[], %s::text[]) AS k(site_id, acc) "
+                 f"ON d.site_id = k.site_id AND d.accession_number = k.acc",
+                 [[k[0] for k in keys], [k[1] for k in keys]])
 
 
 def _insert_draws(new: list[tuple], user_id: int) -> dict[tuple[int, str], int]:
@@ -406,38 +478,6 @@ def _insert_draws(new: list[tuple], user_id: int) -> dict[tuple[int, str], int]:
     return found
 
 
-@dataclass
-class _Found:
-    """What one round trip finds for the valid rows: current results by (site, source_ref), existing
-    draws, and the id of the request's audit context (for the new rows to carry)."""
-
-    results: dict[tuple[int, str], tuple]
-    draws: list[tuple]
-    context_id: Any
-    now: dt.datetime  # the transaction's time: the rows' recorded_at, as the audit triggers' NOW()
-
-
-def _lookup(site_refs: set[tuple[int, str]], site_accessions: set[tuple[int, str]]) -> _Found:
-    """Current results and existing draws of the batch, and the audit context row (written now if it
-    is not yet; the statement starts with WITH, not SELECT, so pghistory sets the request's context on
-    it), in one query with array joins."""
-    refs, accessions = sorted(site_refs), sorted(site_accessions)
-    [(context_id, now, results, draws)] = _rows(
-        "WITH attached AS (SELECT _pgh_attach_context() AS id) SELECT (SELECT id FROM attached), now(), "
-        "(SELECT coalesce(json_agg(json_build_array(r.id, r.site_id, r.source_ref, a.code, r.value_text, "
-        "r.unit_text, d.accession_number, r.status)), '[]') "
-        "FROM assays_result r JOIN assays_analyte a ON a.id = r.analyte_id JOIN assays_labdraw d ON d.id = r.draw_id "
-        "JOIN unnest(%s::bigint[], %s::text[]) AS k(site_id, ref) ON r.site_id = k.site_id AND r.source_ref = k.ref "
-        "WHERE NOT r.superseded), "
-        "(SELECT coalesce(json_agg(json_build_array(d.id, d.site_id, d.accession_number, d.subject_id, d.specimen, "
-        f"d.collected_at)), '[]') FROM {LabDraw._meta.db_table} d {_DRAW_KEYS})",
-        [[s for s, _r in refs], [r for _s, r in refs], [s for s, _a in accessions], [a for _s, a in accessions]])
-    results, draws = _json(results), _json(draws)
-    return _Found(results={(row[1], row[2]): tuple(row) for row in results}, context_id=context_id, now=now,
-                  draws=[(pk, site, acc, subject, specimen, dt.datetime.fromisoformat(at))
-                         for pk, site, acc, subject, specimen, at in draws])
-
-
 def _json(value: Any) -> Any:
     return json.loads(value) if isinstance(value, str | bytes) else value
 
@@ -455,10 +495,22 @@ def _compare(batch: _Batch, i: int, row: ResultIn, current: tuple) -> str:
     return ""
 
 
-def _build(batch: _Batch, facts: dict[str, _SubjectFacts], catalogue: _Catalogue,
-           locks: dict[int, tuple[str, str]]) -> tuple[list[tuple], list[int], int]:
+@dataclass
+class _Plan:
+    """What a valid batch writes: its rows (each with its draw's key (site, accession) first, the draw's id
+    once known), the ids of the results they supersede, the draws, and how many rows were reposts."""
+
+    records: list[tuple] = field(default_factory=list)
+    superseded: list[int] = field(default_factory=list)
+    draws: _DrawPlan = field(default_factory=lambda: _DrawPlan({}, []))
+    unchanged: int = 0
+
+
+def _validate(batch: _Batch, found: _Found, catalogue: _Catalogue) -> dict[int, tuple]:
+    """Every row's own checks; returns {index: (analyte, value, censor)} of the rows that pass them."""
     seen: dict[str, int] = {}
     valid: dict[int, tuple] = {}
+    facts, locks = found.facts, found.locks
     for i, row in enumerate(batch.rows):
         if row.source_ref in seen:
             batch.error(i, "source_ref", "duplicate_in_batch", f"{row.source_ref} also appears at index "
@@ -474,11 +526,14 @@ def _build(batch: _Batch, facts: dict[str, _SubjectFacts], catalogue: _Catalogue
             batch.error(i, "subject", code, message, conflict=True)
         elif checked:
             valid[i] = checked
-    found = _lookup({(facts[batch.rows[i].subject].site_id, batch.rows[i].source_ref) for i in valid},
-                    {(facts[batch.rows[i].subject].site_id, batch.rows[i].accession_number) for i in valid})
-    batch.context_id, batch.recorded_at, existing = found.context_id, found.now, found.results
+    return valid
+
+
+def _build(batch: _Batch, found: _Found, catalogue: _Catalogue) -> _Plan:
+    valid = _validate(batch, found, catalogue)
+    facts, existing = found.facts, found.results
     plan: dict[int, str] = {}
-    for i in list(valid):
+    for i in valid:
         row = batch.rows[i]
         current = existing.get((facts[row.subject].site_id, row.source_ref))
         if current is not None:
@@ -486,49 +541,148 @@ def _build(batch: _Batch, facts: dict[str, _SubjectFacts], catalogue: _Catalogue
         elif row.correction_reason.strip():
             batch.error(i, "correction_reason", "nothing_to_correct", f"{row.source_ref} has no earlier result.")
     if batch.errors or batch.conflicts:
-        return [], [], 0
-    draws = _draws(batch, facts, {i: v for i, v in valid.items() if plan.get(i) != "same"}, found.draws)
+        return _Plan()
+    draws = _draws(batch, found, {i: v for i, v in valid.items() if plan.get(i) != "same"})
     if batch.errors:
-        return [], [], 0
-    recorded_at, user_id = batch.recorded_at, batch.user.pk
-    records, superseded = [], []
+        return _Plan()
+    out = _Plan(draws=draws, unchanged=sum(1 for action in plan.values() if action == "same"))
+    user_id, interpret = batch.user.pk, _Interpreter(catalogue)
     for i, (analyte, value, censor) in valid.items():
         action = plan.get(i)
         if action == "same":
             continue
         row, subject = batch.rows[i], facts[batch.rows[i].subject]
         if action == "correct":
-            superseded.append(existing[(subject.site_id, row.source_ref)][0])
-        flag, grade = _interpret(catalogue, analyte, value, subject)
+            out.superseded.append(existing[(subject.site_id, row.source_ref)][0])
+        flag, grade = interpret(analyte, value, subject)
         status = Result.Status.CORRECTED if action == "correct" else row.status
-        records.append((draws[(subject.site_id, row.accession_number)], subject.id, subject.site_id, analyte.pk,
-                        row.source_ref, row.value, row.unit, value, censor, flag, grade, status, False,
-                        row.correction_reason, user_id, recorded_at))
-    unchanged = sum(1 for action in plan.values() if action == "same")
-    return records, superseded, unchanged
+        number = None if value is None else float(value)  # a bound from the catalogue may be an int
+        out.records.append(((subject.site_id, row.accession_number), subject.id, subject.site_id, analyte.pk,
+                            row.source_ref, row.value, row.unit, number, censor, flag, grade, status, False,
+                            row.correction_reason, user_id))
+    return out
 
 
-def _interpret(catalogue: _Catalogue, analyte: Analyte, value: float | None,
-               subject: _SubjectFacts) -> tuple[str, int | None]:
-    """Reference-range flag and CTCAE lab grade of a normalised value."""
-    if value is None:
-        return "", None
-    low, high = catalogue.range_for(analyte.pk, subject.sex, subject.age)
-    flag = "L" if low is not None and value < low else "H" if high is not None and value > high else (
-        "N" if low is not None or high is not None else "")
-    grade = grade_lab(term=analyte.ctcae_term, value=value, lln=low, uln=high) if analyte.ctcae_term else None
-    return flag, grade
+class _Interpreter:
+    """Reference-range flag and CTCAE lab grade of normalised values. A range is picked once per (analyte,
+    sex, age); a grade is computed once per (term, value, range) for the process (grading compares exact
+    decimals, about 60 µs a value, and laboratories report few distinct values)."""
+
+    _grades: ClassVar[dict[tuple[str, float, float | None, float | None], int | None]] = {}
+
+    def __init__(self, catalogue: _Catalogue) -> None:
+        self.catalogue = catalogue
+        self.ranges: dict[tuple[int, str, int | None], tuple[float | None, float | None]] = {}
+
+    def __call__(self, analyte: Analyte, value: float | None, subject: _SubjectFacts) -> tuple[str, int | None]:
+        if value is None:
+            return "", None
+        key = (analyte.pk, subject.sex, subject.age)
+        limits = self.ranges.get(key)
+        if limits is None:
+            limits = self.ranges[key] = self.catalogue.range_for(analyte.pk, subject.sex, subject.age)
+        low, high = limits
+        flag = "L" if low is not None and value < low else "H" if high is not None and value > high else (
+            "N" if low is not None or high is not None else "")
+        return flag, self.grade(analyte.ctcae_term, value, low, high) if analyte.ctcae_term else None
+
+    def grade(self, term: str, value: float, low: float | None, high: float | None) -> int | None:
+        key = (term, value, low, high)
+        grades = self._grades
+        if key not in grades:
+            if len(grades) >= GRADE_CACHE_SIZE:
+                grades.clear()
+            grades[key] = grade_lab(term=term, value=value, lln=low, uln=high)
+        return grades[key]
 
 
-def _copy(records: list[tuple], context_id: Any) -> None:
-    """COPY the rows, each with the audit context of this request."""
+# Up to this many rows go in one INSERT (one round trip; a single post's whole write when its draw exists);
+# larger batches go by COPY, whose set-up costs a round trip more but whose rows cost less.
+INSERT_MAX_ROWS = 50
+GRADE_CACHE_SIZE = 100_000
+_TYPES = {"draw_id": "bigint", "subject_id": "bigint", "site_id": "bigint", "analyte_id": "bigint",
+          "value": "float8", "ctcae_grade": "int", "superseded": "boolean", "recorded_by_id": "bigint"}
+
+
+def _insert(records: list[tuple]) -> None:
+    """INSERT the rows in one statement, each with this transaction's time and the request's audit context
+    (attached by the statement: pghistory sets the context on every statement that is not a SELECT)."""
+    columns = RESULT_COLUMNS[:-2]  # recorded_at and audit_context_id come from the statement
+    arrays = ", ".join(f"%s::{_TYPES.get(c, 'text')}[]" for c in columns)
+    with connection.cursor() as cursor:
+        cursor.execute(f"WITH context AS (SELECT _pgh_attach_context() AS id) "
+                       f"INSERT INTO {Result._meta.db_table} ({', '.join(RESULT_COLUMNS)}) "
+                       f"SELECT k.*, now(), (SELECT id FROM context) FROM unnest({arrays}) AS k",
+                       [list(c) for c in zip(*records, strict=True)])
+
+
+_COPY_NULL = "\\N"
+_COPY_ESCAPES = str.maketrans({"\\": "\\\\", "\t": "\\t", "\n": "\\n", "\r": "\\r"})
+
+
+def _copy_line(record: tuple, end: str) -> str:
+    """One row in COPY's text format, in RESULT_COLUMNS' order, ``end`` (recorded_at, audit context and the
+    newline) appended. Texts have their backslashes, tabs, newlines and carriage returns escaped (a NUL never
+    gets here: it is refused row by row), NULL is backslash-N, and ids and grades must be integers (``:d``
+    refuses anything else), so no value can end its field or row early. About 2.5 times faster than
+    psycopg's write_row, which adapts every value by its type."""
+    draw, subject, site, analyte, ref, sent, unit, value, censor, flag, grade, status, superseded, reason, user = record
+    texts = "\x00".join((ref, sent, unit, censor, flag, status, reason))
+    if "\\" in texts or "\t" in texts or "\n" in texts or "\r" in texts:
+        ref, sent, unit, censor, flag, status, reason = (
+            text.translate(_COPY_ESCAPES) for text in (ref, sent, unit, censor, flag, status, reason))
+    number = _COPY_NULL if value is None else repr(float(value))
+    graded = _COPY_NULL if grade is None else f"{grade:d}"
+    return (f"{draw:d}\t{subject:d}\t{site:d}\t{analyte:d}\t{ref}\t{sent}\t{unit}\t{number}\t{censor}\t{flag}\t"
+            f"{graded}\t{status}\t{'t' if superseded else 'f'}\t{reason}\t{user:d}{end}")
+
+
+def _copy_text(records: list[tuple], recorded_at: dt.datetime, context_id: Any) -> str:
+    context = _COPY_NULL if context_id is None else str(context_id)  # a UUID: hexadecimal digits and hyphens
+    end = f"\t{recorded_at.isoformat()}\t{context}\n"
+    return "".join([_copy_line(record, end) for record in records])
+
+
+def _copy(records: list[tuple]) -> None:
+    """COPY the rows, each with this transaction's time and the request's audit context (attached first by
+    a statement of its own: COPY is not a statement pghistory sees)."""
+    [(context_id, now)] = _rows("WITH attached AS (SELECT _pgh_attach_context() AS id) "
+                                "SELECT (SELECT id FROM attached), now()", [])
     # The raw psycopg cursor bypasses Django's error wrapping: without wrap_database_errors a lost race
     # surfaces as psycopg's UniqueViolation, which ingest_results' IntegrityError retry never catches (500).
     with connection.cursor() as cursor, connection.wrap_database_errors:
-        raw = cursor.cursor
-        with raw.copy(f"COPY assays_result ({', '.join(RESULT_COLUMNS)}) FROM STDIN") as copy:
-            for record in records:
-                copy.write_row((*record, context_id))
+        with cursor.cursor.copy(f"COPY {Result._meta.db_table} ({', '.join(RESULT_COLUMNS)}) FROM STDIN") as copy:
+            copy.write(_copy_text(records, now, context_id))
+
+
+def _write(batch: _Batch, plan: _Plan, reasons: list[str]) -> None:
+    """Store a valid batch. A write of one statement (the draws exist, nothing is superseded, few rows)
+    is its own transaction: no BEGIN and COMMIT round trips. Anything more runs in one transaction."""
+    if (plan.draws.new or plan.superseded or len(plan.records) > INSERT_MAX_ROWS
+            or connection.in_atomic_block):
+        with transaction.atomic():
+            _write_all(batch, plan, reasons)
+    elif plan.records:
+        _insert(_with_draw_ids(plan.records, plan.draws.ids))
+
+
+def _write_all(batch: _Batch, plan: _Plan, reasons: list[str]) -> None:
+    ids = plan.draws.ids
+    if plan.draws.new:
+        ids = {**ids, **_insert_draws(plan.draws.new, batch.user.pk)}
+    records = _with_draw_ids(plan.records, ids)
+    store = _insert if len(records) <= INSERT_MAX_ROWS else _copy
+    if plan.superseded:
+        # The corrections' reasons go into the audit context too (each new row also keeps its own).
+        with pghistory.context(reason="; ".join(reasons)[:1000], action="correct_results"):
+            Result.objects.filter(pk__in=plan.superseded).update(superseded=True)
+            store(records)
+    elif records:
+        store(records)
+
+
+def _with_draw_ids(records: list[tuple], ids: dict[tuple[int, str], int]) -> list[tuple]:
+    return [(ids[record[0]], *record[1:]) for record in records]
 
 
 def ingest_results(*, rows: Sequence[ResultIn], by: User) -> IngestOutcome:
@@ -547,24 +701,16 @@ def ingest_results(*, rows: Sequence[ResultIn], by: User) -> IngestOutcome:
     raise AssertionError("unreachable")
 
 
-@transaction.atomic
 def _ingest_once(*, rows: Sequence[ResultIn], by: User) -> IngestOutcome:
+    """One read (no transaction), the checks in Python, then the write (see ``_write``)."""
     batch = _Batch(rows, by)
-    codes = {row.subject for row in rows if "\x00" not in row.subject}  # NUL: refused per row
-    facts, catalogue_version = _subject_facts(by, codes)
-    locks = blocking_locks((f.id, f.site_id, f.trial_id) for f in facts.values())  # frozen or locked subjects
-    catalogue = _catalogue(catalogue_version)
-    records, superseded, unchanged = _build(batch, facts, catalogue, locks)
+    found = _read(by, rows)
+    plan = _build(batch, found, _catalogue(found.version))
     if batch.errors:
         raise BatchRejected(batch.errors + batch.conflicts)
     if batch.conflicts:
         raise BatchRejected(batch.conflicts, conflict=True)
-    if superseded:
-        # The corrections' reasons go into the audit context too (each new row also keeps its own).
-        reasons = sorted({row.correction_reason.strip() for row in rows if row.correction_reason.strip()})
-        with pghistory.context(reason="; ".join(reasons)[:1000], action="correct_results"):
-            Result.objects.filter(pk__in=superseded).update(superseded=True)
-            _copy(records, batch.context_id)
-    else:
-        _copy(records, batch.context_id)
-    return IngestOutcome(created=len(records) - len(superseded), unchanged=unchanged, corrected=len(superseded))
+    reasons = sorted({row.correction_reason.strip() for row in rows if row.correction_reason.strip()})
+    _write(batch, plan, reasons)
+    corrected = len(plan.superseded)
+    return IngestOutcome(created=len(plan.records) - corrected, unchanged=plan.unchanged, corrected=corrected)
