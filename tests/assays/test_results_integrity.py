@@ -221,6 +221,7 @@ def _build_refs(world: Any) -> Refs:
 
 
 @pytest.mark.django_db(transaction=True)
+@pytest.mark.usefixtures("restore_catalogue")
 class TestConcurrent:
     def test_a_delete_waits_for_an_open_insert_then_fails(self, world: Any) -> None:
         refs = _build_refs(world)
