@@ -6,7 +6,9 @@ haemoglobin in g/L, ALT/AST in U/L, bilirubin and creatinine in umol/L, fibrinog
 
 Comparison rule (DOMAIN §3.5 asks us to choose one): numbers are compared exactly as the decimals
 they print as, with no rounding, so 2.1 umol/L is exactly 3 × 0.7 umol/L and grades as "≤ 3.0×ULN".
-Plain float products would get such boundaries wrong (3 * 0.7 == 2.0999999999999996).
+Plain float products would get such boundaries wrong (3 * 0.7 == 2.0999999999999996). The decimals are
+``decimal.Decimal`` (C arithmetic); a ratio is never divided out: "value > 3 × ULN" is compared as the
+product, which the context below computes exactly (it traps any inexact result).
 
 A grade that cannot be decided from the inputs is None, e.g. grade 0 vs 1 of a "decreased" term
 without an LLN (admiral does the same), or an "increased" term without the ULN (or the baseline,
@@ -16,7 +18,7 @@ when the baseline was high). A limit or baseline that is not a positive number c
 from __future__ import annotations
 
 import math
-from fractions import Fraction
+from decimal import Context, Decimal, Inexact
 from functools import lru_cache
 
 LAB_GRADING_VERSION = "CTCAE v5.0"
@@ -38,14 +40,20 @@ LIVER_MULTIPLES: dict[str, tuple[str, str, str]] = {
     "bilirubin_increased": ("1.5", "3.0", "10.0"),
 }
 # Baseline high: ALT/AST grade 1 is "1.5-3.0 × baseline" (≥ 1.5); bilirubin ">1.0-1.5 × baseline".
-BASELINE_HIGH_GRADE1 = {"alt_increased": ("ge", Fraction(3, 2)), "ast_increased": ("ge", Fraction(3, 2)),
-                        "bilirubin_increased": ("gt", Fraction(1))}
+BASELINE_HIGH_GRADE1 = {"alt_increased": ("ge", Decimal("1.5")), "ast_increased": ("ge", Decimal("1.5")),
+                        "bilirubin_increased": ("gt", Decimal(1))}
 
-FIBRINOGEN_ABSOLUTE_G4 = Fraction(1, 2)  # g/L: "<50 mg/dL" is grade 4 whatever the LLN
+FIBRINOGEN_ABSOLUTE_G4 = Decimal("0.5")  # g/L: "<50 mg/dL" is grade 4 whatever the LLN
 
 # The same bounds as exact numbers, made once (not on every value graded).
-_DECREASED_BOUNDS = {term: tuple(Fraction(c) for c in cutoffs) for term, cutoffs in DECREASED_CUTOFFS.items()}
-_LIVER_BOUNDS = {term: tuple(Fraction(m) for m in multiples) for term, multiples in LIVER_MULTIPLES.items()}
+_DECREASED_BOUNDS = {term: tuple(Decimal(c) for c in cutoffs) for term, cutoffs in DECREASED_CUTOFFS.items()}
+_LIVER_BOUNDS = {term: tuple(Decimal(m) for m in multiples) for term, multiples in LIVER_MULTIPLES.items()}
+_FIBRINOGEN_OF_LLN = (Decimal("0.25"), Decimal("0.5"), Decimal("0.75"))  # grades 4, 3, 2 below these × LLN
+_FIBRINOGEN_KEPT = (Decimal("0.25"), Decimal("0.5"), Decimal("0.75"))  # grades 4, 3, 2 at most this share kept
+
+# Every product is a printed float (at most 17 significant digits) times a constant of at most 2: 60 digits
+# leave room, and Inexact is trapped so that a rounded product can never decide a grade silently.
+_EXACT = Context(prec=60, traps=[Inexact])
 
 TERMS = frozenset(DECREASED_CUTOFFS) | frozenset(LIVER_MULTIPLES) | {"creatinine_increased", "fibrinogen_decreased"}
 
@@ -76,7 +84,7 @@ def grade_lab(*, term: str, value: float, lln: float | None, uln: float | None, 
     return _fibrinogen(v, lln_q, base_q)
 
 
-def _exact(x: float | int | None) -> Fraction | None:
+def _exact(x: float | int | None) -> Decimal | None:
     """The number as the decimal it prints as (None if missing or not finite)."""
     if x is None or isinstance(x, bool):
         return None
@@ -84,17 +92,21 @@ def _exact(x: float | int | None) -> Fraction | None:
 
 
 @lru_cache(maxsize=65_536)
-def _exact_float(f: float) -> Fraction | None:
+def _exact_float(f: float) -> Decimal | None:
     """Kept per value: limits recur on every value graded, and laboratories report few distinct values."""
-    return Fraction(repr(f)) if math.isfinite(f) else None
+    return Decimal(repr(f)) if math.isfinite(f) else None
 
 
-def _limit(x: float | None) -> Fraction | None:
+def _times(a: Decimal, b: Decimal) -> Decimal:
+    return _EXACT.multiply(a, b)
+
+
+def _limit(x: float | None) -> Decimal | None:
     q = _exact(x)
     return q if q is not None and q > 0 else None
 
 
-def _decreased(v: Fraction, lln: Fraction | None, cutoffs: tuple[Fraction, ...]) -> int | None:
+def _decreased(v: Decimal, lln: Decimal | None, cutoffs: tuple[Decimal, ...]) -> int | None:
     """DOMAIN §3.5 ctcae_decreased; `cutoffs` are the lower bounds of grades 2, 3[, 4]."""
     for grade in range(len(cutoffs) + 1, 1, -1):  # highest grade first
         if v < cutoffs[grade - 2]:
@@ -104,49 +116,48 @@ def _decreased(v: Fraction, lln: Fraction | None, cutoffs: tuple[Fraction, ...])
     return 1 if v < lln else 0
 
 
-def _liver(term: str, v: Fraction, uln: Fraction | None, base: Fraction | None, base_high: bool) -> int | None:
+def _liver(term: str, v: Decimal, uln: Decimal | None, base: Decimal | None, base_high: bool) -> int | None:
     """DOMAIN §3.5 ctcae_liver: multiples of the ULN, or of the baseline when the baseline was high."""
     ref = base if base_high else uln
     if ref is None:
         return None
-    ratio = v / ref
     g2, g3, g4 = _LIVER_BOUNDS[term]
-    if ratio > g4:
+    if v > _times(g4, ref):
         return 4
-    if ratio > g3:
+    if v > _times(g3, ref):
         return 3
-    if ratio > g2:
+    if v > _times(g2, ref):
         return 2
     if base_high:
         op, bound = BASELINE_HIGH_GRADE1[term]
-        return int(ratio >= bound if op == "ge" else ratio > bound)
-    return int(ratio > 1)
+        limit = _times(bound, ref)
+        return int(v >= limit if op == "ge" else v > limit)
+    return int(v > ref)
 
 
-def _creatinine(v: Fraction, uln: Fraction | None, base: Fraction | None) -> int | None:
+def _creatinine(v: Decimal, uln: Decimal | None, base: Decimal | None) -> int | None:
     """DOMAIN §3.5 ctcae_creatinine. Without the ULN grade 4 (>6×ULN) and grade 0 vs 1 are unknowable."""
     if uln is None:
         return None
-    if v > 6 * uln:
+    if v > _times(Decimal(6), uln):
         return 4
-    if v > 3 * uln or (base is not None and v > 3 * base):
+    if v > _times(Decimal(3), uln) or (base is not None and v > _times(Decimal(3), base)):
         return 3
-    if v > Fraction(3, 2) * uln or (base is not None and v > Fraction(3, 2) * base):
+    if v > _times(Decimal("1.5"), uln) or (base is not None and v > _times(Decimal("1.5"), base)):
         return 2
     return int(v > uln)
 
 
-def _fibrinogen(v: Fraction, lln: Fraction | None, base: Fraction | None) -> int | None:
+def _fibrinogen(v: Decimal, lln: Decimal | None, base: Decimal | None) -> int | None:
     """DOMAIN §3.5 ctcae_fibrinogen (g/L); the %-fall rule applies once the value is below the LLN."""
     if v < FIBRINOGEN_ABSOLUTE_G4:
         return 4
     if lln is None:
         return None
-    ratio = v / lln
-    grade = 4 if ratio < Fraction(1, 4) else 3 if ratio < Fraction(1, 2) else 2 if ratio < Fraction(3, 4) else (
-        1 if ratio < 1 else 0)
+    grade = next((g for g, share in zip((4, 3, 2), _FIBRINOGEN_OF_LLN, strict=True) if v < _times(share, lln)),
+                 1 if v < lln else 0)
     if grade and base is not None:
-        fall = (base - v) / base  # fraction of the baseline lost (negative if the value rose)
-        by_fall = 4 if fall >= Fraction(3, 4) else 3 if fall >= Fraction(1, 2) else 2 if fall >= Fraction(1, 4) else 1
+        # a fall of at least 75% / 50% / 25% of the baseline: the value is at most 25% / 50% / 75% of it
+        by_fall = next((g for g, kept in zip((4, 3, 2), _FIBRINOGEN_KEPT, strict=True) if v <= _times(kept, base)), 1)
         grade = max(grade, by_fall)
     return grade
