@@ -38,6 +38,7 @@ from django.utils import timezone
 from assays.lab_grading import grade_lab
 from assays.models import Analyte, AnalyteUnit, CatalogueVersion, LabDraw, ReferenceRange, Result, Specimen
 from assays.ranges import pick_range
+from config.db import prepared_rows
 from config.errors import DomainError, PermissionRefused
 from locking.services import blocking_lock_sql, lock_refusals
 from patients.models import Consent, FollowUp, Subject
@@ -238,7 +239,7 @@ def _read(user: AbstractBaseUser, rows: Sequence[ResultIn]) -> _Found:
     codes, refs, accessions = _keys_by_subject(rows)
     sql, (death, *params) = _read_sql(user)
     lock_params, scope_params = params[:2], params[2:]
-    found = _rows(sql, [death, *lock_params, json.dumps({c: sorted(v) for c, v in refs.items()}),
+    found = prepared_rows(sql, [death, *lock_params, json.dumps({c: sorted(v) for c, v in refs.items()}),
                         json.dumps({c: sorted(v) for c, v in accessions.items()}), list(codes), *scope_params])
     result = _Found(found[0][0], {}, {}, {}, [], {})
     duplicates: set[str] = set()

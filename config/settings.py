@@ -134,6 +134,16 @@ DATABASES["default"]["DISABLE_SERVER_SIDE_CURSORS"] = TRANSACTION_POOLING or env
     "DATABASE_DISABLE_SERVER_SIDE_CURSORS")
 if TRANSACTION_POOLING:
     DATABASES["default"].setdefault("OPTIONS", {})["prepare_threshold"] = None
+# The two statements every API ingestion request runs (the token's and the batch's read, config.db) are
+# prepared once per connection with a generic plan: their planning cost more than their execution. Nothing
+# else is prepared automatically (the threshold is out of reach), and plan_cache_mode only concerns prepared
+# statements and PL/pgSQL's cached plans, never Django's own queries. Off behind a transaction-mode pooler,
+# or with DATABASE_DISABLE_PREPARED_READS=1.
+PREPARED_READS = not TRANSACTION_POOLING and not env_flag("DATABASE_DISABLE_PREPARED_READS")
+if PREPARED_READS:
+    _options = DATABASES["default"].setdefault("OPTIONS", {})
+    _options.setdefault("prepare_threshold", 2**31 - 1)
+    _options["options"] = f"{_options.get('options', '')} -c plan_cache_mode=force_generic_plan".strip()
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 # Audit trail: event tables refuse UPDATE and DELETE (PostgreSQL triggers), whoever connects.

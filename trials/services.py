@@ -14,6 +14,7 @@ from django.contrib.auth.models import User
 from django.db import connection, transaction
 from django.utils import timezone
 
+from config.db import prepared_rows
 from config.errors import PermissionRefused, RuleViolation, StateConflict
 from trials.access import access_of, memberships_sql, remember_memberships
 from trials.models import Membership, PersonalToken, ServiceAccount, Site, Trial
@@ -85,13 +86,12 @@ def _active_credential(model: type[Credential], prefix: str,
     user_fields = [f for f in user_model._meta.concrete_fields]
     columns = [f"a.{f.column}" for f in own_fields] + [f"u.{f.column}" for f in user_fields]
     extra_sql, extra_params = extra or ("NULL", [])
-    with connection.cursor() as cursor:
-        cursor.execute(f"SELECT {', '.join(columns)}, {memberships_sql('u.id')}, {extra_sql} "
-                       f"FROM {model._meta.db_table} a JOIN {user_model._meta.db_table} u ON u.id = a.user_id "
-                       f"WHERE a.token_prefix = %s AND a.revoked_at IS NULL AND u.is_active", [*extra_params, prefix])
-        row = cursor.fetchone()
-    if row is None:
+    rows = prepared_rows(f"SELECT {', '.join(columns)}, {memberships_sql('u.id')}, {extra_sql} "
+                         f"FROM {model._meta.db_table} a JOIN {user_model._meta.db_table} u ON u.id = a.user_id "
+                         f"WHERE a.token_prefix = %s AND a.revoked_at IS NULL AND u.is_active", [*extra_params, prefix])
+    if not rows:
         return None
+    row = rows[0]
     n, m = len(own_fields), len(own_fields) + len(user_fields)
     credential = model.from_db(connection.alias, [f.attname for f in own_fields], row[:n])
     credential.user = user_model.from_db(connection.alias, [f.attname for f in user_fields], row[n:m])
