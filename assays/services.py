@@ -239,7 +239,9 @@ def _read(user: AbstractBaseUser, rows: Sequence[ResultIn]) -> _Found:
     codes, refs, accessions = _keys_by_subject(rows)
     sql, (death, *params) = _read_sql(user)
     lock_params, scope_params = params[:2], params[2:]
-    found = prepared_rows(sql, [death, *lock_params, json.dumps({c: sorted(v) for c, v in refs.items()}),
+    # a small post's read is prepared with a generic plan (config.db); a batch's is planned for its arrays
+    read = prepared_rows if len(rows) <= INSERT_MAX_ROWS else _rows
+    found = read(sql, [death, *lock_params, json.dumps({c: sorted(v) for c, v in refs.items()}),
                         json.dumps({c: sorted(v) for c, v in accessions.items()}), list(codes), *scope_params])
     result = _Found(found[0][0], {}, {}, {}, [], {})
     duplicates: set[str] = set()

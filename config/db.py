@@ -1,7 +1,7 @@
 """Prepared reads: the few hand-written statements that run on every API ingestion request.
 
 Django's psycopg cursors bind parameters on the client, so PostgreSQL parses and plans each statement
-again; for the per-request reads of a result post (the token with its memberships, the batch's subjects,
+again; for the per-request reads of a result post (the token with its memberships; a small post's subjects,
 locks, results and draws) planning cost more than executing. ``prepared_rows`` runs one statement with
 server-side binding, prepared once per connection (psycopg's ``prepare=True``) and planned generically
 (``plan_cache_mode``, config.settings), through Django's cursor wrapper, so the statement is still

@@ -134,8 +134,10 @@ DATABASES["default"]["DISABLE_SERVER_SIDE_CURSORS"] = TRANSACTION_POOLING or env
     "DATABASE_DISABLE_SERVER_SIDE_CURSORS")
 if TRANSACTION_POOLING:
     DATABASES["default"].setdefault("OPTIONS", {})["prepare_threshold"] = None
-# The two statements every API ingestion request runs (the token's and the batch's read, config.db) are
-# prepared once per connection with a generic plan: their planning cost more than their execution. Nothing
+# The token's read and a small post's read (config.db, assays.services) are prepared once per connection
+# with a generic plan: their planning cost more than their execution. A generic plan is made with the
+# statistics of its time; connections live CONN_MAX_AGE (60 s), so none outlives a minute. Batches are
+# planned for their arrays each time (a generic plan misjudged them on a growing table). Nothing
 # else is prepared automatically (the threshold is out of reach), and plan_cache_mode only concerns prepared
 # statements and PL/pgSQL's cached plans, never Django's own queries. Off behind a transaction-mode pooler,
 # or with DATABASE_DISABLE_PREPARED_READS=1.

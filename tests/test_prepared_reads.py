@@ -9,6 +9,7 @@ from django.db import connection
 from django.test.utils import CaptureQueriesContext
 
 from assays.models import Analyte, AnalyteUnit, ReferenceRange, Result
+from assays.services import INSERT_MAX_ROWS
 from tests.api.support import post_results, result_row, token_client
 from tests.factories import consented
 from trials.services import issue_service_account
@@ -45,12 +46,15 @@ def test_the_token_and_batch_reads_are_prepared_once_and_planned_generically(wor
     for n in range(3):
         assert post_results(lab, result_row(subject, n)).status_code == 201
     statements = prepared()
-    assert len(statements) == 2, statements  # the token's read and the batch's read, each prepared once
+    assert len(statements) == 2, statements  # the token's read and the post's read, each prepared once
     assert {s.split()[0] for s, _ in statements} == {"SELECT"}
     assert any("token_prefix" in s for s, _ in statements)
     assert any("assays_catalogueversion" in s for s, _ in statements)
     assert all(generic >= 2 for _, generic in statements)  # no planning per request
     assert Result.objects.filter(subject=subject).count() == 3
+    batch = [result_row(subject, n) for n in range(10, 10 + INSERT_MAX_ROWS + 1)]
+    assert post_results(lab, {"results": batch}).status_code == 201
+    assert sorted(s for s, _ in prepared()) == sorted(s for s, _ in statements)  # a batch is planned as sent
 
 
 def test_prepared_reads_are_counted_like_any_query(world, lab, settings):
