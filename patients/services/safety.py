@@ -83,8 +83,8 @@ def check_adverse_event(*, subject: Subject, data: EventInput) -> None:
     if data.category == Category.CTCAE:
         check_event_coding(term=data.ctcae_term, reported_term=data.term, system_organ_class=data.system_organ_class)
         check_ctcae_grade(term=data.ctcae_term, grade=data.grade)
-    elif not data.term.strip():
-        raise RuleViolation("term_required", "Give the reported term.", field="term")
+    elif not data.term.strip() and data.ctcae_term is None:  # a coded CRS/ICANS event takes its term's name
+        raise RuleViolation("term_required", "Give the reported term or the CTCAE term.", field="term")
     criteria = [name for name in SAE_CRITERIA if getattr(data, name)]
     if data.serious and not criteria:
         raise RuleViolation("seriousness_criterion_required", "Tick at least one seriousness criterion.",

@@ -215,3 +215,14 @@ def test_the_admin_offers_terms_by_autocomplete_to_whoever_enters_events(world, 
                                                        "model_name": "adverseevent", "field_name": "ctcae_term"})
     assert found.status_code == 200
     assert [r["text"] for r in found.json()["results"]] == ["Febrile neutropenia (10016288)"]
+
+
+def test_a_crs_event_coded_by_its_ctcae_term_alone_takes_the_terms_name(world):
+    subject = subject_of(world)
+    crs = event(subject, world.coordinator, category="crs", grade=None, term="",
+                ctcae_term=term("Cytokine release syndrome"))
+    assert (crs.term, crs.meddra_code, crs.system_organ_class) == (
+        "Cytokine release syndrome", "10052015", "Immune system disorders")
+    with pytest.raises(DomainError) as err:
+        event(subject, world.coordinator, category="icans", grade=None, term=" ")
+    assert (err.value.code, err.value.field) == ("term_required", "term")
