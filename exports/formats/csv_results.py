@@ -28,6 +28,7 @@ from patients.timeline import (
     course_span_join_sql,
     course_spans_sql,
     day0s_sql,
+    local_date_sql,
     study_day_sql,
 )
 from trials.models import Site, Visit
@@ -129,7 +130,7 @@ def _subjects_sql(scope: ExportScope) -> str:
         f"c.n AS course_number, {course_day_sql(day0s, day, 'c.n')} AS course_day "
         f"FROM {LabDraw._meta.db_table} d JOIN subj ON subj.id = d.subject_id "
         f"LEFT JOIN {Visit._meta.db_table} v ON v.id = d.visit_id "
-        f"CROSS JOIN LATERAL (SELECT (d.collected_at AT TIME ZONE subj.time_zone)::date AS day) t "
+        f"CROSS JOIN LATERAL (SELECT {local_date_sql('d.collected_at', 'subj.time_zone')} AS day) t "
         f"{course_span_join_sql('spans', 'c', 'subj.id', 't.day')}) ")
 
 

@@ -34,7 +34,7 @@ from exports.sdtm.codes import SPECIMEN, catalogue
 from exports.sdtm.common import CHUNK, Context, Dataset, subject_key
 from exports.sdtm.findings import CANCELLED, DATASETS, NRIND, PC_ANALYTES
 from exports.sdtm.xpt import Variable, ascii_text, header, ibm_float
-from patients.timeline import cdisc_study_day_sql, day0s_sql
+from patients.timeline import cdisc_study_day_sql, day0s_sql, local_date_sql
 
 LB, PC = DATASETS[0], DATASETS[1]
 FLUSH = 64 * 1024
@@ -137,7 +137,7 @@ DRAWS = (
     f"{DTC} AS dtc, {cdisc_study_day_sql('subj.day0s', 't.day')} AS dy, vis.visitnum, vis.visit "
     "FROM subj JOIN " + LabDraw._meta.db_table + " d ON d.subject_id = subj.id "
     "CROSS JOIN LATERAL (SELECT d.collected_at AT TIME ZONE subj.tz AS lt) l "
-    "CROSS JOIN LATERAL (SELECT l.lt, l.lt::date AS day) t "
+    f"CROSS JOIN LATERAL (SELECT l.lt, {local_date_sql('d.collected_at', 'subj.tz')} AS day) t "
     "LEFT JOIN vis ON vis.subject_id = subj.id AND vis.day = t.day), "
 )
 
@@ -200,7 +200,7 @@ def _visit_days(ctx: Context, subject_ids: list[int]) -> dict[str, list[Any]]:
     out: dict[str, list[Any]] = {"v_subject": [], "v_day": [], "v_num": [], "v_name": []}
     with connection.cursor() as cursor:
         cursor.execute(
-            "SELECT DISTINCT d.subject_id, (d.collected_at AT TIME ZONE u.tz)::date FROM "
+            f"SELECT DISTINCT d.subject_id, {local_date_sql('d.collected_at', 'u.tz')} FROM "
             f"{LabDraw._meta.db_table} d JOIN unnest(%s::bigint[], %s::text[]) AS u(id, tz) ON u.id = d.subject_id",
             [subject_ids, [ctx.subjects[pk].tz.key for pk in subject_ids]])
         for subject_id, day in cursor.fetchall():
