@@ -55,22 +55,23 @@ def _boolean(column: str) -> str:
 
 
 def _utc(column: str) -> str:
-    """As ``exports.crf._datetime``: ISO 8601 in UTC with ``Z``, microseconds only when there are some."""
-    utc = f"({column} AT TIME ZONE 'UTC')"
-    return (f"(to_char({utc}, 'YYYY-MM-DD\"T\"HH24:MI:SS') || CASE WHEN date_trunc('second', {column}) = {column} "
-            f"THEN '' ELSE to_char({utc}, '.US') END || 'Z')")
+    """As ``exports.crf._datetime``: ISO 8601 in UTC with ``Z``, microseconds only when there are some (one
+    ``to_char`` with them, dropped when they are all zeros)."""
+    return (f"replace(to_char({column} AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"'), "
+            "'.000000Z', 'Z')")
 
 
 def python_float_sql(column: str) -> str:
     """As Python's ``repr`` of a float. PostgreSQL's shortest form has the same digits but drops ``.0`` of a
-    whole number and switches to an exponent from 1e15 (Python from 1e16); NaN and infinities are spelt apart."""
+    whole number and switches to an exponent from 1e15 (Python from 1e16); NaN and infinities are spelt apart.
+    The common case, a finite number below 1e15 (NaN and infinities are not), is tested first."""
     digits = f"replace(split_part(abs({column})::text, 'e', 1), '.', '')"
     sign = f"CASE WHEN {column} < 0 THEN '-' ELSE '' END"
-    return (f"(CASE WHEN {column} = 'NaN' THEN 'nan' WHEN {column} = 'Infinity' THEN 'inf' "
+    return (f"(CASE WHEN abs({column}) < 1e15 THEN (CASE WHEN {column} = trunc({column}) THEN {column}::text || '.0' "
+            f"ELSE {column}::text END) WHEN {column} = 'NaN' THEN 'nan' WHEN {column} = 'Infinity' THEN 'inf' "
             f"WHEN {column} = '-Infinity' THEN '-inf' WHEN abs({column}) >= 1e16 THEN {column}::text "
-            f"WHEN abs({column}) >= 1e15 THEN {sign} || left(rpad({digits}, 16, '0'), 16) || '.' || "
-            f"COALESCE(NULLIF(substr({digits}, 17), ''), '0') "
-            f"WHEN {column} = trunc({column}) THEN {column}::text || '.0' ELSE {column}::text END)")
+            f"ELSE {sign} || left(rpad({digits}, 16, '0'), 16) || '.' || "
+            f"COALESCE(NULLIF(substr({digits}, 17), ''), '0') END)")
 
 
 # The rows are sorted with their stored values (narrow), then formatted: (name, stored SQL, text SQL of ``q.name``).
