@@ -110,7 +110,7 @@ class FromSql:
     texts: dict[str, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        if list(self.expressions) != [v.name for v in self.variables]:
+        if list(self.expressions) != [v.name for v in self.variables] or not set(self.texts) <= set(self.expressions):
             raise ValueError(f"The SQL of {self.dataset.name} does not have the dataset's variables.")
 
     @property
@@ -118,10 +118,12 @@ class FromSql:
         return self.dataset.variables
 
 
+STRESN_TEXT = f"(CASE WHEN {MEASURED} AND r.censored = '' THEN {number_sql('r.value')} END)"
 LB_SQL = FromSql(LB, EXPRESSIONS, ("LBSEQ", "VISITNUM", "LBDY"), pc=False, texts={
-    "LBSTNRLO": f"(CASE WHEN {MEASURED} THEN rng.low_text END)",
+    "LBSTRESN": STRESN_TEXT, "LBSTNRLO": f"(CASE WHEN {MEASURED} THEN rng.low_text END)",
     "LBSTNRHI": f"(CASE WHEN {MEASURED} THEN rng.high_text END)"})
-PC_SQL = FromSql(PC, PC_EXPRESSIONS, ("PCSEQ", "VISITNUM", "PCDY"), pc=True, texts={"PCLLOQ": "cat.lloq_text"})
+PC_SQL = FromSql(PC, PC_EXPRESSIONS, ("PCSEQ", "VISITNUM", "PCDY"), pc=True,
+                 texts={"PCSTRESN": STRESN_TEXT, "PCLLOQ": "cat.lloq_text"})
 
 
 # Each draw of the subjects with its subject, site-local time and date, --DTC, --DY and visit, and whether it
