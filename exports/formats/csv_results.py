@@ -96,9 +96,9 @@ def _columns() -> Columns:
     return _formatted({
         **_timeline_columns("r.id"),
         "visit": "d.visit_code", "draw": "r.draw_id", "accession_number": "d.accession_number",
-        "analyte": "a.code", "loinc": "a.loinc", "source_ref": "r.source_ref",
+        "analyte": "r.analyte_code", "loinc": "r.analyte_loinc", "source_ref": "r.source_ref",
         "value_text": "r.value_text", "unit_text": "r.unit_text", "censored": "r.censored",
-        "value": "r.value", "canonical_unit": "a.canonical_unit", "flag": "r.flag",
+        "value": "r.value", "canonical_unit": "r.analyte_unit", "flag": "r.flag",
         "ctcae_grade": "r.ctcae_grade", "status": "r.status", "superseded": "r.superseded",
         "correction_reason": "r.correction_reason", "recorded_at": "r.recorded_at",
     })
@@ -148,10 +148,11 @@ def results_sql(scope: ExportScope, names: list[str]) -> str:
     """The form's rows in ``scope``, columns ``names`` (the form's columns), as one SELECT. The results come
     draw by draw, the draws in the file's order and each draw's results by their index (``OFFSET 0`` keeps the
     lookup per draw), so PostgreSQL sorts only the results of a draw (an incremental sort), not the whole table
-    on disk."""
+    on disk. A result's subject is its draw's (the database refuses any other: assays.0007)."""
     joins = (f"FROM (SELECT * FROM draws ORDER BY rank, collected_at, id) d CROSS JOIN LATERAL ("
-             f"SELECT * FROM {Result._meta.db_table} r WHERE r.draw_id = d.id AND r.subject_id = d.subject_id "
-             f"OFFSET 0) r JOIN {Analyte._meta.db_table} a ON a.id = r.analyte_id")
+             f"SELECT r.*, a.code AS analyte_code, a.loinc AS analyte_loinc, a.canonical_unit AS analyte_unit "
+             f"FROM {Result._meta.db_table} r JOIN {Analyte._meta.db_table} a ON a.id = r.analyte_id "
+             f"WHERE r.draw_id = d.id OFFSET 0) r")
     return _form_sql(scope, _columns(), names, joins, "r.id")
 
 
