@@ -255,7 +255,10 @@ def _keys_by_subject(rows: Sequence[ResultIn]) -> tuple[set[str], dict[str, set[
 def _read_sql(user: AbstractBaseUser) -> tuple[str, list[Any]]:
     """One SELECT: a row of the catalogue's version, joined to the caller's subjects of the batch, each with
     consent, withdrawal, death, day 0s, the refusing lock, its current results and draws of the batch (JSON,
-    by the references and accession numbers sent for that subject code) and, once per trial, the visits."""
+    by the references and accession numbers sent for that subject code) and, once per trial, the visits.
+    The current results join the references sent rather than test ``source_ref = ANY(...)``: where the planner
+    scans the results (a new or small table) that compared each row with every reference sent (15 ms instead
+    of 6 for a batch of 1,000 against 500 stored rows)."""
     scope, scope_params = _scope_sql(user)
     lock, lock_params = blocking_lock_sql("s")
     consent, follow_up, visit = Consent._meta.db_table, FollowUp._meta.db_table, Visit._meta.db_table
@@ -268,9 +271,10 @@ def _read_sql(user: AbstractBaseUser) -> tuple[str, list[Any]]:
         f"(SELECT min(fu.event_on) FROM {follow_up} fu WHERE fu.subject_id = s.id AND fu.kind = %s), "
         f"{day0s_sql('s.id')}, {lock}, "
         f"(SELECT coalesce(json_agg(json_build_array(r.id, r.source_ref, a.code, r.value_text, r.unit_text, "
-        f"d.accession_number, r.status)), '[]') FROM {Result._meta.db_table} r "
+        f"d.accession_number, r.status)), '[]') FROM jsonb_array_elements_text(%s::jsonb -> s.code) AS sent(ref) "
+        f"JOIN {Result._meta.db_table} r ON r.source_ref = sent.ref "
         f"JOIN {Analyte._meta.db_table} a ON a.id = r.analyte_id JOIN {LabDraw._meta.db_table} d ON d.id = r.draw_id "
-        f"WHERE r.site_id = s.site_id AND NOT r.superseded AND r.source_ref = ANY({sent})), "
+        f"WHERE r.site_id = s.site_id AND NOT r.superseded), "
         f"(SELECT coalesce(json_agg(json_build_array(d.id, d.accession_number, d.subject_id, d.specimen, "
         f"d.collected_at)), '[]') FROM {LabDraw._meta.db_table} d "
         f"WHERE d.site_id = s.site_id AND d.accession_number = ANY({sent})), "
@@ -467,11 +471,12 @@ def _draws(batch: _Batch, found: _Found, valid: dict[int, tuple]) -> _DrawPlan:
     insert (with their visit), checking that a draw's subject, specimen and time agree everywhere."""
     facts = found.facts
     wanted: dict[tuple[int, str], tuple[int, ResultIn]] = {}
+    rows = batch.rows
     for i in valid:
-        row = batch.rows[i]
-        key = (facts[row.subject].site_id, row.accession_number)
-        first_i, first = wanted.setdefault(key, (i, row))
-        if (first.subject, first.specimen, first.collected_at) != (row.subject, row.specimen, row.collected_at):
+        row = rows[i]
+        first_i, first = wanted.setdefault((facts[row.subject].site_id, row.accession_number), (i, row))
+        if first is not row and (first.subject != row.subject or first.specimen != row.specimen
+                                 or first.collected_at != row.collected_at):
             batch.error(i, "accession_number", "accession_mismatch", f"Accession {row.accession_number} is given "
                         f"another subject, specimen or time at index {first_i}.")
     existing: dict[tuple[int, str], int] = {}
@@ -586,16 +591,18 @@ def _build(batch: _Batch, found: _Found, catalogue: _Catalogue) -> _Plan:
     valid = _validate(batch, found, catalogue)
     facts, existing = found.facts, found.results
     plan: dict[int, str] = {}
-    for i in valid:
-        row = batch.rows[i]
-        current = existing.get((facts[row.subject].site_id, row.source_ref))
-        if current is not None:
-            plan[i] = _compare(batch, i, row, current)
-        elif row.correction_reason.strip():
-            batch.error(i, "correction_reason", "nothing_to_correct", f"{row.source_ref} has no earlier result.")
+    # Only a batch that meets current results or sends a reason has anything to compare (a new batch: neither).
+    if existing or any(map(_REASON, batch.rows)):
+        for i in valid:
+            row = batch.rows[i]
+            current = existing.get((facts[row.subject].site_id, row.source_ref))
+            if current is not None:
+                plan[i] = _compare(batch, i, row, current)
+            elif row.correction_reason.strip():
+                batch.error(i, "correction_reason", "nothing_to_correct", f"{row.source_ref} has no earlier result.")
     if batch.errors or batch.conflicts:
         return _Plan()
-    draws = _draws(batch, found, {i: v for i, v in valid.items() if plan.get(i) != "same"})
+    draws = _draws(batch, found, {i: v for i, v in valid.items() if plan.get(i) != "same"} if plan else valid)
     if batch.errors:
         return _Plan()
     out = _Plan(draws=draws, unchanged=sum(1 for action in plan.values() if action == "same"))
@@ -618,6 +625,7 @@ def _build(batch: _Batch, found: _Found, catalogue: _Catalogue) -> _Plan:
 
 
 _CORRECTED = Result.Status.CORRECTED.value
+_REASON = attrgetter("correction_reason")
 
 
 class _Interpreter:
@@ -641,16 +649,16 @@ class _Interpreter:
         low, high = limits
         flag = "L" if low is not None and value < low else "H" if high is not None and value > high else (
             "N" if low is not None or high is not None else "")
-        return flag, self.grade(analyte.ctcae_term, value, low, high) if analyte.ctcae_term else None
-
-    def grade(self, term: str, value: float, low: float | None, high: float | None) -> int | None:
-        key = (term, value, low, high)
-        grades = self._grades
-        if key not in grades:
+        term = analyte.ctcae_term
+        if not term:
+            return flag, None
+        grades, key = self._grades, (term, value, low, high)
+        grade = grades.get(key, _MISSING)
+        if grade is _MISSING:
             if len(grades) >= GRADE_CACHE_SIZE:
                 grades.clear()
-            grades[key] = grade_lab(term=term, value=value, lln=low, uln=high)
-        return grades[key]
+            grade = grades[key] = grade_lab(term=term, value=value, lln=low, uln=high)
+        return flag, grade
 
 
 # Up to this many rows go in one INSERT (one round trip; a single post's whole write when its draw exists);
