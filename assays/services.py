@@ -163,7 +163,7 @@ class _Catalogue:
             found = self._measures[key] = None if analyte is None else _Measure(
                 analyte, *_check_unit(self, analyte, unit),
                 frozenset(v.lower() for v in analyte.qualitative_values))
-        return found  # type: ignore[return-value]
+        return found
 
 
 _MISSING: Any = object()
@@ -652,12 +652,12 @@ class _Interpreter:
         term = analyte.ctcae_term
         if not term:
             return flag, None
-        grades, key = self._grades, (term, value, low, high)
-        grade = grades.get(key, _MISSING)
+        grades, graded = self._grades, (term, value, low, high)
+        grade = grades.get(graded, _MISSING)
         if grade is _MISSING:
             if len(grades) >= GRADE_CACHE_SIZE:
                 grades.clear()
-            grade = grades[key] = grade_lab(term=term, value=value, lln=low, uln=high)
+            grade = grades[graded] = grade_lab(term=term, value=value, lln=low, uln=high)
         return flag, grade
 
 
