@@ -161,7 +161,7 @@ class _Catalogue:
                 self._measures.clear()
             analyte = self.analytes.get(code)
             found = self._measures[key] = None if analyte is None else _Measure(
-                analyte, *_check_unit(self, analyte, unit),
+                analyte, analyte.kind == _NUMERIC, self.units.get(analyte.id, {}).get(unit), unit in self.known_units,
                 frozenset(v.lower() for v in analyte.qualitative_values))
         return found
 
@@ -173,30 +173,15 @@ _NUMERIC, _QUALITATIVE = Analyte.Kind.NUMERIC.value, Analyte.Kind.QUALITATIVE.va
 
 @dataclass(frozen=True, slots=True)
 class _Measure:
-    """What the catalogue makes of an analyte sent with a unit: the analyte, the factor from the unit to its
-    canonical unit (numeric analytes), the unit's refusal (code, message) if any, and the accepted texts
-    in lower case."""
+    """What the catalogue says of an analyte sent with a unit: the analyte, whether it is numeric, the factor
+    from the unit to its canonical unit (None: the unit does not convert to it), whether the unit is in the
+    catalogue at all, and the analyte's accepted texts in lower case."""
 
     analyte: Analyte
+    numeric: bool
     factor: float | None
-    unit_error: tuple[str, str] | None
+    known_unit: bool
     accepted: frozenset[str]
-
-
-def _check_unit(catalogue: _Catalogue, analyte: Analyte, unit: str) -> tuple[float | None, tuple[str, str] | None]:
-    """(factor to the canonical unit, None) for a unit a numeric analyte converts from; (None, (code, message))
-    for a unit it does not convert from or a missing one; (None, None) for other analytes (no unit needed)."""
-    if analyte.kind != _NUMERIC:
-        return None, None
-    factor = catalogue.units.get(analyte.id, {}).get(unit)
-    if factor is not None:
-        return factor, None
-    if not unit.strip():
-        return None, ("unit_required", f"Give the unit of the {analyte.code} value (e.g. {analyte.canonical_unit}).")
-    if unit in catalogue.known_units:
-        return None, ("unit_not_convertible",
-                      f"{unit or 'No unit'} does not convert to {analyte.canonical_unit} for {analyte.code}.")
-    return None, ("unknown_unit", f"Unknown unit {unit!r} for {analyte.code}.")
 
 
 _cached_catalogue: _Catalogue | None = None
@@ -334,7 +319,7 @@ def _zone(name: str) -> Any:
 
 def _parse_value(measure: _Measure, text: str) -> tuple[float | None, str, str]:
     """(normalised value, censor mark, error) for a value as sent."""
-    analyte, factor = measure.analyte, measure.factor
+    analyte, factor = measure.analyte, measure.factor if measure.numeric else None
     if analyte.kind == _QUALITATIVE:
         return (None, "", "") if text.strip().lower() in measure.accepted else (
             None, "", f"Expected one of: {', '.join(analyte.qualitative_values)}.")
@@ -367,7 +352,6 @@ class _Batch:
         self.conflicts: list[dict[str, Any]] = []
         self.now = timezone.now()
         self._local_dates: dict[tuple[Any, dt.datetime], dt.date | None] = {}
-        self.timeline_refusals: dict[tuple[str, dt.datetime], tuple[str, str] | None] = {}
 
     def local_date(self, at: dt.datetime, tz: Any) -> dt.date | None:
         """The site's local date of a collection time: the rows of one draw share it, so it is computed once."""
@@ -429,8 +413,16 @@ def _check_row(batch: _Batch, i: int, row: ResultIn, subject: _SubjectFacts | No
     if at > batch.now:
         batch.error(i, "collected_at", "time_in_future", "The collection time is in the future.")
         ok = False
-    if measure.unit_error is not None:
-        batch.error(i, "unit", *measure.unit_error)
+    analyte, factor = measure.analyte, measure.factor if measure.numeric else None
+    if measure.numeric and factor is None and not row.unit.strip():
+        batch.error(i, "unit", "unit_required", f"Give the unit of the {analyte.code} value "
+                    f"(e.g. {analyte.canonical_unit}).")
+        ok = False
+    elif measure.numeric and factor is None:
+        known = measure.known_unit
+        batch.error(i, "unit", "unit_not_convertible" if known else "unknown_unit",
+                    f"{row.unit or 'No unit'} does not convert to {analyte.canonical_unit} for {analyte.code}."
+                    if known else f"Unknown unit {row.unit!r} for {analyte.code}.")
         ok = False
     value, censor, problem = _parse_value(measure, row.value)
     if problem:
@@ -438,32 +430,23 @@ def _check_row(batch: _Batch, i: int, row: ResultIn, subject: _SubjectFacts | No
         ok = False
     if subject is not None and ok:
         ok = _check_timeline(batch, i, row, subject)
-    return (measure.analyte, value, censor) if ok else ()
+    return (analyte, value, censor) if ok else ()
 
 
 def _check_timeline(batch: _Batch, i: int, row: ResultIn, subject: _SubjectFacts) -> bool:
-    """The collection's local date against consent, withdrawal and death. The rows of one draw share their
-    subject and time, so each (subject, time) is judged once per batch."""
-    key = (row.subject, row.collected_at)
-    refusal = batch.timeline_refusals.get(key, _MISSING)
-    if refusal is _MISSING:
-        refusal = batch.timeline_refusals[key] = _timeline_refusal(batch, row, subject)
-    if refusal is None:
-        return True
-    batch.error(i, "collected_at", *refusal)
-    return False
-
-
-def _timeline_refusal(batch: _Batch, row: ResultIn, subject: _SubjectFacts) -> tuple[str, str] | None:
     local = batch.local_date(row.collected_at, subject.tz)
     assert local is not None  # a time always has a date
     if subject.first_consent is None or local < subject.first_consent:
-        return "before_consent", f"{row.subject} had not consented by {local:%d %b %Y}."
+        batch.error(i, "collected_at", "before_consent", f"{row.subject} had not consented by {local:%d %b %Y}.")
+        return False
     if subject.withdrawn is not None and local > subject.withdrawn:
-        return "after_withdrawal", f"{row.subject} withdrew consent on {subject.withdrawn:%d %b %Y}."
+        batch.error(i, "collected_at", "after_withdrawal", f"{row.subject} withdrew consent on "
+                    f"{subject.withdrawn:%d %b %Y}.")
+        return False
     if subject.death is not None and local > subject.death:
-        return "after_death", f"{row.subject} died on {subject.death:%d %b %Y}."
-    return None
+        batch.error(i, "collected_at", "after_death", f"{row.subject} died on {subject.death:%d %b %Y}.")
+        return False
+    return True
 
 
 def _draws(batch: _Batch, found: _Found, valid: dict[int, tuple]) -> _DrawPlan:

@@ -137,8 +137,8 @@ def test_collection_after_withdrawal_of_consent_is_refused(world, subject, lab):
 
 
 def test_each_row_of_a_subject_and_time_is_judged_by_that_subject(world, subject, lab):
-    """Consent is judged once per (subject, collection time) in a batch: every row of a withdrawn subject's
-    draw is refused, each with its own index, while another subject's rows at the same time are not."""
+    """Rows share a site's local date of a collection time, not its verdict: every row of a withdrawn subject's
+    draw is refused, each with its own index, while another subject's row at the same time is not."""
     other = consented(trial=world.trial, site=world.site_a, coordinator=world.coordinator)
     enrolment.withdraw_consent(subject=subject, withdrawn_on=days_ago(10), reason="Moved away", by=world.coordinator)
     when = at(days_ago(2)).isoformat()
