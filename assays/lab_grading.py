@@ -8,7 +8,11 @@ Comparison rule (DOMAIN §3.5 asks us to choose one): numbers are compared exact
 they print as, with no rounding, so 2.1 umol/L is exactly 3 × 0.7 umol/L and grades as "≤ 3.0×ULN".
 Plain float products would get such boundaries wrong (3 * 0.7 == 2.0999999999999996). The decimals are
 ``decimal.Decimal`` (C arithmetic); a ratio is never divided out: "value > 3 × ULN" is compared as the
-product, which the context below computes exactly (it traps any inexact result).
+product, which the context below computes exactly (it traps any inexact result). The "decreased" terms
+multiply nothing: they compare the value with cutoffs and the LLN, and comparing two floats is comparing
+the decimals they print as (``repr`` gives the shortest decimal that rounds back to the float, and rounding
+is monotonic, so x < y exactly when repr(x) < repr(y) as decimals). So they compare floats, against
+cutoffs that are each the decimal their float prints as (checked below), and make no Decimal.
 
 A grade that cannot be decided from the inputs is None, e.g. grade 0 vs 1 of a "decreased" term
 without an LLN (admiral does the same), or an "increased" term without the ULN (or the baseline,
@@ -46,7 +50,9 @@ BASELINE_HIGH_GRADE1 = {"alt_increased": ("ge", Decimal("1.5")), "ast_increased"
 FIBRINOGEN_ABSOLUTE_G4 = Decimal("0.5")  # g/L: "<50 mg/dL" is grade 4 whatever the LLN
 
 # The same bounds as exact numbers, made once (not on every value graded).
-_DECREASED_BOUNDS = {term: tuple(Decimal(c) for c in cutoffs) for term, cutoffs in DECREASED_CUTOFFS.items()}
+_DECREASED_BOUNDS = {term: tuple(float(c) for c in cutoffs) for term, cutoffs in DECREASED_CUTOFFS.items()}
+if any(Decimal(repr(float(c))) != Decimal(c) for cutoffs in DECREASED_CUTOFFS.values() for c in cutoffs):
+    raise ValueError("A 'decreased' cutoff is not the decimal its float prints as: compare it as a Decimal.")
 _LIVER_BOUNDS = {term: tuple(Decimal(m) for m in multiples) for term, multiples in LIVER_MULTIPLES.items()}
 _FIBRINOGEN_OF_LLN = (Decimal("0.25"), Decimal("0.5"), Decimal("0.75"))  # grades 4, 3, 2 below these × LLN
 _FIBRINOGEN_KEPT = (Decimal("0.25"), Decimal("0.5"), Decimal("0.75"))  # grades 4, 3, 2 at most this share kept
@@ -71,17 +77,34 @@ def grade_lab(*, term: str, value: float, lln: float | None, uln: float | None, 
     """
     if term not in TERMS:
         raise ValueError(f"Unknown CTCAE lab term {term!r}; expected one of {', '.join(sorted(TERMS))}.")
+    if term in DECREASED_CUTOFFS:  # no product: the floats compare as their decimals (module docstring)
+        f = _finite(value)
+        if f is None:
+            raise ValueError(f"Cannot grade the value {value!r}: not a finite number.")
+        return _decreased(f, _positive(lln), _DECREASED_BOUNDS[term])
     v = _exact(value)
     if v is None:
         raise ValueError(f"Cannot grade the value {value!r}: not a finite number.")
     lln_q, uln_q, base_q = _limit(lln), _limit(uln), _limit(baseline)
-    if term in DECREASED_CUTOFFS:
-        return _decreased(v, lln_q, _DECREASED_BOUNDS[term])
     if term in LIVER_MULTIPLES:
         return _liver(term, v, uln_q, base_q, baseline_high)
     if term == "creatinine_increased":
         return _creatinine(v, uln_q, base_q)
     return _fibrinogen(v, lln_q, base_q)
+
+
+def _finite(x: float | int | None) -> float | None:
+    """The number as a float (None if missing or not finite): what ``_exact`` makes a Decimal of."""
+    if x is None or isinstance(x, bool):
+        return None
+    f = float(x)
+    return f if math.isfinite(f) else None
+
+
+def _positive(x: float | None) -> float | None:
+    """``_limit`` as a float: a limit that is not a positive number counts as missing."""
+    f = _finite(x)
+    return f if f is not None and f > 0 else None
 
 
 def _exact(x: float | int | None) -> Decimal | None:
@@ -106,7 +129,7 @@ def _limit(x: float | None) -> Decimal | None:
     return q if q is not None and q > 0 else None
 
 
-def _decreased(v: Decimal, lln: Decimal | None, cutoffs: tuple[Decimal, ...]) -> int | None:
+def _decreased(v: float, lln: float | None, cutoffs: tuple[float, ...]) -> int | None:
     """DOMAIN §3.5 ctcae_decreased; `cutoffs` are the lower bounds of grades 2, 3[, 4]."""
     for grade in range(len(cutoffs) + 1, 1, -1):  # highest grade first
         if v < cutoffs[grade - 2]:

@@ -27,8 +27,8 @@ import math
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from operator import attrgetter
-from typing import Any, ClassVar
+from operator import attrgetter, le
+from typing import Any, ClassVar, NamedTuple
 
 import pghistory
 from django.contrib.auth.models import AbstractBaseUser, User
@@ -63,9 +63,9 @@ RESULT_COLUMNS = ("draw_id", "subject_id", "site_id", "analyte_id", "source_ref"
                   "recorded_at", "audit_context_id")
 
 
-@dataclass(frozen=True, slots=True)
-class ResultIn:
-    """One result as a laboratory sends it (already type-checked by the API decoder)."""
+class ResultIn(NamedTuple):
+    """One result as a laboratory sends it (already type-checked by the API decoder). A named tuple: a batch
+    makes one per row, and a tuple is made about four times faster than a frozen dataclass."""
 
     source_ref: str
     subject: str
@@ -145,9 +145,43 @@ class _Catalogue:
         self.ranges: dict[int, list[tuple[str, int, int, float | None, float | None]]] = {}
         for r in found["ranges"]:
             self.ranges.setdefault(r[0], []).append(tuple(r[1:]))
+        self._measures: dict[tuple[str, str], _Measure | None] = {}
 
     def range_for(self, analyte_id: int, sex: str, age: int | None) -> tuple[float | None, float | None]:
         return pick_range(self.ranges.get(analyte_id, ()), sex, age)
+
+    def measure(self, code: str, unit: str) -> _Measure | None:
+        """The analyte ``code`` as sent with ``unit`` (None: no such analyte), worked out once per pair for
+        as long as this catalogue is current: a change to the catalogue makes a new _Catalogue, so nothing
+        kept here outlives it. A batch sends few pairs (an analyte comes in one or two units)."""
+        key = (code, unit)
+        found = self._measures.get(key, _MISSING)
+        if found is _MISSING:
+            if len(self._measures) >= MEASURE_CACHE_SIZE:
+                self._measures.clear()
+            analyte = self.analytes.get(code)
+            found = self._measures[key] = None if analyte is None else _Measure(
+                analyte, analyte.kind == _NUMERIC, self.units.get(analyte.id, {}).get(unit), unit in self.known_units,
+                frozenset(v.lower() for v in analyte.qualitative_values))
+        return found
+
+
+_MISSING: Any = object()
+MEASURE_CACHE_SIZE = 10_000
+_NUMERIC, _QUALITATIVE = Analyte.Kind.NUMERIC.value, Analyte.Kind.QUALITATIVE.value
+
+
+@dataclass(frozen=True, slots=True)
+class _Measure:
+    """What the catalogue says of an analyte sent with a unit: the analyte, whether it is numeric, the factor
+    from the unit to its canonical unit (None: the unit does not convert to it), whether the unit is in the
+    catalogue at all, and the analyte's accepted texts in lower case."""
+
+    analyte: Analyte
+    numeric: bool
+    factor: float | None
+    known_unit: bool
+    accepted: frozenset[str]
 
 
 _cached_catalogue: _Catalogue | None = None
@@ -206,7 +240,10 @@ def _keys_by_subject(rows: Sequence[ResultIn]) -> tuple[set[str], dict[str, set[
 def _read_sql(user: AbstractBaseUser) -> tuple[str, list[Any]]:
     """One SELECT: a row of the catalogue's version, joined to the caller's subjects of the batch, each with
     consent, withdrawal, death, day 0s, the refusing lock, its current results and draws of the batch (JSON,
-    by the references and accession numbers sent for that subject code) and, once per trial, the visits."""
+    by the references and accession numbers sent for that subject code) and, once per trial, the visits.
+    The current results join the references sent rather than test ``source_ref = ANY(...)``: where the planner
+    scans the results (a new or small table) that compared each row with every reference sent (15 ms instead
+    of 6 for a batch of 1,000 against 500 stored rows)."""
     scope, scope_params = _scope_sql(user)
     lock, lock_params = blocking_lock_sql("s")
     consent, follow_up, visit = Consent._meta.db_table, FollowUp._meta.db_table, Visit._meta.db_table
@@ -219,9 +256,10 @@ def _read_sql(user: AbstractBaseUser) -> tuple[str, list[Any]]:
         f"(SELECT min(fu.event_on) FROM {follow_up} fu WHERE fu.subject_id = s.id AND fu.kind = %s), "
         f"{day0s_sql('s.id')}, {lock}, "
         f"(SELECT coalesce(json_agg(json_build_array(r.id, r.source_ref, a.code, r.value_text, r.unit_text, "
-        f"d.accession_number, r.status)), '[]') FROM {Result._meta.db_table} r "
+        f"d.accession_number, r.status)), '[]') FROM jsonb_array_elements_text(%s::jsonb -> s.code) AS sent(ref) "
+        f"JOIN {Result._meta.db_table} r ON r.source_ref = sent.ref "
         f"JOIN {Analyte._meta.db_table} a ON a.id = r.analyte_id JOIN {LabDraw._meta.db_table} d ON d.id = r.draw_id "
-        f"WHERE r.site_id = s.site_id AND NOT r.superseded AND r.source_ref = ANY({sent})), "
+        f"WHERE r.site_id = s.site_id AND NOT r.superseded), "
         f"(SELECT coalesce(json_agg(json_build_array(d.id, d.accession_number, d.subject_id, d.specimen, "
         f"d.collected_at)), '[]') FROM {LabDraw._meta.db_table} d "
         f"WHERE d.site_id = s.site_id AND d.accession_number = ANY({sent})), "
@@ -279,13 +317,13 @@ def _zone(name: str) -> Any:
     return _ZONES[name]
 
 
-def _parse_value(analyte: Analyte, text: str, factor: float | None) -> tuple[float | None, str, str]:
+def _parse_value(measure: _Measure, text: str) -> tuple[float | None, str, str]:
     """(normalised value, censor mark, error) for a value as sent."""
-    if analyte.kind == Analyte.Kind.QUALITATIVE:
-        allowed = {v.lower() for v in analyte.qualitative_values}
-        return (None, "", "") if text.strip().lower() in allowed else (
+    analyte, factor = measure.analyte, measure.factor if measure.numeric else None
+    if analyte.kind == _QUALITATIVE:
+        return (None, "", "") if text.strip().lower() in measure.accepted else (
             None, "", f"Expected one of: {', '.join(analyte.qualitative_values)}.")
-    if analyte.qualitative_values and text.strip().lower() in {v.lower() for v in analyte.qualitative_values}:
+    if measure.accepted and text.strip().lower() in measure.accepted:
         return None, "", ""  # e.g. MRD "not detected": kept as sent, no number
     censor = ""
     match = CENSORED.match(text)
@@ -335,8 +373,8 @@ _LIMITS = tuple(MAX_LENGTHS.get(name, 1 << 62) for name in TEXT_FIELDS)
 def _check_text(batch: _Batch, i: int, row: ResultIn) -> bool:
     """Every text fits its column and holds no NUL character (PostgreSQL refuses both: a 500, not a 400)."""
     texts = _TEXTS(row)
-    if "\x00" not in "".join(texts) and all(len(t) <= n for t, n in zip(texts, _LIMITS, strict=True)):
-        return True  # the usual row: one test of all its texts
+    if "\x00" not in "".join(texts) and all(map(le, map(len, texts), _LIMITS)):
+        return True  # the usual row: one test of all its texts (in C: no Python frame per text)
     ok = True
     for name in TEXT_FIELDS:
         text = getattr(row, name)
@@ -355,8 +393,8 @@ def _check_row(batch: _Batch, i: int, row: ResultIn, subject: _SubjectFacts | No
     if subject is None:
         batch.error(i, "subject", "unknown_subject", f"No subject {row.subject} in your sites.")
         ok = False
-    analyte = catalogue.analytes.get(row.analyte)
-    if analyte is None:
+    measure = catalogue.measure(row.analyte, row.unit)
+    if measure is None:
         batch.error(i, "analyte", "unknown_analyte", f"Unknown analyte {row.analyte}.")
         return ()
     if row.specimen not in SPECIMENS:
@@ -365,29 +403,28 @@ def _check_row(batch: _Batch, i: int, row: ResultIn, subject: _SubjectFacts | No
     if row.status not in STATUSES:
         batch.error(i, "status", "unknown_status", f"Status is one of {', '.join(sorted(STATUSES))}.")
         ok = False
-    if row.collected_at.tzinfo is None:
+    at = row.collected_at
+    if at.tzinfo is None:
         batch.error(i, "collected_at", "naive_time", "Give the collection time with its UTC offset.")
         return ()
-    if row.collected_at.year < EARLIEST:
+    if at.year < EARLIEST:
         batch.error(i, "collected_at", "time_out_of_range", f"The collection time is before {EARLIEST}.")
         return ()
-    if row.collected_at > batch.now:
+    if at > batch.now:
         batch.error(i, "collected_at", "time_in_future", "The collection time is in the future.")
         ok = False
-    factor = None
-    if analyte.kind == Analyte.Kind.NUMERIC:
-        factor = catalogue.units.get(analyte.pk, {}).get(row.unit)
-        if factor is None and not row.unit.strip():
-            batch.error(i, "unit", "unit_required", f"Give the unit of the {analyte.code} value "
-                        f"(e.g. {analyte.canonical_unit}).")
-            ok = False
-        elif factor is None:
-            known = row.unit in catalogue.known_units
-            batch.error(i, "unit", "unit_not_convertible" if known else "unknown_unit",
-                        f"{row.unit or 'No unit'} does not convert to {analyte.canonical_unit} for {analyte.code}."
-                        if known else f"Unknown unit {row.unit!r} for {analyte.code}.")
-            ok = False
-    value, censor, problem = _parse_value(analyte, row.value, factor)
+    analyte, factor = measure.analyte, measure.factor if measure.numeric else None
+    if measure.numeric and factor is None and not row.unit.strip():
+        batch.error(i, "unit", "unit_required", f"Give the unit of the {analyte.code} value "
+                    f"(e.g. {analyte.canonical_unit}).")
+        ok = False
+    elif measure.numeric and factor is None:
+        known = measure.known_unit
+        batch.error(i, "unit", "unit_not_convertible" if known else "unknown_unit",
+                    f"{row.unit or 'No unit'} does not convert to {analyte.canonical_unit} for {analyte.code}."
+                    if known else f"Unknown unit {row.unit!r} for {analyte.code}.")
+        ok = False
+    value, censor, problem = _parse_value(measure, row.value)
     if problem:
         batch.error(i, "value", "invalid_value", problem)
         ok = False
@@ -417,11 +454,12 @@ def _draws(batch: _Batch, found: _Found, valid: dict[int, tuple]) -> _DrawPlan:
     insert (with their visit), checking that a draw's subject, specimen and time agree everywhere."""
     facts = found.facts
     wanted: dict[tuple[int, str], tuple[int, ResultIn]] = {}
+    rows = batch.rows
     for i in valid:
-        row = batch.rows[i]
-        key = (facts[row.subject].site_id, row.accession_number)
-        first_i, first = wanted.setdefault(key, (i, row))
-        if (first.subject, first.specimen, first.collected_at) != (row.subject, row.specimen, row.collected_at):
+        row = rows[i]
+        first_i, first = wanted.setdefault((facts[row.subject].site_id, row.accession_number), (i, row))
+        if first is not row and (first.subject != row.subject or first.specimen != row.specimen
+                                 or first.collected_at != row.collected_at):
             batch.error(i, "accession_number", "accession_mismatch", f"Accession {row.accession_number} is given "
                         f"another subject, specimen or time at index {first_i}.")
     existing: dict[tuple[int, str], int] = {}
@@ -536,34 +574,41 @@ def _build(batch: _Batch, found: _Found, catalogue: _Catalogue) -> _Plan:
     valid = _validate(batch, found, catalogue)
     facts, existing = found.facts, found.results
     plan: dict[int, str] = {}
-    for i in valid:
-        row = batch.rows[i]
-        current = existing.get((facts[row.subject].site_id, row.source_ref))
-        if current is not None:
-            plan[i] = _compare(batch, i, row, current)
-        elif row.correction_reason.strip():
-            batch.error(i, "correction_reason", "nothing_to_correct", f"{row.source_ref} has no earlier result.")
+    # Only a batch that meets current results or sends a reason has anything to compare (a new batch: neither).
+    if existing or any(map(_REASON, batch.rows)):
+        for i in valid:
+            row = batch.rows[i]
+            current = existing.get((facts[row.subject].site_id, row.source_ref))
+            if current is not None:
+                plan[i] = _compare(batch, i, row, current)
+            elif row.correction_reason.strip():
+                batch.error(i, "correction_reason", "nothing_to_correct", f"{row.source_ref} has no earlier result.")
     if batch.errors or batch.conflicts:
         return _Plan()
-    draws = _draws(batch, found, {i: v for i, v in valid.items() if plan.get(i) != "same"})
+    draws = _draws(batch, found, {i: v for i, v in valid.items() if plan.get(i) != "same"} if plan else valid)
     if batch.errors:
         return _Plan()
     out = _Plan(draws=draws, unchanged=sum(1 for action in plan.values() if action == "same"))
-    user_id, interpret = batch.user.pk, _Interpreter(catalogue)
+    user_id, interpret, rows, append = batch.user.pk, _Interpreter(catalogue), batch.rows, out.records.append
     for i, (analyte, value, censor) in valid.items():
         action = plan.get(i)
         if action == "same":
             continue
-        row, subject = batch.rows[i], facts[batch.rows[i].subject]
+        row = rows[i]
+        subject = facts[row.subject]
+        site_id, status = subject.site_id, row.status
         if action == "correct":
-            out.superseded.append(existing[(subject.site_id, row.source_ref)][0])
+            out.superseded.append(existing[(site_id, row.source_ref)][0])
+            status = _CORRECTED
         flag, grade = interpret(analyte, value, subject)
-        status = Result.Status.CORRECTED if action == "correct" else row.status
         number = None if value is None else float(value)  # a bound from the catalogue may be an int
-        out.records.append(((subject.site_id, row.accession_number), subject.id, subject.site_id, analyte.pk,
-                            row.source_ref, row.value, row.unit, number, censor, flag, grade, status, False,
-                            row.correction_reason, user_id))
+        append(((site_id, row.accession_number), subject.id, site_id, analyte.id, row.source_ref, row.value,
+                row.unit, number, censor, flag, grade, status, False, row.correction_reason, user_id))
     return out
+
+
+_CORRECTED = Result.Status.CORRECTED.value
+_REASON = attrgetter("correction_reason")
 
 
 class _Interpreter:
@@ -580,23 +625,23 @@ class _Interpreter:
     def __call__(self, analyte: Analyte, value: float | None, subject: _SubjectFacts) -> tuple[str, int | None]:
         if value is None:
             return "", None
-        key = (analyte.pk, subject.sex, subject.age)
+        key = (analyte.id, subject.sex, subject.age)
         limits = self.ranges.get(key)
         if limits is None:
-            limits = self.ranges[key] = self.catalogue.range_for(analyte.pk, subject.sex, subject.age)
+            limits = self.ranges[key] = self.catalogue.range_for(analyte.id, subject.sex, subject.age)
         low, high = limits
         flag = "L" if low is not None and value < low else "H" if high is not None and value > high else (
             "N" if low is not None or high is not None else "")
-        return flag, self.grade(analyte.ctcae_term, value, low, high) if analyte.ctcae_term else None
-
-    def grade(self, term: str, value: float, low: float | None, high: float | None) -> int | None:
-        key = (term, value, low, high)
-        grades = self._grades
-        if key not in grades:
+        term = analyte.ctcae_term
+        if not term:
+            return flag, None
+        grades, graded = self._grades, (term, value, low, high)
+        grade = grades.get(graded, _MISSING)
+        if grade is _MISSING:
             if len(grades) >= GRADE_CACHE_SIZE:
                 grades.clear()
-            grades[key] = grade_lab(term=term, value=value, lln=low, uln=high)
-        return grades[key]
+            grade = grades[graded] = grade_lab(term=term, value=value, lln=low, uln=high)
+        return flag, grade
 
 
 # Up to this many rows go in one INSERT (one round trip; a single post's whole write when its draw exists);
@@ -607,9 +652,10 @@ _TYPES = {"draw_id": "bigint", "subject_id": "bigint", "site_id": "bigint", "ana
           "value": "float8", "ctcae_grade": "int", "superseded": "boolean", "recorded_by_id": "bigint"}
 
 
-def _insert(records: list[tuple]) -> None:
+def _insert(records: list[tuple], ids: dict[tuple[int, str], int]) -> None:
     """INSERT the rows in one statement, each with this transaction's time and the request's audit context
     (attached by the statement: pghistory sets the context on every statement that is not a SELECT)."""
+    records = _with_draw_ids(records, ids)
     columns = RESULT_COLUMNS[:-2]  # recorded_at and audit_context_id come from the statement
     arrays = ", ".join(f"%s::{_TYPES.get(c, 'text')}[]" for c in columns)
     with connection.cursor() as cursor:
@@ -623,13 +669,14 @@ _COPY_NULL = "\\N"
 _COPY_ESCAPES = str.maketrans({"\\": "\\\\", "\t": "\\t", "\n": "\\n", "\r": "\\r"})
 
 
-def _copy_line(record: tuple, end: str) -> str:
-    """One row in COPY's text format, in RESULT_COLUMNS' order, ``end`` (recorded_at, audit context and the
-    newline) appended. Texts have their backslashes, tabs, newlines and carriage returns escaped (a NUL never
-    gets here: it is refused row by row), NULL is backslash-N, and ids and grades must be integers (``:d``
-    refuses anything else), so no value can end its field or row early. About 2.5 times faster than
-    psycopg's write_row, which adapts every value by its type."""
-    draw, subject, site, analyte, ref, sent, unit, value, censor, flag, grade, status, superseded, reason, user = record
+def _copy_line(record: tuple, draw: int, end: str) -> str:
+    """One row in COPY's text format, in RESULT_COLUMNS' order: ``draw`` the id of the record's draw (its key
+    comes first in ``record``), ``end`` (recorded_at, audit context and the newline) appended. Texts have their
+    backslashes, tabs, newlines and carriage returns escaped (a NUL never gets here: it is refused row by row),
+    NULL is backslash-N, and ids and grades must be integers (``:d`` refuses anything else), so no value can end
+    its field or row early. About 2.5 times faster than psycopg's write_row, which adapts every value by its
+    type."""
+    _key, subject, site, analyte, ref, sent, unit, value, censor, flag, grade, status, superseded, reason, user = record
     texts = "\x00".join((ref, sent, unit, censor, flag, status, reason))
     if "\\" in texts or "\t" in texts or "\n" in texts or "\r" in texts:
         ref, sent, unit, censor, flag, status, reason = (
@@ -640,13 +687,14 @@ def _copy_line(record: tuple, end: str) -> str:
             f"{graded}\t{status}\t{'t' if superseded else 'f'}\t{reason}\t{user:d}{end}")
 
 
-def _copy_text(records: list[tuple], recorded_at: dt.datetime, context_id: Any) -> str:
+def _copy_text(records: list[tuple], ids: dict[tuple[int, str], int], recorded_at: dt.datetime,
+               context_id: Any) -> str:
     context = _COPY_NULL if context_id is None else str(context_id)  # a UUID: hexadecimal digits and hyphens
     end = f"\t{recorded_at.isoformat()}\t{context}\n"
-    return "".join([_copy_line(record, end) for record in records])
+    return "".join([_copy_line(record, ids[record[0]], end) for record in records])
 
 
-def _copy(records: list[tuple]) -> None:
+def _copy(records: list[tuple], ids: dict[tuple[int, str], int]) -> None:
     """COPY the rows, each with this transaction's time and the request's audit context (attached first by
     a statement of its own: COPY is not a statement pghistory sees)."""
     [(context_id, now)] = _rows("WITH attached AS (SELECT _pgh_attach_context() AS id) "
@@ -655,33 +703,34 @@ def _copy(records: list[tuple]) -> None:
     # surfaces as psycopg's UniqueViolation, which ingest_results' IntegrityError retry never catches (500).
     with connection.cursor() as cursor, connection.wrap_database_errors:
         with cursor.cursor.copy(f"COPY {Result._meta.db_table} ({', '.join(RESULT_COLUMNS)}) FROM STDIN") as copy:
-            copy.write(_copy_text(records, now, context_id))
+            copy.write(_copy_text(records, ids, now, context_id))
 
 
-def _write(batch: _Batch, plan: _Plan, reasons: list[str]) -> None:
+def _write(batch: _Batch, plan: _Plan) -> None:
     """Store a valid batch. A write of one statement (the draws exist, nothing is superseded, few rows)
     is its own transaction: no BEGIN and COMMIT round trips. Anything more runs in one transaction."""
     if (plan.draws.new or plan.superseded or len(plan.records) > INSERT_MAX_ROWS
             or connection.in_atomic_block):
         with transaction.atomic():
-            _write_all(batch, plan, reasons)
+            _write_all(batch, plan)
     elif plan.records:
-        _insert(_with_draw_ids(plan.records, plan.draws.ids))
+        _insert(plan.records, plan.draws.ids)
 
 
-def _write_all(batch: _Batch, plan: _Plan, reasons: list[str]) -> None:
+def _write_all(batch: _Batch, plan: _Plan) -> None:
     ids = plan.draws.ids
     if plan.draws.new:
         ids = {**ids, **_insert_draws(plan.draws.new, batch.user.pk)}
-    records = _with_draw_ids(plan.records, ids)
+    records = plan.records
     store = _insert if len(records) <= INSERT_MAX_ROWS else _copy
     if plan.superseded:
         # The corrections' reasons go into the audit context too (each new row also keeps its own).
+        reasons = sorted({row.correction_reason.strip() for row in batch.rows if row.correction_reason.strip()})
         with pghistory.context(reason="; ".join(reasons)[:1000], action="correct_results"):
             Result.objects.filter(pk__in=plan.superseded).update(superseded=True)
-            store(records)
+            store(records, ids)
     elif records:
-        store(records)
+        store(records, ids)
 
 
 def _with_draw_ids(records: list[tuple], ids: dict[tuple[int, str], int]) -> list[tuple]:
@@ -713,7 +762,6 @@ def _ingest_once(*, rows: Sequence[ResultIn], by: User) -> IngestOutcome:
         raise BatchRejected(batch.errors + batch.conflicts)
     if batch.conflicts:
         raise BatchRejected(batch.conflicts, conflict=True)
-    reasons = sorted({row.correction_reason.strip() for row in rows if row.correction_reason.strip()})
-    _write(batch, plan, reasons)
+    _write(batch, plan)
     corrected = len(plan.superseded)
     return IngestOutcome(created=len(plan.records) - corrected, unchanged=plan.unchanged, corrected=corrected)

@@ -136,6 +136,22 @@ def test_collection_after_withdrawal_of_consent_is_refused(world, subject, lab):
     assert post_results(lab, result_row(subject, 2, collected_at=at(days_ago(12)).isoformat())).status_code == 201
 
 
+def test_each_row_of_a_subject_and_time_is_judged_by_that_subject(world, subject, lab):
+    """Rows share a site's local date of a collection time, not its verdict: every row of a withdrawn subject's
+    draw is refused, each with its own index, while another subject's row at the same time is not."""
+    other = consented(trial=world.trial, site=world.site_a, coordinator=world.coordinator)
+    enrolment.withdraw_consent(subject=subject, withdrawn_on=days_ago(10), reason="Moved away", by=world.coordinator)
+    when = at(days_ago(2)).isoformat()
+    rows = [result_row(subject, 1, collected_at=when), result_row(other, 2, accession_number="ACC-2",
+                                                                  collected_at=when),
+            result_row(subject, 3, collected_at=when, analyte="IL6", unit="pg/mL")]
+    response = post_results(lab, {"results": rows})
+    assert response.status_code == 400
+    assert [(e["index"], e["code"]) for e in response.json()["rows"]] == [(0, "after_withdrawal"),
+                                                                          (2, "after_withdrawal")]
+    assert post_results(lab, {"results": rows[1:2]}).status_code == 201
+
+
 @pytest.mark.parametrize(("overrides", "code", "field"), [
     ({"unit": "g/dL"}, "unit_not_convertible", "unit"),  # g/dL is a catalogue unit (HGB), not CRP's
     ({"unit": "furlongs"}, "unknown_unit", "unit"),

@@ -190,6 +190,26 @@ def test_the_cached_catalogue_is_reloaded_when_it_changes(world, versioned, cata
     assert Result.objects.get(source_ref="LIS-2").value == pytest.approx(2.0)
 
 
+def test_what_an_analyte_and_unit_give_is_kept_only_while_the_catalogue_is_current(world, versioned, catalogue,
+                                                                                    lab):
+    """Each (analyte, unit) pair sent is resolved once per catalogue version (its unit factor or refusal, its
+    accepted texts): every row of the pair gets the same answer, and a change to the catalogue is seen at once."""
+    subject = consented(trial=world.trial, site=world.site_a, coordinator=world.coordinator)
+    pair = [row(subject, n, analyte="IL6", unit="fg/mL", value=value) for n, value in ((1, "20000"), (2, "30000"))]
+    refused = post(lab, {"results": pair})
+    assert refused.status_code == 400
+    assert [(r["index"], r["code"]) for r in refused.json()["rows"]] == [(0, "unknown_unit"), (1, "unknown_unit")]
+    AnalyteUnit.objects.create(analyte=catalogue["IL6"], unit="fg/mL", factor=0.001)
+    assert post(lab, {"results": pair}).status_code == 201
+    assert sorted(Result.objects.filter(unit_text="fg/mL").values_list("value", flat=True)) == [20.0, 30.0]
+    text = row(subject, 3, analyte="IL6", unit="pg/mL", value="Not detected")
+    refused = post(lab, text)
+    assert refused.status_code == 400 and refused.json()["rows"][0]["code"] == "invalid_value"
+    Analyte.objects.filter(pk=catalogue["IL6"].pk).update(qualitative_values=["not detected"])
+    assert post(lab, text).status_code == 201
+    assert Result.objects.values_list("value_text", "value").get(source_ref="LIS-3") == ("Not detected", None)
+
+
 def test_a_single_post_reads_token_user_and_memberships_at_once_and_the_catalogue_once(world, versioned,
                                                                                           catalogue, lab):
     subject = consented(trial=world.trial, site=world.site_a, coordinator=world.coordinator)

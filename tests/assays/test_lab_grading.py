@@ -1,10 +1,12 @@
 """CTCAE v5.0 lab grading: DOMAIN.md §3.3 table boundaries for every CtcaeLabTerm, and the catalogue it reads."""
 
 import math
+import random
+from decimal import Decimal
 
 import pytest
 
-from assays.lab_grading import LAB_GRADING_VERSION, TERMS, grade_lab
+from assays.lab_grading import DECREASED_CUTOFFS, LAB_GRADING_VERSION, TERMS, grade_lab
 from assays.models import Analyte, AnalyteUnit, CtcaeLabTerm, ReferenceRange
 
 ANC, PLT, HGB = "neutrophil_decreased", "platelet_decreased", "anaemia"
@@ -157,6 +159,34 @@ def test_fibrinogen_fall_from_baseline_applies_below_lln(value, baseline, grade)
 ])
 def test_boundaries_compare_the_decimals_as_reported(term, value, lln, uln, grade):
     assert grade_lab(term=term, value=value, lln=lln, uln=uln) == grade
+
+
+def _decreased_as_decimals(term, value, lln):
+    """The "decreased" rule with every number as the Decimal it prints as (how the grader compared them before
+    it compared the floats themselves)."""
+    v = Decimal(repr(float(value)))
+    cutoffs = DECREASED_CUTOFFS[term]  # the lower bounds of grades 2, 3[, 4]
+    for grade in range(len(cutoffs) + 1, 1, -1):
+        if v < Decimal(cutoffs[grade - 2]):
+            return grade
+    limit = Decimal(repr(float(lln))) if lln is not None and math.isfinite(lln) else None
+    if limit is None or limit <= 0:
+        return None
+    return 1 if v < limit else 0
+
+
+def test_decreased_terms_compare_floats_as_the_decimals_they_print_as():
+    """Floats are compared directly for these terms: the same grade as comparing their decimals, at and around
+    every cutoff and LLN (one float step either side), on random values and for missing or bad LLNs."""
+    rng = random.Random(14)
+    for term, cutoffs in DECREASED_CUTOFFS.items():
+        edges = [float(c) for c in cutoffs] + [0.7, 1.0, 1.8, 2.1, 120.0, 150.0, 4.0]
+        values = [x for e in edges for x in (math.nextafter(e, 0), e, math.nextafter(e, math.inf))]
+        values += [round(rng.uniform(0, 400), rng.choice((1, 2, 3))) for _ in range(3000)] + [0, 75, 2]
+        for lln in (None, 0.0, -1.0, 1.8, 2.1, 0.7, 120, 150.0, 4.0, math.nextafter(1.8, 0), math.inf):
+            for value in values:
+                assert grade_lab(term=term, value=value, lln=lln, uln=None) == _decreased_as_decimals(
+                    term, value, lln), (term, value, lln)
 
 
 def test_unknown_term_and_non_finite_value_are_refused():
