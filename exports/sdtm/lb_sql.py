@@ -31,13 +31,14 @@ from django.db import connection
 from assays.models import LabDraw, Result
 from exports.formats.csv_results import Block, python_float_sql
 from exports.sdtm.codes import SPECIMEN, catalogue
-from exports.sdtm.common import CHUNK, Context, Dataset, subject_key
+from exports.sdtm.common import Context, Dataset, subject_key
 from exports.sdtm.findings import CANCELLED, DATASETS, NRIND, PC_ANALYTES
-from exports.sdtm.xpt import Variable, ascii_text, header, ibm_float
+from exports.sdtm.xpt import RECORD, Variable, header, observations
 from patients.timeline import cdisc_study_day_sql, day0s_sql, local_date_sql
 
 LB, PC = DATASETS[0], DATASETS[1]
 FLUSH = 64 * 1024
+XPT_CHUNK = 10_000  # rows fetched, and encoded, at a time
 PRINTABLE_ASCII = "^[ -~]*$"  # texts PostgreSQL strips and upper-cases exactly as Python does
 
 
@@ -291,18 +292,6 @@ def _as_csv_module(lines: list[Block]) -> bytes:
     return b"".join(_requoted(line) if b'"' in line else line for line in map(bytes, lines))
 
 
-def _padded(text: str, run: list[Variable]) -> bytes:
-    """A character run's blank-padded text in ASCII (each variable transliterated, then cut to its width)."""
-    if text.isascii():
-        return text.encode("ascii")
-    parts, start = [], 0
-    for variable in run:
-        field = text[start:start + variable.length]
-        parts.append(ascii_text(field).encode("ascii")[:variable.length])
-        start += variable.length
-    return b"".join(parts)
-
-
 def xpt_chunks(ctx: Context) -> Iterator[bytes]:
     """LB as SAS transport v5 (``exports.sdtm.xpt_chunks``' file)."""
     return _xpt_chunks(ctx, LB_SQL)
@@ -313,30 +302,32 @@ def pc_xpt_chunks(ctx: Context) -> Iterator[bytes]:
     return _xpt_chunks(ctx, PC_SQL)
 
 
+def xpt_values_sql(spec: FromSql = LB_SQL) -> str:
+    """The query of the XPT: every variable a column of its own, texts unpadded (``observations`` pads them; blank
+    padding by PostgreSQL quadrupled the bytes it sends), numbers as they are (NULL is missing)."""
+    columns = ", ".join(spec.expressions[v.name] if v.numeric else f"COALESCE({spec.expressions[v.name]}, '')"
+                        for v in spec.variables)
+    return f"{WITH}SELECT {columns} {_from_where()}ORDER BY subj.rank, cat.rank, {ORDER}"
+
+
 def _xpt_chunks(ctx: Context, spec: FromSql) -> Iterator[bytes]:
-    runs = _runs(spec.variables)
-    numeric = [run[0].numeric for run in runs]
-    buffer = bytearray(header(spec.dataset.name, spec.dataset.label, spec.variables))
+    """The header, then the observations of each fetched chunk encoded at once (``xpt.observations``)."""
+    yield header(spec.dataset.name, spec.dataset.label, spec.variables)
     written = 0
-    for row in _server_side_rows(xpt_sql(spec), params(ctx, spec)):
-        encoded = b"".join([ibm_float(value) if is_number else _padded(value, run)
-                            for value, is_number, run in zip(row, numeric, runs, strict=True)])
-        buffer += encoded
+    for rows in _server_side_chunks(xpt_values_sql(spec), params(ctx, spec)):
+        encoded = observations(spec.variables, rows)
         written += len(encoded)
-        if len(buffer) >= FLUSH:
-            yield bytes(buffer)
-            buffer.clear()
-    buffer += b" " * (-written % 80)
-    yield bytes(buffer)
+        yield encoded
+    yield b" " * (-written % RECORD)
 
 
-def _server_side_rows(sql: str, values: dict[str, Any]) -> Iterable[tuple[Any, ...]]:
-    """The query's rows from a server-side cursor; the next chunk is fetched (PostgreSQL works, psycopg waits
-    without the GIL) while the caller encodes the current one."""
+def _server_side_chunks(sql: str, values: dict[str, Any]) -> Iterable[list[tuple[Any, ...]]]:
+    """The query's rows, a chunk at a time, from a server-side cursor; the next chunk is fetched (PostgreSQL works,
+    psycopg waits without the GIL) while the caller encodes the current one."""
     with connection.chunked_cursor() as cursor, ThreadPoolExecutor(max_workers=1) as fetcher:
         cursor.execute(sql, values)
-        fetch = partial(cursor.cursor.fetchmany, CHUNK)  # psycopg's own cursor: one fetch at a time, in order
+        fetch = partial(cursor.cursor.fetchmany, XPT_CHUNK)  # psycopg's own cursor: one fetch at a time, in order
         pending = fetcher.submit(fetch)
         while rows := pending.result():
             pending = fetcher.submit(fetch)
-            yield from rows
+            yield rows
