@@ -14,8 +14,8 @@ that is not ASCII is transliterated (``ascii_text``): a few symbols are spelled 
 ﬁ → fi), and any character still not ASCII (e.g. Chinese text) becomes ``?``. A value longer than its
 variable is cut at the variable's length. The CSV twin of a dataset keeps the original UTF-8 text.
 
-``observations`` encodes a chunk of rows column by column with numpy (the SQL-written datasets, thousands of rows
-at a time), byte for byte as ``row_encoder`` encodes them one by one.
+``observations`` encodes a chunk of rows column by column with numpy (the SQL-written datasets: thousands of rows
+of PostgreSQL's binary COPY at a time), byte for byte as ``row_encoder`` encodes them one by one.
 
 The header dates are fixed (1 January 1960, SAS's epoch), so that a file depends only on its data.
 
@@ -34,7 +34,7 @@ import unicodedata
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 import numpy.typing as npt
@@ -147,51 +147,60 @@ def ibm_floats(values: npt.ArrayLike) -> npt.NDArray[np.uint64]:
     return words.astype(">u8")
 
 
-def observations(variables: Sequence[Variable], rows: Sequence[Sequence[Value]]) -> bytes:
-    """The observations of ``rows`` (values in variable order), as ``row_encoder`` writes them one by one, encoded
-    a column at a time: numbers as ``ibm_floats`` (int, float or None only: no text), texts by ``_place_texts``."""
-    if not rows:
-        return b""
+def observations(variables: Sequence[Variable], data: npt.NDArray[np.uint8], starts: npt.NDArray[np.intp],
+                 sizes: npt.NDArray[np.intp]) -> bytes:
+    """Rows given variable by variable as places in ``data``, encoded at once, byte for byte as ``row_encoder``
+    encodes them one by one. ``starts[j, i]`` and ``sizes[j, i]`` place the value of variable ``j`` in row ``i``
+    (size -1: NULL): a number as an IEEE big-endian double (8 bytes), a text in UTF-8."""
     width = sum(v.length for v in variables)
-    out = np.full((len(rows), width), BLANK, dtype=np.uint8)
-    position = 0
-    for variable, column in zip(variables, zip(*rows, strict=True), strict=True):
+    out = np.full((starts.shape[1], width), BLANK, dtype=np.uint8)
+    offsets = np.cumsum([0] + [v.length for v in variables[:-1]])
+    for j, variable in enumerate(variables):
         if variable.numeric:
-            words = ibm_floats(np.array(column, dtype=np.float64))  # None is NaN, the missing value
-            out[:, position:position + 8] = words.view(np.uint8).reshape(-1, 8)
-        else:
-            _place_texts(out, column, position, variable.length)
-        position += variable.length
+            out[:, offsets[j]:offsets[j] + 8] = _numbers(data, starts[j], sizes[j]).view(np.uint8).reshape(-1, 8)
+    texts = [j for j, v in enumerate(variables) if not v.numeric]
+    _place_texts(out, data, starts[texts].T, sizes[texts].T, offsets[texts],
+                 np.array([variables[j].length for j in texts], dtype=np.intp))
     return out.tobytes()
 
 
-def _place_texts(out: npt.NDArray[np.uint8], column: Sequence[Value], position: int, length: int) -> None:
-    """One character variable's values into the blank rows of ``out`` at ``position``: ASCII texts that fit (the
-    usual case) by one scatter of their joined bytes, any other column value by value as ``_text``."""
-    joined = _joined_ascii(column)
-    sizes = None if joined is None else np.fromiter(map(len, column), dtype=np.intp, count=len(column))
-    if joined is None or sizes is None or (sizes > length).any():
-        texts = b"".join(_text_or_blank(value, length) for value in column)
-        out[:, position:position + length] = np.frombuffer(texts, dtype=np.uint8).reshape(-1, length)
+def _numbers(data: npt.NDArray[np.uint8], starts: npt.NDArray[np.intp], sizes: npt.NDArray[np.intp]
+             ) -> npt.NDArray[np.uint64]:
+    if not np.isin(sizes, (-1, 8)).all():
+        raise ValueError("Numbers must come as 8-byte doubles.")
+    present = sizes == 8
+    return ibm_floats(np.where(present, unaligned(data, ">f8")[np.where(present, starts, 0)], np.nan))
+
+
+def unaligned(data: npt.NDArray[np.uint8], dtype: str) -> npt.NDArray[Any]:
+    """``data`` read as ``dtype`` at every byte offset: ``unaligned(data, ">i4")[k]`` is the big-endian 32-bit
+    integer in ``data[k:k + 4]``."""
+    size = np.dtype(dtype).itemsize
+    return np.ndarray((max(len(data) - size + 1, 0),), dtype=dtype, buffer=data, strides=(1,))
+
+
+def _place_texts(out: npt.NDArray[np.uint8], data: npt.NDArray[np.uint8], starts: npt.NDArray[np.intp],
+                 sizes: npt.NDArray[np.intp], offsets: npt.NDArray[np.intp], lengths: npt.NDArray[np.intp]) -> None:
+    """Each text into its blank place in ``out``, cut at its variable's length: one scatter of every byte. A text
+    whose kept bytes are not all ASCII is written again as ``_text`` writes it (transliterated, then cut)."""
+    kept = np.clip(sizes, 0, lengths).ravel()  # row by row; NULL (-1) keeps nothing: blank
+    first = np.cumsum(kept) - kept  # of each text among the kept bytes
+    index = np.int32 if max(out.size, len(data)) < 2 ** 31 else np.int64  # half the memory to go through
+    every = np.arange(first[-1] + kept[-1] if len(kept) else 0, dtype=index)
+    places = np.arange(len(out))[:, None] * out.shape[1] + offsets
+    source = np.repeat((starts.ravel() - first).astype(index), kept)
+    source += every
+    place = np.repeat((places.ravel() - first).astype(index), kept)
+    place += every
+    kept_bytes = data[source]
+    out.reshape(-1)[place] = kept_bytes
+    if kept_bytes.max(initial=0) < 0x80:
         return
-    starts = np.cumsum(sizes) - sizes  # of each value in the joined bytes
-    shifts = np.arange(len(column)) * out.shape[1] + position - starts  # from a value's bytes to its place
-    out.reshape(-1)[np.arange(len(joined)) + np.repeat(shifts, sizes)] = np.frombuffer(joined, dtype=np.uint8)
-
-
-def _joined_ascii(column: Sequence[Value]) -> bytes | None:
-    """The column's texts joined, if every value is an ASCII text."""
-    try:
-        joined = "".join(column)  # type: ignore[arg-type]
-    except TypeError:  # None or a number
-        return None
-    return joined.encode("ascii") if joined.isascii() else None
-
-
-def _text_or_blank(value: Value, width: int) -> bytes:
-    if value is None or value == "":
-        return b" " * width
-    return _text(value if isinstance(value, str) else str(value), width)
+    for k in np.unique(np.searchsorted(first, np.flatnonzero(kept_bytes >= 0x80), side="right") - 1):
+        row, column = divmod(int(k), starts.shape[1])
+        start, length = int(starts[row, column]), int(lengths[column])
+        text = data[start:start + int(sizes[row, column])].tobytes().decode("utf-8")
+        out[row, offsets[column]:offsets[column] + length] = np.frombuffer(_text(text, length), dtype=np.uint8)
 
 
 def _header(kind: bytes, tail: bytes = b"0" * 30) -> bytes:

@@ -155,26 +155,46 @@ def test_vectorised_ibm_floats_are_ibm_float_of_every_double() -> None:
 def test_vectorised_ibm_floats_take_whole_numbers_and_none_as_missing() -> None:
     numbers: list[Any] = [None, 0, 1, -1, 7, 2 ** 53 + 1, -(10 ** 20), 16 ** 10, 12.5, None]
     assert ibm_floats(np.array(numbers, dtype=np.float64)).tobytes() == b"".join(map(ibm_float, numbers))
-    assert ibm_floats([None]).tobytes() == MISSING
+    assert ibm_floats(np.array([None, math.nan], dtype=np.float64)).tobytes() == MISSING * 2
+
+
+def as_fields(rows: list[tuple[Any, ...]]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Rows as ``observations`` takes them (as PostgreSQL's ``record_send`` gives them): each value's bytes after a
+    field header, numbers as big-endian doubles, texts in UTF-8, None as NULL (size -1)."""
+    data, starts, sizes = bytearray(), [], []
+    for row in rows:
+        for value in row:
+            raw = None if value is None else value.encode() if isinstance(value, str) else struct.pack(">d", value)
+            data += b"\xff" * 8
+            starts.append(len(data))
+            sizes.append(-1 if raw is None else len(raw))
+            data += raw or b""
+    shape = (len(rows), len(VARIABLES))
+    return (np.frombuffer(bytes(data), dtype=np.uint8), np.array(starts, dtype=np.intp).reshape(shape).T,
+            np.array(sizes, dtype=np.intp).reshape(shape).T)
 
 
 def test_observations_of_a_chunk_are_the_rows_encoded_one_by_one() -> None:
     rng = random.Random(3)
-    texts = ["", "Neutrophils", "a much longer text than fits", "Fièvre ≥ 39 °C", "白细胞", "  padded  ", "x" * 12,
-             "\r\n\ttabs", "ß" * 7, "é" * 12]
+    texts: list[Any] = ["", None, "Neutrophils", "a much longer text than fits", "Fièvre ≥ 39 °C", "白细胞",
+                        "  padded  ", "x" * 12, "\r\n\ttabs", "ß" * 7, "é" * 12, "x" * 11 + "é", "é" + "x" * 40]
     numbers: list[Any] = [None, 0, -3, 0.4, -1.5e-12, math.nan, 123456789.125, 2 ** 60, 1e-300, -0.0]
-    fitting = [t for t in texts if t.isascii() and len(t) <= 12]  # every text of these fits every variable
+    fitting = [t for t in texts if t is None or (t.isascii() and len(t) <= 12)]  # these fit every variable
 
-    def row(pool: list[str]) -> tuple[Any, ...]:
+    def row(pool: list[Any]) -> tuple[Any, ...]:
         return (rng.choice(pool), rng.choice(pool), rng.choice(numbers), rng.choice(pool), rng.choice(numbers))
 
     encode = row_encoder(VARIABLES)
-    for pool in (fitting, texts):  # the vectorised case, then columns with non-ASCII or too long texts
+    for pool in (fitting, texts):  # ASCII that fits, then texts to transliterate or to cut
         rows = [row(pool) for _ in range(5000)]
-        assert observations(VARIABLES, rows) == b"".join(map(encode, rows))
-    rows = [("T001", None, 1.0, 42, 2), ("T001", "T001-SA-SA-0001", None, None, None)]  # None and non-texts
-    assert observations(VARIABLES, rows) == b"".join(map(encode, rows))
-    assert observations(VARIABLES, []) == b""
+        assert observations(VARIABLES, *as_fields(rows)) == b"".join(map(encode, rows))
+    assert observations(VARIABLES, *as_fields([])) == b""
+
+
+def test_observations_refuse_numbers_that_are_not_doubles() -> None:
+    data, starts, sizes = as_fields([("T", "U", "0.4", "", 1)])  # a text where a number goes
+    with pytest.raises(ValueError, match="8-byte doubles"):
+        observations(VARIABLES, data, starts, sizes)
 
 
 def test_non_ascii_text_is_transliterated() -> None:
