@@ -40,7 +40,7 @@ from patients.timeline import cdisc_study_day_sql, day0s_sql, local_date_sql
 
 LB, PC = DATASETS[0], DATASETS[1]
 FLUSH = 64 * 1024
-XPT_CHUNK = 10_000  # rows read, and encoded, at a time
+XPT_CHUNK = 5000  # rows fetched, and encoded, at a time
 PRINTABLE_ASCII = "^[ -~]*$"  # texts PostgreSQL strips and upper-cases exactly as Python does
 
 
