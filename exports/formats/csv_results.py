@@ -55,22 +55,23 @@ def _boolean(column: str) -> str:
 
 
 def _utc(column: str) -> str:
-    """As ``exports.crf._datetime``: ISO 8601 in UTC with ``Z``, microseconds only when there are some."""
-    utc = f"({column} AT TIME ZONE 'UTC')"
-    return (f"(to_char({utc}, 'YYYY-MM-DD\"T\"HH24:MI:SS') || CASE WHEN date_trunc('second', {column}) = {column} "
-            f"THEN '' ELSE to_char({utc}, '.US') END || 'Z')")
+    """As ``exports.crf._datetime``: ISO 8601 in UTC with ``Z``, microseconds only when there are some (one
+    ``to_char`` with them, dropped when they are all zeros)."""
+    return (f"replace(to_char({column} AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"'), "
+            "'.000000Z', 'Z')")
 
 
 def python_float_sql(column: str) -> str:
     """As Python's ``repr`` of a float. PostgreSQL's shortest form has the same digits but drops ``.0`` of a
-    whole number and switches to an exponent from 1e15 (Python from 1e16); NaN and infinities are spelt apart."""
+    whole number and switches to an exponent from 1e15 (Python from 1e16); NaN and infinities are spelt apart.
+    The common case, a finite number below 1e15 (NaN and infinities are not), is tested first."""
     digits = f"replace(split_part(abs({column})::text, 'e', 1), '.', '')"
     sign = f"CASE WHEN {column} < 0 THEN '-' ELSE '' END"
-    return (f"(CASE WHEN {column} = 'NaN' THEN 'nan' WHEN {column} = 'Infinity' THEN 'inf' "
+    return (f"(CASE WHEN abs({column}) < 1e15 THEN (CASE WHEN {column} = trunc({column}) THEN {column}::text || '.0' "
+            f"ELSE {column}::text END) WHEN {column} = 'NaN' THEN 'nan' WHEN {column} = 'Infinity' THEN 'inf' "
             f"WHEN {column} = '-Infinity' THEN '-inf' WHEN abs({column}) >= 1e16 THEN {column}::text "
-            f"WHEN abs({column}) >= 1e15 THEN {sign} || left(rpad({digits}, 16, '0'), 16) || '.' || "
-            f"COALESCE(NULLIF(substr({digits}, 17), ''), '0') "
-            f"WHEN {column} = trunc({column}) THEN {column}::text || '.0' ELSE {column}::text END)")
+            f"ELSE {sign} || left(rpad({digits}, 16, '0'), 16) || '.' || "
+            f"COALESCE(NULLIF(substr({digits}, 17), ''), '0') END)")
 
 
 # The rows are sorted with their stored values (narrow), then formatted: (name, stored SQL, text SQL of ``q.name``).
@@ -95,9 +96,9 @@ def _columns() -> Columns:
     return _formatted({
         **_timeline_columns("r.id"),
         "visit": "d.visit_code", "draw": "r.draw_id", "accession_number": "d.accession_number",
-        "analyte": "a.code", "loinc": "a.loinc", "source_ref": "r.source_ref",
+        "analyte": "r.analyte_code", "loinc": "r.analyte_loinc", "source_ref": "r.source_ref",
         "value_text": "r.value_text", "unit_text": "r.unit_text", "censored": "r.censored",
-        "value": "r.value", "canonical_unit": "a.canonical_unit", "flag": "r.flag",
+        "value": "r.value", "canonical_unit": "r.analyte_unit", "flag": "r.flag",
         "ctcae_grade": "r.ctcae_grade", "status": "r.status", "superseded": "r.superseded",
         "correction_reason": "r.correction_reason", "recorded_at": "r.recorded_at",
     })
@@ -144,9 +145,14 @@ def _form_sql(scope: ExportScope, columns: Columns, names: list[str], joins: str
 
 
 def results_sql(scope: ExportScope, names: list[str]) -> str:
-    """The form's rows in ``scope``, columns ``names`` (the form's columns), as one SELECT."""
-    joins = (f"FROM {Result._meta.db_table} r JOIN draws d ON d.id = r.draw_id AND d.subject_id = r.subject_id "
-             f"JOIN {Analyte._meta.db_table} a ON a.id = r.analyte_id")
+    """The form's rows in ``scope``, columns ``names`` (the form's columns), as one SELECT. The results come
+    draw by draw, the draws in the file's order and each draw's results by their index (``OFFSET 0`` keeps the
+    lookup per draw), so PostgreSQL sorts only the results of a draw (an incremental sort), not the whole table
+    on disk. A result's subject is its draw's (the database refuses any other: assays.0007)."""
+    joins = (f"FROM (SELECT * FROM draws ORDER BY rank, collected_at, id) d CROSS JOIN LATERAL ("
+             f"SELECT r.*, a.code AS analyte_code, a.loinc AS analyte_loinc, a.canonical_unit AS analyte_unit "
+             f"FROM {Result._meta.db_table} r JOIN {Analyte._meta.db_table} a ON a.id = r.analyte_id "
+             f"WHERE r.draw_id = d.id OFFSET 0) r")
     return _form_sql(scope, _columns(), names, joins, "r.id")
 
 

@@ -1,7 +1,7 @@
 """LB and PC, each written from one SQL query: the CSV by ``COPY (SELECT ...) TO STDOUT``, the XPT from a
 server-side cursor whose character variables come blank-padded to their widths. Byte for byte the files
 ``findings.lb_rows`` and ``findings.pc_rows`` give through the generic writers (tests/exports/test_sdtm_sql.py
-compares them). The two share the query (``WITH``, ``_from_where``) and differ in their variables' SQL and
+compares them). The two share the query (``WITH``, ``_select``) and differ in their variables' SQL and
 their analytes: PC has the CAR transgene (``findings.PC_ANALYTES``), LB every other one.
 
 What Python knows and PostgreSQL does not is computed first and sent with the query as arrays: the subjects
@@ -10,7 +10,8 @@ the reference range of each analyte for each (sex, age) of the subjects (``codes
 protocol visit of each (subject, local date) with a lab draw (``Context.visit``, from ``patients.timeline``),
 and the standard text of the few non-numeric results whose text is not printable ASCII (``str.strip().upper()``).
 Study days come from ``patients.timeline``'s SQL form. The rest is per row: the texts of ``findings._lb_items``,
-LBSEQ and LBLOBXFL as window functions over the dataset's order, numbers as ``codes.number_text`` writes them.
+LBSEQ as a window function over the dataset's order, LBLOBXFL from the set of baselines (``BASE``), numbers
+as ``codes.number_text`` writes them (those of the catalogue and ranges once per row of them).
 
 PostgreSQL quotes a CSV field holding a carriage return, the csv module (lines ended by LF) does not: a line
 PostgreSQL quoted (one holding a double quote) is written again by the csv module.
@@ -22,7 +23,7 @@ import csv
 import io
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import partial
 from typing import Any
 
@@ -45,9 +46,10 @@ PRINTABLE_ASCII = "^[ -~]*$"  # texts PostgreSQL strips and upper-cases exactly 
 
 
 def number_sql(column: str) -> str:
-    """As ``codes.number_text``: whole numbers below 1e15 without ".0", others as Python's ``repr``."""
-    return (f"(CASE WHEN {column} = trunc({column}) AND abs({column}) < 1e15 THEN {column}::bigint::text "
-            f"ELSE {python_float_sql(column)} END)")
+    """As ``codes.number_text``: whole numbers below 1e15 without ".0", others as Python's ``repr`` (the common
+    case, a finite number below 1e15, is tested first)."""
+    return (f"(CASE WHEN abs({column}) < 1e15 THEN (CASE WHEN {column} = trunc({column}) THEN {column}::bigint::text "
+            f"ELSE {column}::text END) ELSE {python_float_sql(column)} END)")
 
 
 def _case(column: str, mapping: dict[str, str], default: str) -> str:
@@ -62,16 +64,14 @@ def _literal(text: str) -> str:
 # SQL of each LB variable, in LB_VARIABLES' order: text (NULL for none) for Char, a number for Num.
 DONE = f"(r.status <> {_literal(CANCELLED)})"
 MEASURED = f"({DONE} AND r.value IS NOT NULL)"
-BASELINE_CANDIDATE = f"({DONE} AND (d.day <= subj.first_exposure) IS TRUE)"
-GROUP = "subj.rank, cat.rank"
-ORDER = "d.collected_at, r.id"
+# LBSEQ numbers a subject's rows in the dataset's order, outside the per-draw lookup (``_select``).
+SEQ = "row_number() OVER (PARTITION BY d.subject_rank ORDER BY x.test_rank, d.collected_at, x.result_id)"
 STANDARD = (f"(CASE WHEN r.value IS NULL THEN COALESCE(std.text, upper(btrim(r.value_text, ' '))) "
             f"WHEN r.censored <> '' THEN r.censored || {number_sql('r.value')} ELSE {number_sql('r.value')} END)")
 DTC = ("(to_char(t.lt, 'YYYY-MM-DD\"T\"HH24:MI') || CASE WHEN floor(date_part('second', t.lt)) <> 0 "
        "THEN to_char(t.lt, ':SS') ELSE '' END)")
 EXPRESSIONS: dict[str, str] = {
-    "STUDYID": "%(studyid)s::text", "DOMAIN": "'LB'", "USUBJID": "subj.usubjid",
-    "LBSEQ": f"row_number() OVER (PARTITION BY subj.rank ORDER BY cat.rank, {ORDER})",
+    "STUDYID": "%(studyid)s::text", "DOMAIN": "'LB'", "USUBJID": "d.usubjid", "LBSEQ": SEQ,
     "LBREFID": "d.accession_number", "LBTESTCD": "cat.testcd", "LBTEST": "cat.name",
     "LBORRES": f"(CASE WHEN {DONE} THEN r.value_text END)", "LBORRESU": f"(CASE WHEN {DONE} THEN r.unit_text END)",
     "LBSTRESC": f"(CASE WHEN {DONE} THEN {STANDARD} END)",
@@ -82,10 +82,8 @@ EXPRESSIONS: dict[str, str] = {
     "LBSTAT": f"(CASE WHEN NOT {DONE} THEN 'NOT DONE' END)",
     "LBREASND": f"(CASE WHEN NOT {DONE} THEN 'CANCELLED BY THE LABORATORY' END)",
     "LBLOINC": "cat.loinc", "LBSPEC": _case("d.specimen", SPECIMEN, "upper(d.specimen)"),
-    # The last result before exposure of each (subject, test): the running count of candidates reaches their total.
-    "LBLOBXFL": (f"(CASE WHEN {BASELINE_CANDIDATE} AND count(*) FILTER (WHERE {BASELINE_CANDIDATE}) OVER "
-                 f"(PARTITION BY {GROUP} ORDER BY {ORDER}) = count(*) FILTER (WHERE {BASELINE_CANDIDATE}) OVER "
-                 f"(PARTITION BY {GROUP}) THEN 'Y' END)"),
+    # The last result before exposure of each (subject, test): one of ``base``.
+    "LBLOBXFL": "(CASE WHEN r.id IN (SELECT id FROM base) THEN 'Y' END)",
     "LBTOX": "(CASE WHEN r.ctcae_grade IS NOT NULL THEN cat.tox END)", "LBTOXGR": "r.ctcae_grade::text",
     "VISITNUM": "d.visitnum", "VISIT": "d.visit", "LBDTC": "d.dtc", "LBDY": "d.dy",
 }
@@ -105,15 +103,17 @@ PC_EXPRESSIONS: dict[str, str] = {
 @dataclass(frozen=True)
 class FromSql:
     """A findings dataset written from SQL: its variables, the SQL of each, which numbers are integers (written
-    as digits), and whether it holds the CAR transgene (PC) or every other analyte (LB)."""
+    as digits), the CSV text of numbers whose text is computed once per catalogue row (``texts``), and whether
+    it holds the CAR transgene (PC) or every other analyte (LB)."""
 
     dataset: Dataset
     expressions: dict[str, str]
     integers: tuple[str, ...]
     pc: bool
+    texts: dict[str, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        if list(self.expressions) != [v.name for v in self.variables]:
+        if list(self.expressions) != [v.name for v in self.variables] or not set(self.texts) <= set(self.expressions):
             raise ValueError(f"The SQL of {self.dataset.name} does not have the dataset's variables.")
 
     @property
@@ -121,22 +121,20 @@ class FromSql:
         return self.dataset.variables
 
 
-LB_SQL = FromSql(LB, EXPRESSIONS, ("LBSEQ", "VISITNUM", "LBDY"), pc=False)
-PC_SQL = FromSql(PC, PC_EXPRESSIONS, ("PCSEQ", "VISITNUM", "PCDY"), pc=True)
+STRESN_TEXT = f"(CASE WHEN {MEASURED} AND r.censored = '' THEN {number_sql('r.value')} END)"
+LB_SQL = FromSql(LB, EXPRESSIONS, ("LBSEQ", "VISITNUM", "LBDY"), pc=False, texts={
+    "LBSTRESN": STRESN_TEXT, "LBSTNRLO": f"(CASE WHEN {MEASURED} THEN rng.low_text END)",
+    "LBSTNRHI": f"(CASE WHEN {MEASURED} THEN rng.high_text END)"})
+PC_SQL = FromSql(PC, PC_EXPRESSIONS, ("PCSEQ", "VISITNUM", "PCDY"), pc=True,
+                 texts={"PCSTRESN": STRESN_TEXT, "PCLLOQ": "cat.lloq_text"})
 
 
-def _from_where() -> str:
-    return (
-        "FROM subj JOIN " + Result._meta.db_table + " r ON r.subject_id = subj.id AND NOT r.superseded "
-        "JOIN cat ON cat.id = r.analyte_id JOIN draws d ON d.id = r.draw_id AND d.subject_id = r.subject_id "
-        "LEFT JOIN rng ON rng.analyte_id = r.analyte_id AND rng.profile = subj.profile "
-        "LEFT JOIN std ON std.value_text = r.value_text AND r.value IS NULL "
-    )
-
-
-# Each draw of the subjects with its site-local time and date, --DTC, --DY and visit: once per draw, not per result.
+# Each draw of the subjects with its subject, site-local time and date, --DTC, --DY and visit, and whether it
+# comes before the first exposure: once per draw, not per result.
 DRAWS = (
-    "draws AS MATERIALIZED (SELECT d.id, d.subject_id, d.collected_at, d.accession_number, d.specimen, t.day, "
+    "draws AS MATERIALIZED (SELECT d.id, d.subject_id, d.collected_at, d.accession_number, d.specimen, "
+    "subj.rank AS subject_rank, subj.usubjid, subj.profile, "
+    "(t.day <= subj.first_exposure) IS TRUE AS before_exposure, "
     f"{DTC} AS dtc, {cdisc_study_day_sql('subj.day0s', 't.day')} AS dy, vis.visitnum, vis.visit "
     "FROM subj JOIN " + LabDraw._meta.db_table + " d ON d.subject_id = subj.id "
     "CROSS JOIN LATERAL (SELECT d.collected_at AT TIME ZONE subj.tz AS lt) l "
@@ -144,34 +142,65 @@ DRAWS = (
     "LEFT JOIN vis ON vis.subject_id = subj.id AND vis.day = t.day), "
 )
 
+# The baseline of each (subject, test) (LBLOBXFL): its last result done before the first exposure, the last by
+# (collection time, record) among the candidates, found by grouping (no sort).
+BASE = (
+    "cand AS MATERIALIZED (SELECT r.id, r.subject_id, r.analyte_id, d.collected_at FROM draws d JOIN "
+    + Result._meta.db_table + " r ON r.draw_id = d.id AND NOT r.superseded "
+    f"JOIN cat ON cat.id = r.analyte_id WHERE d.before_exposure AND {DONE}), "
+    "base AS MATERIALIZED (SELECT max(c.id) AS id FROM cand c JOIN (SELECT subject_id, analyte_id, "
+    "max(collected_at) AS collected_at FROM cand GROUP BY subject_id, analyte_id) l "
+    "ON l.subject_id = c.subject_id AND l.analyte_id = c.analyte_id AND l.collected_at = c.collected_at "
+    "GROUP BY c.subject_id, c.analyte_id) "
+)
+
 
 WITH = (
     "WITH subj AS MATERIALIZED (SELECT u.*, " + day0s_sql("u.id") + " AS day0s FROM unnest(%(s_id)s::bigint[], "
     "%(s_rank)s::int[], %(s_usubjid)s::text[], %(s_tz)s::text[], %(s_first)s::date[], %(s_profile)s::int[]) "
     "AS u(id, rank, usubjid, tz, first_exposure, profile)), "
-    "cat AS (SELECT * FROM unnest(%(c_id)s::bigint[], %(c_rank)s::int[], %(c_testcd)s::text[], %(c_name)s::text[], "
-    "%(c_unit)s::text[], %(c_loinc)s::text[], %(c_tox)s::text[], %(c_lloq)s::float8[]) "
-    "AS c(id, rank, testcd, name, unit, loinc, tox, lloq)), "
-    "rng AS (SELECT * FROM unnest(%(r_analyte)s::bigint[], %(r_profile)s::int[], %(r_low)s::float8[], "
+    "cat AS MATERIALIZED (SELECT *, " + number_sql("c.lloq") + " AS lloq_text FROM unnest(%(c_id)s::bigint[], "
+    "%(c_rank)s::int[], %(c_testcd)s::text[], %(c_name)s::text[], %(c_unit)s::text[], %(c_loinc)s::text[], "
+    "%(c_tox)s::text[], %(c_lloq)s::float8[]) AS c(id, rank, testcd, name, unit, loinc, tox, lloq)), "
+    "rng AS MATERIALIZED (SELECT *, " + number_sql("g.low") + " AS low_text, " + number_sql("g.high") + " AS "
+    "high_text FROM unnest(%(r_analyte)s::bigint[], %(r_profile)s::int[], %(r_low)s::float8[], "
     "%(r_high)s::float8[]) AS g(analyte_id, profile, low, high)), "
     "vis AS (SELECT * FROM unnest(%(v_subject)s::bigint[], %(v_day)s::date[], %(v_num)s::int[], %(v_name)s::text[]) "
     "AS v(subject_id, day, visitnum, visit)), "
-    + DRAWS +
-    "std AS (SELECT * FROM unnest(%(t_value)s::text[], %(t_text)s::text[]) AS x(value_text, text)) "
+    + DRAWS + BASE + ", "
+    "std AS MATERIALIZED (SELECT * FROM unnest(%(t_value)s::text[], %(t_text)s::text[]) AS x(value_text, text)) "
 )
+
+
+def _select(columns: list[str]) -> str:
+    """The dataset's rows, ``columns`` their SQL. The draws are taken in subject order and each draw's results
+    looked up by its index (``OFFSET 0`` keeps the lookup per draw), where every column but LBSEQ is computed;
+    PostgreSQL then sorts each subject's rows by test, time and record in memory (an incremental sort), not the
+    whole dataset on disk, and numbers them (LBSEQ)."""
+    inner = [c for c in columns if c != SEQ]
+    outer = ", ".join(c if c == SEQ else f"x.c{inner.index(c)}" for c in columns)
+    return (
+        f"{WITH}SELECT {outer} FROM (SELECT * FROM draws ORDER BY subject_rank) d CROSS JOIN LATERAL ("
+        f"SELECT {', '.join(f'{c} AS c{i}' for i, c in enumerate(inner))}, cat.rank AS test_rank, r.id AS result_id "
+        f"FROM {Result._meta.db_table} r JOIN cat ON cat.id = r.analyte_id "
+        "LEFT JOIN rng ON rng.analyte_id = r.analyte_id AND rng.profile = d.profile "
+        "LEFT JOIN std ON std.value_text = r.value_text AND r.value IS NULL "
+        "WHERE r.draw_id = d.id AND NOT r.superseded OFFSET 0) x "
+        "ORDER BY d.subject_rank, x.test_rank, d.collected_at, x.result_id")
 
 
 def _text_sql(spec: FromSql, variable: Variable) -> str:
     """The variable as the csv module writes it: NULL for an empty text, numbers as ``number_text``."""
     expression = spec.expressions[variable.name]
+    if variable.name in spec.texts:
+        return spec.texts[variable.name]
     if variable.numeric:
         return expression if variable.name in spec.integers else number_sql(expression)
     return f"NULLIF({expression}, '')"
 
 
 def csv_sql(spec: FromSql = LB_SQL) -> str:
-    columns = ", ".join(f"{_text_sql(spec, v)} AS {v.name.lower()}" for v in spec.variables)
-    return f"{WITH}SELECT {columns} {_from_where()}ORDER BY subj.rank, cat.rank, {ORDER}"
+    return _select([_text_sql(spec, v) for v in spec.variables])
 
 
 def _runs(variables: Sequence[Variable]) -> list[list[Variable]]:
@@ -192,7 +221,7 @@ def xpt_sql(spec: FromSql = LB_SQL) -> str:
             parts.append(spec.expressions[run[0].name])
         else:
             parts.append(" || ".join(f"rpad(COALESCE({spec.expressions[v.name]}, ''), {v.length})" for v in run))
-    return f"{WITH}SELECT {', '.join(parts)} {_from_where()}ORDER BY subj.rank, cat.rank, {ORDER}"
+    return _select(parts)
 
 
 # --- what Python sends -------------------------------------------------------------------------------

@@ -15,11 +15,12 @@ from django.db import connection
 from django.test.utils import CaptureQueriesContext
 
 from assays.models import LabDraw, Result
+from assays.services import ResultIn, ingest_results
 from exports.crf import form_named, forms
 from exports.formats import REGISTRY, load_all
 from exports.formats.csv_format import CSV, form_chunks, generic_form_chunks
 from tests.exports.conftest import D1, D2, day, files_of, scope_for
-from tests.factories import consented
+from tests.factories import at, consented
 
 pytestmark = pytest.mark.django_db
 
@@ -166,6 +167,22 @@ def test_the_results_file_written_by_postgresql_is_the_generic_one_byte_for_byte
     assert fast.count(b"\r\n") >= 4
     narrowed = scope_for(course.world, sites=(course.world.site_b,))
     assert b"".join(form_chunks(form, narrowed)) == b"".join(generic_form_chunks(form, narrowed))
+
+
+def test_results_of_two_draws_taken_at_the_same_time_are_in_record_order(course):
+    """Results are ordered by subject, collection time, then record, whatever draw they belong to: two draws
+    taken at the same minute whose results were recorded alternately come out interleaved."""
+    same_time = at(D1 + dt.timedelta(days=3), 9)
+    rows = [ResultIn(source_ref=f"LIS-T{i}", subject=course.subject.code, accession_number=f"ACC-T{i % 2}",
+                     specimen="serum", collected_at=same_time, analyte="IL6", value=str(10 + i), unit="pg/mL")
+            for i in range(4)]
+    for row in rows:  # one post each, so record numbers alternate between the two draws
+        ingest_results(rows=[row], by=course.world.coordinator)
+    content = _same_file("results", scope_for(course.world))
+    planted = [r for r in table({"csv/results.csv": content}, "results") if r["source_ref"].startswith("LIS-T")]
+    assert [r["source_ref"] for r in planted] == ["LIS-T0", "LIS-T1", "LIS-T2", "LIS-T3"]
+    assert [r["accession_number"] for r in planted] == ["ACC-T0", "ACC-T1", "ACC-T0", "ACC-T1"]
+    assert int(planted[0]["record"]) < int(planted[1]["record"]) < int(planted[2]["record"])
 
 
 def _same_file(form_name: str, scope: Any) -> bytes:

@@ -14,7 +14,14 @@ from assays.models import Result
 from assays.services import ingest_results
 from exports.sdtm import DATASETS, csv_chunks, generic_csv_chunks, generic_xpt_chunks, xpt_chunks
 from exports.sdtm.common import Dataset
-from tests.exports.test_sdtm import lab, scope_of, trial  # noqa: F401  (the small trial of the SDTM tests)
+from tests.exports.test_sdtm import (  # noqa: F401  (the small trial of the SDTM tests)
+    export,
+    lab,
+    of,
+    scope_of,
+    table,
+    trial,
+)
 
 pytestmark = pytest.mark.django_db
 
@@ -92,3 +99,21 @@ def test_lb_from_sql_places_collection_times_with_seconds_and_outside_every_visi
     result.draw.save()
     content = assert_same(scope_of(trial, trial.coordinator))
     assert b":07," in content
+
+
+def test_the_baseline_is_the_last_result_done_before_exposure_by_time_then_record(trial: Any) -> None:  # noqa: F811
+    """LBLOBXFL on ties and exclusions: two draws at the same time (the later record wins) and a later cancelled
+    result (not done, so not the baseline), both in the SQL-written file and the generic one."""
+    subject = trial.split
+    for row in (lab(subject, "B-1", -8, "ANC", "3000", "/uL"),
+                lab(subject, "B-2", -6, "ANC", "2800", "/uL", specimen="serum"),
+                lab(subject, "B-3", -6, "ANC", "2700", "/uL"),  # the same time as B-2, a later record
+                lab(subject, "B-4", -5, "ANC", "2600", "/uL", specimen="plasma")):
+        ingest_results(by=trial.coordinator, rows=[row])
+    with pgtrigger.ignore("assays.Result:result_no_rewrite"):
+        Result.objects.filter(subject=subject, source_ref="B-4").update(status=Result.Status.CANCELLED)
+    scope = scope_of(trial, trial.coordinator)
+    assert_same(scope)
+    anc = of(table(export(scope), "lb"), subject, LBTESTCD="NEUT")
+    assert [(r["LBREFID"].rsplit("-", 1)[-1], r["LBDY"], r["LBSTAT"], r["LBLOBXFL"]) for r in anc][:4] == [
+        ("pb", "-8", "", ""), ("serum", "-6", "", ""), ("pb", "-6", "", "Y"), ("plasma", "-5", "NOT DONE", "")]
