@@ -337,9 +337,11 @@ def xpt_values_sql(spec: FromSql = LB_SQL) -> str:
     """The query of the XPT: one ``bytea`` per row, its variables in PostgreSQL's binary form (``record_send``): texts
     unpadded (``xpt.observations`` pads them; blank padding by PostgreSQL quadrupled the bytes it sends), numbers as
     doubles (NULL is missing). A chunk of rows is then a few Python objects, not one per value."""
-    columns = ", ".join(f"({spec.expressions[v.name]})::float8" if v.numeric else spec.expressions[v.name]
-                        for v in spec.variables)
-    return f"{WITH}SELECT record_send(ROW({columns})) {_from_where()}ORDER BY subj.rank, cat.rank, {ORDER}"
+    names = [f"v{i}" for i in range(len(spec.variables))]
+    values = ", ".join(f"q.{name}::float8" if v.numeric else f"q.{name}" for name, v in zip(names, spec.variables,
+                                                                                            strict=True))
+    rows = _select([spec.expressions[v.name] for v in spec.variables])
+    return f"SELECT record_send(ROW({values})) FROM ({rows}) AS q({', '.join(names)})"  # in the rows' order
 
 
 def _xpt_chunks(ctx: Context, spec: FromSql) -> Iterator[bytes]:
