@@ -4,15 +4,28 @@ from __future__ import annotations
 
 import math
 import random
+import struct
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 import pyreadstat
 import pytest
 
-from exports.sdtm.xpt import BUFFER, MISSING, Variable, ascii_text, header, ibm_float, write_xpt
+from exports.sdtm.xpt import (
+    BUFFER,
+    MISSING,
+    Variable,
+    ascii_text,
+    header,
+    ibm_float,
+    ibm_floats,
+    observations,
+    row_encoder,
+    write_xpt,
+)
 
 VARIABLES = (
     Variable("STUDYID", "Study Identifier", "Char", 30),
@@ -108,6 +121,80 @@ def test_known_ibm_encodings() -> None:
         ibm_float(float("inf"))
     with pytest.raises(ValueError):
         ibm_float(1e300)  # beyond 16**63
+
+
+def edge_doubles() -> list[float]:
+    """Zeros, NaNs, powers of 2 and 16 and their neighbours (where the hexadecimal exponent steps), the underflow
+    and overflow bounds, subnormals, and doubles of random bits over the whole range."""
+    rng = random.Random(16)
+    steps = [2.0 ** e for e in range(-1074, 1024)] + [16.0 ** e for e in range(-65, 64)]
+    around = [y for x in steps for y in (x, math.nextafter(x, 0), math.nextafter(x, math.inf))]
+    special = [0.0, -0.0, math.nan, -math.nan, 5e-324, -5e-324, 2.2250738585072014e-308, 1 - 2 ** -53, 0.1, 1 / 3,
+               15.999999999999998, 16 ** -65, 16 ** 63, math.nextafter(16.0 ** 63, 0), 7.237005577332262e75]
+    bits = [struct.unpack(">d", rng.getrandbits(64).to_bytes(8, "big"))[0] for _ in range(200_000)]
+    uniform = [rng.uniform(-1, 1) * 10.0 ** rng.randint(-80, 80) for _ in range(50_000)]
+    return [x for x in special + around + bits + uniform + [-x for x in around] if not math.isinf(x)]
+
+
+def test_vectorised_ibm_floats_are_ibm_float_of_every_double() -> None:
+    values, too_large = [], []
+    for x in edge_doubles():
+        try:
+            ibm_float(x)
+        except ValueError:
+            too_large.append(x)
+        else:
+            values.append(x)
+    assert len(values) > 100_000 and len(too_large) > 10_000 and min(map(abs, too_large)) == 16.0 ** 63
+    assert ibm_floats(values).tobytes() == b"".join(map(ibm_float, values))
+    for x in too_large[:50] + [math.inf, -math.inf]:
+        with pytest.raises(ValueError, match="infinite" if math.isinf(x) else "too large"):
+            ibm_floats([1.0, x])
+
+
+def test_vectorised_ibm_floats_take_whole_numbers_and_none_as_missing() -> None:
+    numbers: list[Any] = [None, 0, 1, -1, 7, 2 ** 53 + 1, -(10 ** 20), 16 ** 10, 12.5, None]
+    assert ibm_floats(np.array(numbers, dtype=np.float64)).tobytes() == b"".join(map(ibm_float, numbers))
+    assert ibm_floats(np.array([None, math.nan], dtype=np.float64)).tobytes() == MISSING * 2
+
+
+def as_fields(rows: list[tuple[Any, ...]]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Rows as ``observations`` takes them (as PostgreSQL's ``record_send`` gives them): each value's bytes after a
+    field header, numbers as big-endian doubles, texts in UTF-8, None as NULL (size -1)."""
+    data, starts, sizes = bytearray(), [], []
+    for row in rows:
+        for value in row:
+            raw = None if value is None else value.encode() if isinstance(value, str) else struct.pack(">d", value)
+            data += b"\xff" * 8
+            starts.append(len(data))
+            sizes.append(-1 if raw is None else len(raw))
+            data += raw or b""
+    shape = (len(rows), len(VARIABLES))
+    return (np.frombuffer(bytes(data), dtype=np.uint8), np.array(starts, dtype=np.intp).reshape(shape).T,
+            np.array(sizes, dtype=np.intp).reshape(shape).T)
+
+
+def test_observations_of_a_chunk_are_the_rows_encoded_one_by_one() -> None:
+    rng = random.Random(3)
+    texts: list[Any] = ["", None, "Neutrophils", "a much longer text than fits", "Fièvre ≥ 39 °C", "白细胞",
+                        "  padded  ", "x" * 12, "\r\n\ttabs", "ß" * 7, "é" * 12, "x" * 11 + "é", "é" + "x" * 40]
+    numbers: list[Any] = [None, 0, -3, 0.4, -1.5e-12, math.nan, 123456789.125, 2 ** 60, 1e-300, -0.0]
+    fitting = [t for t in texts if t is None or (t.isascii() and len(t) <= 12)]  # these fit every variable
+
+    def row(pool: list[Any]) -> tuple[Any, ...]:
+        return (rng.choice(pool), rng.choice(pool), rng.choice(numbers), rng.choice(pool), rng.choice(numbers))
+
+    encode = row_encoder(VARIABLES)
+    for pool in (fitting, texts):  # ASCII that fits, then texts to transliterate or to cut
+        rows = [row(pool) for _ in range(5000)]
+        assert observations(VARIABLES, *as_fields(rows)) == b"".join(map(encode, rows))
+    assert observations(VARIABLES, *as_fields([])) == b""
+
+
+def test_observations_refuse_numbers_that_are_not_doubles() -> None:
+    data, starts, sizes = as_fields([("T", "U", "0.4", "", 1)])  # a text where a number goes
+    with pytest.raises(ValueError, match="8-byte doubles"):
+        observations(VARIABLES, data, starts, sizes)
 
 
 def test_non_ascii_text_is_transliterated() -> None:
