@@ -1,5 +1,5 @@
 """LB and PC, each written from one SQL query: the CSV by ``COPY (SELECT ...) TO STDOUT``, the XPT from a
-server-side cursor whose character variables come blank-padded to their widths. Byte for byte the files
+server-side cursor, one binary record per row (``xpt_values_sql``) encoded a chunk at a time. Byte for byte the files
 ``findings.lb_rows`` and ``findings.pc_rows`` give through the generic writers (tests/exports/test_sdtm_sql.py
 compares them). The two share the query (``WITH``, ``_select``) and differ in their variables' SQL and
 their analytes: PC has the CAR transgene (``findings.PC_ANALYTES``), LB every other one.
@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import csv
 import io
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from functools import partial
@@ -201,27 +201,6 @@ def _text_sql(spec: FromSql, variable: Variable) -> str:
 
 def csv_sql(spec: FromSql = LB_SQL) -> str:
     return _select([_text_sql(spec, v) for v in spec.variables])
-
-
-def _runs(variables: Sequence[Variable]) -> list[list[Variable]]:
-    """Consecutive variables grouped: each character run becomes one blank-padded text, each number alone."""
-    runs: list[list[Variable]] = []
-    for variable in variables:
-        if runs and not variable.numeric and not runs[-1][-1].numeric:
-            runs[-1].append(variable)
-        else:
-            runs.append([variable])
-    return runs
-
-
-def xpt_sql(spec: FromSql = LB_SQL) -> str:
-    parts = []
-    for run in _runs(spec.variables):
-        if run[0].numeric:
-            parts.append(spec.expressions[run[0].name])
-        else:
-            parts.append(" || ".join(f"rpad(COALESCE({spec.expressions[v.name]}, ''), {v.length})" for v in run))
-    return _select(parts)
 
 
 # --- what Python sends -------------------------------------------------------------------------------
