@@ -77,7 +77,8 @@ EXPRESSIONS: dict[str, str] = {
     "LBSTRESC": f"(CASE WHEN {DONE} THEN {STANDARD} END)",
     "LBSTRESN": f"(CASE WHEN {MEASURED} AND r.censored = '' THEN r.value END)",
     "LBSTRESU": f"(CASE WHEN {MEASURED} THEN cat.unit END)",
-    "LBSTNRLO": f"(CASE WHEN {MEASURED} THEN rng.low END)", "LBSTNRHI": f"(CASE WHEN {MEASURED} THEN rng.high END)",
+    "LBSTNRLO": f"(CASE WHEN {MEASURED} THEN cat.lows[d.profile + 1] END)",
+    "LBSTNRHI": f"(CASE WHEN {MEASURED} THEN cat.highs[d.profile + 1] END)",
     "LBNRIND": f"(CASE WHEN {DONE} THEN {_case('r.flag', NRIND, 'NULL')} END)",
     "LBSTAT": f"(CASE WHEN NOT {DONE} THEN 'NOT DONE' END)",
     "LBREASND": f"(CASE WHEN NOT {DONE} THEN 'CANCELLED BY THE LABORATORY' END)",
@@ -123,8 +124,8 @@ class FromSql:
 
 STRESN_TEXT = f"(CASE WHEN {MEASURED} AND r.censored = '' THEN {number_sql('r.value')} END)"
 LB_SQL = FromSql(LB, EXPRESSIONS, ("LBSEQ", "VISITNUM", "LBDY"), pc=False, texts={
-    "LBSTRESN": STRESN_TEXT, "LBSTNRLO": f"(CASE WHEN {MEASURED} THEN rng.low_text END)",
-    "LBSTNRHI": f"(CASE WHEN {MEASURED} THEN rng.high_text END)"})
+    "LBSTRESN": STRESN_TEXT, "LBSTNRLO": f"(CASE WHEN {MEASURED} THEN cat.low_texts[d.profile + 1] END)",
+    "LBSTNRHI": f"(CASE WHEN {MEASURED} THEN cat.high_texts[d.profile + 1] END)"})
 PC_SQL = FromSql(PC, PC_EXPRESSIONS, ("PCSEQ", "VISITNUM", "PCDY"), pc=True,
                  texts={"PCSTRESN": STRESN_TEXT, "PCLLOQ": "cat.lloq_text"})
 
@@ -159,12 +160,18 @@ WITH = (
     "WITH subj AS MATERIALIZED (SELECT u.*, " + day0s_sql("u.id") + " AS day0s FROM unnest(%(s_id)s::bigint[], "
     "%(s_rank)s::int[], %(s_usubjid)s::text[], %(s_tz)s::text[], %(s_first)s::date[], %(s_profile)s::int[]) "
     "AS u(id, rank, usubjid, tz, first_exposure, profile)), "
-    "cat AS MATERIALIZED (SELECT *, " + number_sql("c.lloq") + " AS lloq_text FROM unnest(%(c_id)s::bigint[], "
-    "%(c_rank)s::int[], %(c_testcd)s::text[], %(c_name)s::text[], %(c_unit)s::text[], %(c_loinc)s::text[], "
-    "%(c_tox)s::text[], %(c_lloq)s::float8[]) AS c(id, rank, testcd, name, unit, loinc, tox, lloq)), "
-    "rng AS MATERIALIZED (SELECT *, " + number_sql("g.low") + " AS low_text, " + number_sql("g.high") + " AS "
-    "high_text FROM unnest(%(r_analyte)s::bigint[], %(r_profile)s::int[], %(r_low)s::float8[], "
+    "rng AS (SELECT * FROM unnest(%(r_analyte)s::bigint[], %(r_profile)s::int[], %(r_low)s::float8[], "
     "%(r_high)s::float8[]) AS g(analyte_id, profile, low, high)), "
+    # Each test with its ranges by profile (element p + 1 for profile p; the ranges are every (test, profile)):
+    # a row reads its own by subscript rather than by a join on the draw's profile, which PostgreSQL would push
+    # into the scan of the ranges and so rebuild their hash table for every draw.
+    "cat AS MATERIALIZED (SELECT c.*, " + number_sql("c.lloq") + " AS lloq_text, "
+    + ", ".join(f"ARRAY(SELECT {sql} FROM rng g WHERE g.analyte_id = c.id ORDER BY g.profile) AS {name}"
+                for name, sql in (("lows", "g.low"), ("highs", "g.high"), ("low_texts", number_sql("g.low")),
+                                  ("high_texts", number_sql("g.high")))) + " "
+    "FROM unnest(%(c_id)s::bigint[], %(c_rank)s::int[], %(c_testcd)s::text[], %(c_name)s::text[], "
+    "%(c_unit)s::text[], %(c_loinc)s::text[], %(c_tox)s::text[], %(c_lloq)s::float8[]) "
+    "AS c(id, rank, testcd, name, unit, loinc, tox, lloq)), "
     "vis AS (SELECT * FROM unnest(%(v_subject)s::bigint[], %(v_day)s::date[], %(v_num)s::int[], %(v_name)s::text[]) "
     "AS v(subject_id, day, visitnum, visit)), "
     + DRAWS + BASE + ", "
@@ -183,7 +190,6 @@ def _select(columns: list[str]) -> str:
         f"{WITH}SELECT {outer} FROM (SELECT * FROM draws ORDER BY subject_rank) d CROSS JOIN LATERAL ("
         f"SELECT {', '.join(f'{c} AS c{i}' for i, c in enumerate(inner))}, cat.rank AS test_rank, r.id AS result_id "
         f"FROM {Result._meta.db_table} r JOIN cat ON cat.id = r.analyte_id "
-        "LEFT JOIN rng ON rng.analyte_id = r.analyte_id AND rng.profile = d.profile "
         "LEFT JOIN std ON std.value_text = r.value_text AND r.value IS NULL "
         "WHERE r.draw_id = d.id AND NOT r.superseded OFFSET 0) x "
         "ORDER BY d.subject_rank, x.test_rank, d.collected_at, x.result_id")
