@@ -179,13 +179,15 @@ WITH = (
 )
 
 
-def _select(columns: list[str]) -> str:
+def _select(columns: list[str], *, record: bool = False) -> str:
     """The dataset's rows, ``columns`` their SQL. The draws are taken in subject order and each draw's results
     looked up by its index (``OFFSET 0`` keeps the lookup per draw), where every column but LBSEQ is computed;
     PostgreSQL then sorts each subject's rows by test, time and record in memory (an incremental sort), not the
-    whole dataset on disk, and numbers them (LBSEQ)."""
-    inner = [c for c in columns if c != SEQ]
-    outer = ", ".join(c if c == SEQ else f"x.c{inner.index(c)}" for c in columns)
+    whole dataset on disk, and numbers them (LBSEQ). With ``record``, each row is one ``record_send`` of its
+    columns, made at the level of the ORDER BY, so the order is the query's own."""
+    inner = [c for c in columns if SEQ not in c]
+    outer = ", ".join(c if SEQ in c else f"x.c{inner.index(c)}" for c in columns)
+    outer = f"record_send(ROW({outer}))" if record else outer
     return (
         f"{WITH}SELECT {outer} FROM (SELECT * FROM draws ORDER BY subject_rank) d CROSS JOIN LATERAL ("
         f"SELECT {', '.join(f'{c} AS c{i}' for i, c in enumerate(inner))}, cat.rank AS test_rank, r.id AS result_id "
@@ -322,11 +324,8 @@ def xpt_values_sql(spec: FromSql = LB_SQL) -> str:
     """The query of the XPT: one ``bytea`` per row, its variables in PostgreSQL's binary form (``record_send``): texts
     unpadded (``xpt.observations`` pads them; blank padding by PostgreSQL quadrupled the bytes it sends), numbers as
     doubles (NULL is missing). A chunk of rows is then a few Python objects, not one per value."""
-    names = [f"v{i}" for i in range(len(spec.variables))]
-    values = ", ".join(f"q.{name}::float8" if v.numeric else f"q.{name}" for name, v in zip(names, spec.variables,
-                                                                                            strict=True))
-    rows = _select([spec.expressions[v.name] for v in spec.variables])
-    return f"SELECT record_send(ROW({values})) FROM ({rows}) AS q({', '.join(names)})"  # in the rows' order
+    return _select([f"({spec.expressions[v.name]})::float8" if v.numeric else spec.expressions[v.name]
+                    for v in spec.variables], record=True)
 
 
 def _xpt_chunks(ctx: Context, spec: FromSql) -> Iterator[bytes]:
