@@ -32,6 +32,7 @@ from django.db.models import Case, F, Q, Value, When
 from django.utils import timezone
 
 from config.errors import PermissionRefused, RuleViolation, StateConflict
+from config.reads import shared
 from locking.models import Level, Lock
 from trials.access import DESIGN_ROLES, access_of
 from trials.models import Membership, Site, Trial, TrialSite
@@ -84,17 +85,17 @@ def covering_q(*, trial_id: int, site_id: int | None, subject_id: int | None) ->
 
 def blocking_lock(*, trial_id: int, site_id: int | None, subject_id: int | None = None,
                   activity: str = "data") -> Lock | None:
-    """The lock that refuses ``activity`` in this scope, if any (one query): a database lock before a
-    freeze, then the widest scope, then the oldest."""
+    """The lock that refuses ``activity`` in this scope, if any (one query; read once within
+    ``shared_reads``): a database lock before a freeze, then the widest scope, then the oldest."""
     if activity not in ACTIVITIES:
         raise ValueError(f"activity is one of {sorted(ACTIVITIES)}, not {activity!r}")
     qs = Lock.objects.filter(covering_q(trial_id=trial_id, site_id=site_id, subject_id=subject_id))
     if activity in LOCK_ONLY_ACTIVITIES:
         qs = qs.filter(level=Level.LOCK)
     strongest = Case(When(level=Level.LOCK, then=Value(0)), default=Value(1))
-    return (qs.select_related("trial", "site", "subject", "locked_by")
-            .order_by(strongest, F("subject_id").asc(nulls_first=True), F("site_id").asc(nulls_first=True),
-                      "locked_at", "pk").first())
+    qs = qs.select_related("trial", "site", "subject", "locked_by").order_by(
+        strongest, F("subject_id").asc(nulls_first=True), F("site_id").asc(nulls_first=True), "locked_at", "pk")
+    return shared(("blocking_lock", trial_id, site_id, subject_id, activity), qs.first)
 
 
 def check_writable(*, trial_id: int, site_id: int, subject_id: int | None = None, activity: str = "data") -> None:

@@ -22,6 +22,7 @@ from django.urls import path, reverse
 from config import display
 from config.api import acting_user
 from config.errors import DomainError
+from config.reads import shared_reads
 from exports.casebook.services import download_casebook
 from locking.services import check_writable
 from patients import admin_desk
@@ -309,8 +310,13 @@ class SubjectAdmin(ClinicalAdmin):
                     extra_context: dict[str, Any] | None = None) -> HttpResponse:
         subject = self.get_object(request, object_id)
         can_enter = self.has_change_permission(request, subject)
+        with shared_reads():  # reads only, before a POST saves anything
+            extra = self._subject_page(request, subject, can_enter)
+        return super().change_view(request, object_id, form_url, {**extra, **(extra_context or {})})
+
+    def _subject_page(self, request: HttpRequest, subject: Subject, can_enter: bool) -> dict[str, Any]:
         offered = enrolment.offered_actions(subject) if can_enter else []
-        extra = {
+        return {
             "subject_actions": [(name, ACTIONS[name].title) for name in offered],
             "consents": subject.consents.select_related("recorded_by").order_by("consented_on", "pk"),
             "measurements": subject.measurements.order_by("-measured_on", "-pk"),
@@ -320,9 +326,7 @@ class SubjectAdmin(ClinicalAdmin):
             "course": subject_course(subject),
             **admin_desk.desk_context(subject, can_enter=can_enter),
             "overdue_saes": list(list_overdue_saes(user=request.user, subject=subject)),
-            **(extra_context or {}),
         }
-        return super().change_view(request, object_id, form_url, extra)
 
 
 @admin.register(Consent)

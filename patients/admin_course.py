@@ -45,7 +45,7 @@ from patients.models import (
     SaeReport,
     Subject,
 )
-from patients.selectors import list_overdue_saes, sae_report_pending
+from patients.selectors import consents_of, list_overdue_saes, sae_report_pending
 from patients.services import amendments, outcome, safety, treatment
 from patients.timeline import Position, local_date, local_date_of, timeline_from, timeline_of, with_timeline
 from trials.access import ENTRY_ROLES, access_of
@@ -769,7 +769,7 @@ def subject_course(subject: Any) -> list[dict[str, Any]]:
     def add(day: dt.date, kind: str, text: str, order: int = 0, record: Any = None) -> None:
         rows.append((day, order, kind, text, _change_url(record)))
 
-    for c in subject.consents.all():
+    for c in consents_of(subject):
         add(c.consented_on, "Consent", f"Consent {c.version}", record=c)
         if c.withdrawn_on:
             add(c.withdrawn_on, "Consent", f"Consent withdrawn: {c.withdrawal_reason}", 9, c)

@@ -3,7 +3,8 @@
 ``next_actions`` asks the services' own ``check_*`` rules, with the values a coordinator would start from
 (today's date at the site, the subject's released lot, the trial's regimen...): a rule that refuses on the
 subject's state (``StateConflict``) means "not now"; a ``RuleViolation`` is about values still to be typed,
-so the action is offered and its form says what is wrong on the field. No rule is restated here.
+so the action is offered and its form says what is wrong on the field. No rule is restated here; the
+rules share their reads of the subject (``config.reads``), as nothing is written while they are asked.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from decimal import Decimal
 from typing import Any
 
 from config.errors import DomainError, StateConflict
+from config.reads import shared_reads
 from locking.services import check_writable
 from patients.models import (
     AdverseEvent,
@@ -56,13 +58,15 @@ def allows(rule: Callable[[], object]) -> bool:
 def next_actions(subject: Subject, *, today: dt.date | None = None) -> list[NextAction]:
     """The records the protocol allows next for ``subject``, in the order of the course; none while the
     subject is frozen or locked (the subject page shows why)."""
-    if not allows(lambda: check_writable(trial_id=subject.trial_id, site_id=subject.site_id, subject_id=subject.pk)):
-        return []
-    today = today or site_today(subject.site)
-    found: list[NextAction] = []
-    for step in (_collection, _lots, _lymphodepletion, _infusion, _safety, _response, _follow_up):
-        found += step(subject, today)
-    return found
+    with shared_reads():  # the rules below read the subject's lock, consents and timeline once between them
+        if not allows(lambda: check_writable(trial_id=subject.trial_id, site_id=subject.site_id,
+                                             subject_id=subject.pk)):
+            return []
+        today = today or site_today(subject.site)
+        found: list[NextAction] = []
+        for step in (_collection, _lots, _lymphodepletion, _infusion, _safety, _response, _follow_up):
+            found += step(subject, today)
+        return found
 
 
 def _collection(subject: Subject, today: dt.date) -> list[NextAction]:

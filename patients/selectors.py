@@ -8,6 +8,7 @@ from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
 from django.db.models import Exists, OuterRef, Q, QuerySet
 from django.utils import timezone
 
+from config.reads import shared
 from patients.models import AdverseEvent, BodyMeasurement, Consent, EligibilityAssessment, SaeReport, Subject
 from patients.timeline import local_date_of
 from trials.access import access_of
@@ -24,12 +25,20 @@ def list_subjects(*, user: AbstractBaseUser) -> QuerySet[Subject]:
     return access_of(user).filter(qs)
 
 
+def consents_of(subject: Subject) -> list[Consent]:
+    """The subject's consents in the order they were signed (one query; read once within ``shared_reads``)."""
+    return shared(("consents", subject.pk), lambda: list(subject.consents.order_by("consented_on", "pk")))
+
+
 def first_consent(subject: Subject) -> Consent | None:
-    return subject.consents.order_by("consented_on", "pk").first()
+    consents = consents_of(subject)
+    return consents[0] if consents else None
 
 
 def consent_withdrawn(subject: Subject) -> Consent | None:
-    return subject.consents.filter(withdrawn_on__isnull=False).order_by("withdrawn_on").first()
+    """The first withdrawal of consent, if any."""
+    withdrawn = [c for c in consents_of(subject) if c.withdrawn_on is not None]
+    return min(withdrawn, key=lambda c: (c.withdrawn_on, c.consented_on, c.pk)) if withdrawn else None
 
 
 def latest_eligibility(subject: Subject) -> EligibilityAssessment | None:

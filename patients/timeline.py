@@ -24,6 +24,7 @@ from typing import Any, NamedTuple
 from django.contrib.postgres.expressions import ArraySubquery
 from django.db.models import OuterRef, QuerySet
 
+from config.reads import shared
 from patients.models import Infusion
 
 
@@ -127,11 +128,15 @@ def timeline_from(row: Any, subject: Any) -> Timeline:
 
 
 def timeline_of(subject: Any) -> Timeline:
-    """One subject's timeline (one query); ``subject`` is a Subject or its id."""
+    """One subject's timeline (one query; read once within ``shared_reads``); ``subject`` is a Subject or its
+    id."""
     subject_id = getattr(subject, "pk", subject)
-    day0s = (Infusion.objects.filter(subject_id=subject_id, fraction_number=1)
-             .order_by("course_number").values_list("infused_on", flat=True))
-    return Timeline.of(day0s)
+
+    def read() -> Timeline:
+        return Timeline.of(Infusion.objects.filter(subject_id=subject_id, fraction_number=1)
+                           .order_by("course_number").values_list("infused_on", flat=True))
+
+    return shared(("timeline", subject_id), read)
 
 
 # --- SQL form ------------------------------------------------------------------------------------

@@ -11,6 +11,7 @@ from django.db import transaction
 
 from config.errors import RuleViolation, StateConflict
 from patients.models import FollowUp, OffStudyReason, ResponseAssessment, Subject, SubjectStatus
+from patients.selectors import first_consent
 from patients.services.enrolment import _lock, check_can_enter, check_consented, check_not_future, move_subject
 from patients.timeline import Timeline, VisitWindow, timeline_of
 from trials.models import Visit
@@ -102,7 +103,7 @@ def check_follow_up_values(*, subject: Subject, kind: str, event_on: dt.date, ca
     for a death its cause, or an explicit "cause unknown" (a blank cause alone may be an omission)."""
     check_not_future(day=event_on, site=subject.site, field="event_on")
     check_cause_of_death(kind=kind, cause_of_death=cause_of_death, cause_of_death_unknown=cause_of_death_unknown)
-    first = subject.consents.order_by("consented_on").first()
+    first = first_consent(subject)
     if first is None or event_on < first.consented_on:
         raise RuleViolation("before_consent", "Follow-up starts after consent.", field="event_on")
 

@@ -29,6 +29,7 @@ from patients.models import (
     Subject,
     SubjectStatus,
 )
+from patients.selectors import first_consent
 from patients.services.ctcae import check_ctcae_grade, check_event_coding, coded_values
 from patients.services.enrolment import _lock, check_can_enter, check_consented, check_not_future, move_subject
 from patients.timeline import local_date_of
@@ -66,11 +67,11 @@ class EventInput:
 
 
 def check_adverse_event(*, subject: Subject, data: EventInput) -> None:
-    if subject.status in (SubjectStatus.SCREEN_FAILED,) or subject.consents.count() == 0:
+    first = first_consent(subject)
+    if subject.status in (SubjectStatus.SCREEN_FAILED,) or first is None:
         raise StateConflict("subject_not_ready", f"{subject.code} has no consent; adverse events are recorded "
                             "for consented subjects.")
-    check_consented(subject=subject, on=max(data.onset_on, subject.consents.earliest("consented_on").consented_on),
-                    field="onset_on")
+    check_consented(subject=subject, on=max(data.onset_on, first.consented_on), field="onset_on")
     for name in ("onset_on", "resolved_on", "death_on"):
         check_not_future(day=getattr(data, name), site=subject.site, field=name)
     if data.resolved_on and data.resolved_on < data.onset_on:

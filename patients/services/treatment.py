@@ -81,8 +81,8 @@ def record_collection(*, subject: Subject, collection_id: str, collected_on: dt.
 
 
 def check_new_bag_id(*, collection_id: str) -> None:
-    """A bag ID names one collection, the subject's own or a donor's."""
-    if (ApheresisCollection.objects.filter(collection_id=collection_id).exists()
+    """A bag ID names one collection, the subject's own or a donor's (a blank one is the form's to refuse)."""
+    if collection_id and (ApheresisCollection.objects.filter(collection_id=collection_id).exists()
             or DonorCollection.objects.filter(collection_id=collection_id).exists()):
         raise StateConflict("duplicate_collection_id", f"Collection {collection_id} is already recorded.",
                             field="collection_id")

@@ -13,6 +13,8 @@ from django.urls import reverse
 
 from assays.calendar import subject_calendar, visits_to_chase
 from assays.services import ResultIn, ingest_results
+from config.errors import StateConflict
+from config.reads import shared, shared_reads
 from locking.models import Level
 from locking.services import lock_scope
 from patients.desk import next_actions
@@ -162,6 +164,51 @@ def test_a_frozen_subject_has_no_next_action(world: Any) -> None:
     lock_scope(trial=world.trial, site=world.site_a, subject=subject, level=Level.FREEZE, reason="SDV visit",
                by=world.data_manager)
     assert next_actions(subject) == []
+
+
+def reads_of(queries: CaptureQueriesContext, table: str) -> int:
+    return sum(f'FROM "{table}"' in q["sql"] for q in queries.captured_queries)
+
+
+def test_next_actions_read_the_subjects_consents_timeline_and_lock_once(world: Any) -> None:
+    """Every rule the desk asks reads the consents, day 0s and lock; between them they read each once."""
+    subject = infused(world, days_ago(28))
+    d28(world)
+    with CaptureQueriesContext(connection) as queries:
+        found = keys(subject)
+    assert {"adverse-event", "crs", "follow-up", "response-D28"} <= set(found)
+    assert reads_of(queries, "patients_consent") == 1
+    assert reads_of(queries, "locking_lock") == 1
+    day0_reads = [q for q in queries.captured_queries if '"patients_infusion"."fraction_number" = 1' in q["sql"]]
+    assert len(day0_reads) == 1
+
+
+def test_shared_reads_end_with_the_desk_so_a_rule_guarding_a_write_reads_afresh(world: Any) -> None:
+    """The desk offers a follow-up; a death recorded afterwards is seen by the next check (no stale answer)."""
+    subject = infused(world, days_ago(5))
+    assert "follow-up" in keys(subject) and "adverse-event" in keys(subject)
+    outcome.record_follow_up(subject=subject, kind="death", event_on=days_ago(0), cause_of_death="Sepsis",
+                             by=world.coordinator)
+    subject.refresh_from_db()
+    assert "follow-up" not in keys(subject)
+    with pytest.raises(StateConflict):  # outside the desk, the rule reads the new state
+        outcome.check_follow_up(subject=subject, kind="last_contact", event_on=days_ago(0), cause_of_death="")
+
+
+def test_shared_reads_scope() -> None:
+    calls: list[int] = []
+
+    def read() -> int:
+        calls.append(1)
+        return len(calls)
+
+    assert (shared("k", read), shared("k", read)) == (1, 2)  # outside: every call reads
+    with shared_reads():
+        assert (shared("k", read), shared("k", read)) == (3, 3)
+        with shared_reads():  # a nested scope joins the outer one
+            assert shared("k", read) == 3
+        assert shared("other", read) == 4
+    assert shared("k", read) == 5  # the answers end with the scope
 
 
 # --- the admin pages -----------------------------------------------------------------------------
