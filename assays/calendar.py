@@ -35,6 +35,7 @@ from patients.timeline import (
 )
 from trials.access import access_of
 from trials.models import Visit
+from trials.selectors import visit_schedule
 
 FOLLOWED = (SubjectStatus.ENROLLED, SubjectStatus.APHERESED, SubjectStatus.LYMPHODEPLETED, SubjectStatus.INFUSED,
             SubjectStatus.FOLLOW_UP)
@@ -141,7 +142,7 @@ def subject_calendar(subject: Subject, *, now: dt.datetime | None = None) -> lis
     loaded = _with_plans(Subject.objects.filter(pk=subject.pk).select_related("site")).get()
     timeline = timeline_from(loaded, loaded)
     records = SubjectRecords(timeline, _planned_day0(loaded, timeline), _recorded([loaded])[loaded.pk])
-    visits = list(Visit.objects.filter(trial_id=subject.trial_id))
+    visits = visit_schedule(subject.trial_id)
     return build_calendar(loaded, visits, records, today=site_date(loaded.site, now))
 
 

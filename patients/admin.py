@@ -6,6 +6,7 @@ form field it concerns.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from django import forms
@@ -13,7 +14,7 @@ from django.contrib import admin, messages
 from django.contrib.admin.utils import unquote
 from django.contrib.admin.widgets import AdminDateWidget
 from django.core.exceptions import PermissionDenied
-from django.db.models import Count, Q, QuerySet
+from django.db.models import Count, Prefetch, Q, QuerySet
 from django.http import Http404, HttpRequest, HttpResponse, HttpResponseRedirect
 from django.shortcuts import get_object_or_404
 from django.template.response import TemplateResponse
@@ -31,6 +32,7 @@ from patients.admin_course import subject_course
 from patients.models import (
     BodyMeasurement,
     Consent,
+    EligibilityAnswer,
     EligibilityAssessment,
     Subject,
     SubjectStatus,
@@ -41,7 +43,6 @@ from patients.services import enrolment
 from trials.access import ENTRY_ROLES, access_of
 from trials.admin_scoping import (
     ClinicalAdmin,
-    ReadableFieldsMixin,
     ReadOnlyClinicalAdmin,
     add_domain_error,
     site_time_column,
@@ -122,28 +123,6 @@ def status_change(transition: SubjectTransition) -> str:
     return display.transition(transition.get_from_status_display(), transition.get_to_status_display())
 
 
-class TransitionInline(ReadableFieldsMixin, admin.TabularInline):
-    model = SubjectTransition
-    fields = ("effective_on", "status_change", "reason", "recorded_by", "recorded_at")
-    status_change = staticmethod(status_change)
-    readonly_fields = fields
-    extra = 0
-    can_delete = False
-    verbose_name_plural = "status history"
-
-    def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
-
-    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
-
-    def has_view_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return True  # the parent subject page already checked the user's scope
-
-    def get_queryset(self, request: HttpRequest) -> QuerySet:
-        return super().get_queryset(request).select_related("recorded_by")
-
-
 @admin.register(Subject)
 class SubjectAdmin(ClinicalAdmin):
     trial_lookup, site_lookup = "trial", "site"
@@ -155,7 +134,10 @@ class SubjectAdmin(ClinicalAdmin):
     list_select_related = ["trial", "site", "cohort"]
     search_fields = ["code", "screening_number"]
     ordering = ["trial__code", "code"]
-    inlines = [TransitionInline]
+    # Read-only sections of the subject page that other apps add (signatures: its list of signatures), as
+    # ``section(request, subject) -> context``; patients does not import those apps. Tables, not inlines:
+    # nothing on them is edited here, and an inline's formset costs a form per row.
+    page_sections: list[Callable[[HttpRequest, Subject], dict[str, Any]]] = []
     change_form_template = "admin/patients/subject/change_form.html"
 
     def get_queryset(self, request: HttpRequest) -> QuerySet:
@@ -228,12 +210,6 @@ class SubjectAdmin(ClinicalAdmin):
         created = enrolment.screen_subject(trial=data["trial"], site=data["site"], screened_on=data["screened_on"],
                                            by=acting_user(request), **characteristics)
         obj.pk, obj.code = created.pk, created.code
-
-    def save_related(self, request: HttpRequest, form: Any, formsets: Any, change: bool) -> None:
-        # The only inline is the read-only status history: nothing to save. The admin's change message
-        # still reads each formset's saved objects (set by formset.save()), so report that none were saved.
-        for formset in formsets:
-            formset.new_objects, formset.changed_objects, formset.deleted_objects = [], [], []
 
     # --- the subject's actions -----------------------------------------------------------------
 
@@ -321,12 +297,14 @@ class SubjectAdmin(ClinicalAdmin):
             "consents": subject.consents.select_related("recorded_by").order_by("consented_on", "pk"),
             "measurements": subject.measurements.order_by("-measured_on", "-pk"),
             "assessments": subject.eligibility_assessments.select_related("assessed_by", "confirmed_by")
-            .prefetch_related("answers__criterion").order_by("-assessed_on", "-pk"),
+            .prefetch_related(Prefetch("answers", EligibilityAnswer.objects.select_related("criterion")))
+            .order_by("-assessed_on", "-pk"),
             "can_confirm": can_enter and subject.status == SubjectStatus.SCREENING,
             "course": subject_course(subject),
             **admin_desk.desk_context(subject, can_enter=can_enter),
             "overdue_saes": list(list_overdue_saes(user=request.user, subject=subject)),
-        }
+            "transitions": [(t, status_change(t)) for t in subject.transitions.select_related("recorded_by")],
+        } | {key: value for section in self.page_sections for key, value in section(request, subject).items()}
 
 
 @admin.register(Consent)

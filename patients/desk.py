@@ -30,6 +30,7 @@ from patients.selectors import site_today
 from patients.services import outcome, safety, treatment
 from patients.timeline import VisitWindow, timeline_of
 from trials.models import Product, Visit
+from trials.selectors import visit_schedule
 
 
 @dataclass(frozen=True)
@@ -63,14 +64,24 @@ def next_actions(subject: Subject, *, today: dt.date | None = None) -> list[Next
                                              subject_id=subject.pk)):
             return []
         today = today or site_today(subject.site)
+        known = _Known(list(subject.trial.products.order_by("code")), subject.ld_courses.select_related(
+            "regimen", "subject__site").order_by("-course_number").first())
         found: list[NextAction] = []
         for step in (_collection, _lots, _lymphodepletion, _infusion, _safety, _response, _follow_up):
-            found += step(subject, today)
+            found += step(subject, today, known)
         return found
 
 
-def _collection(subject: Subject, today: dt.date) -> list[NextAction]:
-    sources = {s for p in subject.trial.products.all() for s in p.allowed_sources}
+@dataclass(frozen=True)
+class _Known:
+    """What several steps start from, read once: the trial's products (by code), the latest course."""
+
+    products: list[Product]
+    course: LymphodepletionCourse | None
+
+
+def _collection(subject: Subject, today: dt.date, known: _Known) -> list[NextAction]:
+    sources = {s for p in known.products for s in p.allowed_sources}
     found = []
     if Product.Source.AUTOLOGOUS in sources and allows(
             lambda: treatment.check_collection(subject=subject, collected_on=today)):
@@ -81,9 +92,9 @@ def _collection(subject: Subject, today: dt.date) -> list[NextAction]:
     return found
 
 
-def _lots(subject: Subject, today: dt.date) -> list[NextAction]:
+def _lots(subject: Subject, today: dt.date, known: _Known) -> list[NextAction]:
     found = []
-    product = subject.trial.products.order_by("code").first()
+    product = known.products[0] if known.products else None
     own = subject.collections.filter(lots__isnull=True).order_by("-collected_on", "-pk").first()
     donor = subject.donor_collections.filter(lots__isnull=True).order_by("-collected_on", "-pk").first()
     if product is not None and (own or donor) is not None:
@@ -108,9 +119,9 @@ def _lots(subject: Subject, today: dt.date) -> list[NextAction]:
     return found
 
 
-def _lymphodepletion(subject: Subject, today: dt.date) -> list[NextAction]:
+def _lymphodepletion(subject: Subject, today: dt.date, known: _Known) -> list[NextAction]:
     found = []
-    course = subject.ld_courses.select_related("regimen", "subject__site").order_by("-course_number").first()
+    course = known.course
     if course is not None:
         given = set(course.doses.values_list("agent_id", "day"))
         pending = [d for d in treatment.course_plan(course) if (d.agent.pk, d.day) not in given]
@@ -127,8 +138,8 @@ def _lymphodepletion(subject: Subject, today: dt.date) -> list[NextAction]:
     return found
 
 
-def _infusion(subject: Subject, today: dt.date) -> list[NextAction]:
-    course: LymphodepletionCourse | None = subject.ld_courses.order_by("-course_number").first()
+def _infusion(subject: Subject, today: dt.date, known: _Known) -> list[NextAction]:
+    course = known.course
     if course is None:
         return []
     fractions = list(subject.infusions.filter(course_number=course.course_number).order_by("fraction_number"))
@@ -151,7 +162,7 @@ def _infusion(subject: Subject, today: dt.date) -> list[NextAction]:
         "planned_fractions": planned})]
 
 
-def _safety(subject: Subject, today: dt.date) -> list[NextAction]:
+def _safety(subject: Subject, today: dt.date, known: _Known) -> list[NextAction]:
     probe = safety.EventInput(category=AdverseEvent.Category.CTCAE, term="", onset_on=today, grade=1,
                               related_to_product="", related_to_lymphodepletion="")
     if not allows(lambda: safety.check_adverse_event(subject=subject, data=probe)):
@@ -181,11 +192,10 @@ def due_visits(subject: Subject, today: dt.date) -> list[tuple[Visit, int]]:
     if day0 is None:
         return []
     assert number is not None  # day0 is known only for a course ``today`` follows
-    return [(v, number) for v in subject.trial.visits.order_by("target_day", "code")
-            if VisitWindow.of(v).dates(day0).holds(today)]
+    return [(v, number) for v in visit_schedule(subject.trial_id) if VisitWindow.of(v).dates(day0).holds(today)]
 
 
-def _response(subject: Subject, today: dt.date) -> list[NextAction]:
+def _response(subject: Subject, today: dt.date, known: _Known) -> list[NextAction]:
     found = []
     timeline = timeline_of(subject)
     answered = {(r.visit_id, timeline.course_of(r.assessed_on)) for r in subject.responses.filter(visit__isnull=False)}
@@ -202,7 +212,7 @@ def _response(subject: Subject, today: dt.date) -> list[NextAction]:
     return found
 
 
-def _follow_up(subject: Subject, today: dt.date) -> list[NextAction]:
+def _follow_up(subject: Subject, today: dt.date, known: _Known) -> list[NextAction]:
     if allows(lambda: outcome.check_follow_up(subject=subject, kind=FollowUp.Kind.LAST_CONTACT, event_on=today,
                                               cause_of_death="")):
         return [NextAction("follow-up", "Follow-up", "followup", {"subject": subject.pk})]

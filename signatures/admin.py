@@ -10,7 +10,6 @@ from django import forms
 from django.contrib import admin, messages
 from django.core.exceptions import PermissionDenied
 from django.db.models import QuerySet
-from django.forms.models import BaseInlineFormSet
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.template.response import TemplateResponse
 from django.urls import reverse
@@ -26,7 +25,7 @@ from signatures.content import model_of
 from signatures.models import FailedSigningAttempt, Meaning, Signature
 from signatures.selectors import list_forms, signable_subjects, verify_signature
 from trials.access import access_of
-from trials.admin_scoping import ReadableFieldsMixin, ReadOnlyClinicalAdmin, add_domain_error, site_time_column
+from trials.admin_scoping import ReadOnlyClinicalAdmin, add_domain_error, site_time_column
 from trials.models import Membership
 
 # --- shown wherever a signature is listed (§11.50: name, time and meaning with every signature) ------
@@ -48,7 +47,7 @@ def scope_text(signature: Signature) -> str:
 
 
 class SignatureColumns:
-    """Columns shared by the list and the subject page's inline (no query per row)."""
+    """The list's columns (no query per row; the subject page shows the same texts)."""
 
     @admin.display(description="Signed")
     def scope_display(self, obj: Signature) -> str:
@@ -66,61 +65,22 @@ def _investigates_anywhere(request: HttpRequest) -> bool:
 # --- the subject page: its signatures --------------------------------------------------------------
 
 
-class ReadOnlyInlineFormSet(BaseInlineFormSet):
-    """A display-only formset: nothing is read from the request, so the subject page's POST (its own
-    form, other inlines) is accepted with or without this inline's management form."""
-
-    def __init__(self, data: Any = None, files: Any = None, **kwargs: Any) -> None:
-        super().__init__(None, None, **kwargs)
-
-    def is_valid(self) -> bool:
-        return True
-
-    def save(self, commit: bool = True) -> list[Any]:
-        self.new_objects, self.changed_objects, self.deleted_objects = [], [], []
-        return []
-
-
-class SignatureInline(SignatureColumns, ReadableFieldsMixin, admin.TabularInline):
-    model = Signature
-    fk_name = "subject"
-    formset = ReadOnlyInlineFormSet
-    template = "admin/signatures/signature_inline.html"
-    fields = ("scope_display", "meaning", "signer_name", "signed_at", "status_display")
-    readonly_fields = fields
-    extra = 0
-    can_delete = False
-    show_change_link = True
-    verbose_name_plural = "electronic signatures"
-    sign_url = ""
-
-    def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
-
-    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
-
-    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
-
-    def has_view_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return obj is not None  # the subject's page (which checked the scope), not the screening form
-
-    def get_queryset(self, request: HttpRequest) -> QuerySet:
-        # Not super(): it empties the queryset when has_view_permission(obj=None) is False, which keeps
-        # this list off the screening (add) page. The formset narrows it to the subject on the page.
-        return Signature.objects.select_related("record_type").order_by("-signed_at", "-pk")
-
-    def get_formset(self, request: HttpRequest, obj: Any = None, **kwargs: Any) -> Any:
-        # Inline instances are made per request: remember whether this user may sign this subject.
-        if obj is not None and access_of(request.user).has_role(trial_id=obj.trial_id, site_id=obj.site_id,
-                                                                role=Membership.Role.INVESTIGATOR):
-            self.sign_url = f"{reverse('admin:signatures_signature_add')}?subject={obj.pk}"
-        return super().get_formset(request, obj, **kwargs)
+def subject_signatures(request: HttpRequest, subject: Subject) -> dict[str, Any]:
+    """The subject page's list of its signatures (newest first, each with its status), and for an
+    investigator of the subject's site the link to sign (two queries: the signatures, the user's roles are
+    already read)."""
+    signatures = (Signature.objects.filter(subject=subject).select_related("record_type", "subject")
+                  .order_by("-signed_at", "-pk"))
+    rows = [(s, scope_text(s), status_html(s), reverse("admin:signatures_signature_change", args=[s.pk]))
+            for s in signatures]
+    may_sign = access_of(request.user).has_role(trial_id=subject.trial_id, site_id=subject.site_id,
+                                                role=Membership.Role.INVESTIGATOR)
+    return {"signatures": rows,
+            "sign_url": f"{reverse('admin:signatures_signature_add')}?subject={subject.pk}" if may_sign else ""}
 
 
 # patients.admin is imported first (INSTALLED_APPS order) and must not import this app: append here.
-SubjectAdmin.inlines = [*SubjectAdmin.inlines, SignatureInline]
+SubjectAdmin.page_sections = [*SubjectAdmin.page_sections, subject_signatures]
 
 
 # --- the signing page ------------------------------------------------------------------------------

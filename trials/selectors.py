@@ -11,6 +11,7 @@ from typing import Any
 
 from django.db.models import Prefetch, QuerySet
 
+from config.reads import shared
 from trials.access import access_of
 from trials.models import (
     Cohort,
@@ -68,6 +69,12 @@ def list_regimens(*, trial: Trial) -> QuerySet[LymphodepletionRegimen]:
 
 def list_visits(*, trial: Trial) -> QuerySet[Visit]:
     return Visit.objects.filter(trial=trial).order_by("target_day", "code", "pk")
+
+
+def visit_schedule(trial_id: int) -> list[Visit]:
+    """The trial's visits in schedule order (one query; read once within ``config.reads.shared_reads``)."""
+    return shared(("visit_schedule", trial_id), lambda: list(
+        Visit.objects.filter(trial_id=trial_id).order_by("target_day", "code", "pk")))
 
 
 def list_criteria(*, trial: Trial) -> QuerySet[EligibilityCriterion]:
