@@ -45,7 +45,7 @@ from patients.models import (
     SaeReport,
     Subject,
 )
-from patients.selectors import consents_of, list_overdue_saes, sae_report_pending
+from patients.selectors import consents_of, list_overdue_saes, records_of, sae_report_pending
 from patients.services import amendments, outcome, safety, treatment
 from patients.timeline import Position, local_date, local_date_of, timeline_from, timeline_of, with_timeline
 from trials.access import ENTRY_ROLES, access_of
@@ -762,7 +762,7 @@ def subject_course(subject: Any) -> list[dict[str, Any]]:
     A fixed number of queries (one per kind of record), however long the course.
     """
     tz, zone = subject.site.tzinfo, subject.site.time_zone  # loaded whether or not a record needs the site's date
-    infusions = list(subject.infusions.select_related("lot").order_by("infused_on", "pk"))
+    infusions = sorted(records_of(subject, "infusions", "lot", "dose_level"), key=lambda i: (i.infused_on, i.pk))
     timeline = timeline_of(subject)
     rows: list[tuple[dt.date, int, str, str, str]] = []
 
@@ -773,13 +773,13 @@ def subject_course(subject: Any) -> list[dict[str, Any]]:
         add(c.consented_on, "Consent", f"Consent {c.version}", record=c)
         if c.withdrawn_on:
             add(c.withdrawn_on, "Consent", f"Consent withdrawn: {c.withdrawal_reason}", 9, c)
-    for a in subject.collections.all():
+    for a in records_of(subject, "collections"):
         add(a.collected_on, "Apheresis", f"Collection {a.collection_id}", record=a)
-    for d in subject.donor_collections.all():
+    for d in records_of(subject, "donor_collections"):
         hla = f", HLA {d.hla_match}" if d.hla_total is not None else ""
         add(d.collected_on, "Donor collection", f"Collection {d.collection_id} from donor {d.donor_code} "
             f"({d.get_donor_type_display()}{hla})", record=d)
-    for lot in subject.lots.all():
+    for lot in records_of(subject, "lots"):
         if lot.release_date:
             add(lot.release_date, "Product", f"Lot {lot.lot_number} released "
                 f"({display.cells(lot.total_viable_car_cells)}, viable CAR+)", record=lot)
@@ -800,7 +800,7 @@ def subject_course(subject: Any) -> list[dict[str, Any]]:
     for assessment in [*CrsAssessment.objects.filter(event__subject=subject),
                        *IcansAssessment.objects.filter(event__subject=subject)]:
         assessments.setdefault(assessment.event_id, []).append(assessment)
-    for e in subject.adverse_events.all():
+    for e in records_of(subject, "adverse_events"):
         label = {"crs": "CRS", "icans": "ICANS"}.get(e.category, "Adverse event")
         sae = ", serious" if e.serious else ""
         add(e.onset_on, label, f"{e.term}, grade {e.grade} ({e.grade_scale}){sae}" +
@@ -817,7 +817,7 @@ def subject_course(subject: Any) -> list[dict[str, Any]]:
         indication = f" for {m.indication}" if m.indication else ""
         add(local_date_of(m.given_at, tz), "Medication", f"{name} {m.dose.normalize():f} {m.dose_unit} "
             f"{m.get_route_display()} at {given:%H:%M} ({zone}){indication}", 5, m)
-    for r in subject.responses.select_related("visit"):
+    for r in records_of(subject, "responses", "visit"):
         visit = f" at {r.visit.code}" if r.visit else ""
         antigen = f", {r.get_antigen_status_display()}" if r.antigen_status else ""
         add(r.assessed_on, "Response", f"{r.get_category_display()}{visit}{antigen}", 6, r)

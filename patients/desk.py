@@ -26,7 +26,7 @@ from patients.models import (
     ResponseAssessment,
     Subject,
 )
-from patients.selectors import site_today
+from patients.selectors import records_of, site_today
 from patients.services import outcome, safety, treatment
 from patients.timeline import VisitWindow, timeline_of
 from trials.models import Product, Visit
@@ -95,8 +95,12 @@ def _collection(subject: Subject, today: dt.date, known: _Known) -> list[NextAct
 def _lots(subject: Subject, today: dt.date, known: _Known) -> list[NextAction]:
     found = []
     product = known.products[0] if known.products else None
-    own = subject.collections.filter(lots__isnull=True).order_by("-collected_on", "-pk").first()
-    donor = subject.donor_collections.filter(lots__isnull=True).order_by("-collected_on", "-pk").first()
+    lots = records_of(subject, "lots")
+    made_own, made_donor = {lot.collection_id for lot in lots}, {lot.donor_collection_id for lot in lots}
+    own = max((c for c in records_of(subject, "collections") if c.pk not in made_own),
+              key=lambda c: (c.collected_on, c.pk), default=None)
+    donor = max((d for d in records_of(subject, "donor_collections") if d.pk not in made_donor),
+                key=lambda d: (d.collected_on, d.pk), default=None)
     if product is not None and (own or donor) is not None:
         source = Product.Source.AUTOLOGOUS if own else next(
             (s for s in product.allowed_sources if s != Product.Source.AUTOLOGOUS), "")
@@ -110,7 +114,7 @@ def _lots(subject: Subject, today: dt.date, known: _Known) -> list[NextAction]:
             initial = {"subject": subject.pk, "product": product.pk, "source": source}
             initial.update({"collection": own.pk} if own else {"donor_collection": donor.pk} if donor else {})
             found.append(NextAction("lot", "Register product lot", "productlot", initial))
-    for lot in subject.lots.filter(status=ProductLot.Status.MANUFACTURING).order_by("pk"):
+    for lot in sorted((lot for lot in lots if lot.status == ProductLot.Status.MANUFACTURING), key=lambda lot: lot.pk):
         def release(lot: ProductLot = lot) -> None:
             treatment.check_release(lot=lot, release_date=today, qc_pass=True, total_viable_car_cells=Decimal(1))
 
@@ -142,10 +146,15 @@ def _infusion(subject: Subject, today: dt.date, known: _Known) -> list[NextActio
     course = known.course
     if course is None:
         return []
-    fractions = list(subject.infusions.filter(course_number=course.course_number).order_by("fraction_number"))
+    infusions = records_of(subject, "infusions", "lot", "dose_level")
+    fractions = sorted((i for i in infusions if i.course_number == course.course_number),
+                       key=lambda i: i.fraction_number)
     previous = fractions[-1] if fractions else None
-    lot = previous.lot if previous else subject.lots.filter(
-        status=ProductLot.Status.RELEASED, infusions__isnull=True).order_by("release_date", "pk").first()
+    infused = {i.lot_id for i in infusions}
+    ready = [lot for lot in records_of(subject, "lots") if lot.status == ProductLot.Status.RELEASED
+             and lot.pk not in infused]
+    lot = previous.lot if previous else min(
+        ready, key=lambda lot: (lot.release_date is None, lot.release_date or dt.date.min, lot.pk), default=None)
     dose_level = previous.dose_level if previous else subject.trial.dose_levels.order_by("code").first()
     if lot is None or dose_level is None:
         return []
@@ -176,8 +185,9 @@ def _safety(subject: Subject, today: dt.date, known: _Known) -> list[NextAction]
                   NextAction("icans", "ICANS event", "adverseevent",
                              {"subject": subject.pk, "category": AdverseEvent.Category.ICANS,
                               "term": "Immune effector cell-associated neurotoxicity syndrome"})]
-    for event in subject.adverse_events.filter(category__in=(AdverseEvent.Category.CRS, AdverseEvent.Category.ICANS),
-                                               resolved_on__isnull=True).order_by("onset_on", "pk"):
+    open_events = [e for e in records_of(subject, "adverse_events") if e.resolved_on is None
+                   and e.category in (AdverseEvent.Category.CRS, AdverseEvent.Category.ICANS)]
+    for event in sorted(open_events, key=lambda e: (e.onset_on, e.pk)):
         name = "CRS" if event.category == AdverseEvent.Category.CRS else "ICANS"
         found.append(NextAction(f"{event.category}-assessment", f"{name} assessment (onset {event.onset_on:%d %b %Y})",
                                 "adverseevent", object_id=event.pk))
@@ -198,7 +208,8 @@ def due_visits(subject: Subject, today: dt.date) -> list[tuple[Visit, int]]:
 def _response(subject: Subject, today: dt.date, known: _Known) -> list[NextAction]:
     found = []
     timeline = timeline_of(subject)
-    answered = {(r.visit_id, timeline.course_of(r.assessed_on)) for r in subject.responses.filter(visit__isnull=False)}
+    answered = {(r.visit_id, timeline.course_of(r.assessed_on)) for r in records_of(subject, "responses", "visit")
+                if r.visit_id is not None}
     for visit, number in due_visits(subject, today):
         if (visit.pk, number) in answered:
             continue

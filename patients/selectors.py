@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+from typing import Any
 
 from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
 from django.db.models import Exists, OuterRef, Q, QuerySet
@@ -28,6 +29,14 @@ def list_subjects(*, user: AbstractBaseUser) -> QuerySet[Subject]:
 def consents_of(subject: Subject) -> list[Consent]:
     """The subject's consents in the order they were signed (one query; read once within ``shared_reads``)."""
     return shared(("consents", subject.pk), lambda: list(subject.consents.order_by("consented_on", "pk")))
+
+
+def records_of(subject: Subject, relation: str, *related: str) -> list[Any]:
+    """All the subject's records of one kind (``relation``: a reverse relation such as "lots" or
+    "adverse_events"), in the model's order, with the ``related`` rows joined: one query, read once within
+    ``shared_reads`` (where the subject page's course list and its desk both read them)."""
+    return shared(("records", relation, related, subject.pk),
+                  lambda: list(getattr(subject, relation).select_related(*related)))
 
 
 def first_consent(subject: Subject) -> Consent | None:
