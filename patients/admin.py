@@ -38,7 +38,7 @@ from patients.models import (
     SubjectStatus,
     SubjectTransition,
 )
-from patients.selectors import list_overdue_saes
+from patients.selectors import list_overdue_saes, within_subject
 from patients.services import enrolment
 from trials.access import ENTRY_ROLES, access_of
 from trials.admin_scoping import (
@@ -303,7 +303,8 @@ class SubjectAdmin(ClinicalAdmin):
             "course": subject_course(subject),
             **admin_desk.desk_context(subject, can_enter=can_enter),
             "overdue_saes": list(list_overdue_saes(user=request.user, subject=subject)),
-            "transitions": [(t, status_change(t)) for t in subject.transitions.select_related("recorded_by")],
+            "transitions": [(t, status_change(t)) for t in subject.transitions.select_related("recorded_by")
+                            .order_by(*within_subject(SubjectTransition))],
         } | {key: value for section in self.page_sections for key, value in section(request, subject).items()}
 
 

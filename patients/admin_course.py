@@ -45,7 +45,7 @@ from patients.models import (
     SaeReport,
     Subject,
 )
-from patients.selectors import consents_of, list_overdue_saes, records_of, sae_report_pending
+from patients.selectors import consents_of, list_overdue_saes, records_of, sae_report_pending, within_subject
 from patients.services import amendments, outcome, safety, treatment
 from patients.timeline import Position, local_date, local_date_of, timeline_from, timeline_of, with_timeline
 from trials.access import ENTRY_ROLES, access_of
@@ -785,9 +785,10 @@ def subject_course(subject: Any) -> list[dict[str, Any]]:
                 f"({display.cells(lot.total_viable_car_cells)}, viable CAR+)", record=lot)
         if lot.failed_on:
             add(lot.failed_on, "Product", f"Lot {lot.lot_number} manufacture failed: {lot.failure_reason}", record=lot)
-    for b in subject.bridging.all():
+    for b in subject.bridging.order_by(*within_subject(BridgingTherapy)):
         add(b.started_on, "Bridging", f"{b.regimen}" + (f" until {b.ended_on}" if b.ended_on else ""), record=b)
-    for d in LymphodepletionDose.objects.filter(course__subject=subject).select_related("agent", "course"):
+    doses = LymphodepletionDose.objects.filter(course__subject=subject).select_related("agent", "course")
+    for d in doses.order_by("course__course_number", "given_on", "agent__agent"):  # (no join of the subject)
         note = f" (deviation: {d.deviation_reason})" if d.deviation_reason else ""
         add(d.given_on, "Lymphodepletion", f"{d.agent.get_agent_display()} {d.administered_mg} mg "
             f"(planned {d.planned_mg} mg, BSA {d.course.bsa_m2} m²){note}", 1, d.course)
@@ -797,8 +798,9 @@ def subject_course(subject: Any) -> list[dict[str, Any]]:
             f"lot {i.lot.lot_number}", 2, i)
     # Explicit queries, not prefetch_related (which skips its queries when there is no event).
     assessments: dict[int, list[Any]] = {}
-    for assessment in [*CrsAssessment.objects.filter(event__subject=subject),
-                       *IcansAssessment.objects.filter(event__subject=subject)]:
+    in_order = ("event__onset_on", "event_id", "assessed_at", "pk")  # their order, within one subject
+    for assessment in [*CrsAssessment.objects.filter(event__subject=subject).order_by(*in_order),
+                       *IcansAssessment.objects.filter(event__subject=subject).order_by(*in_order)]:
         assessments.setdefault(assessment.event_id, []).append(assessment)
     for e in records_of(subject, "adverse_events"):
         label = {"crs": "CRS", "icans": "ICANS"}.get(e.category, "Adverse event")
@@ -811,7 +813,7 @@ def subject_course(subject: Any) -> list[dict[str, Any]]:
                         if assessment.override_grade is not None else "")
             text = f"Assessment at {local:%H:%M} ({zone}): grade {assessment.grade}{override}"
             add(local_date_of(assessment.assessed_at, tz), label, text, 4, e)
-    for m in subject.medications.all():
+    for m in subject.medications.order_by(*within_subject(ConcomitantMedication)):
         name = m.drug_name or m.get_drug_display()
         given = m.given_at.astimezone(tz)
         indication = f" for {m.indication}" if m.indication else ""
@@ -821,7 +823,7 @@ def subject_course(subject: Any) -> list[dict[str, Any]]:
         visit = f" at {r.visit.code}" if r.visit else ""
         antigen = f", {r.get_antigen_status_display()}" if r.antigen_status else ""
         add(r.assessed_on, "Response", f"{r.get_category_display()}{visit}{antigen}", 6, r)
-    for f in subject.follow_ups.all():
+    for f in subject.follow_ups.order_by(*within_subject(FollowUp)):
         detail = outcome.death_detail(cause_of_death=f.cause_of_death, cause_of_death_unknown=f.cause_of_death_unknown,
                                       detail=f.detail)
         add(f.event_on, "Follow-up", f"{f.get_kind_display()} {detail}".strip(), 7, f)

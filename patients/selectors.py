@@ -35,8 +35,18 @@ def records_of(subject: Subject, relation: str, *related: str) -> list[Any]:
     """All the subject's records of one kind (``relation``: a reverse relation such as "lots" or
     "adverse_events"), in the model's order, with the ``related`` rows joined: one query, read once within
     ``shared_reads`` (where the subject page's course list and its desk both read them)."""
-    return shared(("records", relation, related, subject.pk),
-                  lambda: list(getattr(subject, relation).select_related(*related)))
+    def read() -> list[Any]:
+        records = getattr(subject, relation)
+        # The model's order less its leading "subject", which is one subject here: ordering by it would join
+        # the subject and its trial (Subject's own order) to every such read.
+        return list(records.select_related(*related).order_by(*within_subject(records.model)))
+
+    return shared(("records", relation, related, subject.pk), read)
+
+
+def within_subject(model: Any) -> list[str]:
+    """``model``'s default order for the records of one subject: its ``Meta.ordering`` without "subject"."""
+    return [name for name in model._meta.ordering if name != "subject"]
 
 
 def first_consent(subject: Subject) -> Consent | None:
