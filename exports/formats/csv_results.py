@@ -1,14 +1,20 @@
 """The ``results`` and ``lab_draws`` forms of the CSV export (the two whose size grows with the results), written
-by PostgreSQL: one ``COPY (SELECT ...) TO STDOUT (FORMAT csv)`` per form, whose rows are those of
-``exports.crf.Form.rows`` for the form, formatted as ``exports.crf.text`` formats them, so each file is byte for
-byte the one the generic path writes (tests/exports/test_crf_csv.py compares them).
+by PostgreSQL, whose rows are those of ``exports.crf.Form.rows`` for the form, formatted as ``exports.crf.text``
+formats them, so each file is byte for byte the one the generic path writes (tests/exports/test_crf_csv.py
+compares them).
 
 What must agree with ``exports.crf``: the scope (the subject's trial, the scope's sites and selected subjects),
 the order (subject code, collection time, record), the timeline (``patients.timeline``'s SQL form, on the
 site's local date of the collection; the course from its set form, ``course_spans_sql``), and the text of each
-value: an empty text is written as nothing (PostgreSQL would quote it), booleans as ``true``/``false``, times
-in UTC with ``Z``, floats in Python's shortest form (``repr``: ``100.0``, not ``100``). PostgreSQL ends lines
-with LF and sends one row per message; each is ended with CRLF as the csv module does.
+value: an empty text is written as nothing, booleans as ``true``/``false``, times in UTC with ``Z``, floats in
+Python's shortest form (``repr``: ``100.0``, not ``100``), and the csv module's quoting (a field holding a comma,
+a double quote, a CR or an LF is quoted, its double quotes doubled) and line ends (CRLF).
+
+``lab_draws`` (one row per draw) is one ``COPY (SELECT ...) TO STDOUT (FORMAT csv)``: PostgreSQL quotes as the csv
+module does, ends lines with LF and sends one row per message; each is ended with CRLF. ``results`` (a million
+rows at 25,000 draws) is written a group of draws at a time: each draw's columns are formatted and quoted once,
+in the draws' query, and PostgreSQL joins each group's lines (CRLF-ended) into one text, so Python reads one
+binary COPY message per group rather than one per result (``results_sql``).
 """
 
 from __future__ import annotations
@@ -16,6 +22,7 @@ from __future__ import annotations
 import csv
 import io
 from collections.abc import Callable, Iterator
+from itertools import groupby
 from typing import TYPE_CHECKING
 
 from django.db import connection
@@ -92,18 +99,6 @@ def _formatted(stored: dict[str, str]) -> Columns:
     return [(name, sql, formats.get(name, _text)(f"q.{name}")) for name, sql in stored.items()]
 
 
-def _columns() -> Columns:
-    return _formatted({
-        **_timeline_columns("r.id"),
-        "visit": "d.visit_code", "draw": "r.draw_id", "accession_number": "d.accession_number",
-        "analyte": "r.analyte_code", "loinc": "r.analyte_loinc", "source_ref": "r.source_ref",
-        "value_text": "r.value_text", "unit_text": "r.unit_text", "censored": "r.censored",
-        "value": "r.value", "canonical_unit": "r.analyte_unit", "flag": "r.flag",
-        "ctcae_grade": "r.ctcae_grade", "status": "r.status", "superseded": "r.superseded",
-        "correction_reason": "r.correction_reason", "recorded_at": "r.recorded_at",
-    })
-
-
 def _draw_columns() -> Columns:
     return _formatted({**_timeline_columns("d.id"), "visit": "d.visit_code", "accession_number": "d.accession_number",
                        "specimen": "d.specimen", "collected_at": "d.collected_at"})
@@ -144,37 +139,24 @@ def _form_sql(scope: ExportScope, columns: Columns, names: list[str], joins: str
         f"ORDER BY d.rank, d.collected_at, {order}) q")
 
 
-def results_sql(scope: ExportScope, names: list[str]) -> str:
-    """The form's rows in ``scope``, columns ``names`` (the form's columns), as one SELECT. The results come
-    draw by draw, the draws in the file's order and each draw's results by their index (``OFFSET 0`` keeps the
-    lookup per draw), so PostgreSQL sorts only the results of a draw (an incremental sort), not the whole table
-    on disk. A result's subject is its draw's (the database refuses any other: assays.0007)."""
-    joins = (f"FROM (SELECT * FROM draws ORDER BY rank, collected_at, id) d CROSS JOIN LATERAL ("
-             f"SELECT r.*, a.code AS analyte_code, a.loinc AS analyte_loinc, a.canonical_unit AS analyte_unit "
-             f"FROM {Result._meta.db_table} r JOIN {Analyte._meta.db_table} a ON a.id = r.analyte_id "
-             f"WHERE r.draw_id = d.id OFFSET 0) r")
-    return _form_sql(scope, _columns(), names, joins, "r.id")
-
-
 def draws_sql(scope: ExportScope, names: list[str]) -> str:
-    """The ``lab_draws`` form's rows in ``scope`` as one SELECT (as ``results_sql``)."""
+    """The ``lab_draws`` form's rows in ``scope`` as one SELECT, in the file's order."""
     return _form_sql(scope, _draw_columns(), names, "FROM draws d", "d.id")
 
 
-def results_chunks(names: list[str], scope: ExportScope) -> Iterator[bytes]:
-    """The CSV file of the form: the header (``names``), then PostgreSQL's rows, CRLF-ended, in chunks."""
-    return copy_chunks(names, results_sql(scope, names))
-
-
 def draws_chunks(names: list[str], scope: ExportScope) -> Iterator[bytes]:
-    """The ``lab_draws`` form's CSV file, as ``results_chunks``."""
+    """The ``lab_draws`` form's CSV file: the header (``names``), then PostgreSQL's rows, CRLF-ended, in chunks."""
     return copy_chunks(names, draws_sql(scope, names))
 
 
-def copy_chunks(names: list[str], sql: str) -> Iterator[bytes]:
+def _header(names: list[str]) -> bytes:
     header = io.StringIO()
     csv.writer(header).writerow(names)
-    yield header.getvalue().encode()
+    return header.getvalue().encode()
+
+
+def copy_chunks(names: list[str], sql: str) -> Iterator[bytes]:
+    yield _header(names)
     query = f"COPY ({sql}) TO STDOUT (FORMAT csv)"
     with connection.cursor() as cursor, cursor.cursor.copy(query) as copy:
         rows: list[Block] = []
@@ -194,3 +176,148 @@ def crlf(rows: list[Block]) -> bytes:
     if b'"' not in joined:
         return joined.replace(b"\n", b"\r\n")
     return b"".join(bytes(row[:-1]) + b"\r\n" for row in rows)
+
+
+# --- results: a group of draws at a time ---------------------------------------------------------------------------
+
+# The columns of the results file: name, stored value (of the draw ``d``, a row of the ``draws`` CTE; of the
+# analyte ``a``; or of the result ``r``) and type. A draw's and an analyte's columns are formatted and quoted once
+# each, not once per result.
+RESULT_COLUMNS: list[tuple[str, str, str]] = [
+    ("subject", "d.subject_code", "text"), ("site", "d.site_code", "text"), ("record", "r.id", "integer"),
+    ("study_day", "d.study_day", "integer"), ("cdisc_study_day", "d.cdisc_study_day", "integer"),
+    ("course_number", "d.course_number", "integer"), ("course_day", "d.course_day", "integer"),
+    ("visit", "d.visit_code", "text"), ("draw", "d.id", "integer"), ("accession_number", "d.accession_number", "text"),
+    ("analyte", "a.code", "text"), ("loinc", "a.loinc", "text"), ("source_ref", "r.source_ref", "text"),
+    ("value_text", "r.value_text", "text"), ("unit_text", "r.unit_text", "text"), ("censored", "r.censored", "text"),
+    ("value", "r.value", "float"), ("canonical_unit", "a.canonical_unit", "text"), ("flag", "r.flag", "text"),
+    ("ctcae_grade", "r.ctcae_grade", "integer"), ("status", "r.status", "text"),
+    ("superseded", "r.superseded", "boolean"), ("correction_reason", "r.correction_reason", "text"),
+    ("recorded_at", "r.recorded_at", "utc"),
+]
+CHUNK_BYTES = 1 << 20
+# What makes the csv module quote a field (its delimiter, quote character and line ends), as a regular expression.
+NEEDS_QUOTES = "'[\",\\r\\n]'"
+# PostgreSQL writes a timestamp as ISO 8601 (with a space for the T) in the ISO date style only, the default. A
+# subquery without outer references: computed once per query.
+ISO_DATES = "(SELECT current_setting('DateStyle') LIKE 'ISO%')"
+
+
+def _utc_text(column: str) -> str:
+    """As ``_utc``, most times for less: PostgreSQL's text of the UTC time, its space made a ``T``, when it has six
+    digits of microseconds or none (it drops a fraction's trailing zeros), else ``_utc``'s ``to_char``."""
+    text = f"({column} AT TIME ZONE 'UTC')::text"
+    return (f"(CASE WHEN {ISO_DATES} AND octet_length({text}) IN (19, 26) THEN replace({text}, ' ', 'T') || 'Z' "
+            f"ELSE {_utc(column)} END)")
+
+
+def csv_field_sql(column: str, kind: str, *, nullable: bool = True, quote: bool = True) -> str:
+    """A stored value as its field in the csv module's CSV: as ``exports.crf.text`` writes it, quoted if it needs to
+    be (only a text can; ``quote=False`` leaves a text as it is), and nothing for NULL unless ``nullable`` is
+    false (the column cannot hold one: a NULL would make the whole line NULL)."""
+    if kind == "text" and quote:
+        return (f"(CASE WHEN {column} ~ {NEEDS_QUOTES} THEN '\"' || replace({column}, '\"', '\"\"') || '\"' "
+                f"ELSE COALESCE({column}, '') END)")
+    if kind == "boolean":
+        return f"(CASE WHEN {column} THEN 'true' WHEN NOT {column} THEN 'false' ELSE '' END)"
+    formats: dict[str, Callable[[str], str]] = {
+        "text": lambda c: c, "integer": lambda c: f"{c}::text", "float": python_float_sql, "utc": _utc_text}
+    text = formats[kind](column)
+    return f"COALESCE({text}, '')" if nullable else text
+
+
+def _result_nullable(column: str) -> bool:
+    """Whether a column of the results table may hold NULL."""
+    fields = {f.column: f for f in Result._meta.concrete_fields}
+    return bool(fields[column.removeprefix("r.")].null)
+
+
+def _result_field(column: str, kind: str, *, quote: bool) -> str:
+    return csv_field_sql(column, kind, nullable=_result_nullable(column), quote=quote)
+
+
+def _runs() -> list[tuple[str, list[tuple[str, str, str]]]]:
+    """The columns in runs of one table (``d``, ``a`` or ``r``), in the file's order."""
+    return [(table, list(columns)) for table, columns in groupby(RESULT_COLUMNS, key=lambda c: c[1].split(".")[0])]
+
+
+def _line_sql(runs: list[tuple[str, list[tuple[str, str, str]]]], *, quote: bool) -> str:
+    """A result's CSV line: the results' columns formatted here (their texts quoted only with ``quote``), the
+    draws' and analytes' pieces read from ``x`` and ``c`` (``_pieces``, which hold the commas between runs)."""
+    parts = []
+    for n, (table, columns) in enumerate(runs):
+        if table == "r":
+            parts.append(" || ',' || ".join(_result_field(sql, kind, quote=quote) for _name, sql, kind in columns))
+        else:
+            parts.append(f"{'x' if table == 'd' else 'c'}.{table}{n}")
+    return " || ".join(parts) + " || E'\\r\\n'"
+
+
+def _pieces(runs: list[tuple[str, list[tuple[str, str, str]]]]) -> dict[str, str]:
+    """The text of each run of a draw's or an analyte's columns, named ``d<n>``/``a<n>`` (``n`` its run), with
+    the comma that separates it from each neighbour (a result's run has none of its own)."""
+    pieces = {}
+    for n, (table, columns) in enumerate(runs):
+        if table == "r":
+            continue
+        text = " || ',' || ".join(csv_field_sql(sql, kind) for _name, sql, kind in columns)
+        if n > 0 and runs[n - 1][0] == "r":
+            text = f"',' || {text}"
+        if n < len(runs) - 1:
+            text = f"{text} || ','"
+        pieces[f"{table}{n}"] = text
+    return pieces
+
+
+def results_sql(scope: ExportScope, names: list[str]) -> str:
+    """The results file's lines in ``scope`` (``names``: the form's columns) as one SELECT of one text per group
+    of draws: the draws of a subject taken at the same time, whose results are ordered by record, in the file's
+    order. Each group's results are looked up by the ``draw_id`` index and sorted (by record, before their lines
+    are made). A result's subject is its draw's (the database refuses any other: assays.0007).
+
+    The results' texts are written as they are, unless one in the group needs quotes (a comma, a double quote or
+    a line break, found by one regular expression over them all): then the group's lines are made again with
+    each text quoted as it needs."""
+    if [name for name, _sql, _kind in RESULT_COLUMNS] != names:
+        raise ValueError(f"The SQL of a form does not have the form's columns: {names}")
+    runs = _runs()
+    pieces = _pieces(runs)
+    draws = [name for name in pieces if name.startswith("d")]
+    analytes = [name for name in pieces if name.startswith("a")]
+    texts = [_result_field(sql, "text", quote=False) for _name, sql, kind in RESULT_COLUMNS
+             if kind == "text" and sql.startswith("r.")]
+    results = (f"FROM unnest(g.ids, {', '.join(f'g.{n}' for n in draws)}) AS x(id, {', '.join(draws)}) "
+               f"JOIN {Result._meta.db_table} r ON r.draw_id = x.id JOIN cat c ON c.id = r.analyte_id")
+    return (
+        f"{_subjects_sql(scope)}, grp AS (SELECT d.rank, d.collected_at, array_agg(d.id ORDER BY d.id) AS ids, "
+        + ", ".join(f"array_agg({pieces[n]} ORDER BY d.id) AS {n}" for n in draws)
+        + " FROM draws d GROUP BY d.rank, d.collected_at), "
+        f"cat AS MATERIALIZED (SELECT a.id, {', '.join(f'{pieces[n]} AS {n}' for n in analytes)} "
+        f"FROM {Analyte._meta.db_table} a) "
+        f"SELECT CASE WHEN l.quote THEN (SELECT string_agg({_line_sql(runs, quote=True)}, '' ORDER BY r.id) "
+        f"{results}) ELSE l.lines END FROM grp g CROSS JOIN LATERAL ("
+        f"SELECT string_agg({_line_sql(runs, quote=False)}, '' ORDER BY r.id) AS lines, "
+        f"string_agg({' || '.join(texts)}, '') ~ {NEEDS_QUOTES} AS quote {results}) l "
+        "ORDER BY g.rank, g.collected_at")
+
+
+def results_chunks(names: list[str], scope: ExportScope) -> Iterator[bytes]:
+    """The CSV file of the form: the header (``names``), then the groups' lines in chunks of about
+    ``CHUNK_BYTES``. Each group is one row of a binary COPY (the text as it is, no escapes; UTF-8, the
+    connection's encoding), read as bytes; a group without results is NULL."""
+    yield _header(names)
+    query = f"COPY ({results_sql(scope, names)}) TO STDOUT (FORMAT binary)"
+    with connection.cursor() as cursor, cursor.cursor.copy(query) as copy:
+        copy.set_types(["bytea"])
+        lines: list[bytes] = []
+        size = 0
+        for (text,) in copy.rows():
+            if text is None:
+                continue
+            lines.append(text)
+            size += len(text)
+            if size >= CHUNK_BYTES:
+                yield b"".join(lines)
+                lines, size = [], 0
+        if lines:
+            yield b"".join(lines)
