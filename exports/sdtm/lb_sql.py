@@ -385,8 +385,8 @@ def widths_sql(spec: FromSql = LB_SQL) -> tuple[str, str]:
     texts (LBORRES, LBORRESU, LBSTRESC) are measured on every row; those that are not ASCII (rare) are read by a
     third query (``non_ascii_sql``)."""
     draws = (f"{WITH}SELECT {_longest([spec.expressions[name] for name in spec.per_draw])} FROM draws d WHERE EXISTS "
-             f"(SELECT FROM {Result._meta.db_table} r JOIN cat ON cat.id = r.analyte_id WHERE r.draw_id = d.id "
-             "AND NOT r.superseded)")
+             f"(SELECT FROM {Result._meta.db_table} r WHERE r.draw_id = d.id AND NOT r.superseded "
+             "AND r.analyte_id IN (SELECT id FROM cat) OFFSET 0)")  # each draw's results by its index, to the first
     count = range(len(spec.free))
     groups = (
         "SELECT x.analyte_id, x.status, x.flag, x.ctcae_grade, min(x.id) AS id, min(x.value) AS value, "
