@@ -13,6 +13,9 @@ Study days come from ``patients.timeline``'s SQL form. The rest is per row: the 
 LBSEQ as a window function over the dataset's order, LBLOBXFL from the set of baselines (``BASE``), numbers
 as ``codes.number_text`` writes them (those of the catalogue and ranges once per row of them).
 
+The XPT's character variables are as long as their longest values (``fitted``): measured by two queries
+before the file's (``widths_sql``), the header coming first.
+
 PostgreSQL quotes a CSV field holding a carriage return, the csv module (lines ended by LF) does not: a line
 PostgreSQL quoted (one holding a double quote) is written again by the csv module.
 """
@@ -113,7 +116,8 @@ class FromSql:
     pc: bool
     texts: dict[str, str] = field(default_factory=dict)
     # The character variables of the draw (``widths_sql``) and the texts of the result itself (not the same for
-    # every result of a test, status, flag and grade).
+    # every result of a test, status, flag and grade). Any other character variable may read of the result only
+    # its test, status, flag, grade, whether it has a value and whether it is the baseline (``grouped``).
     per_draw: tuple[str, ...] = ()
     free: tuple[str, ...] = ()
 
@@ -359,13 +363,10 @@ def _longest(columns: list[str]) -> str:
                      f"(WHERE NOT {_ascii(c)})" for c in texts)
 
 
-RESULTS = (f"FROM draws d JOIN {Result._meta.db_table} r ON r.draw_id = d.id AND NOT r.superseded "
-           "JOIN cat ON cat.id = r.analyte_id LEFT JOIN std ON std.value_text = r.value_text AND r.value IS NULL")
-
-
 def _free_rows(spec: FromSql) -> str:
     """The dataset's rows (unordered) with its free texts as f0, f1, ... and whether each is the baseline (``OFFSET
-    0``: each computed once per row, not once per use)."""
+    0``: each computed once per row, not once per use). The results are found by their subject, which is their
+    draw's (the database checks it: ``assays.models.Result``), rather than by a join to the draws."""
     free = ", ".join(f"({spec.expressions[name]})::text AS f{i}" for i, name in enumerate(spec.free))
     return (f"SELECT r.*, r.id IN (SELECT id FROM base) AS in_base, {free} FROM {Result._meta.db_table} r "
             "JOIN cat ON cat.id = r.analyte_id LEFT JOIN std ON std.value_text = r.value_text AND r.value IS NULL "
