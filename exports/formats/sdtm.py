@@ -1,5 +1,6 @@
 """The SDTM export: each dataset of ``exports.sdtm`` as ``sdtm/<domain>.csv`` and ``sdtm/<domain>.xpt``
-(SAS transport v5), and ``sdtm/define.csv`` (variable metadata)."""
+(SAS transport v5), and ``sdtm/define.csv`` (variable metadata, with each XPT variable's length: the longest
+value of the variable in the export)."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ from functools import partial
 
 from exports.formats import ExportFile, register
 from exports.scope import ExportScope
-from exports.sdtm import DATASETS, csv_chunks, define_chunks, xpt_chunks
+from exports.sdtm import DATASETS, FittedVariables, csv_chunks, define_chunks
 
 
 class SdtmFormat:
@@ -15,12 +16,14 @@ class SdtmFormat:
     label = "SDTM datasets (CSV and SAS transport v5)"
 
     def files(self, scope: ExportScope) -> list[ExportFile]:
-        files = [ExportFile("sdtm/define.csv", define_chunks, "text/csv")]
+        fitted = FittedVariables(scope)  # each XPT file's lengths, fitted to the data as it is written
+        files = []
         for dataset in DATASETS:
             stem = f"sdtm/{dataset.name.lower()}"
             files.append(ExportFile(f"{stem}.csv", partial(csv_chunks, dataset, scope), "text/csv"))
-            files.append(ExportFile(f"{stem}.xpt", partial(xpt_chunks, dataset, scope), "application/x-sas-xport"))
-        return files
+            files.append(ExportFile(f"{stem}.xpt", partial(fitted.xpt_chunks, dataset), "application/x-sas-xport"))
+        # Last: it states the lengths the XPT files were written with.
+        return [*files, ExportFile("sdtm/define.csv", partial(define_chunks, fitted), "text/csv")]
 
 
 SDTM = register(SdtmFormat())

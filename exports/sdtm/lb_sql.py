@@ -13,6 +13,9 @@ Study days come from ``patients.timeline``'s SQL form. The rest is per row: the 
 LBSEQ as a window function over the dataset's order, LBLOBXFL from the set of baselines (``BASE``), numbers
 as ``codes.number_text`` writes them (those of the catalogue and ranges once per row of them).
 
+The XPT's character variables are as long as their longest values (``fitted``): measured by two queries
+before the file's (``widths_sql``), the header coming first.
+
 PostgreSQL quotes a CSV field holding a carriage return, the csv module (lines ended by LF) does not: a line
 PostgreSQL quoted (one holding a double quote) is written again by the csv module.
 """
@@ -21,7 +24,7 @@ from __future__ import annotations
 
 import csv
 import io
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from functools import partial
@@ -36,7 +39,7 @@ from exports.formats.csv_results import Block, python_float_sql
 from exports.sdtm.codes import SPECIMEN, catalogue
 from exports.sdtm.common import Context, Dataset, subject_key
 from exports.sdtm.findings import CANCELLED, DATASETS, NRIND, PC_ANALYTES
-from exports.sdtm.xpt import RECORD, Variable, header, observations, unaligned
+from exports.sdtm.xpt import RECORD, Variable, fit, header, observations, text_width, unaligned
 from patients.timeline import cdisc_study_day_sql, day0s_sql, local_date_sql
 
 LB, PC = DATASETS[0], DATASETS[1]
@@ -112,10 +115,24 @@ class FromSql:
     integers: tuple[str, ...]
     pc: bool
     texts: dict[str, str] = field(default_factory=dict)
+    # The character variables of the draw (``widths_sql``) and the texts of the result itself (not the same for
+    # every result of a test, status, flag and grade). Any other character variable may read of the result only
+    # its test, status, flag, grade, whether it has a value and whether it is the baseline (``grouped``).
+    per_draw: tuple[str, ...] = ()
+    free: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         if list(self.expressions) != [v.name for v in self.variables] or not set(self.texts) <= set(self.expressions):
             raise ValueError(f"The SQL of {self.dataset.name} does not have the dataset's variables.")
+        texts = {v.name for v in self.variables if not v.numeric}
+        if not set(self.per_draw) | set(self.free) <= texts or set(self.per_draw) & set(self.free):
+            raise ValueError(f"{self.dataset.name}: per-draw and free variables are distinct character variables.")
+
+    @property
+    def grouped(self) -> tuple[str, ...]:
+        """The other character variables: the same for every result of a group (``widths_sql``)."""
+        return tuple(v.name for v in self.variables
+                     if not v.numeric and v.name not in self.per_draw and v.name not in self.free)
 
     @property
     def variables(self) -> tuple[Variable, ...]:
@@ -125,9 +142,11 @@ class FromSql:
 STRESN_TEXT = f"(CASE WHEN {MEASURED} AND r.censored = '' THEN {number_sql('r.value')} END)"
 LB_SQL = FromSql(LB, EXPRESSIONS, ("LBSEQ", "VISITNUM", "LBDY"), pc=False, texts={
     "LBSTRESN": STRESN_TEXT, "LBSTNRLO": f"(CASE WHEN {MEASURED} THEN cat.low_texts[d.profile + 1] END)",
-    "LBSTNRHI": f"(CASE WHEN {MEASURED} THEN cat.high_texts[d.profile + 1] END)"})
+    "LBSTNRHI": f"(CASE WHEN {MEASURED} THEN cat.high_texts[d.profile + 1] END)"},
+    per_draw=("USUBJID", "LBREFID", "LBSPEC", "VISIT", "LBDTC"), free=("LBORRES", "LBORRESU", "LBSTRESC"))
 PC_SQL = FromSql(PC, PC_EXPRESSIONS, ("PCSEQ", "VISITNUM", "PCDY"), pc=True,
-                 texts={"PCSTRESN": STRESN_TEXT, "PCLLOQ": "cat.lloq_text"})
+                 texts={"PCSTRESN": STRESN_TEXT, "PCLLOQ": "cat.lloq_text"},
+                 per_draw=("USUBJID", "PCREFID", "PCSPEC", "VISIT", "PCDTC"), free=("PCORRES", "PCORRESU", "PCSTRESC"))
 
 
 # Each draw of the subjects with its subject, site-local time and date, --DTC, --DY and visit, and whether it
@@ -310,14 +329,18 @@ def _as_csv_module(lines: list[Block]) -> bytes:
     return b"".join(_requoted(line) if b'"' in line else line for line in map(bytes, lines))
 
 
-def xpt_chunks(ctx: Context) -> Iterator[bytes]:
-    """LB as SAS transport v5 (``exports.sdtm.xpt_chunks``' file)."""
-    return _xpt_chunks(ctx, LB_SQL)
+Record = Callable[[tuple[Variable, ...]], None]
 
 
-def pc_xpt_chunks(ctx: Context) -> Iterator[bytes]:
+def xpt_chunks(ctx: Context, record: Record | None = None) -> Iterator[bytes]:
+    """LB as SAS transport v5 (``exports.sdtm.xpt_chunks``' file), its variables fitted to the data (``fitted``) and
+    given to ``record`` before the file's first bytes."""
+    return _xpt_chunks(ctx, LB_SQL, record)
+
+
+def pc_xpt_chunks(ctx: Context, record: Record | None = None) -> Iterator[bytes]:
     """PC as SAS transport v5."""
-    return _xpt_chunks(ctx, PC_SQL)
+    return _xpt_chunks(ctx, PC_SQL, record)
 
 
 def xpt_values_sql(spec: FromSql = LB_SQL) -> str:
@@ -328,14 +351,101 @@ def xpt_values_sql(spec: FromSql = LB_SQL) -> str:
                     for v in spec.variables], record=True)
 
 
-def _xpt_chunks(ctx: Context, spec: FromSql) -> Iterator[bytes]:
+def _ascii(column: str) -> str:
+    return f"octet_length({column}) = char_length({column})"
+
+
+def _longest(columns: list[str]) -> str:
+    """Two columns per column: the octet length of its longest ASCII value, and its distinct values that are not
+    ASCII (their width as written, transliterated, is Python's: ``xpt.text_width``)."""
+    texts = [f"({c})::text" for c in columns]  # a literal ('LB') is of unknown type
+    return ", ".join(f"max(octet_length({c})) FILTER (WHERE {_ascii(c)}), array_agg(DISTINCT {c}) FILTER "
+                     f"(WHERE NOT {_ascii(c)})" for c in texts)
+
+
+def _free_rows(spec: FromSql) -> str:
+    """The dataset's rows (unordered) with its free texts as f0, f1, ... and whether each is the baseline (``OFFSET
+    0``: each computed once per row, not once per use). The results are found by their subject, which is their
+    draw's (the database checks it: ``assays.models.Result``), rather than by a join to the draws."""
+    free = ", ".join(f"({spec.expressions[name]})::text AS f{i}" for i, name in enumerate(spec.free))
+    return (f"SELECT r.*, r.id IN (SELECT id FROM base) AS in_base, {free} FROM {Result._meta.db_table} r "
+            "JOIN cat ON cat.id = r.analyte_id LEFT JOIN std ON std.value_text = r.value_text AND r.value IS NULL "
+            "WHERE r.subject_id = ANY(%(s_id)s::bigint[]) AND NOT r.superseded OFFSET 0")
+
+
+def widths_sql(spec: FromSql = LB_SQL) -> tuple[str, str]:
+    """The two queries of the widths of the character variables (``fitted``), each one row of ``_longest``'s pairs
+    (the second one then, per free text, whether one is not ASCII).
+
+    The variables of the draw (``per_draw``), over the draws with a row in the dataset; then, over the rows, the
+    other variables (``grouped``, then ``free``). Computing each over every row costs more than the file saves
+    (1,000,000 rows: several seconds): the rows are grouped by what the grouped variables depend on (test,
+    status, flag, grade, whether there is a value, whether the row is the baseline), which leaves a few hundred
+    groups, and each grouped variable is computed on a row standing for its group (the group's first result id,
+    which is in the baseline as the group is, and its least value, NULL as the group's values are). The free
+    texts (LBORRES, LBORRESU, LBSTRESC) are measured on every row; those that are not ASCII (rare) are read by a
+    third query (``non_ascii_sql``)."""
+    draws = (f"{WITH}SELECT {_longest([spec.expressions[name] for name in spec.per_draw])} FROM draws d WHERE EXISTS "
+             f"(SELECT FROM {Result._meta.db_table} r WHERE r.draw_id = d.id AND NOT r.superseded "
+             "AND r.analyte_id IN (SELECT id FROM cat) OFFSET 0)")  # each draw's results by its index, to the first
+    count = range(len(spec.free))
+    groups = (
+        "SELECT x.analyte_id, x.status, x.flag, x.ctcae_grade, min(x.id) AS id, min(x.value) AS value, "
+        + ", ".join(f"max(octet_length(x.f{i})) FILTER (WHERE {_ascii(f'x.f{i}')}) AS w{i}, "
+                    f"bool_or(NOT {_ascii(f'x.f{i}')}) AS a{i}" for i in count)
+        + f" FROM ({_free_rows(spec)}) x GROUP BY x.analyte_id, x.status, x.flag, x.ctcae_grade, x.value IS NULL, "
+        "x.in_base")
+    grouped = _longest([spec.expressions[name] for name in spec.grouped])
+    free = ", ".join(f"max(r.w{i}), bool_or(r.a{i})" for i in count)
+    return draws, f"{WITH}SELECT {grouped}, {free} FROM ({groups}) r JOIN cat ON cat.id = r.analyte_id"
+
+
+def non_ascii_sql(spec: FromSql = LB_SQL) -> str:
+    """The distinct free texts that are not ASCII: (its index in ``free``, the text) rows."""
+    texts = ", ".join(f"({i}, x.f{i})" for i in range(len(spec.free)))
+    return (f"{WITH}SELECT DISTINCT u.i, u.text FROM ({_free_rows(spec)}) x CROSS JOIN LATERAL (VALUES {texts}) "
+            f"AS u(i, text) WHERE NOT {_ascii('u.text')}")
+
+
+def fitted(ctx: Context, spec: FromSql = LB_SQL, values: dict[str, Any] | None = None) -> tuple[Variable, ...]:
+    """The dataset's variables, each character variable as long as its longest value (``xpt.fit``): two queries
+    (``widths_sql``; a third when a free text is not ASCII) with the parameters of the dataset's query (``values``,
+    computed when not given)."""
+    values = params(ctx, spec) if values is None else values
+    found: list[Any] = []
+    with connection.cursor() as cursor:
+        for sql in widths_sql(spec):
+            cursor.execute(sql, values)
+            found.extend(cursor.fetchone())
+        others: list[list[str]] = [[] for _ in spec.free]
+        if any(found[-1::-2][:len(spec.free)]):
+            cursor.execute(non_ascii_sql(spec), values)
+            for i, text in cursor.fetchall():
+                others[i].append(text)
+    pairs = len(spec.per_draw) + len(spec.grouped)
+    found[2 * pairs + 1::2] = others  # the free texts' flags, replaced by their texts that are not ASCII
+    names = [*spec.per_draw, *spec.grouped, *spec.free]
+    widths = {name: max([found[2 * i] or 0, *(text_width(text) for text in found[2 * i + 1] or ())])
+              for i, name in enumerate(names)}
+    return fit(spec.variables, [widths.get(v.name, 0) for v in spec.variables])
+
+
+def pc_fitted(ctx: Context) -> tuple[Variable, ...]:
+    return fitted(ctx, PC_SQL)
+
+
+def _xpt_chunks(ctx: Context, spec: FromSql, record: Record | None) -> Iterator[bytes]:
     """The header, then the observations of each chunk of rows encoded at once (``xpt.observations``)."""
-    yield header(spec.dataset.name, spec.dataset.label, spec.variables)
+    values = params(ctx, spec)
+    variables = fitted(ctx, spec, values)
+    if record is not None:
+        record(variables)
+    yield header(spec.dataset.name, spec.dataset.label, variables)
     written = 0
-    for records in _server_side_chunks(xpt_values_sql(spec), params(ctx, spec)):
+    for records in _server_side_chunks(xpt_values_sql(spec), values):
         data = np.frombuffer(b"".join(records), dtype=np.uint8)
         ends = np.cumsum(np.fromiter(map(len, records), dtype=np.intp, count=len(records)))
-        encoded = observations(spec.variables, data, *_fields(data, ends, len(spec.variables)))
+        encoded = observations(variables, data, *_fields(data, ends, len(variables)))
         written += len(encoded)
         yield encoded
     yield b" " * (-written % RECORD)

@@ -6,7 +6,9 @@ IBM System/370 floating point (big-endian, base 16, excess-64 exponent); a missi
 missing value ``.`` (0x2E followed by seven zero bytes). Text is fixed-width and blank-padded.
 
 Rows are written as they come from an iterator, so a dataset of any size takes constant memory; the
-variables (and so each character variable's width) are known before the first row.
+variables (and so each character variable's width) are known before the first row. ``fitted`` gives a dataset's
+variables with each character variable as long as its longest value (as written: transliterated, at least 1 byte,
+at most the declared length), which the FDA Technical Conformance Guide asks of submitted transport files.
 
 Version 5 is ASCII: names have at most 8 characters, labels at most 40, text at most 200 bytes. Text
 that is not ASCII is transliterated (``ascii_text``): a few symbols are spelled out (µ → u, ° → deg,
@@ -32,7 +34,7 @@ import re
 import struct
 import unicodedata
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import lru_cache
 from typing import Any, Literal
 
@@ -201,6 +203,32 @@ def _place_texts(out: npt.NDArray[np.uint8], data: npt.NDArray[np.uint8], starts
         start, length = int(starts[row, column]), int(lengths[column])
         text = data[start:start + int(sizes[row, column])].tobytes().decode("utf-8")
         out[row, offsets[column]:offsets[column] + length] = np.frombuffer(_text(text, length), dtype=np.uint8)
+
+
+def text_width(value: Value) -> int:
+    """Bytes the value takes in a character variable before it is cut (``_text``): 0 for None and ""."""
+    if value is None or value == "":
+        return 0
+    text = value if isinstance(value, str) else str(value)
+    return len(text) if text.isascii() else len(ascii_text(text))
+
+
+def fit(variables: Sequence[Variable], widths: Sequence[int]) -> tuple[Variable, ...]:
+    """The variables with each character variable's length set to the width of its longest value (``widths``, in
+    variable order; numbers are ignored): at least 1, at most the declared length (longer text is still cut)."""
+    return tuple(v if v.numeric else replace(v, length=max(1, min(v.length, width)))
+                 for v, width in zip(variables, widths, strict=True))
+
+
+def fitted(variables: Sequence[Variable], rows: Iterable[Sequence[Value]]) -> tuple[Variable, ...]:
+    """The variables fitted (``fit``) to the longest value of each character variable in ``rows``."""
+    widths = [0] * len(variables)
+    texts = [j for j, v in enumerate(variables) if not v.numeric]
+    for row in rows:
+        for j in texts:
+            if (width := text_width(row[j])) > widths[j]:
+                widths[j] = width
+    return fit(variables, widths)
 
 
 def _header(kind: bytes, tail: bytes = b"0" * 30) -> bytes:

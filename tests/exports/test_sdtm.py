@@ -26,6 +26,7 @@ from django.utils import timezone
 from assays.services import ResultIn, ingest_results
 from exports.formats import REGISTRY
 from exports.scope import ExportScope, readable_site_ids
+from exports.sdtm import DATASETS
 from exports.sdtm.xpt import ascii_text
 from patients.models import AdverseEvent, Subject
 from patients.services import outcome, safety, treatment
@@ -326,6 +327,7 @@ def test_every_xpt_reads_back_as_its_csv_with_labels_and_types(files: Any, tmp_p
         if reader == "pyreadstat":
             frame, meta = pyreadstat.read_xport(str(path))
             assert meta.table_name == name
+            assert meta.variable_storage_width == {v["VARIABLE"]: int(v["LENGTH"]) for v in variables}, name
             assert meta.column_names_to_labels == {v["VARIABLE"]: v["LABEL"] for v in variables}, name
             assert meta.readstat_variable_types == {
                 v["VARIABLE"]: "double" if v["TYPE"] == "Num" else "string" for v in variables}, name
@@ -342,3 +344,7 @@ def test_every_xpt_reads_back_as_its_csv_with_labels_and_types(files: Any, tmp_p
             else:
                 width = int(v["LENGTH"])
                 assert column == [ascii_text(x)[:width].rstrip() for x in sent], (name, v["VARIABLE"])
+                # The length is the longest value as written (at least 1), within the declared length.
+                declared = next(d for d in DATASETS if d.name == name).variables[int(v["ORDER"]) - 1].length
+                assert width == max(1, min(declared, max((len(ascii_text(x)) for x in sent), default=0))), (
+                    name, v["VARIABLE"])

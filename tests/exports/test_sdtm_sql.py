@@ -12,8 +12,9 @@ import pytest
 
 from assays.models import Result
 from assays.services import ingest_results
-from exports.sdtm import DATASETS, csv_chunks, generic_csv_chunks, generic_xpt_chunks, xpt_chunks
-from exports.sdtm.common import Dataset
+from exports.sdtm import DATASETS, csv_chunks, fitted_variables, generic_csv_chunks, generic_xpt_chunks, xpt_chunks
+from exports.sdtm.common import Context, Dataset
+from exports.sdtm.xpt import fitted
 from tests.exports.test_sdtm import (  # noqa: F401  (the small trial of the SDTM tests)
     export,
     lab,
@@ -35,10 +36,27 @@ def both(scope: Any, dataset: Dataset = LB) -> tuple[bytes, bytes, bytes, bytes]
 
 
 def assert_same(scope: Any, dataset: Dataset = LB) -> bytes:
+    """The same files, and (so the XPT headers agree) the same variable lengths from SQL as from the rows."""
     fast_csv, generic_csv, fast_xpt, generic_xpt = both(scope, dataset)
     assert fast_csv == generic_csv
     assert fast_xpt == generic_xpt
+    ctx = Context(scope)
+    assert fitted_variables(dataset, ctx) == fitted(dataset.variables, dataset.rows(ctx))
     return fast_csv
+
+
+def test_lb_and_pc_variables_are_fitted_to_their_longest_values(trial: Any) -> None:  # noqa: F811
+    ctx = Context(scope_of(trial, trial.coordinator))
+    for dataset in (LB, PC):
+        variables = fitted_variables(dataset, ctx)
+        assert [v.name for v in variables] == [v.name for v in dataset.variables]
+        assert all(1 <= v.length <= d.length for v, d in zip(variables, dataset.variables, strict=True))
+        assert sum(v.length for v in variables) < sum(v.length for v in dataset.variables) / 2
+        recorded: list[Any] = []
+        assert next(xpt_chunks(dataset, ctx.scope, recorded.append)).startswith(b"HEADER RECORD")
+        assert recorded == [variables]
+    lengths = {v.name: v.length for v in fitted_variables(LB, ctx)}
+    assert (lengths["LBSTAT"], lengths["LBREASND"], lengths["LBDTC"]) == (1, 1, 16)  # nothing cancelled; minutes
 
 
 def test_lb_from_sql_is_the_generic_file_on_the_small_trial(trial: Any) -> None:  # noqa: F811
