@@ -14,6 +14,8 @@ table (prefetches), one for the audit trail, one for the signatures and two for 
 from __future__ import annotations
 
 import datetime as dt
+import functools
+import sys
 from collections import defaultdict
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -24,7 +26,7 @@ from django.contrib.auth.models import AbstractBaseUser
 from django.db import models
 from django.db.models import Prefetch
 
-from audit.selectors import AuditEntry, AuditFilters, AuditScope, iter_audit_entries
+from audit.selectors import AuditEntry, AuditFilters, AuditScope, FieldChange, iter_audit_entries
 from dataqueries.models import DataQuery, QueryMessage
 from locking.models import Lock
 from locking.services import blocking_lock
@@ -119,6 +121,26 @@ FORMS: tuple[FormSpec, ...] = (
 )
 
 
+@dataclass(frozen=True, slots=True)
+class TrailEntry:
+    """What the casebook prints of an audit entry (``audit.selectors.AuditEntry`` carries much more: a long
+    subject's trail is tens of thousands of entries). A creation keeps no values: they are the record's."""
+
+    at: dt.datetime
+    who: str
+    action: str
+    reason: str | None
+    table_name: str
+    record_id: str
+    changes: tuple[FieldChange, ...] = ()
+
+    @classmethod
+    def of(cls, entry: AuditEntry) -> TrailEntry:
+        changes = () if entry.action == "insert" else entry.changes
+        return cls(entry.at, sys.intern(entry.who), entry.action, entry.reason, entry.table_name, entry.record_id,
+                   changes)
+
+
 @dataclass(frozen=True)
 class Row:
     """One record as shown: its id, its position on the timeline, its audit trail and its parts."""
@@ -128,7 +150,7 @@ class Row:
     obj: models.Model
     date: dt.date | None
     position: Position
-    trail: tuple[AuditEntry, ...]
+    trail: tuple[TrailEntry, ...]
     parts: tuple[tuple[PartSpec, tuple[Row, ...]], ...] = ()
 
 
@@ -153,7 +175,7 @@ class Casebook:
     forms: tuple[Form, ...]
     signatures: tuple[Signature, ...]
     queries: tuple[QueryThread, ...]
-    other_trail: tuple[AuditEntry, ...] = field(default=())  # changes of rows shown in no form (e.g. locks)
+    other_trail: tuple[TrailEntry, ...] = field(default=())  # changes of rows shown in no form (e.g. locks)
 
 
 def columns_of(model: type[models.Model], columns: tuple[str, ...] | None, parent: str = "") -> list[models.Field]:
@@ -197,11 +219,11 @@ def clinical_date(obj: Any, dates: tuple[str, ...], tz: Any, parent: Any = None)
 class _Builder:
     """Turns loaded records into rows with their timeline position and audit trail."""
 
-    def __init__(self, subject: Subject, timeline: Timeline, trail: dict[tuple[str, str], list[AuditEntry]]) -> None:
+    def __init__(self, subject: Subject, timeline: Timeline, trail: dict[tuple[str, str], list[TrailEntry]]) -> None:
         self.tz, self.timeline, self.trail = subject.site.tzinfo, timeline, trail
         self.used: set[tuple[str, str]] = set()
 
-    def _trail_of(self, obj: models.Model) -> tuple[AuditEntry, ...]:
+    def _trail_of(self, obj: models.Model) -> tuple[TrailEntry, ...]:
         key = (obj._meta.label, str(obj.pk))
         self.used.add(key)
         return tuple(self.trail.get(key, ()))
@@ -213,10 +235,11 @@ class _Builder:
                                       for child in getattr(obj, part.accessor).all())) for part in parts)
         return Row(label, obj.pk, obj, date, self.timeline.position(date), self._trail_of(obj), children)
 
-    def leftovers(self) -> tuple[AuditEntry, ...]:
+    def leftovers(self) -> tuple[TrailEntry, ...]:
         return tuple(e for key, entries in self.trail.items() if key not in self.used for e in entries)
 
 
+@functools.cache
 def _references(label: str) -> dict[str, type[models.Model]]:
     """The foreign key columns of a tracked model whose rows can be named without a query of their own:
     users (by user name) and protocol design records (their names read only their own columns)."""
@@ -230,16 +253,17 @@ def _references(label: str) -> dict[str, type[models.Model]]:
     return found
 
 
-def _named(trail: dict[tuple[str, str], list[AuditEntry]]) -> dict[tuple[str, str], str]:
+def _want(entry: AuditEntry, wanted: dict[type[models.Model], set[int]]) -> None:
+    """Note the rows that ``entry``'s changed foreign keys refer to."""
+    references = _references(entry.table)
+    for change in entry.changes:
+        if change.field in references:
+            wanted[references[change.field]].update(
+                int(v) for v in (change.old, change.new) if v is not None and v.isdigit())
+
+
+def _named(wanted: dict[type[models.Model], set[int]]) -> dict[tuple[str, str], str]:
     """(model label, id) -> "name (#id)" of the rows the trail's changes refer to: one query per model."""
-    wanted: dict[type[models.Model], set[int]] = defaultdict(set)
-    for entries in trail.values():
-        for entry in entries:
-            references = _references(entry.table)
-            for change in entry.changes:
-                if change.field in references:
-                    wanted[references[change.field]].update(
-                        int(v) for v in (change.old, change.new) if v is not None and v.isdigit())
     names: dict[tuple[str, str], str] = {}
     for model, ids in sorted(wanted.items(), key=lambda item: item[0]._meta.label):
         for obj in model._default_manager.filter(pk__in=sorted(ids)):
@@ -261,16 +285,20 @@ def _with_names(entry: AuditEntry, names: dict[tuple[str, str], str]) -> AuditEn
     return replace(entry, changes=changes)
 
 
-def subject_trail(subject: Subject) -> dict[tuple[str, str], list[AuditEntry]]:
+def subject_trail(subject: Subject) -> dict[tuple[str, str], list[TrailEntry]]:
     """Every audit entry of the subject's records, oldest first, by (model label, record id): one query, and
     one per kind of referenced row (users, design records) to name what a changed foreign key points to.
-    The scope is the subject's own trial and site, whoever exports (the file depends on the data only)."""
+    The scope is the subject's own trial and site, whoever exports (the file depends on the data only).
+    Entries are made slim as they are read; changes (of updates and deletes) are named once all are read."""
     scope = AuditScope(site_pairs=frozenset({(subject.trial_id, subject.site_id)}))
-    trail: dict[tuple[str, str], list[AuditEntry]] = defaultdict(list)
+    trail: dict[tuple[str, str], list[TrailEntry | AuditEntry]] = defaultdict(list)
+    wanted: dict[type[models.Model], set[int]] = defaultdict(set)
     for entry in iter_audit_entries(scope=scope, filters=AuditFilters(subject_id=subject.pk)):
-        trail[(entry.table, entry.record_id)].append(entry)
-    names = _named(trail)
-    return {key: [_with_names(e, names) for e in entries] for key, entries in trail.items()}
+        _want(entry, wanted)
+        trail[(entry.table, entry.record_id)].append(TrailEntry.of(entry) if entry.action == "insert" else entry)
+    names = _named(wanted)
+    return {key: [e if isinstance(e, TrailEntry) else TrailEntry.of(_with_names(e, names)) for e in entries]
+            for key, entries in trail.items()}
 
 
 def _queries(subject: Subject) -> tuple[QueryThread, ...]:

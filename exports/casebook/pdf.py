@@ -47,8 +47,7 @@ from reportlab.platypus import (
     TableStyle,
 )
 
-from audit.selectors import AuditEntry
-from exports.casebook.content import RECORD, Casebook, Form, PartSpec, QueryThread, Row, columns_of
+from exports.casebook.content import RECORD, Casebook, Form, PartSpec, QueryThread, Row, TrailEntry, columns_of
 from patients.timeline import Position
 from signatures.models import Signature
 
@@ -249,7 +248,7 @@ def stored(value: str | None, site: Any) -> str:
     return value
 
 
-def change_lines(entry: AuditEntry, site: Any) -> str:
+def change_lines(entry: TrailEntry, site: Any) -> str:
     """The changed values of an update (old → new) or the values of a delete; a creation lists none (its
     values are the record's, shown above, or the old side of a later change)."""
     if entry.action == "insert":
@@ -258,7 +257,7 @@ def change_lines(entry: AuditEntry, site: Any) -> str:
     return "\n".join(lines) or "no field changed"
 
 
-def trail_table(entries: Sequence[tuple[str, AuditEntry]], site: Any) -> Table:
+def trail_table(entries: Sequence[tuple[str, TrailEntry]], site: Any) -> Table:
     """Audit entries as (record name, entry): when, who, which record, what changed, why."""
     rows = [(site_time(e.at, site), e.who, record, ACTIONS.get(e.action, e.action), change_lines(e, site),
              e.reason or DASH) for record, e in entries]
@@ -270,8 +269,8 @@ def record_name(row: Row) -> str:
     return f"{row.obj._meta.verbose_name} #{row.pk}"
 
 
-def _trails(rows: Iterable[Row]) -> list[tuple[str, AuditEntry]]:
-    found: list[tuple[str, AuditEntry]] = []
+def _trails(rows: Iterable[Row]) -> list[tuple[str, TrailEntry]]:
+    found: list[tuple[str, TrailEntry]] = []
     for row in rows:
         found += [(record_name(row), e) for e in row.trail]
         for _part, children in row.parts:
