@@ -330,7 +330,8 @@ def form_flowables(form: Form, site: Any) -> Iterator[Flowable]:
     if not form.rows:
         yield para("No record.", "note")
     elif spec.style != RECORD:
-        yield from (rows_table(spec.columns, form.rows, site), *trail_flowables(form.rows, site))
+        rows = tuple(form.rows)
+        yield from (rows_table(spec.columns, rows, site), *trail_flowables(rows, site))
     else:
         for row in form.rows:
             yield from record_block(row, site)
