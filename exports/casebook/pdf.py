@@ -85,8 +85,16 @@ def _drawable(char: str, glyphs: frozenset[int]) -> str:
     return f"^{folded}" if "SUPERSCRIPT" in unicodedata.name(char, "") else folded
 
 
+@functools.cache
+def _kept() -> frozenset[str]:
+    """The characters drawn as they are."""
+    return frozenset(map(chr, _fonts())) | {"\n", "\t"}
+
+
 def drawable(value: str) -> str:
     """``value`` with each character the font lacks replaced (by its plain form, or '?')."""
+    if _kept().issuperset(value):  # nearly always: no character to look at one by one
+        return value
     glyphs = _fonts()
     return "".join(_drawable(c, glyphs) for c in value)
 
