@@ -12,7 +12,6 @@ from __future__ import annotations
 import datetime as dt
 import functools
 import io
-import itertools
 import re
 import unicodedata
 import zlib
@@ -524,15 +523,20 @@ def story(book: Casebook) -> Iterator[Flowable]:
 class Story(list[Flowable]):
     """A story that makes its flowables as ReportLab lays them out. ``BaseDocTemplate.build`` takes flowables
     from the front of its list (putting back the rest of a split one) and asks the list's length to go on, so
-    the list only ever holds the flowable being laid out and what was put back, never the whole casebook."""
+    the list only ever holds the flowable being laid out and what was put back, never the whole casebook.
+    A flowable kept with the next one is never the last held: ReportLab groups such a run from the front of
+    the list, and must see all of it and the flowable after it, as it would in the whole list."""
 
     def __init__(self, flowables: Iterable[Flowable]) -> None:
         super().__init__()
         self._next = iter(flowables)
 
     def __len__(self) -> int:
-        if not super().__len__():
-            self.extend(itertools.islice(self._next, 1))
+        while not super().__len__() or self[-1].getKeepWithNext():
+            more = next(self._next, None)
+            if more is None:
+                break
+            self.append(more)
         return super().__len__()
 
 

@@ -11,6 +11,7 @@ import dataclasses
 import datetime as dt
 import io
 import re
+from collections.abc import Iterator
 from decimal import Decimal
 from typing import Any
 
@@ -20,7 +21,9 @@ from django.db import connection
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 from pypdf import PdfReader
+from reportlab.lib.styles import ParagraphStyle
 from reportlab.pdfgen.canvas import Canvas
+from reportlab.platypus import BaseDocTemplate, Frame, PageTemplate, Paragraph
 
 from assays.models import LabDraw
 from assays.services import ResultIn, ingest_results
@@ -338,6 +341,26 @@ def test_laboratory_draws_read_as_printed_give_the_bytes_of_the_whole_casebook_a
                  LabDraw.objects.filter(subject=course).order_by("collected_at", "pk").values_list("pk", flat=True)]
     assert positions == sorted(positions)
     assert re.search(r"result #\d+ changed superseded: false -> true Re-run", text)
+
+
+def test_a_story_made_as_laid_out_gives_the_bytes_of_the_whole_list() -> None:
+    """Splits put back at the front, and runs of flowables kept with the next one (grouped by ReportLab from
+    the front of its list), lay out as they do from the whole list."""
+    kept = ParagraphStyle("kept", parent=pdf.styles()["h2"], keepWithNext=1)
+
+    def flowables() -> Iterator[Any]:
+        for n in range(40):
+            yield from (Paragraph(f"Heading {n}", kept), Paragraph(f"Subheading {n}", kept),
+                        pdf.grid(["#", "Value"], [(str(i), f"value {n}.{i} " * (i % 7)) for i in range(n)]))
+
+    def built(story: list[Any]) -> bytes:
+        buffer = io.BytesIO()
+        doc = BaseDocTemplate(buffer, pagesize=pdf.PAGE, invariant=1)
+        doc.addPageTemplates([PageTemplate(id="page", frames=[Frame(40, 40, pdf.WIDTH, 400, id="body")])])
+        doc.build(story, canvasmaker=pdf.NumberedCanvas)
+        return buffer.getvalue()
+
+    assert built(pdf.Story(flowables())) == built(list(flowables()))
 
 
 def test_queries_do_not_grow_with_the_records(world: Any, course: Subject) -> None:
