@@ -321,12 +321,20 @@ def _events_sql(tables: list[AuditedTable], scope: AuditScope, filters: AuditFil
     return sql, params
 
 
+def _same_record(table: AuditedTable) -> str:
+    """Also match the event's record by its id where that id is an integer: a trail view's pgh_id is computed
+    (``assays_resulttrail``: minus the result's id), so PostgreSQL cannot push ``pgh_id = ...`` into the view and
+    scanned every result for each event; ``pgh_obj_id`` reaches the indexed columns of both of its branches."""
+    pk = apps.get_model(table.label)._meta.pk
+    return " AND x.pgh_obj_id = ev.obj_id::bigint" if isinstance(pk, AutoField | BigAutoField | IntegerField) else ""
+
+
 def _data_sql(tables: list[AuditedTable]) -> str:
     """A LATERAL subquery: the stored row of the event ``ev``, and the row of the record's previous event."""
     parts = [
         f"SELECT row_to_json(x)::text AS data, (SELECT row_to_json(p)::text FROM {_q(t.event_table)} p "
         f"WHERE p.pgh_obj_id = x.pgh_obj_id AND p.pgh_id < x.pgh_id ORDER BY p.pgh_id DESC LIMIT 1) AS prev "
-        f"FROM {_q(t.event_table)} x WHERE ev.tbl = '{t.label}' AND x.pgh_id = ev.pgh_id"
+        f"FROM {_q(t.event_table)} x WHERE ev.tbl = '{t.label}' AND x.pgh_id = ev.pgh_id{_same_record(t)}"
         for t in tables
     ]
     return " UNION ALL ".join(parts)

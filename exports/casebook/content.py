@@ -14,7 +14,11 @@ table (prefetches), one for the audit trail, one for the signatures and two for 
 from __future__ import annotations
 
 import datetime as dt
+import functools
+import itertools
+import sys
 from collections import defaultdict
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -22,9 +26,9 @@ from django.apps import apps
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import AbstractBaseUser
 from django.db import models
-from django.db.models import Prefetch
+from django.db.models import Count, Prefetch, Window
 
-from audit.selectors import AuditEntry, AuditFilters, AuditScope, iter_audit_entries
+from audit.selectors import AuditEntry, AuditFilters, AuditScope, FieldChange, iter_audit_entries
 from dataqueries.models import DataQuery, QueryMessage
 from locking.models import Lock
 from locking.services import blocking_lock
@@ -77,6 +81,13 @@ class FormSpec:
     style: str = RECORD
     columns: tuple[str, ...] | None = None
     parts: tuple[PartSpec, ...] = ()
+    # Read as printed, a record and its parts at a time (a long follow-up has thousands of lab draws): the
+    # order must end with the primary key, so that each part's rows, in the same order, come record by record.
+    streamed: bool = False
+
+    def __post_init__(self) -> None:
+        if self.streamed and self.order[-1:] != ("pk",):
+            raise ValueError(f"{self.label}: a streamed form's order ends with pk")
 
     @property
     def model(self) -> type[models.Model]:
@@ -112,11 +123,31 @@ FORMS: tuple[FormSpec, ...] = (
     FormSpec("patients.concomitantmedication", "Medications", ("given_at",), ("given_at", "pk")),
     FormSpec("patients.responseassessment", "Response assessments", ("assessed_on",), ("assessed_on", "pk")),
     FormSpec("patients.followup", "Follow-up", ("event_on",), ("event_on", "pk")),
-    FormSpec("assays.labdraw", "Laboratory", ("collected_at",), ("collected_at", "pk"), parts=(
+    FormSpec("assays.labdraw", "Laboratory", ("collected_at",), ("collected_at", "pk"), streamed=True, parts=(
         PartSpec("assays.result", "draw", "Results", ("collected_at",), ("analyte__code", "pk"),
                  columns=("analyte", "value_text", "unit_text", "value", "censored", "flag", "ctcae_grade",
                           "status", "superseded", "correction_reason", "source_ref", "recorded_at")),)),
 )
+
+
+@dataclass(frozen=True, slots=True)
+class TrailEntry:
+    """What the casebook prints of an audit entry (``audit.selectors.AuditEntry`` carries much more: a long
+    subject's trail is tens of thousands of entries). A creation keeps no values: they are the record's."""
+
+    at: dt.datetime
+    who: str
+    action: str
+    reason: str | None
+    table_name: str
+    record_id: str
+    changes: tuple[FieldChange, ...] = ()
+
+    @classmethod
+    def of(cls, entry: AuditEntry) -> TrailEntry:
+        changes = () if entry.action == "insert" else entry.changes
+        return cls(entry.at, sys.intern(entry.who), entry.action, entry.reason, entry.table_name, entry.record_id,
+                   changes)
 
 
 @dataclass(frozen=True)
@@ -128,14 +159,28 @@ class Row:
     obj: models.Model
     date: dt.date | None
     position: Position
-    trail: tuple[AuditEntry, ...]
+    trail: tuple[TrailEntry, ...]
     parts: tuple[tuple[PartSpec, tuple[Row, ...]], ...] = ()
+
+
+class StreamedRows:
+    """A streamed form's rows: their number is known when the casebook is loaded (from the first row read),
+    the rows are made as they are iterated, once, from the cursors opened by ``load_casebook``."""
+
+    def __init__(self, count: int, rows: Iterator[Row]) -> None:
+        self.count, self._rows = count, rows
+
+    def __len__(self) -> int:
+        return self.count
+
+    def __iter__(self) -> Iterator[Row]:
+        return self._rows
 
 
 @dataclass(frozen=True)
 class Form:
     spec: FormSpec
-    rows: tuple[Row, ...]
+    rows: tuple[Row, ...] | StreamedRows
 
 
 @dataclass(frozen=True)
@@ -153,7 +198,12 @@ class Casebook:
     forms: tuple[Form, ...]
     signatures: tuple[Signature, ...]
     queries: tuple[QueryThread, ...]
-    other_trail: tuple[AuditEntry, ...] = field(default=())  # changes of rows shown in no form (e.g. locks)
+    # Changes of rows shown in no form (e.g. locks): known once every form's rows have been made.
+    leftovers: Callable[[], tuple[TrailEntry, ...]] = field(default=tuple)
+
+    @property
+    def other_trail(self) -> tuple[TrailEntry, ...]:
+        return self.leftovers()
 
 
 def columns_of(model: type[models.Model], columns: tuple[str, ...] | None, parent: str = "") -> list[models.Field]:
@@ -173,14 +223,27 @@ def _part_queryset(part: PartSpec) -> models.QuerySet:
         .order_by(*part.order)
 
 
+def _subject_filter(label: str, subject_id: int, prefix: str = "") -> dict[str, int]:
+    path = SUBJECT_PATHS[label]
+    return {f"{prefix}pk" if path == "pk" else f"{prefix}{path}_id": subject_id}
+
+
 def _form_queryset(spec: FormSpec, subject_id: int) -> models.QuerySet:
     model = spec.model
-    path = SUBJECT_PATHS[spec.label]
-    qs = model._default_manager.filter(**({"pk": subject_id} if path == "pk" else {f"{path}_id": subject_id}))
+    qs = model._default_manager.filter(**_subject_filter(spec.label, subject_id))
     qs = qs.select_related(*_related(model, columns_of(model, spec.columns)))
-    for part in spec.parts:
-        qs = qs.prefetch_related(Prefetch(part.accessor, queryset=_part_queryset(part)))
+    if not spec.streamed:
+        for part in spec.parts:
+            qs = qs.prefetch_related(Prefetch(part.accessor, queryset=_part_queryset(part)))
     return qs.order_by(*spec.order)
+
+
+def _streamed_part_queryset(spec: FormSpec, part: PartSpec, subject_id: int) -> models.QuerySet:
+    """Every part row of the subject's records, in the records' order, then the part's own order."""
+    by_record = [f"-{part.parent}__{name[1:]}" if name.startswith("-") else f"{part.parent}__{name}"
+                 for name in spec.order]
+    return _part_queryset(part).filter(**_subject_filter(spec.label, subject_id, f"{part.parent}__")) \
+        .order_by(*by_record, *part.order)
 
 
 def clinical_date(obj: Any, dates: tuple[str, ...], tz: Any, parent: Any = None) -> dt.date | None:
@@ -197,26 +260,67 @@ def clinical_date(obj: Any, dates: tuple[str, ...], tz: Any, parent: Any = None)
 class _Builder:
     """Turns loaded records into rows with their timeline position and audit trail."""
 
-    def __init__(self, subject: Subject, timeline: Timeline, trail: dict[tuple[str, str], list[AuditEntry]]) -> None:
+    def __init__(self, subject: Subject, timeline: Timeline, trail: dict[tuple[str, str], list[TrailEntry]]) -> None:
         self.tz, self.timeline, self.trail = subject.site.tzinfo, timeline, trail
-        self.used: set[tuple[str, str]] = set()
 
-    def _trail_of(self, obj: models.Model) -> tuple[AuditEntry, ...]:
-        key = (obj._meta.label, str(obj.pk))
-        self.used.add(key)
-        return tuple(self.trail.get(key, ()))
+    def take_trail(self, label: str, pk: Any) -> tuple[TrailEntry, ...]:
+        """The record's trail, taken out of what is left for the trail of other records."""
+        return tuple(self.trail.pop((label, str(pk)), ()))
 
     def row(self, label: str, obj: models.Model, dates: tuple[str, ...], parts: tuple[PartSpec, ...] = (),
-            parent: Any = None) -> Row:
+            parent: Any = None, children: Sequence[Sequence[models.Model]] | None = None) -> Row:
+        """A record as shown; its parts' rows are ``children`` (one list per part) or read from its prefetches."""
         date = clinical_date(obj, dates, self.tz, parent)
-        children = tuple((part, tuple(self.row(part.label, child, part.dates, parent=obj)
-                                      for child in getattr(obj, part.accessor).all())) for part in parts)
-        return Row(label, obj.pk, obj, date, self.timeline.position(date), self._trail_of(obj), children)
+        if children is None:
+            children = [getattr(obj, part.accessor).all() for part in parts]
+        shown = tuple((part, tuple(self.row(part.label, child, part.dates, parent=obj) for child in rows))
+                      for part, rows in zip(parts, children, strict=True))
+        return Row(label, obj.pk, obj, date, self.timeline.position(date), self.take_trail(obj._meta.label, obj.pk),
+                   shown)
 
-    def leftovers(self) -> tuple[AuditEntry, ...]:
-        return tuple(e for key, entries in self.trail.items() if key not in self.used for e in entries)
+    def leftovers(self) -> tuple[TrailEntry, ...]:
+        return tuple(e for entries in self.trail.values() for e in entries)
 
 
+class _Children:
+    """A part's rows of every record of a streamed form, in the form's order, handed out record by record."""
+
+    def __init__(self, rows: Iterator[models.Model], parent: str) -> None:
+        self.rows, self.attname = rows, f"{parent}_id"
+        self.next = next(self.rows, None)
+
+    def of(self, parent_pk: Any) -> list[models.Model]:
+        found = []
+        while self.next is not None and getattr(self.next, self.attname) == parent_pk:
+            found.append(self.next)
+            self.next = next(self.rows, None)
+        return found
+
+
+STREAM_CHUNK = 2000  # rows a fetch of a streamed form's server-side cursors
+
+
+def _streamed(spec: FormSpec, subject_id: int, builder: _Builder) -> StreamedRows:
+    """The form's records through one server-side cursor, counted by a window over the same query (its first
+    row gives the number, without a query of its own), and each part's rows through one cursor of its own."""
+    records = _form_queryset(spec, subject_id).annotate(casebook_count=Window(Count("pk"))) \
+        .iterator(chunk_size=STREAM_CHUNK)
+    first = next(records, None)
+
+    def rows() -> Iterator[Row]:
+        if first is None:
+            return
+        parts = [_Children(_streamed_part_queryset(spec, part, subject_id).iterator(chunk_size=STREAM_CHUNK),
+                           part.parent) for part in spec.parts]
+        for obj in itertools.chain([first], records):
+            yield builder.row(spec.label, obj, spec.dates, spec.parts, children=[p.of(obj.pk) for p in parts])
+        if any(p.next is not None for p in parts):
+            raise RuntimeError(f"{spec.label}: part rows left over after the last record")
+
+    return StreamedRows(0 if first is None else first.casebook_count, rows())
+
+
+@functools.cache
 def _references(label: str) -> dict[str, type[models.Model]]:
     """The foreign key columns of a tracked model whose rows can be named without a query of their own:
     users (by user name) and protocol design records (their names read only their own columns)."""
@@ -230,16 +334,17 @@ def _references(label: str) -> dict[str, type[models.Model]]:
     return found
 
 
-def _named(trail: dict[tuple[str, str], list[AuditEntry]]) -> dict[tuple[str, str], str]:
+def _want(entry: AuditEntry, wanted: dict[type[models.Model], set[int]]) -> None:
+    """Note the rows that ``entry``'s changed foreign keys refer to."""
+    references = _references(entry.table)
+    for change in entry.changes:
+        if change.field in references:
+            wanted[references[change.field]].update(
+                int(v) for v in (change.old, change.new) if v is not None and v.isdigit())
+
+
+def _named(wanted: dict[type[models.Model], set[int]]) -> dict[tuple[str, str], str]:
     """(model label, id) -> "name (#id)" of the rows the trail's changes refer to: one query per model."""
-    wanted: dict[type[models.Model], set[int]] = defaultdict(set)
-    for entries in trail.values():
-        for entry in entries:
-            references = _references(entry.table)
-            for change in entry.changes:
-                if change.field in references:
-                    wanted[references[change.field]].update(
-                        int(v) for v in (change.old, change.new) if v is not None and v.isdigit())
     names: dict[tuple[str, str], str] = {}
     for model, ids in sorted(wanted.items(), key=lambda item: item[0]._meta.label):
         for obj in model._default_manager.filter(pk__in=sorted(ids)):
@@ -261,16 +366,20 @@ def _with_names(entry: AuditEntry, names: dict[tuple[str, str], str]) -> AuditEn
     return replace(entry, changes=changes)
 
 
-def subject_trail(subject: Subject) -> dict[tuple[str, str], list[AuditEntry]]:
+def subject_trail(subject: Subject) -> dict[tuple[str, str], list[TrailEntry]]:
     """Every audit entry of the subject's records, oldest first, by (model label, record id): one query, and
     one per kind of referenced row (users, design records) to name what a changed foreign key points to.
-    The scope is the subject's own trial and site, whoever exports (the file depends on the data only)."""
+    The scope is the subject's own trial and site, whoever exports (the file depends on the data only).
+    Entries are made slim as they are read; changes (of updates and deletes) are named once all are read."""
     scope = AuditScope(site_pairs=frozenset({(subject.trial_id, subject.site_id)}))
-    trail: dict[tuple[str, str], list[AuditEntry]] = defaultdict(list)
+    trail: dict[tuple[str, str], list[TrailEntry | AuditEntry]] = defaultdict(list)
+    wanted: dict[type[models.Model], set[int]] = defaultdict(set)
     for entry in iter_audit_entries(scope=scope, filters=AuditFilters(subject_id=subject.pk)):
-        trail[(entry.table, entry.record_id)].append(entry)
-    names = _named(trail)
-    return {key: [_with_names(e, names) for e in entries] for key, entries in trail.items()}
+        _want(entry, wanted)
+        trail[(entry.table, entry.record_id)].append(TrailEntry.of(entry) if entry.action == "insert" else entry)
+    names = _named(wanted)
+    return {key: [e if isinstance(e, TrailEntry) else TrailEntry.of(_with_names(e, names)) for e in entries]
+            for key, entries in trail.items()}
 
 
 def _queries(subject: Subject) -> tuple[QueryThread, ...]:
@@ -287,14 +396,15 @@ def load_casebook(*, subject_id: int, cutoff: dt.datetime,
     subject = with_timeline(Subject.objects.select_related("trial", "site", "cohort"), subject="pk").get(pk=subject_id)
     timeline = timeline_from(subject, subject)
     builder = _Builder(subject, timeline, subject_trail(subject))
-    loaded = [Form(spec, tuple(builder.row(spec.label, obj, spec.dates, spec.parts)
-                               for obj in _form_queryset(spec, subject.pk))) for spec in forms]
+    loaded = [Form(spec, _streamed(spec, subject.pk, builder) if spec.streamed else tuple(
+        builder.row(spec.label, obj, spec.dates, spec.parts) for obj in _form_queryset(spec, subject.pk)))
+        for spec in forms]
     signatures = tuple(Signature.objects.filter(subject=subject).select_related("record_type")
                        .order_by("signed_at", "pk"))
     for signature in signatures:
-        builder.used.add((Signature._meta.label, str(signature.pk)))
+        builder.take_trail(Signature._meta.label, signature.pk)
     return Casebook(subject=subject, timeline=timeline, cutoff=cutoff,
                     lock=blocking_lock(trial_id=subject.trial_id, site_id=subject.site_id, subject_id=subject.pk),
                     forms=tuple(loaded), signatures=signatures, queries=_queries(subject),
-                    other_trail=builder.leftovers())
+                    leftovers=builder.leftovers)
 

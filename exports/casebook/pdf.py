@@ -14,20 +14,23 @@ import functools
 import io
 import re
 import unicodedata
-from collections.abc import Iterable, Sequence
+import zlib
+from collections.abc import Iterable, Iterator, Sequence
 from decimal import Decimal
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 from xml.sax.saxutils import escape
 
 import reportlab
 from django.db import models
+from reportlab import rl_config
 from reportlab.lib import colors
 from reportlab.lib.enums import TA_LEFT
 from reportlab.lib.pagesizes import A4, landscape
 from reportlab.lib.styles import ParagraphStyle
 from reportlab.lib.units import mm
 from reportlab.pdfbase import pdfmetrics
+from reportlab.pdfbase.pdfdoc import PDFArray, PDFBase85Encode, PDFName, PDFPage, PDFStream, PDFZCompress
 from reportlab.pdfbase.ttfonts import TTFont
 from reportlab.pdfgen.canvas import Canvas
 from reportlab.platypus import (
@@ -43,8 +46,7 @@ from reportlab.platypus import (
     TableStyle,
 )
 
-from audit.selectors import AuditEntry
-from exports.casebook.content import RECORD, Casebook, Form, PartSpec, QueryThread, Row, columns_of
+from exports.casebook.content import RECORD, Casebook, Form, PartSpec, QueryThread, Row, TrailEntry, columns_of
 from patients.timeline import Position
 from signatures.models import Signature
 
@@ -82,8 +84,16 @@ def _drawable(char: str, glyphs: frozenset[int]) -> str:
     return f"^{folded}" if "SUPERSCRIPT" in unicodedata.name(char, "") else folded
 
 
+@functools.cache
+def _kept() -> frozenset[str]:
+    """The characters drawn as they are."""
+    return frozenset(map(chr, _fonts())) | {"\n", "\t"}
+
+
 def drawable(value: str) -> str:
     """``value`` with each character the font lacks replaced (by its plain form, or '?')."""
+    if _kept().issuperset(value):  # nearly always: no character to look at one by one
+        return value
     glyphs = _fonts()
     return "".join(_drawable(c, glyphs) for c in value)
 
@@ -245,7 +255,7 @@ def stored(value: str | None, site: Any) -> str:
     return value
 
 
-def change_lines(entry: AuditEntry, site: Any) -> str:
+def change_lines(entry: TrailEntry, site: Any) -> str:
     """The changed values of an update (old → new) or the values of a delete; a creation lists none (its
     values are the record's, shown above, or the old side of a later change)."""
     if entry.action == "insert":
@@ -254,7 +264,7 @@ def change_lines(entry: AuditEntry, site: Any) -> str:
     return "\n".join(lines) or "no field changed"
 
 
-def trail_table(entries: Sequence[tuple[str, AuditEntry]], site: Any) -> Table:
+def trail_table(entries: Sequence[tuple[str, TrailEntry]], site: Any) -> Table:
     """Audit entries as (record name, entry): when, who, which record, what changed, why."""
     rows = [(site_time(e.at, site), e.who, record, ACTIONS.get(e.action, e.action), change_lines(e, site),
              e.reason or DASH) for record, e in entries]
@@ -266,8 +276,8 @@ def record_name(row: Row) -> str:
     return f"{row.obj._meta.verbose_name} #{row.pk}"
 
 
-def _trails(rows: Iterable[Row]) -> list[tuple[str, AuditEntry]]:
-    found: list[tuple[str, AuditEntry]] = []
+def _trails(rows: Iterable[Row]) -> list[tuple[str, TrailEntry]]:
+    found: list[tuple[str, TrailEntry]] = []
     for row in rows:
         found += [(record_name(row), e) for e in row.trail]
         for _part, children in row.parts:
@@ -320,19 +330,21 @@ def part_flowables(part: PartSpec, children: Sequence[Row], site: Any) -> list[F
     return [heading, rows_table(part.columns, children, site, part.parent, dated=bool(part.dates))]
 
 
-def form_flowables(form: Form, site: Any) -> list[Flowable]:
+def form_flowables(form: Form, site: Any) -> Iterator[Flowable]:
+    """A form's flowables, made a record at a time."""
     spec = form.spec
-    out: list[Flowable] = [CondPageBreak(50 * mm), para(f"{spec.title} ({len(form.rows)})", "h1")]
+    yield from (CondPageBreak(50 * mm), para(f"{spec.title} ({len(form.rows)})", "h1"))
     if not form.rows:
-        return [*out, para("No record.", "note")]
-    if spec.style != RECORD:
-        return [*out, rows_table(spec.columns, form.rows, site), *trail_flowables(form.rows, site)]
-    for row in form.rows:
-        out += record_block(row, site)
-        for part, children in row.parts:
-            out += part_flowables(part, children, site)
-        out += trail_flowables([row], site)
-    return out
+        yield para("No record.", "note")
+    elif spec.style != RECORD:
+        rows = tuple(form.rows)
+        yield from (rows_table(spec.columns, rows, site), *trail_flowables(rows, site))
+    else:
+        for row in form.rows:
+            yield from record_block(row, site)
+            for part, children in row.parts:
+                yield from part_flowables(part, children, site)
+            yield from trail_flowables([row], site)
 
 
 # --- cover, signatures, queries ----------------------------------------------------------------------
@@ -433,24 +445,50 @@ def other_trail(book: Casebook) -> list[Flowable]:
 # --- the document ----------------------------------------------------------------------------------
 
 class NumberedCanvas(Canvas):
-    """Draws "page N of M" once the number of pages is known (the pages are kept until the end)."""
+    """Draws "page N of M" once the number of pages is known, so every page waits until the end. A waiting
+    page is kept as its canvas state and its drawing operators joined and compressed (as Python strings, the
+    operators of a long casebook's pages took hundreds of MB), and a footed page's content stream is encoded
+    at once, as ReportLab would when writing the file: the pages held are about the file's size."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self._pages: list[dict[str, Any]] = []
+        self._pages: list[tuple[dict[str, Any], bytes | None] | None] = []
 
     def showPage(self) -> None:  # noqa: N802 (ReportLab's name)
-        self._pages.append(dict(self.__dict__))
+        state = {name: value for name, value in self.__dict__.items() if name not in ("_code", "_pages")}
+        self._pages.append((state, zlib.compress("\n".join(self._code).encode(), 1) if self._code else None))
         self._startPage()
 
     def save(self) -> None:
         total = len(self._pages)
-        for number, state in enumerate(self._pages, start=1):
+        for index in range(total):
+            page = self._pages[index]
+            assert page is not None
+            self._pages[index] = None
+            state, code = page
             self.__dict__.update(state)
+            # One string of the operators joined by newlines: ReportLab joins a page's operators the same way.
+            self._code = [] if code is None else [zlib.decompress(code).decode()]
             self.setFont(FONT, 7.5)
-            self.drawRightString(PAGE[0] - MARGIN, MARGIN / 2, f"page {number} of {total}")
+            self.drawRightString(PAGE[0] - MARGIN, MARGIN / 2, f"page {index + 1} of {total}")
             super().showPage()
+            _encode_stream(self._doc.Pages.pages[-1])
         super().save()
+
+
+def _encode_stream(page: PDFPage) -> None:
+    """Give ``page`` its content stream already encoded, exactly as ``PDFPage.check_format`` and
+    ``PDFStream.format`` would encode it when the file is written (same filters, same order)."""
+    if page.Contents or not page.stream or not page.compression:
+        return
+    filters = [PDFBase85Encode, PDFZCompress] if rl_config.useA85 else [PDFZCompress]
+    content = page.stream
+    for encoder in reversed(filters):
+        content = encoder.encode(content)
+    stream = PDFStream(content=content)
+    stream.dictionary["Filter"] = PDFArray([PDFName(f.pdfname) for f in filters])
+    stream.__Comment__ = "page stream"
+    page.Contents, page.stream = stream, None
 
 
 def _header(book: Casebook) -> Any:
@@ -471,23 +509,53 @@ def _header(book: Casebook) -> Any:
     return draw
 
 
-def story(book: Casebook) -> list[Flowable]:
+def story(book: Casebook) -> Iterator[Flowable]:
+    """The document's flowables in order, made one record at a time."""
     site = book.subject.site
-    body = [f for form in book.forms for f in form_flowables(form, site)]
-    return [*cover(book), *body, *signatures(book), *queries(book), *other_trail(book)]
+    yield from cover(book)
+    for form in book.forms:
+        yield from form_flowables(form, site)
+    yield from signatures(book)
+    yield from queries(book)
+    yield from other_trail(book)
 
 
-def render_casebook(book: Casebook) -> bytes:
-    """The casebook's PDF bytes (the same data always give the same bytes)."""
-    buffer = io.BytesIO()
+class Story(list[Flowable]):
+    """A story that makes its flowables as ReportLab lays them out. ``BaseDocTemplate.build`` takes flowables
+    from the front of its list (putting back the rest of a split one) and asks the list's length to go on, so
+    the list only ever holds the flowable being laid out and what was put back, never the whole casebook.
+    A flowable kept with the next one is never the last held: ReportLab groups such a run from the front of
+    the list, and must see all of it and the flowable after it, as it would in the whole list."""
+
+    def __init__(self, flowables: Iterable[Flowable]) -> None:
+        super().__init__()
+        self._next = iter(flowables)
+
+    def __len__(self) -> int:
+        while not super().__len__() or self[-1].getKeepWithNext():
+            more = next(self._next, None)
+            if more is None:
+                break
+            self.append(more)
+        return super().__len__()
+
+
+def write_casebook(book: Casebook, file: BinaryIO) -> None:
+    """Write the casebook's PDF to ``file`` (the same data always give the same bytes)."""
     subject = book.subject
     doc = BaseDocTemplate(
-        buffer, pagesize=PAGE, leftMargin=MARGIN, rightMargin=MARGIN, topMargin=MARGIN, bottomMargin=MARGIN,
+        file, pagesize=PAGE, leftMargin=MARGIN, rightMargin=MARGIN, topMargin=MARGIN, bottomMargin=MARGIN,
         title=f"Casebook {subject.code}", author=f"{subject.trial.code} {subject.site.code}",
         subject=f"Case report forms of {subject.code}", creator="CAR-T trial data backend", invariant=1,
     )
     frame = Frame(MARGIN, MARGIN, WIDTH, PAGE[1] - 2 * MARGIN, id="body", leftPadding=0, rightPadding=0,
                   topPadding=0, bottomPadding=0)
     doc.addPageTemplates([PageTemplate(id="casebook", frames=[frame], onPage=_header(book))])
-    doc.build(story(book), canvasmaker=NumberedCanvas)
+    doc.build(Story(story(book)), canvasmaker=NumberedCanvas)
+
+
+def render_casebook(book: Casebook) -> bytes:
+    """The casebook's PDF bytes (the same data always give the same bytes)."""
+    buffer = io.BytesIO()
+    write_casebook(book, buffer)
     return buffer.getvalue()

@@ -5,11 +5,12 @@ with their validity and the open data queries (``exports.casebook``)."""
 from __future__ import annotations
 
 import functools
+import tempfile
 from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
 from exports.casebook.content import load_casebook
-from exports.casebook.pdf import render_casebook
+from exports.casebook.pdf import render_casebook, write_casebook
 from exports.formats import ExportFile, register
 
 if TYPE_CHECKING:
@@ -29,9 +30,12 @@ def casebook_pdf(scope: ExportScope, subject_id: int) -> bytes:
 
 
 def _chunks(scope: ExportScope, subject_id: int) -> Iterator[bytes]:
-    data = casebook_pdf(scope, subject_id)
-    for start in range(0, len(data), CHUNK_SIZE):
-        yield data[start:start + CHUNK_SIZE]
+    """The casebook written to a temporary file, then read back a chunk at a time (not held in memory)."""
+    with tempfile.TemporaryFile() as file:
+        write_casebook(load_casebook(subject_id=subject_id, cutoff=scope.cutoff), file)
+        file.seek(0)
+        while chunk := file.read(CHUNK_SIZE):
+            yield chunk
 
 
 class CasebookFormat:

@@ -7,9 +7,11 @@ tocilizumab, laboratory results on both sides of day 0, a corrected response, an
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import io
 import re
+from collections.abc import Iterator
 from decimal import Decimal
 from typing import Any
 
@@ -19,10 +21,15 @@ from django.db import connection
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 from pypdf import PdfReader
+from reportlab.lib.styles import ParagraphStyle
+from reportlab.pdfgen.canvas import Canvas
+from reportlab.platypus import BaseDocTemplate, Frame, PageTemplate, Paragraph
 
+from assays.models import LabDraw
 from assays.services import ResultIn, ingest_results
 from audit.models import AuditExport
 from dataqueries.services import raise_query
+from exports.casebook import content, pdf
 from exports.formats import REGISTRY, load_all
 from exports.formats.casebook import casebook_pdf
 from exports.scope import ExportScope, readable_site_ids
@@ -277,6 +284,83 @@ def test_a_value_longer_than_a_page_is_split_across_pages(world: Any, course: Su
     outcome.record_follow_up(subject=course, kind="last_contact", event_on=day(10), detail=detail, by=world.coordinator)
     text = casebook(course, world.data_manager)
     assert "Clinic note line 0." in text and "Clinic note line 1499." in text
+
+
+class KeptPagesCanvas(Canvas):
+    """The footer canvas as it was: every page's whole state kept until the number of pages is known."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._pages: list[dict[str, Any]] = []
+
+    def showPage(self) -> None:  # noqa: N802
+        self._pages.append(dict(self.__dict__))
+        self._startPage()
+
+    def save(self) -> None:
+        total = len(self._pages)
+        for number, state in enumerate(self._pages, start=1):
+            self.__dict__.update(state)
+            self.setFont(pdf.FONT, 7.5)
+            self.drawRightString(pdf.PAGE[0] - pdf.MARGIN, pdf.MARGIN / 2, f"page {number} of {total}")
+            super().showPage()
+        super().save()
+
+
+def _draws_of_results(subject: Subject, by: Any, draws: int, per_draw: int) -> None:
+    """``draws`` draws (two at the same time, to test the tie on the primary key) of ``per_draw`` results."""
+    analytes = (("CRP", "mg/L"), ("FERRITIN", "ng/mL"), ("IL6", "pg/mL"))
+    rows = [ResultIn(f"LIS-B{d}-{r}", subject.code, f"ACC-B{d:02d}", "pb", at(day(3 + d // 2), 6), *analytes[r % 3][:1],
+                     str(10 + d + r), analytes[r % 3][1]) for d in range(draws) for r in range(per_draw)]
+    ingest_results(rows=rows, by=by)
+    # A correction (supersedes a result: an update with its reason in the trail), then a later draw.
+    ingest_results(rows=[rows[per_draw + 1]._replace(value="99", correction_reason="Re-run")], by=by)
+
+
+def test_laboratory_draws_read_as_printed_give_the_bytes_of_the_whole_casebook_at_once(
+        world: Any, course: Subject, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The streamed lab form, across many cursor fetches, the flowables made as laid out and the compressed
+    waiting pages give the same file as everything loaded and laid out at once, in the same queries."""
+    _draws_of_results(course, world.coordinator, draws=7, per_draw=5)
+    monkeypatch.setattr(content, "STREAM_CHUNK", 2)  # every few draws and results, another fetch
+
+    def built(forms: tuple[content.FormSpec, ...]) -> tuple[bytes, int]:
+        with CaptureQueriesContext(connection) as queries:
+            data = pdf.render_casebook(content.load_casebook(subject_id=course.pk, cutoff=CUTOFF, forms=forms))
+        return data, len(queries)
+
+    streamed, queries = built(content.FORMS)
+    at_once = tuple(dataclasses.replace(spec, streamed=False) for spec in content.FORMS)
+    monkeypatch.setattr(pdf, "NumberedCanvas", KeptPagesCanvas)
+    monkeypatch.setattr(pdf, "Story", list)
+    assert built(at_once) == (streamed, queries)
+    text = pdf_text(streamed)
+    assert "Laboratory (10)" in text  # the three of the fixture and seven
+    assert text.count("Results (5)") == 6 and text.count("Results (6)") == 1  # the corrected one's draw
+    positions = [text.index(f"lab draw #{pk}") for pk in
+                 LabDraw.objects.filter(subject=course).order_by("collected_at", "pk").values_list("pk", flat=True)]
+    assert positions == sorted(positions)
+    assert re.search(r"result #\d+ changed superseded: false -> true Re-run", text)
+
+
+def test_a_story_made_as_laid_out_gives_the_bytes_of_the_whole_list() -> None:
+    """Splits put back at the front, and runs of flowables kept with the next one (grouped by ReportLab from
+    the front of its list), lay out as they do from the whole list."""
+    kept = ParagraphStyle("kept", parent=pdf.styles()["h2"], keepWithNext=1)
+
+    def flowables() -> Iterator[Any]:
+        for n in range(40):
+            yield from (Paragraph(f"Heading {n}", kept), Paragraph(f"Subheading {n}", kept),
+                        pdf.grid(["#", "Value"], [(str(i), f"value {n}.{i} " * (i % 7)) for i in range(n)]))
+
+    def built(story: list[Any]) -> bytes:
+        buffer = io.BytesIO()
+        doc = BaseDocTemplate(buffer, pagesize=pdf.PAGE, invariant=1)
+        doc.addPageTemplates([PageTemplate(id="page", frames=[Frame(40, 40, pdf.WIDTH, 400, id="body")])])
+        doc.build(story, canvasmaker=pdf.NumberedCanvas)
+        return buffer.getvalue()
+
+    assert built(pdf.Story(flowables())) == built(list(flowables()))
 
 
 def test_queries_do_not_grow_with_the_records(world: Any, course: Subject) -> None:
