@@ -286,8 +286,13 @@ def results_sql(scope: ExportScope, names: list[str]) -> str:
     analytes = [name for name in pieces if name.startswith("a")]
     texts = [_result_field(sql, "text", quote=False) for _name, sql, kind in RESULT_COLUMNS
              if kind == "text" and sql.startswith("r.")]
+    # Each draw's results by the draw_id index, whatever the planner knows of the table: as a join it may
+    # hash the whole results table for every group when the table's statistics are missing or stale (right
+    # after a bulk load, before autovacuum analyses it), which never finishes; OFFSET 0 keeps the lookup a
+    # subquery per draw, where the index is the only sensible plan.
     results = (f"FROM unnest(g.ids, {', '.join(f'g.{n}' for n in draws)}) AS x(id, {', '.join(draws)}) "
-               f"JOIN {Result._meta.db_table} r ON r.draw_id = x.id JOIN cat c ON c.id = r.analyte_id")
+               f"CROSS JOIN LATERAL (SELECT * FROM {Result._meta.db_table} r WHERE r.draw_id = x.id OFFSET 0) r "
+               f"JOIN cat c ON c.id = r.analyte_id")
     return (
         f"{_subjects_sql(scope)}, grp AS (SELECT d.rank, d.collected_at, array_agg(d.id ORDER BY d.id) AS ids, "
         + ", ".join(f"array_agg({pieces[n]} ORDER BY d.id) AS {n}" for n in draws)
