@@ -39,7 +39,7 @@ from exports.formats.csv_results import Block, python_float_sql
 from exports.sdtm.codes import SPECIMEN, catalogue
 from exports.sdtm.common import Context, Dataset, subject_key
 from exports.sdtm.findings import CANCELLED, DATASETS, NRIND, PC_ANALYTES
-from exports.sdtm.xpt import RECORD, Variable, fit, header, observations, text_width, unaligned
+from exports.sdtm.xpt import BLANK, RECORD, Variable, encoded, fit, header, ibm_floats, place, text_width, unaligned
 from patients.timeline import cdisc_study_day_sql, day0s_sql, local_date_sql
 
 LB, PC = DATASETS[0], DATASETS[1]
@@ -115,24 +115,40 @@ class FromSql:
     integers: tuple[str, ...]
     pc: bool
     texts: dict[str, str] = field(default_factory=dict)
-    # The character variables of the draw (``widths_sql``) and the texts of the result itself (not the same for
-    # every result of a test, status, flag and grade). Any other character variable may read of the result only
-    # its test, status, flag, grade, whether it has a value and whether it is the baseline (``grouped``).
+    # The variables of the draw (or constant: the same for every row of a draw; ``Draws``), those of the test (the
+    # same for every row of a test; ``_tests``) and the texts of the result itself (not the same for every result
+    # of a test, status, flag and grade). Any other character variable may read of the result only its test,
+    # status, flag, grade, whether it has a value and whether it is the baseline (``grouped``).
     per_draw: tuple[str, ...] = ()
+    per_test: tuple[str, ...] = ()
     free: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         if list(self.expressions) != [v.name for v in self.variables] or not set(self.texts) <= set(self.expressions):
             raise ValueError(f"The SQL of {self.dataset.name} does not have the dataset's variables.")
         texts = {v.name for v in self.variables if not v.numeric}
-        if not set(self.per_draw) | set(self.free) <= texts or set(self.per_draw) & set(self.free):
-            raise ValueError(f"{self.dataset.name}: per-draw and free variables are distinct character variables.")
+        if not set(self.free) <= texts or len({*self.per_draw, *self.per_test, *self.free}) != len(
+                self.per_draw + self.per_test + self.free) or not {*self.per_draw, *self.per_test} <= set(
+                self.expressions):
+            raise ValueError(f"{self.dataset.name}: per-draw, per-test and free variables are distinct variables.")
 
     @property
     def grouped(self) -> tuple[str, ...]:
-        """The other character variables: the same for every result of a group (``widths_sql``)."""
+        """The character variables that are neither the draw's nor free: the same for every result of a group
+        (``widths_sql``)."""
         return tuple(v.name for v in self.variables
                      if not v.numeric and v.name not in self.per_draw and v.name not in self.free)
+
+    @property
+    def sequence(self) -> str:
+        """The variable numbering a subject's rows (--SEQ)."""
+        return next(name for name, sql in self.expressions.items() if sql == SEQ)
+
+    @property
+    def per_row(self) -> tuple[Variable, ...]:
+        """The variables the XPT's query sends for each row: all but the draw's, the test's and --SEQ."""
+        others = {*self.per_draw, *self.per_test, self.sequence}
+        return tuple(v for v in self.variables if v.name not in others)
 
     @property
     def variables(self) -> tuple[Variable, ...]:
@@ -143,10 +159,13 @@ STRESN_TEXT = f"(CASE WHEN {MEASURED} AND r.censored = '' THEN {number_sql('r.va
 LB_SQL = FromSql(LB, EXPRESSIONS, ("LBSEQ", "VISITNUM", "LBDY"), pc=False, texts={
     "LBSTRESN": STRESN_TEXT, "LBSTNRLO": f"(CASE WHEN {MEASURED} THEN cat.low_texts[d.profile + 1] END)",
     "LBSTNRHI": f"(CASE WHEN {MEASURED} THEN cat.high_texts[d.profile + 1] END)"},
-    per_draw=("USUBJID", "LBREFID", "LBSPEC", "VISIT", "LBDTC"), free=("LBORRES", "LBORRESU", "LBSTRESC"))
+    per_draw=("STUDYID", "DOMAIN", "USUBJID", "LBREFID", "LBSPEC", "VISITNUM", "VISIT", "LBDTC", "LBDY"),
+    per_test=("LBTESTCD", "LBTEST", "LBLOINC"), free=("LBORRES", "LBORRESU", "LBSTRESC"))
 PC_SQL = FromSql(PC, PC_EXPRESSIONS, ("PCSEQ", "VISITNUM", "PCDY"), pc=True,
                  texts={"PCSTRESN": STRESN_TEXT, "PCLLOQ": "cat.lloq_text"},
-                 per_draw=("USUBJID", "PCREFID", "PCSPEC", "VISIT", "PCDTC"), free=("PCORRES", "PCORRESU", "PCSTRESC"))
+                 per_draw=("STUDYID", "DOMAIN", "USUBJID", "PCREFID", "PCSPEC", "PCCAT", "PCMETHOD", "VISITNUM",
+                           "VISIT", "PCDTC", "PCDY"),
+                 per_test=("PCTESTCD", "PCTEST", "PCLLOQ"), free=("PCORRES", "PCORRESU", "PCSTRESC"))
 
 
 # Each draw of the subjects with its subject, site-local time and date, --DTC, --DY and visit, and whether it
@@ -343,12 +362,56 @@ def pc_xpt_chunks(ctx: Context, record: Record | None = None) -> Iterator[bytes]
     return _xpt_chunks(ctx, PC_SQL, record)
 
 
+def _xpt_sql(spec: FromSql, name: str) -> str:
+    """A variable for the XPT's queries: a text (unpadded), or a number as a double (NULL is missing)."""
+    numeric = next(v for v in spec.variables if v.name == name).numeric
+    return f"({spec.expressions[name]})::float8" if numeric else spec.expressions[name]
+
+
 def xpt_values_sql(spec: FromSql = LB_SQL) -> str:
-    """The query of the XPT: one ``bytea`` per row, its variables in PostgreSQL's binary form (``record_send``): texts
-    unpadded (``xpt.observations`` pads them; blank padding by PostgreSQL quadrupled the bytes it sends), numbers as
-    doubles (NULL is missing). A chunk of rows is then a few Python objects, not one per value."""
-    return _select([f"({spec.expressions[v.name]})::float8" if v.numeric else spec.expressions[v.name]
-                    for v in spec.variables], record=True)
+    """The query of the XPT: one ``bytea`` per row, in PostgreSQL's binary form (``record_send``), of its draw's id,
+    its test's rank and the variables of the row (``FromSql.per_row``): texts unpadded (``xpt.place`` pads them;
+    blank padding by PostgreSQL quadrupled the bytes it sends), numbers as doubles (NULL is missing). A chunk of rows
+    is then a few Python objects, not one per value. The draw's and the test's variables are known before
+    (``Draws``, ``_tests``) and --SEQ is counted as the rows come, in the query's order (``_sequence``)."""
+    return _select(["d.id", "cat.rank", *(_xpt_sql(spec, v.name) for v in spec.per_row)], record=True)
+
+
+def draws_sql(spec: FromSql = LB_SQL) -> str:
+    """The draws with a row in the dataset, by id: id, subject rank, then the draw's variables (``per_draw``)."""
+    return (f"{WITH}SELECT d.id, d.subject_rank, {', '.join(_xpt_sql(spec, name) for name in spec.per_draw)} "
+            f"FROM draws d WHERE EXISTS (SELECT FROM {Result._meta.db_table} r WHERE r.draw_id = d.id "
+            "AND NOT r.superseded AND r.analyte_id IN (SELECT id FROM cat) OFFSET 0) "  # by the draw's index
+            "ORDER BY d.id")
+
+
+def tests_sql(spec: FromSql = LB_SQL) -> str:
+    """The test's variables (``per_test``) of each test of the catalogue, by rank."""
+    return f"{WITH}SELECT {', '.join(_xpt_sql(spec, name) for name in spec.per_test)} FROM cat ORDER BY cat.rank"
+
+
+@dataclass(frozen=True)
+class Draws:
+    """The draws with a row in the dataset (a fortieth of its rows at 40 results a draw): their ids in order, the
+    rank of each one's subject, and its values of the dataset's draw variables (``per_draw``)."""
+
+    ids: npt.NDArray[np.int64]
+    subjects: npt.NDArray[np.int64]
+    values: list[tuple[Any, ...]]
+
+    @classmethod
+    def read(cls, spec: FromSql, values: dict[str, Any]) -> Draws:
+        with connection.cursor() as cursor:
+            cursor.execute(draws_sql(spec), values)
+            rows = cursor.fetchall()
+        return cls(np.array([row[0] for row in rows], dtype=np.int64),
+                   np.array([row[1] for row in rows], dtype=np.int64), [tuple(row[2:]) for row in rows])
+
+    def widths(self, spec: FromSql) -> dict[str, int]:
+        """The width of each character variable of the draw (``xpt.text_width`` of its longest value)."""
+        numeric = {v.name for v in spec.variables if v.numeric}
+        return {name: max((text_width(row[i]) for row in self.values), default=0)
+                for i, name in enumerate(spec.per_draw) if name not in numeric}
 
 
 def _ascii(column: str) -> str:
@@ -373,21 +436,17 @@ def _free_rows(spec: FromSql) -> str:
             "WHERE r.subject_id = ANY(%(s_id)s::bigint[]) AND NOT r.superseded OFFSET 0")
 
 
-def widths_sql(spec: FromSql = LB_SQL) -> tuple[str, str]:
-    """The two queries of the widths of the character variables (``fitted``), each one row of ``_longest``'s pairs
-    (the second one then, per free text, whether one is not ASCII).
+def widths_sql(spec: FromSql = LB_SQL) -> str:
+    """The query of the widths of the character variables that are not the draw's (``fitted``; those are measured
+    on ``Draws``): one row of ``_longest``'s pairs for the grouped variables, then, per free text, the octet length
+    of its longest ASCII value and whether one is not ASCII.
 
-    The variables of the draw (``per_draw``), over the draws with a row in the dataset; then, over the rows, the
-    other variables (``grouped``, then ``free``). Computing each over every row costs more than the file saves
-    (1,000,000 rows: several seconds): the rows are grouped by what the grouped variables depend on (test,
-    status, flag, grade, whether there is a value, whether the row is the baseline), which leaves a few hundred
-    groups, and each grouped variable is computed on a row standing for its group (the group's first result id,
-    which is in the baseline as the group is, and its least value, NULL as the group's values are). The free
-    texts (LBORRES, LBORRESU, LBSTRESC) are measured on every row; those that are not ASCII (rare) are read by a
-    third query (``non_ascii_sql``)."""
-    draws = (f"{WITH}SELECT {_longest([spec.expressions[name] for name in spec.per_draw])} FROM draws d WHERE EXISTS "
-             f"(SELECT FROM {Result._meta.db_table} r WHERE r.draw_id = d.id AND NOT r.superseded "
-             "AND r.analyte_id IN (SELECT id FROM cat) OFFSET 0)")  # each draw's results by its index, to the first
+    Computing the grouped variables over every row costs more than the file saves (1,000,000 rows: several
+    seconds): the rows are grouped by what they depend on (test, status, flag, grade, whether there is a value,
+    whether the row is the baseline), which leaves a few hundred groups, and each grouped variable is computed on
+    a row standing for its group (the group's first result id, which is in the baseline as the group is, and its
+    least value, NULL as the group's values are). The free texts (LBORRES, LBORRESU, LBSTRESC) are measured on
+    every row; those that are not ASCII (rare) are read by a second query (``non_ascii_sql``)."""
     count = range(len(spec.free))
     groups = (
         "SELECT x.analyte_id, x.status, x.flag, x.ctcae_grade, min(x.id) AS id, min(x.value) AS value, "
@@ -397,7 +456,7 @@ def widths_sql(spec: FromSql = LB_SQL) -> tuple[str, str]:
         "x.in_base")
     grouped = _longest([spec.expressions[name] for name in spec.grouped])
     free = ", ".join(f"max(r.w{i}), bool_or(r.a{i})" for i in count)
-    return draws, f"{WITH}SELECT {grouped}, {free} FROM ({groups}) r JOIN cat ON cat.id = r.analyte_id"
+    return f"{WITH}SELECT {grouped}, {free} FROM ({groups}) r JOIN cat ON cat.id = r.analyte_id"
 
 
 def non_ascii_sql(spec: FromSql = LB_SQL) -> str:
@@ -407,26 +466,25 @@ def non_ascii_sql(spec: FromSql = LB_SQL) -> str:
             f"AS u(i, text) WHERE NOT {_ascii('u.text')}")
 
 
-def fitted(ctx: Context, spec: FromSql = LB_SQL, values: dict[str, Any] | None = None) -> tuple[Variable, ...]:
-    """The dataset's variables, each character variable as long as its longest value (``xpt.fit``): two queries
-    (``widths_sql``; a third when a free text is not ASCII) with the parameters of the dataset's query (``values``,
-    computed when not given)."""
+def fitted(ctx: Context, spec: FromSql = LB_SQL, values: dict[str, Any] | None = None,
+           draws: Draws | None = None) -> tuple[Variable, ...]:
+    """The dataset's variables, each character variable as long as its longest value (``xpt.fit``): those of the
+    draw measured on ``draws`` (read when not given), the others by a query (``widths_sql``; a second when a free
+    text is not ASCII) with the parameters of the dataset's query (``values``, computed when not given)."""
     values = params(ctx, spec) if values is None else values
-    found: list[Any] = []
+    draws = Draws.read(spec, values) if draws is None else draws
     with connection.cursor() as cursor:
-        for sql in widths_sql(spec):
-            cursor.execute(sql, values)
-            found.extend(cursor.fetchone())
+        cursor.execute(widths_sql(spec), values)
+        found: list[Any] = list(cursor.fetchone())
         others: list[list[str]] = [[] for _ in spec.free]
         if any(found[-1::-2][:len(spec.free)]):
             cursor.execute(non_ascii_sql(spec), values)
             for i, text in cursor.fetchall():
                 others[i].append(text)
-    pairs = len(spec.per_draw) + len(spec.grouped)
-    found[2 * pairs + 1::2] = others  # the free texts' flags, replaced by their texts that are not ASCII
-    names = [*spec.per_draw, *spec.grouped, *spec.free]
+    found[2 * len(spec.grouped) + 1::2] = others  # the free texts' flags, replaced by their texts that are not ASCII
     widths = {name: max([found[2 * i] or 0, *(text_width(text) for text in found[2 * i + 1] or ())])
-              for i, name in enumerate(names)}
+              for i, name in enumerate([*spec.grouped, *spec.free])}
+    widths.update(draws.widths(spec))
     return fit(spec.variables, [widths.get(v.name, 0) for v in spec.variables])
 
 
@@ -434,21 +492,95 @@ def pc_fitted(ctx: Context) -> tuple[Variable, ...]:
     return fitted(ctx, PC_SQL)
 
 
+def _tests(spec: FromSql, values: dict[str, Any]) -> list[tuple[Any, ...]]:
+    with connection.cursor() as cursor:
+        cursor.execute(tests_sql(spec), values)
+        return cursor.fetchall()
+
+
+@dataclass
+class _Layout:
+    """Where each variable goes in a row of the file, and the tables the draw's and the test's variables are
+    gathered from (one encoded line per draw, per test)."""
+
+    variables: tuple[Variable, ...]
+    draws: Draws
+    draw_lines: npt.NDArray[np.uint8]
+    test_lines: npt.NDArray[np.uint8]
+    offsets: dict[str, int] = field(init=False)
+    width: int = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.offsets, position = {}, 0
+        for v in self.variables:
+            self.offsets[v.name] = position
+            position += v.length
+        self.width = position
+
+    def gathers(self, names: tuple[str, ...]) -> list[tuple[int, int, int]]:
+        """(place in the row, place in the table's line, length) of each of ``names``, in the table's order."""
+        lengths = {v.name: v.length for v in self.variables}
+        out, source = [], 0
+        for name in names:
+            out.append((self.offsets[name], source, lengths[name]))
+            source += lengths[name]
+        return out
+
+
 def _xpt_chunks(ctx: Context, spec: FromSql, record: Record | None) -> Iterator[bytes]:
-    """The header, then the observations of each chunk of rows encoded at once (``xpt.observations``)."""
+    """The header, then the observations of each chunk of rows encoded at once: the row's own variables by
+    ``xpt.place``, those of its draw and its test copied from their encoded lines (``_Layout``), --SEQ counted."""
     values = params(ctx, spec)
-    variables = fitted(ctx, spec, values)
+    draws = Draws.read(spec, values)
+    variables = fitted(ctx, spec, values, draws)
     if record is not None:
         record(variables)
     yield header(spec.dataset.name, spec.dataset.label, variables)
+    by_name = {v.name: v for v in variables}
+    layout = _Layout(variables, draws, encoded([by_name[n] for n in spec.per_draw], draws.values),
+                     encoded([by_name[n] for n in spec.per_test], _tests(spec, values)))
+    per_row = tuple(by_name[v.name] for v in spec.per_row)
+    row_offsets = np.array([layout.offsets[v.name] for v in per_row], dtype=np.intp)
+    draw_gathers, test_gathers = layout.gathers(spec.per_draw), layout.gathers(spec.per_test)
+    seq = layout.offsets[spec.sequence]
+    counted = (-1, 0)  # the subject of the last row so far and its rows
     written = 0
     for records in _server_side_chunks(xpt_values_sql(spec), values):
         data = np.frombuffer(b"".join(records), dtype=np.uint8)
         ends = np.cumsum(np.fromiter(map(len, records), dtype=np.intp, count=len(records)))
-        encoded = observations(variables, data, *_fields(data, ends, len(variables)))
-        written += len(encoded)
-        yield encoded
+        starts, sizes = _fields(data, ends, 2 + len(per_row))
+        ids = unaligned(data, ">i8")[starts[0]]
+        draw = np.minimum(np.searchsorted(draws.ids, ids), len(draws.ids) - 1)
+        if not (draws.ids[draw] == ids).all():
+            raise ValueError("A row's draw is not among the dataset's draws.")
+        test = unaligned(data, ">i4")[starts[1]]
+        out = np.full((len(records), layout.width), BLANK, dtype=np.uint8)
+        place(out, row_offsets, per_row, data, starts[2:], sizes[2:])
+        for lines, index, gathers in ((layout.draw_lines, draw, draw_gathers), (layout.test_lines, test, test_gathers)):
+            for target, source, length in gathers:
+                out[:, target:target + length] = lines[index, source:source + length]
+        numbers, counted = _sequence(draws.subjects[draw], counted)
+        out[:, seq:seq + 8] = ibm_floats(numbers).view(np.uint8).reshape(-1, 8)
+        encoded_rows = out.tobytes()
+        written += len(encoded_rows)
+        yield encoded_rows
     yield b" " * (-written % RECORD)
+
+
+def _sequence(subjects: npt.NDArray[np.int64], counted: tuple[int, int]
+              ) -> tuple[npt.NDArray[np.float64], tuple[int, int]]:
+    """--SEQ of a chunk of rows in the dataset's order, given each row's subject and ``counted`` (the subject of
+    the rows before and how many it had): each row's place among its subject's rows, from 1. Also what to give for
+    the next chunk."""
+    position = np.arange(len(subjects))
+    new = np.empty(len(subjects), dtype=bool)
+    new[:1] = subjects[:1] != counted[0]
+    new[1:] = subjects[1:] != subjects[:-1]
+    first = np.maximum.accumulate(np.where(new, position, 0))  # the first row of each row's subject in the chunk
+    numbers = (position - first + 1).astype(np.float64)
+    numbers[~new.cumsum().astype(bool)] += counted[1]  # the rows of the subject the chunk goes on with
+    last = int(subjects[-1])
+    return numbers, (last, int(numbers[-1]))
 
 
 def _server_side_chunks(sql: str, values: dict[str, Any]) -> Iterator[list[bytes]]:
