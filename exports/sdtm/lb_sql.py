@@ -410,7 +410,7 @@ class Draws:
     def widths(self, spec: FromSql) -> dict[str, int]:
         """The width of each character variable of the draw (``xpt.text_width`` of its longest value)."""
         numeric = {v.name for v in spec.variables if v.numeric}
-        return {name: max((text_width(row[i]) for row in self.values), default=0)
+        return {name: max(map(text_width, {row[i] for row in self.values}), default=0)
                 for i, name in enumerate(spec.per_draw) if name not in numeric}
 
 

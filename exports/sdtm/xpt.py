@@ -175,10 +175,20 @@ def place(out: npt.NDArray[np.uint8], offsets: npt.NDArray[np.intp], variables: 
 
 
 def encoded(variables: Sequence[Variable], rows: Sequence[Sequence[Value]]) -> npt.NDArray[np.uint8]:
-    """The rows encoded by ``row_encoder``, one line of bytes per row (a table to gather from)."""
-    encode = row_encoder(variables)
-    data = np.frombuffer(b"".join(map(encode, rows)), dtype=np.uint8)
-    return data.reshape(len(rows), sum(v.length for v in variables))
+    """The rows encoded as ``row_encoder`` encodes them, one line of bytes per row (a table to gather from), column
+    by column: each distinct value of a column is encoded once."""
+    columns = []
+    for j, variable in enumerate(variables):
+        encode = row_encoder([variable])
+        column: list[Value] = [row[j] for row in rows]
+        if not variable.numeric:  # a text is written as its str: 1 and 1.0, 0.0 and -0.0 are not the same text
+            column = [value if value is None or isinstance(value, str) else str(value) for value in column]
+        known = {value: encode([value]) for value in set(column)}  # a number is written as its float
+        data = b"".join([known[value] if value in known else encode([value]) for value in column])  # NaN is not NaN
+        columns.append(np.frombuffer(data, dtype=np.uint8).reshape(len(rows), variable.length))
+    if not columns:
+        return np.empty((len(rows), 0), dtype=np.uint8)
+    return np.hstack(columns)
 
 
 def _numbers(data: npt.NDArray[np.uint8], starts: npt.NDArray[np.intp], sizes: npt.NDArray[np.intp]
