@@ -222,7 +222,8 @@ def _select(columns: list[str], *, record: bool = False) -> str:
     looked up by its index (``OFFSET 0`` keeps the lookup per draw), where every column but LBSEQ is computed;
     PostgreSQL then sorts each subject's rows by test, time and record in memory (an incremental sort), not the
     whole dataset on disk, and numbers them (LBSEQ). With ``record``, each row is one ``record_send`` of its
-    columns, made at the level of the ORDER BY, so the order is the query's own."""
+    columns, and the rows are only in subject order, as the draws are taken: the XPT puts each subject's rows in
+    order itself (``_in_order``), which costs less than PostgreSQL's sort of the whole rows."""
     inner = [c for c in columns if SEQ not in c]
     outer = ", ".join(c if SEQ in c else f"x.c{inner.index(c)}" for c in columns)
     outer = f"record_send(ROW({outer}))" if record else outer
@@ -231,8 +232,8 @@ def _select(columns: list[str], *, record: bool = False) -> str:
         f"SELECT {', '.join(f'{c} AS c{i}' for i, c in enumerate(inner))}, cat.rank AS test_rank, r.id AS result_id "
         f"FROM {Result._meta.db_table} r JOIN cat ON cat.id = r.analyte_id "
         "LEFT JOIN std ON std.value_text = r.value_text AND r.value IS NULL "
-        "WHERE r.draw_id = d.id AND NOT r.superseded OFFSET 0) x "
-        "ORDER BY d.subject_rank, x.test_rank, d.collected_at, x.result_id")
+        "WHERE r.draw_id = d.id AND NOT r.superseded OFFSET 0) x"
+        + ("" if record else " ORDER BY d.subject_rank, x.test_rank, d.collected_at, x.result_id"))
 
 
 def _text_sql(spec: FromSql, variable: Variable) -> str:
@@ -370,16 +371,19 @@ def _xpt_sql(spec: FromSql, name: str) -> str:
 
 def xpt_values_sql(spec: FromSql = LB_SQL) -> str:
     """The query of the XPT: one ``bytea`` per row, in PostgreSQL's binary form (``record_send``), of its draw's id,
-    its test's rank and the variables of the row (``FromSql.per_row``): texts unpadded (``xpt.place`` pads them;
-    blank padding by PostgreSQL quadrupled the bytes it sends), numbers as doubles (NULL is missing). A chunk of rows
-    is then a few Python objects, not one per value. The draw's and the test's variables are known before
-    (``Draws``, ``_tests``) and --SEQ is counted as the rows come, in the query's order (``_sequence``)."""
-    return _select(["d.id", "cat.rank", *(_xpt_sql(spec, v.name) for v in spec.per_row)], record=True)
+    its test's rank, its result's id and the variables of the row (``FromSql.per_row``): texts unpadded
+    (``xpt.place`` pads them; blank padding by PostgreSQL quadrupled the bytes it sends), numbers as doubles (NULL
+    is missing). A chunk of rows is then a few Python objects, not one per value. The draw's and the test's
+    variables are known before (``Draws``, ``_tests``). The rows come in subject order, each subject's rows put in
+    order in Python (``_in_order``), then --SEQ counted (``_sequence``)."""
+    return _select(["d.id", "cat.rank", "r.id", *(_xpt_sql(spec, v.name) for v in spec.per_row)], record=True)
 
 
 def draws_sql(spec: FromSql = LB_SQL) -> str:
-    """The draws with a row in the dataset, by id: id, subject rank, then the draw's variables (``per_draw``)."""
-    return (f"{WITH}SELECT d.id, d.subject_rank, {', '.join(_xpt_sql(spec, name) for name in spec.per_draw)} "
+    """The draws with a row in the dataset, by id: id, subject rank, rank of the collection time (equal times, equal
+    ranks), then the draw's variables (``per_draw``)."""
+    return (f"{WITH}SELECT d.id, d.subject_rank, dense_rank() OVER (ORDER BY d.collected_at), "
+            f"{', '.join(_xpt_sql(spec, name) for name in spec.per_draw)} "
             f"FROM draws d WHERE EXISTS (SELECT FROM {Result._meta.db_table} r WHERE r.draw_id = d.id "
             "AND NOT r.superseded AND r.analyte_id IN (SELECT id FROM cat) OFFSET 0) "  # by the draw's index
             "ORDER BY d.id")
@@ -393,10 +397,12 @@ def tests_sql(spec: FromSql = LB_SQL) -> str:
 @dataclass(frozen=True)
 class Draws:
     """The draws with a row in the dataset (a fortieth of its rows at 40 results a draw): their ids in order, the
-    rank of each one's subject, and its values of the dataset's draw variables (``per_draw``)."""
+    rank of each one's subject and of its collection time, and its values of the dataset's draw variables
+    (``per_draw``)."""
 
     ids: npt.NDArray[np.int64]
     subjects: npt.NDArray[np.int64]
+    times: npt.NDArray[np.int64]
     values: list[tuple[Any, ...]]
 
     @classmethod
@@ -404,8 +410,8 @@ class Draws:
         with connection.cursor() as cursor:
             cursor.execute(draws_sql(spec), values)
             rows = cursor.fetchall()
-        return cls(np.array([row[0] for row in rows], dtype=np.int64),
-                   np.array([row[1] for row in rows], dtype=np.int64), [tuple(row[2:]) for row in rows])
+        return cls(*(np.array([row[i] for row in rows], dtype=np.int64) for i in range(3)),
+                   [tuple(row[3:]) for row in rows])
 
     def widths(self, spec: FromSql) -> dict[str, int]:
         """The width of each character variable of the draw (``xpt.text_width`` of its longest value)."""
@@ -543,44 +549,80 @@ def _xpt_chunks(ctx: Context, spec: FromSql, record: Record | None) -> Iterator[
     row_offsets = np.array([layout.offsets[v.name] for v in per_row], dtype=np.intp)
     draw_gathers, test_gathers = layout.gathers(spec.per_draw), layout.gathers(spec.per_test)
     seq = layout.offsets[spec.sequence]
-    counted = (-1, 0)  # the subject of the last row so far and its rows
+    after = -1  # the subject of the last row written: every subject's rows are written at once
     written = 0
-    for records in _server_side_chunks(xpt_values_sql(spec), values):
+    held: list[bytes] = []  # the rows of the last subject read, which may go on in the next chunk
+    chunks = _server_side_chunks(xpt_values_sql(spec), values)
+    while True:
+        read = next(chunks, None)
+        last = read is None
+        if read and held and not last and _one_subject(draws, held[0] + b"".join(read), len(held[0]), read):
+            held += read  # the held subject goes on through the chunk: nothing to write yet
+            continue
+        records = held + (read or [])
+        if not records:
+            break
         data = np.frombuffer(b"".join(records), dtype=np.uint8)
         ends = np.cumsum(np.fromiter(map(len, records), dtype=np.intp, count=len(records)))
-        starts, sizes = _fields(data, ends, 2 + len(per_row))
+        starts, sizes = _fields(data, ends, 3 + len(per_row))
         ids = unaligned(data, ">i8")[starts[0]]
         draw = np.minimum(np.searchsorted(draws.ids, ids), len(draws.ids) - 1)
         if not (draws.ids[draw] == ids).all():
             raise ValueError("A row's draw is not among the dataset's draws.")
+        subjects = draws.subjects[draw]
+        order, done = _in_order(subjects, unaligned(data, ">i4")[starts[1]], draws.times[draw],
+                                unaligned(data, ">i8")[starts[2]], last=last, after=after)
+        held = [records[i] for i in range(done, len(records))] if done < len(records) else []
+        if not done:
+            continue
+        starts, sizes, draw = starts[:, order], sizes[:, order], draw[order]
         test = unaligned(data, ">i4")[starts[1]]
-        out = np.full((len(records), layout.width), BLANK, dtype=np.uint8)
-        place(out, row_offsets, per_row, data, starts[2:], sizes[2:])
+        out = np.full((done, layout.width), BLANK, dtype=np.uint8)
+        place(out, row_offsets, per_row, data, starts[3:], sizes[3:])
         for lines, index, gathers in ((layout.draw_lines, draw, draw_gathers), (layout.test_lines, test, test_gathers)):
             for target, source, length in gathers:
                 out[:, target:target + length] = lines[index, source:source + length]
-        numbers, counted = _sequence(draws.subjects[draw], counted)
-        out[:, seq:seq + 8] = ibm_floats(numbers).view(np.uint8).reshape(-1, 8)
+        out[:, seq:seq + 8] = ibm_floats(_sequence(subjects[order])).view(np.uint8).reshape(-1, 8)
+        after = int(subjects[order[-1]])
         encoded_rows = out.tobytes()
         written += len(encoded_rows)
         yield encoded_rows
+        if last:
+            break
     yield b" " * (-written % RECORD)
 
 
-def _sequence(subjects: npt.NDArray[np.int64], counted: tuple[int, int]
-              ) -> tuple[npt.NDArray[np.float64], tuple[int, int]]:
-    """--SEQ of a chunk of rows in the dataset's order, given each row's subject and ``counted`` (the subject of
-    the rows before and how many it had): each row's place among its subject's rows, from 1. Also what to give for
-    the next chunk."""
+def _one_subject(draws: Draws, data: bytes, first: int, records: list[bytes]) -> bool:
+    """Whether the rows ``records`` (``data`` holds one row of the subject held, ``first`` bytes, then them) are all
+    of the held subject: each row's first field, its draw's id, is at byte 12 of it (after the field count, the
+    field's OID and size)."""
+    rows = np.frombuffer(data, dtype=np.uint8)
+    ends = np.cumsum(np.fromiter(map(len, records), dtype=np.intp, count=len(records))) + first
+    ids = unaligned(rows, ">i8")[np.concatenate(([0, first], ends[:-1])) + 12]
+    draw = np.minimum(np.searchsorted(draws.ids, ids), len(draws.ids) - 1)
+    return bool((draws.subjects[draw] == draws.subjects[draw[0]]).all())
+
+
+def _in_order(subjects: npt.NDArray[np.int64], tests: npt.NDArray[np.int32], times: npt.NDArray[np.int64],
+              results: npt.NDArray[np.int64], *, last: bool, after: int) -> tuple[npt.NDArray[np.intp], int]:
+    """The rows read so far, which come in subject order (the draws' order), put in the dataset's order (subject,
+    test, collection time, result): the order of the rows of the subjects that are complete, and how many they are
+    (all, at the ``last`` chunk; otherwise all but the last subject's, which may go on in the next chunk). ``after``
+    is the subject written last: a row of it or of an earlier subject means the query did not keep the order."""
+    if len(subjects) and ((np.diff(subjects) < 0).any() or subjects[0] <= after):
+        raise ValueError("The rows did not come in subject order.")
+    done = len(subjects) if last else int(np.searchsorted(subjects, subjects[-1]))
+    order = np.lexsort((results[:done], times[:done], tests[:done], subjects[:done]))
+    return order, done
+
+
+def _sequence(subjects: npt.NDArray[np.int64]) -> npt.NDArray[np.float64]:
+    """--SEQ of rows in the dataset's order, each subject's rows all among them: each row's place among its
+    subject's rows, from 1."""
     position = np.arange(len(subjects))
-    new = np.empty(len(subjects), dtype=bool)
-    new[:1] = subjects[:1] != counted[0]
+    new = np.ones(len(subjects), dtype=bool)
     new[1:] = subjects[1:] != subjects[:-1]
-    first = np.maximum.accumulate(np.where(new, position, 0))  # the first row of each row's subject in the chunk
-    numbers = (position - first + 1).astype(np.float64)
-    numbers[~new.cumsum().astype(bool)] += counted[1]  # the rows of the subject the chunk goes on with
-    last = int(subjects[-1])
-    return numbers, (last, int(numbers[-1]))
+    return (position - np.maximum.accumulate(np.where(new, position, 0)) + 1).astype(np.float64)
 
 
 def _server_side_chunks(sql: str, values: dict[str, Any]) -> Iterator[list[bytes]]:
