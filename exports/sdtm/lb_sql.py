@@ -410,8 +410,8 @@ class Draws:
         with connection.cursor() as cursor:
             cursor.execute(draws_sql(spec), values)
             rows = cursor.fetchall()
-        return cls(*(np.array([row[i] for row in rows], dtype=np.int64) for i in range(3)),
-                   [tuple(row[3:]) for row in rows])
+        ids, subjects, times = (np.array([row[i] for row in rows], dtype=np.int64) for i in range(3))
+        return cls(ids, subjects, times, [tuple(row[3:]) for row in rows])
 
     def widths(self, spec: FromSql) -> dict[str, int]:
         """The width of each character variable of the draw (``xpt.text_width`` of its longest value)."""
