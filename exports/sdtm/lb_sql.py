@@ -10,11 +10,16 @@ the reference range of each analyte for each (sex, age) of the subjects (``codes
 protocol visit of each (subject, local date) with a lab draw (``Context.visit``, from ``patients.timeline``),
 and the standard text of the few non-numeric results whose text is not printable ASCII (``str.strip().upper()``).
 Study days come from ``patients.timeline``'s SQL form. The rest is per row: the texts of ``findings._lb_items``,
-LBSEQ as a window function over the dataset's order, LBLOBXFL from the set of baselines (``BASE``), numbers
-as ``codes.number_text`` writes them (those of the catalogue and ranges once per row of them).
+LBSEQ as a window function over the dataset's order (the CSV), LBLOBXFL from the set of baselines (``BASE``),
+numbers as ``codes.number_text`` writes them (those of the catalogue and ranges once per row of them).
 
-The XPT's character variables are as long as their longest values (``fitted``): measured by two queries
-before the file's (``widths_sql``), the header coming first.
+The XPT is assembled by columns: the variables of the draw and the constants are read once per draw
+(``Draws``), those of the test once per test (``tests_sql``), each encoded once into a table of fixed-width
+lines; the query then sends per row only the draw's id, the test's rank, the result's id and the row's own
+variables, in subject order only; each subject's rows are put in order and numbered (--SEQ) with numpy
+(``_in_order``, ``_sequence``) and the draw's and test's lines copied in. Its character variables are as long
+as their longest values (``fitted``): those of the draw measured on ``Draws``, the others by a query
+(``widths_sql``), before the file's, the header coming first.
 
 PostgreSQL quotes a CSV field holding a carriage return, the csv module (lines ended by LF) does not: a line
 PostgreSQL quoted (one holding a double quote) is written again by the csv module.
