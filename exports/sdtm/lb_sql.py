@@ -10,11 +10,16 @@ the reference range of each analyte for each (sex, age) of the subjects (``codes
 protocol visit of each (subject, local date) with a lab draw (``Context.visit``, from ``patients.timeline``),
 and the standard text of the few non-numeric results whose text is not printable ASCII (``str.strip().upper()``).
 Study days come from ``patients.timeline``'s SQL form. The rest is per row: the texts of ``findings._lb_items``,
-LBSEQ as a window function over the dataset's order, LBLOBXFL from the set of baselines (``BASE``), numbers
-as ``codes.number_text`` writes them (those of the catalogue and ranges once per row of them).
+LBSEQ as a window function over the dataset's order (the CSV), LBLOBXFL from the set of baselines (``BASE``),
+numbers as ``codes.number_text`` writes them (those of the catalogue and ranges once per row of them).
 
-The XPT's character variables are as long as their longest values (``fitted``): measured by two queries
-before the file's (``widths_sql``), the header coming first.
+The XPT is assembled by columns: the variables of the draw and the constants are read once per draw
+(``Draws``), those of the test once per test (``tests_sql``), each encoded once into a table of fixed-width
+lines; the query then sends per row only the draw's id, the test's rank, the result's id and the row's own
+variables, in subject order only; each subject's rows are put in order and numbered (--SEQ) with numpy
+(``_in_order``, ``_sequence``) and the draw's and test's lines copied in. Its character variables are as long
+as their longest values (``fitted``): those of the draw measured on ``Draws``, the others by a query
+(``widths_sql``), before the file's, the header coming first.
 
 PostgreSQL quotes a CSV field holding a carriage return, the csv module (lines ended by LF) does not: a line
 PostgreSQL quoted (one holding a double quote) is written again by the csv module.
@@ -39,7 +44,7 @@ from exports.formats.csv_results import Block, python_float_sql
 from exports.sdtm.codes import SPECIMEN, catalogue
 from exports.sdtm.common import Context, Dataset, subject_key
 from exports.sdtm.findings import CANCELLED, DATASETS, NRIND, PC_ANALYTES
-from exports.sdtm.xpt import RECORD, Variable, fit, header, observations, text_width, unaligned
+from exports.sdtm.xpt import BLANK, RECORD, Variable, encoded, fit, header, ibm_floats, place, text_width, unaligned
 from patients.timeline import cdisc_study_day_sql, day0s_sql, local_date_sql
 
 LB, PC = DATASETS[0], DATASETS[1]
@@ -115,24 +120,40 @@ class FromSql:
     integers: tuple[str, ...]
     pc: bool
     texts: dict[str, str] = field(default_factory=dict)
-    # The character variables of the draw (``widths_sql``) and the texts of the result itself (not the same for
-    # every result of a test, status, flag and grade). Any other character variable may read of the result only
-    # its test, status, flag, grade, whether it has a value and whether it is the baseline (``grouped``).
+    # The variables of the draw (or constant: the same for every row of a draw; ``Draws``), those of the test (the
+    # same for every row of a test; ``_tests``) and the texts of the result itself (not the same for every result
+    # of a test, status, flag and grade). Any other character variable may read of the result only its test,
+    # status, flag, grade, whether it has a value and whether it is the baseline (``grouped``).
     per_draw: tuple[str, ...] = ()
+    per_test: tuple[str, ...] = ()
     free: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         if list(self.expressions) != [v.name for v in self.variables] or not set(self.texts) <= set(self.expressions):
             raise ValueError(f"The SQL of {self.dataset.name} does not have the dataset's variables.")
         texts = {v.name for v in self.variables if not v.numeric}
-        if not set(self.per_draw) | set(self.free) <= texts or set(self.per_draw) & set(self.free):
-            raise ValueError(f"{self.dataset.name}: per-draw and free variables are distinct character variables.")
+        if not set(self.free) <= texts or len({*self.per_draw, *self.per_test, *self.free}) != len(
+                self.per_draw + self.per_test + self.free) or not {*self.per_draw, *self.per_test} <= set(
+                self.expressions):
+            raise ValueError(f"{self.dataset.name}: per-draw, per-test and free variables are distinct variables.")
 
     @property
     def grouped(self) -> tuple[str, ...]:
-        """The other character variables: the same for every result of a group (``widths_sql``)."""
+        """The character variables that are neither the draw's nor free: the same for every result of a group
+        (``widths_sql``)."""
         return tuple(v.name for v in self.variables
                      if not v.numeric and v.name not in self.per_draw and v.name not in self.free)
+
+    @property
+    def sequence(self) -> str:
+        """The variable numbering a subject's rows (--SEQ)."""
+        return next(name for name, sql in self.expressions.items() if sql == SEQ)
+
+    @property
+    def per_row(self) -> tuple[Variable, ...]:
+        """The variables the XPT's query sends for each row: all but the draw's, the test's and --SEQ."""
+        others = {*self.per_draw, *self.per_test, self.sequence}
+        return tuple(v for v in self.variables if v.name not in others)
 
     @property
     def variables(self) -> tuple[Variable, ...]:
@@ -143,10 +164,13 @@ STRESN_TEXT = f"(CASE WHEN {MEASURED} AND r.censored = '' THEN {number_sql('r.va
 LB_SQL = FromSql(LB, EXPRESSIONS, ("LBSEQ", "VISITNUM", "LBDY"), pc=False, texts={
     "LBSTRESN": STRESN_TEXT, "LBSTNRLO": f"(CASE WHEN {MEASURED} THEN cat.low_texts[d.profile + 1] END)",
     "LBSTNRHI": f"(CASE WHEN {MEASURED} THEN cat.high_texts[d.profile + 1] END)"},
-    per_draw=("USUBJID", "LBREFID", "LBSPEC", "VISIT", "LBDTC"), free=("LBORRES", "LBORRESU", "LBSTRESC"))
+    per_draw=("STUDYID", "DOMAIN", "USUBJID", "LBREFID", "LBSPEC", "VISITNUM", "VISIT", "LBDTC", "LBDY"),
+    per_test=("LBTESTCD", "LBTEST", "LBLOINC"), free=("LBORRES", "LBORRESU", "LBSTRESC"))
 PC_SQL = FromSql(PC, PC_EXPRESSIONS, ("PCSEQ", "VISITNUM", "PCDY"), pc=True,
                  texts={"PCSTRESN": STRESN_TEXT, "PCLLOQ": "cat.lloq_text"},
-                 per_draw=("USUBJID", "PCREFID", "PCSPEC", "VISIT", "PCDTC"), free=("PCORRES", "PCORRESU", "PCSTRESC"))
+                 per_draw=("STUDYID", "DOMAIN", "USUBJID", "PCREFID", "PCSPEC", "PCCAT", "PCMETHOD", "VISITNUM",
+                           "VISIT", "PCDTC", "PCDY"),
+                 per_test=("PCTESTCD", "PCTEST", "PCLLOQ"), free=("PCORRES", "PCORRESU", "PCSTRESC"))
 
 
 # Each draw of the subjects with its subject, site-local time and date, --DTC, --DY and visit, and whether it
@@ -203,7 +227,8 @@ def _select(columns: list[str], *, record: bool = False) -> str:
     looked up by its index (``OFFSET 0`` keeps the lookup per draw), where every column but LBSEQ is computed;
     PostgreSQL then sorts each subject's rows by test, time and record in memory (an incremental sort), not the
     whole dataset on disk, and numbers them (LBSEQ). With ``record``, each row is one ``record_send`` of its
-    columns, made at the level of the ORDER BY, so the order is the query's own."""
+    columns, and the rows are only in subject order, as the draws are taken: the XPT puts each subject's rows in
+    order itself (``_in_order``), which costs less than PostgreSQL's sort of the whole rows."""
     inner = [c for c in columns if SEQ not in c]
     outer = ", ".join(c if SEQ in c else f"x.c{inner.index(c)}" for c in columns)
     outer = f"record_send(ROW({outer}))" if record else outer
@@ -212,8 +237,8 @@ def _select(columns: list[str], *, record: bool = False) -> str:
         f"SELECT {', '.join(f'{c} AS c{i}' for i, c in enumerate(inner))}, cat.rank AS test_rank, r.id AS result_id "
         f"FROM {Result._meta.db_table} r JOIN cat ON cat.id = r.analyte_id "
         "LEFT JOIN std ON std.value_text = r.value_text AND r.value IS NULL "
-        "WHERE r.draw_id = d.id AND NOT r.superseded OFFSET 0) x "
-        "ORDER BY d.subject_rank, x.test_rank, d.collected_at, x.result_id")
+        "WHERE r.draw_id = d.id AND NOT r.superseded OFFSET 0) x"
+        + ("" if record else " ORDER BY d.subject_rank, x.test_rank, d.collected_at, x.result_id"))
 
 
 def _text_sql(spec: FromSql, variable: Variable) -> str:
@@ -343,12 +368,61 @@ def pc_xpt_chunks(ctx: Context, record: Record | None = None) -> Iterator[bytes]
     return _xpt_chunks(ctx, PC_SQL, record)
 
 
+def _xpt_sql(spec: FromSql, name: str) -> str:
+    """A variable for the XPT's queries: a text (unpadded), or a number as a double (NULL is missing)."""
+    numeric = next(v for v in spec.variables if v.name == name).numeric
+    return f"({spec.expressions[name]})::float8" if numeric else spec.expressions[name]
+
+
 def xpt_values_sql(spec: FromSql = LB_SQL) -> str:
-    """The query of the XPT: one ``bytea`` per row, its variables in PostgreSQL's binary form (``record_send``): texts
-    unpadded (``xpt.observations`` pads them; blank padding by PostgreSQL quadrupled the bytes it sends), numbers as
-    doubles (NULL is missing). A chunk of rows is then a few Python objects, not one per value."""
-    return _select([f"({spec.expressions[v.name]})::float8" if v.numeric else spec.expressions[v.name]
-                    for v in spec.variables], record=True)
+    """The query of the XPT: one ``bytea`` per row, in PostgreSQL's binary form (``record_send``), of its draw's id,
+    its test's rank, its result's id and the variables of the row (``FromSql.per_row``): texts unpadded
+    (``xpt.place`` pads them; blank padding by PostgreSQL quadrupled the bytes it sends), numbers as doubles (NULL
+    is missing). A chunk of rows is then a few Python objects, not one per value. The draw's and the test's
+    variables are known before (``Draws``, ``_tests``). The rows come in subject order, each subject's rows put in
+    order in Python (``_in_order``), then --SEQ counted (``_sequence``)."""
+    return _select(["d.id", "cat.rank", "r.id", *(_xpt_sql(spec, v.name) for v in spec.per_row)], record=True)
+
+
+def draws_sql(spec: FromSql = LB_SQL) -> str:
+    """The draws with a row in the dataset, by id: id, subject rank, rank of the collection time (equal times, equal
+    ranks), then the draw's variables (``per_draw``)."""
+    return (f"{WITH}SELECT d.id, d.subject_rank, dense_rank() OVER (ORDER BY d.collected_at), "
+            f"{', '.join(_xpt_sql(spec, name) for name in spec.per_draw)} "
+            f"FROM draws d WHERE EXISTS (SELECT FROM {Result._meta.db_table} r WHERE r.draw_id = d.id "
+            "AND NOT r.superseded AND r.analyte_id IN (SELECT id FROM cat) OFFSET 0) "  # by the draw's index
+            "ORDER BY d.id")
+
+
+def tests_sql(spec: FromSql = LB_SQL) -> str:
+    """The test's variables (``per_test``) of each test of the catalogue, by rank."""
+    return f"{WITH}SELECT {', '.join(_xpt_sql(spec, name) for name in spec.per_test)} FROM cat ORDER BY cat.rank"
+
+
+@dataclass(frozen=True)
+class Draws:
+    """The draws with a row in the dataset (a fortieth of its rows at 40 results a draw): their ids in order, the
+    rank of each one's subject and of its collection time, and its values of the dataset's draw variables
+    (``per_draw``)."""
+
+    ids: npt.NDArray[np.int64]
+    subjects: npt.NDArray[np.int64]
+    times: npt.NDArray[np.int64]
+    values: list[tuple[Any, ...]]
+
+    @classmethod
+    def read(cls, spec: FromSql, values: dict[str, Any]) -> Draws:
+        with connection.cursor() as cursor:
+            cursor.execute(draws_sql(spec), values)
+            rows = cursor.fetchall()
+        ids, subjects, times = (np.array([row[i] for row in rows], dtype=np.int64) for i in range(3))
+        return cls(ids, subjects, times, [tuple(row[3:]) for row in rows])
+
+    def widths(self, spec: FromSql) -> dict[str, int]:
+        """The width of each character variable of the draw (``xpt.text_width`` of its longest value)."""
+        numeric = {v.name for v in spec.variables if v.numeric}
+        return {name: max(map(text_width, {row[i] for row in self.values}), default=0)
+                for i, name in enumerate(spec.per_draw) if name not in numeric}
 
 
 def _ascii(column: str) -> str:
@@ -373,21 +447,17 @@ def _free_rows(spec: FromSql) -> str:
             "WHERE r.subject_id = ANY(%(s_id)s::bigint[]) AND NOT r.superseded OFFSET 0")
 
 
-def widths_sql(spec: FromSql = LB_SQL) -> tuple[str, str]:
-    """The two queries of the widths of the character variables (``fitted``), each one row of ``_longest``'s pairs
-    (the second one then, per free text, whether one is not ASCII).
+def widths_sql(spec: FromSql = LB_SQL) -> str:
+    """The query of the widths of the character variables that are not the draw's (``fitted``; those are measured
+    on ``Draws``): one row of ``_longest``'s pairs for the grouped variables, then, per free text, the octet length
+    of its longest ASCII value and whether one is not ASCII.
 
-    The variables of the draw (``per_draw``), over the draws with a row in the dataset; then, over the rows, the
-    other variables (``grouped``, then ``free``). Computing each over every row costs more than the file saves
-    (1,000,000 rows: several seconds): the rows are grouped by what the grouped variables depend on (test,
-    status, flag, grade, whether there is a value, whether the row is the baseline), which leaves a few hundred
-    groups, and each grouped variable is computed on a row standing for its group (the group's first result id,
-    which is in the baseline as the group is, and its least value, NULL as the group's values are). The free
-    texts (LBORRES, LBORRESU, LBSTRESC) are measured on every row; those that are not ASCII (rare) are read by a
-    third query (``non_ascii_sql``)."""
-    draws = (f"{WITH}SELECT {_longest([spec.expressions[name] for name in spec.per_draw])} FROM draws d WHERE EXISTS "
-             f"(SELECT FROM {Result._meta.db_table} r WHERE r.draw_id = d.id AND NOT r.superseded "
-             "AND r.analyte_id IN (SELECT id FROM cat) OFFSET 0)")  # each draw's results by its index, to the first
+    Computing the grouped variables over every row costs more than the file saves (1,000,000 rows: several
+    seconds): the rows are grouped by what they depend on (test, status, flag, grade, whether there is a value,
+    whether the row is the baseline), which leaves a few hundred groups, and each grouped variable is computed on
+    a row standing for its group (the group's first result id, which is in the baseline as the group is, and its
+    least value, NULL as the group's values are). The free texts (LBORRES, LBORRESU, LBSTRESC) are measured on
+    every row; those that are not ASCII (rare) are read by a second query (``non_ascii_sql``)."""
     count = range(len(spec.free))
     groups = (
         "SELECT x.analyte_id, x.status, x.flag, x.ctcae_grade, min(x.id) AS id, min(x.value) AS value, "
@@ -397,7 +467,7 @@ def widths_sql(spec: FromSql = LB_SQL) -> tuple[str, str]:
         "x.in_base")
     grouped = _longest([spec.expressions[name] for name in spec.grouped])
     free = ", ".join(f"max(r.w{i}), bool_or(r.a{i})" for i in count)
-    return draws, f"{WITH}SELECT {grouped}, {free} FROM ({groups}) r JOIN cat ON cat.id = r.analyte_id"
+    return f"{WITH}SELECT {grouped}, {free} FROM ({groups}) r JOIN cat ON cat.id = r.analyte_id"
 
 
 def non_ascii_sql(spec: FromSql = LB_SQL) -> str:
@@ -407,26 +477,25 @@ def non_ascii_sql(spec: FromSql = LB_SQL) -> str:
             f"AS u(i, text) WHERE NOT {_ascii('u.text')}")
 
 
-def fitted(ctx: Context, spec: FromSql = LB_SQL, values: dict[str, Any] | None = None) -> tuple[Variable, ...]:
-    """The dataset's variables, each character variable as long as its longest value (``xpt.fit``): two queries
-    (``widths_sql``; a third when a free text is not ASCII) with the parameters of the dataset's query (``values``,
-    computed when not given)."""
+def fitted(ctx: Context, spec: FromSql = LB_SQL, values: dict[str, Any] | None = None,
+           draws: Draws | None = None) -> tuple[Variable, ...]:
+    """The dataset's variables, each character variable as long as its longest value (``xpt.fit``): those of the
+    draw measured on ``draws`` (read when not given), the others by a query (``widths_sql``; a second when a free
+    text is not ASCII) with the parameters of the dataset's query (``values``, computed when not given)."""
     values = params(ctx, spec) if values is None else values
-    found: list[Any] = []
+    draws = Draws.read(spec, values) if draws is None else draws
     with connection.cursor() as cursor:
-        for sql in widths_sql(spec):
-            cursor.execute(sql, values)
-            found.extend(cursor.fetchone())
+        cursor.execute(widths_sql(spec), values)
+        found: list[Any] = list(cursor.fetchone())
         others: list[list[str]] = [[] for _ in spec.free]
         if any(found[-1::-2][:len(spec.free)]):
             cursor.execute(non_ascii_sql(spec), values)
             for i, text in cursor.fetchall():
                 others[i].append(text)
-    pairs = len(spec.per_draw) + len(spec.grouped)
-    found[2 * pairs + 1::2] = others  # the free texts' flags, replaced by their texts that are not ASCII
-    names = [*spec.per_draw, *spec.grouped, *spec.free]
+    found[2 * len(spec.grouped) + 1::2] = others  # the free texts' flags, replaced by their texts that are not ASCII
     widths = {name: max([found[2 * i] or 0, *(text_width(text) for text in found[2 * i + 1] or ())])
-              for i, name in enumerate(names)}
+              for i, name in enumerate([*spec.grouped, *spec.free])}
+    widths.update(draws.widths(spec))
     return fit(spec.variables, [widths.get(v.name, 0) for v in spec.variables])
 
 
@@ -434,21 +503,131 @@ def pc_fitted(ctx: Context) -> tuple[Variable, ...]:
     return fitted(ctx, PC_SQL)
 
 
+def _tests(spec: FromSql, values: dict[str, Any]) -> list[tuple[Any, ...]]:
+    with connection.cursor() as cursor:
+        cursor.execute(tests_sql(spec), values)
+        return cursor.fetchall()
+
+
+@dataclass
+class _Layout:
+    """Where each variable goes in a row of the file, and the tables the draw's and the test's variables are
+    gathered from (one encoded line per draw, per test)."""
+
+    variables: tuple[Variable, ...]
+    draws: Draws
+    draw_lines: npt.NDArray[np.uint8]
+    test_lines: npt.NDArray[np.uint8]
+    offsets: dict[str, int] = field(init=False)
+    width: int = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.offsets, position = {}, 0
+        for v in self.variables:
+            self.offsets[v.name] = position
+            position += v.length
+        self.width = position
+
+    def gathers(self, names: tuple[str, ...]) -> list[tuple[int, int, int]]:
+        """(place in the row, place in the table's line, length) of each of ``names``, in the table's order."""
+        lengths = {v.name: v.length for v in self.variables}
+        out, source = [], 0
+        for name in names:
+            out.append((self.offsets[name], source, lengths[name]))
+            source += lengths[name]
+        return out
+
+
 def _xpt_chunks(ctx: Context, spec: FromSql, record: Record | None) -> Iterator[bytes]:
-    """The header, then the observations of each chunk of rows encoded at once (``xpt.observations``)."""
+    """The header, then the observations of each chunk of rows encoded at once: the row's own variables by
+    ``xpt.place``, those of its draw and its test copied from their encoded lines (``_Layout``), --SEQ counted."""
     values = params(ctx, spec)
-    variables = fitted(ctx, spec, values)
+    draws = Draws.read(spec, values)
+    variables = fitted(ctx, spec, values, draws)
     if record is not None:
         record(variables)
     yield header(spec.dataset.name, spec.dataset.label, variables)
+    by_name = {v.name: v for v in variables}
+    layout = _Layout(variables, draws, encoded([by_name[n] for n in spec.per_draw], draws.values),
+                     encoded([by_name[n] for n in spec.per_test], _tests(spec, values)))
+    per_row = tuple(by_name[v.name] for v in spec.per_row)
+    row_offsets = np.array([layout.offsets[v.name] for v in per_row], dtype=np.intp)
+    draw_gathers, test_gathers = layout.gathers(spec.per_draw), layout.gathers(spec.per_test)
+    seq = layout.offsets[spec.sequence]
+    after = -1  # the subject of the last row written: every subject's rows are written at once
     written = 0
-    for records in _server_side_chunks(xpt_values_sql(spec), values):
+    held: list[bytes] = []  # the rows of the last subject read, which may go on in the next chunk
+    chunks = _server_side_chunks(xpt_values_sql(spec), values)
+    while True:
+        read = next(chunks, None)
+        last = read is None
+        if read and held and not last and _one_subject(draws, held[0] + b"".join(read), len(held[0]), read):
+            held += read  # the held subject goes on through the chunk: nothing to write yet
+            continue
+        records = held + (read or [])
+        if not records:
+            break
         data = np.frombuffer(b"".join(records), dtype=np.uint8)
         ends = np.cumsum(np.fromiter(map(len, records), dtype=np.intp, count=len(records)))
-        encoded = observations(variables, data, *_fields(data, ends, len(variables)))
-        written += len(encoded)
-        yield encoded
+        starts, sizes = _fields(data, ends, 3 + len(per_row))
+        ids = unaligned(data, ">i8")[starts[0]]
+        draw = np.minimum(np.searchsorted(draws.ids, ids), len(draws.ids) - 1)
+        if not (draws.ids[draw] == ids).all():
+            raise ValueError("A row's draw is not among the dataset's draws.")
+        subjects = draws.subjects[draw]
+        order, done = _in_order(subjects, unaligned(data, ">i4")[starts[1]], draws.times[draw],
+                                unaligned(data, ">i8")[starts[2]], last=last, after=after)
+        held = [records[i] for i in range(done, len(records))] if done < len(records) else []
+        if not done:
+            continue
+        starts, sizes, draw = starts[:, order], sizes[:, order], draw[order]
+        test = unaligned(data, ">i4")[starts[1]]
+        out = np.full((done, layout.width), BLANK, dtype=np.uint8)
+        place(out, row_offsets, per_row, data, starts[3:], sizes[3:])
+        for lines, index, gathers in ((layout.draw_lines, draw, draw_gathers), (layout.test_lines, test, test_gathers)):
+            for target, source, length in gathers:
+                out[:, target:target + length] = lines[index, source:source + length]
+        out[:, seq:seq + 8] = ibm_floats(_sequence(subjects[order])).view(np.uint8).reshape(-1, 8)
+        after = int(subjects[order[-1]])
+        encoded_rows = out.tobytes()
+        written += len(encoded_rows)
+        yield encoded_rows
+        if last:
+            break
     yield b" " * (-written % RECORD)
+
+
+def _one_subject(draws: Draws, data: bytes, first: int, records: list[bytes]) -> bool:
+    """Whether the rows ``records`` (``data`` holds one row of the subject held, ``first`` bytes, then them) are all
+    of the held subject: each row's first field, its draw's id, is at byte 12 of it (after the field count, the
+    field's OID and size)."""
+    rows = np.frombuffer(data, dtype=np.uint8)
+    ends = np.cumsum(np.fromiter(map(len, records), dtype=np.intp, count=len(records))) + first
+    ids = unaligned(rows, ">i8")[np.concatenate(([0, first], ends[:-1])) + 12]
+    draw = np.minimum(np.searchsorted(draws.ids, ids), len(draws.ids) - 1)
+    return bool((draws.subjects[draw] == draws.subjects[draw[0]]).all())
+
+
+def _in_order(subjects: npt.NDArray[np.int64], tests: npt.NDArray[np.int32], times: npt.NDArray[np.int64],
+              results: npt.NDArray[np.int64], *, last: bool, after: int) -> tuple[npt.NDArray[np.intp], int]:
+    """The rows read so far, which come in subject order (the draws' order), put in the dataset's order (subject,
+    test, collection time, result): the order of the rows of the subjects that are complete, and how many they are
+    (all, at the ``last`` chunk; otherwise all but the last subject's, which may go on in the next chunk). ``after``
+    is the subject written last: a row of it or of an earlier subject means the query did not keep the order."""
+    if len(subjects) and ((np.diff(subjects) < 0).any() or subjects[0] <= after):
+        raise ValueError("The rows did not come in subject order.")
+    done = len(subjects) if last else int(np.searchsorted(subjects, subjects[-1]))
+    order = np.lexsort((results[:done], times[:done], tests[:done], subjects[:done]))
+    return order, done
+
+
+def _sequence(subjects: npt.NDArray[np.int64]) -> npt.NDArray[np.float64]:
+    """--SEQ of rows in the dataset's order, each subject's rows all among them: each row's place among its
+    subject's rows, from 1."""
+    position = np.arange(len(subjects))
+    new = np.ones(len(subjects), dtype=bool)
+    new[1:] = subjects[1:] != subjects[:-1]
+    return (position - np.maximum.accumulate(np.where(new, position, 0)) + 1).astype(np.float64)
 
 
 def _server_side_chunks(sql: str, values: dict[str, Any]) -> Iterator[list[bytes]]:

@@ -156,14 +156,39 @@ def observations(variables: Sequence[Variable], data: npt.NDArray[np.uint8], sta
     (size -1: NULL): a number as an IEEE big-endian double (8 bytes), a text in UTF-8."""
     width = sum(v.length for v in variables)
     out = np.full((starts.shape[1], width), BLANK, dtype=np.uint8)
-    offsets = np.cumsum([0] + [v.length for v in variables[:-1]])
+    place(out, np.cumsum([0] + [v.length for v in variables[:-1]]), variables, data, starts, sizes)
+    return out.tobytes()
+
+
+def place(out: npt.NDArray[np.uint8], offsets: npt.NDArray[np.intp], variables: Sequence[Variable],
+          data: npt.NDArray[np.uint8], starts: npt.NDArray[np.intp], sizes: npt.NDArray[np.intp]) -> None:
+    """``observations``' encoding of the values into rows already made (``out``, one line per row): variable ``j``
+    at ``out[:, offsets[j]:offsets[j] + length]``, which is blank until then."""
+    offsets = np.asarray(offsets, dtype=np.intp)
     for j, variable in enumerate(variables):
         if variable.numeric:
             out[:, offsets[j]:offsets[j] + 8] = _numbers(data, starts[j], sizes[j]).view(np.uint8).reshape(-1, 8)
     texts = [j for j, v in enumerate(variables) if not v.numeric]
-    _place_texts(out, data, starts[texts].T, sizes[texts].T, offsets[texts],
-                 np.array([variables[j].length for j in texts], dtype=np.intp))
-    return out.tobytes()
+    if texts:
+        _place_texts(out, data, starts[texts].T, sizes[texts].T, offsets[texts],
+                     np.array([variables[j].length for j in texts], dtype=np.intp))
+
+
+def encoded(variables: Sequence[Variable], rows: Sequence[Sequence[Value]]) -> npt.NDArray[np.uint8]:
+    """The rows encoded as ``row_encoder`` encodes them, one line of bytes per row (a table to gather from), column
+    by column: each distinct value of a column is encoded once."""
+    columns = []
+    for j, variable in enumerate(variables):
+        encode = row_encoder([variable])
+        column: list[Value] = [row[j] for row in rows]
+        if not variable.numeric:  # a text is written as its str: 1 and 1.0, 0.0 and -0.0 are not the same text
+            column = [value if value is None or isinstance(value, str) else str(value) for value in column]
+        known = {value: encode([value]) for value in set(column)}  # a number is written as its float
+        data = b"".join([known[value] if value in known else encode([value]) for value in column])  # NaN is not NaN
+        columns.append(np.frombuffer(data, dtype=np.uint8).reshape(len(rows), variable.length))
+    if not columns:
+        return np.empty((len(rows), 0), dtype=np.uint8)
+    return np.hstack(columns)
 
 
 def _numbers(data: npt.NDArray[np.uint8], starts: npt.NDArray[np.intp], sizes: npt.NDArray[np.intp]

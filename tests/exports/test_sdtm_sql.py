@@ -12,7 +12,15 @@ import pytest
 
 from assays.models import Result
 from assays.services import ingest_results
-from exports.sdtm import DATASETS, csv_chunks, fitted_variables, generic_csv_chunks, generic_xpt_chunks, xpt_chunks
+from exports.sdtm import (
+    DATASETS,
+    csv_chunks,
+    fitted_variables,
+    generic_csv_chunks,
+    generic_xpt_chunks,
+    lb_sql,
+    xpt_chunks,
+)
 from exports.sdtm.common import Context, Dataset
 from exports.sdtm.xpt import fitted
 from tests.exports.test_sdtm import (  # noqa: F401  (the small trial of the SDTM tests)
@@ -135,3 +143,23 @@ def test_the_baseline_is_the_last_result_done_before_exposure_by_time_then_recor
     anc = of(table(export(scope), "lb"), subject, LBTESTCD="NEUT")
     assert [(r["LBREFID"].rsplit("-", 1)[-1], r["LBDY"], r["LBSTAT"], r["LBLOBXFL"]) for r in anc][:4] == [
         ("pb", "-8", "", ""), ("serum", "-6", "", ""), ("pb", "-6", "", "Y"), ("plasma", "-5", "NOT DONE", "")]
+
+
+@pytest.mark.parametrize("chunk", [1, 2, 3, 7])
+def test_lb_and_pc_xpt_are_the_generic_files_whatever_the_chunks_of_the_query(
+        trial: Any, monkeypatch: pytest.MonkeyPatch, chunk: int) -> None:  # noqa: F811
+    """The XPT's query gives rows in subject order only: each subject's rows are put in order (test, time, record;
+    two draws at the same time) and numbered across the chunks they come in, a subject's rows held back until its
+    last one has come."""
+    for subject in (trial.split, trial.reinf):
+        ref = f"C-{subject.code}-"
+        for row in (lab(subject, ref + "1", -8, "ANC", "3000", "/uL"), lab(subject, ref + "2", -6, "CRP", "4", "mg/L"),
+                    lab(subject, ref + "3", -6, "ANC", "2700", "/uL", specimen="serum"),
+                    lab(subject, ref + "4", 9, "CAR_QPCR", "900", "copies/ug")):
+            ingest_results(by=trial.coordinator, rows=[row])
+    monkeypatch.setattr(lb_sql, "XPT_CHUNK", chunk)
+    scope = scope_of(trial, trial.coordinator)
+    assert assert_same(scope).count(b"\n") == 11  # the header, four results, three more of each subject
+    assert_same(scope, PC)
+    # Memory stays bounded: each subject's rows are written once its last row has come, not at the end.
+    assert len(list(lb_sql.xpt_chunks(Context(scope)))) == 4  # the header, the two subjects, the padding

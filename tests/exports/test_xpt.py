@@ -19,6 +19,7 @@ from exports.sdtm.xpt import (
     MISSING,
     Variable,
     ascii_text,
+    encoded,
     fit,
     fitted,
     header,
@@ -204,6 +205,22 @@ def test_observations_of_fitted_variables_are_the_rows_encoded_one_by_one() -> N
         assert [v.length for v in variables] == [max(1, w) if not v.numeric else 8 for v, w in zip(
             VARIABLES, widths, strict=True)]
         assert observations(variables, *as_fields(rows)) == b"".join(map(row_encoder(variables), rows))
+
+
+def test_encoded_tables_are_the_rows_encoded_one_by_one() -> None:
+    """The lines the SQL-written datasets gather their draw's and test's variables from (``encoded``: each distinct
+    value of a column encoded once) are ``row_encoder``'s, NaN and repeated values included."""
+    rng = random.Random(7)
+    texts: list[Any] = ["", None, "N", "Neutrophils", "Fièvre ≥ 39 °C", "白细胞", "x" * 70, 12, 12.0, 0.0, -0.0, "1"]
+    numbers: list[Any] = [None, 0, -3, 0.4, math.nan, float("nan"), 2 ** 60, -0.0, 1, 1.0, True]
+    rows = [(rng.choice(texts), rng.choice(texts), rng.choice(numbers), rng.choice(texts), rng.choice(numbers))
+            for _ in range(3000)]
+    for variables in (VARIABLES, fit(VARIABLES, [3, 7, 0, 5, 0])):
+        table = encoded(variables, rows)
+        assert table.shape == (len(rows), sum(v.length for v in variables))
+        assert table.tobytes() == b"".join(map(row_encoder(variables), rows))
+    assert encoded(VARIABLES, []).shape == (0, 118)
+    assert encoded((), [(), ()]).shape == (2, 0)
 
 
 def test_fitted_lengths_are_the_longest_value_as_written_within_the_declared_length() -> None:
