@@ -38,7 +38,7 @@ from patients.models import (
     SubjectStatus,
     SubjectTransition,
 )
-from patients.selectors import list_overdue_saes, within_subject
+from patients.selectors import consents_of, list_overdue_saes, within_subject
 from patients.services import enrolment
 from trials.access import ENTRY_ROLES, access_of
 from trials.admin_scoping import (
@@ -294,7 +294,7 @@ class SubjectAdmin(ClinicalAdmin):
         offered = enrolment.offered_actions(subject) if can_enter else []
         return {
             "subject_actions": [(name, ACTIONS[name].title) for name in offered],
-            "consents": subject.consents.select_related("recorded_by").order_by("consented_on", "pk"),
+            "consents": consents_of(subject),  # the rows the rules read (with who recorded them)
             "measurements": subject.measurements.order_by("-measured_on", "-pk"),
             "assessments": subject.eligibility_assessments.select_related("assessed_by", "confirmed_by")
             .prefetch_related(Prefetch("answers", EligibilityAnswer.objects.select_related("criterion")))
