@@ -21,7 +21,7 @@ from django.utils import timezone
 
 from assays.models import LabDraw, Result
 from patients.models import LymphodepletionCourse, ResponseAssessment, Subject, SubjectStatus
-from patients.selectors import ld_courses_of
+from patients.selectors import ld_courses_of, records_of
 from patients.timeline import (
     DUE,
     OVERDUE,
@@ -113,8 +113,10 @@ def _with_plans(qs: Any) -> Any:
     return with_timeline(qs, subject="pk").annotate(ld_plans=ArraySubquery(plans.values("planned_infusion_on")))
 
 
-def _recorded(subjects: Iterable[Subject]) -> dict[int, list[Recorded]]:
-    """Lab draws (with their current results' analytes) and responses of ``subjects``: two queries."""
+def _recorded(subjects: Iterable[Subject], *, responses: Iterable[tuple[int, dt.date, int | None]] | None = None,
+              ) -> dict[int, list[Recorded]]:
+    """Lab draws (with their current results' analytes) and responses of ``subjects``: two queries, or one when
+    the responses are given (``(subject_id, assessed_on, visit_id)``)."""
     by_id = {s.pk: s for s in subjects}
     found: dict[int, list[Recorded]] = {pk: [] for pk in by_id}
     current = Q(results__superseded=False) & ~Q(results__status=Result.Status.CANCELLED)
@@ -125,8 +127,9 @@ def _recorded(subjects: Iterable[Subject]) -> dict[int, list[Recorded]]:
         day = local_date(collected_at, by_id[subject_id].site.tzinfo)
         assert day is not None
         found[subject_id].append(Recorded(day, visit_id, frozenset(c for c in codes if c)))
-    responses = ResponseAssessment.objects.filter(subject_id__in=list(by_id)).values_list(
-        "subject_id", "assessed_on", "visit_id")
+    if responses is None:
+        responses = ResponseAssessment.objects.filter(subject_id__in=list(by_id)).values_list(
+            "subject_id", "assessed_on", "visit_id")
     for subject_id, assessed_on, visit_id in responses:
         found[subject_id].append(Recorded(assessed_on, visit_id))
     return found
@@ -140,11 +143,13 @@ def site_date(site: Any, now: dt.datetime | None = None) -> dt.date:
 
 
 def subject_calendar(subject: Subject, *, now: dt.datetime | None = None) -> list[CalendarVisit]:
-    """One subject's calendar (a fixed number of queries). Its timeline and courses are those the subject page's
-    rules and course list read (``shared_reads``): the page reads them once."""
+    """One subject's calendar (a fixed number of queries). Its timeline, courses and responses are those the
+    subject page's rules and course list read (``shared_reads``): the page reads them once."""
     timeline = timeline_of(subject)
     plans = [course.planned_infusion_on for course in ld_courses_of(subject)]
-    records = SubjectRecords(timeline, _planned_day0(plans, timeline), _recorded([subject])[subject.pk])
+    responses = [(r.subject_id, r.assessed_on, r.visit_id) for r in records_of(subject, "responses", "visit")]
+    records = SubjectRecords(timeline, _planned_day0(plans, timeline), _recorded([subject], responses=responses)[
+        subject.pk])
     visits = visit_schedule(subject.trial_id)
     return build_calendar(subject, visits, records, today=site_date(subject.site, now))
 

@@ -142,8 +142,9 @@ class SubjectAdmin(ClinicalAdmin):
 
     def get_queryset(self, request: HttpRequest) -> QuerySet:
         # Data queries still needing action (open or answered; dataqueries.DataQuery.UNRESOLVED), counted in
-        # the changelist's own query. By name: patients does not import the dataqueries app.
-        unresolved = Q(data_queries__status__in=("open", "answered"))
+        # the changelist's own query, and the change page's (its state says how many). By name: patients does
+        # not import the dataqueries app.
+        unresolved = Q(data_queries__status__in=admin_desk.UNRESOLVED_QUERIES)
         # The changelist's joins (list_select_related: it is skipped once any is set), which the change page
         # uses too for the subject's trial and site.
         return (super().get_queryset(request).select_related("trial", "site", "cohort")

@@ -46,7 +46,10 @@ def lock_message(subject: Subject) -> tuple[str, str] | None:
 
 def subject_state(subject: Subject) -> dict[str, Any]:
     """What the top of the subject page says: lock, open queries, signature validity."""
-    queries = subject.data_queries.filter(status__in=UNRESOLVED_QUERIES).count()
+    # Counted in the subject's own read when it comes from SubjectAdmin's queryset (the same filter).
+    queries = getattr(subject, "open_queries", None)
+    if queries is None:
+        queries = subject.data_queries.filter(status__in=UNRESOLVED_QUERIES).count()
     signatures = Signature.objects.filter(subject=subject).aggregate(
         valid=Count("pk", filter=Q(invalidated_at__isnull=True)),
         invalidated=Count("pk", filter=Q(invalidated_at__isnull=False)))
