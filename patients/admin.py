@@ -38,7 +38,7 @@ from patients.models import (
     SubjectStatus,
     SubjectTransition,
 )
-from patients.selectors import consents_of, list_overdue_saes, within_subject
+from patients.selectors import consents_of, list_overdue_saes, records_of, within_subject
 from patients.services import enrolment
 from trials.access import ENTRY_ROLES, access_of
 from trials.admin_scoping import (
@@ -303,7 +303,9 @@ class SubjectAdmin(ClinicalAdmin):
             "can_confirm": can_enter and subject.status == SubjectStatus.SCREENING,
             "course": subject_course(subject),
             **admin_desk.desk_context(subject, can_enter=can_enter),
-            "overdue_saes": list(list_overdue_saes(user=request.user, subject=subject)),
+            # Only a serious event can be overdue; the page has read the subject's events (the course list).
+            "overdue_saes": list(list_overdue_saes(user=request.user, subject=subject))
+            if any(e.serious for e in records_of(subject, "adverse_events")) else [],
             "transitions": [(t, status_change(t)) for t in subject.transitions.select_related("recorded_by")
                             .order_by(*within_subject(SubjectTransition))],
         } | {key: value for section in self.page_sections for key, value in section(request, subject).items()}
