@@ -130,8 +130,8 @@ def _recorded(subjects: Iterable[Subject], *, responses: Iterable[tuple[int, dt.
     if responses is None:
         responses = ResponseAssessment.objects.filter(subject_id__in=list(by_id)).values_list(
             "subject_id", "assessed_on", "visit_id")
-    for subject_id, assessed_on, visit_id in responses:
-        found[subject_id].append(Recorded(assessed_on, visit_id))
+    for subject_id, assessed_on, response_visit_id in responses:
+        found[subject_id].append(Recorded(assessed_on, response_visit_id))
     return found
 
 
