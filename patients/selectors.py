@@ -50,7 +50,10 @@ def records_of(subject: Subject, relation: str, *related: str) -> list[Any]:
         records = getattr(subject, relation)
         # The model's order less its leading "subject", which is one subject here: ordering by it would join
         # the subject and its trial (Subject's own order) to every such read.
-        return list(records.select_related(*related).order_by(*within_subject(records.model)))
+        records = records.order_by(*within_subject(records.model))
+        # Only the joins asked for: select_related() with no name would join every non-null foreign key, and
+        # theirs (the subject, its trial and site, who recorded the row...), on every read.
+        return list(records.select_related(*related) if related else records)
 
     return shared(("records", relation, related, subject.pk), read)
 
