@@ -21,6 +21,7 @@ from django.utils import timezone
 
 from assays.models import LabDraw, Result
 from patients.models import LymphodepletionCourse, ResponseAssessment, Subject, SubjectStatus
+from patients.selectors import ld_courses_of, records_of
 from patients.timeline import (
     DUE,
     OVERDUE,
@@ -30,6 +31,7 @@ from patients.timeline import (
     VisitWindow,
     local_date,
     timeline_from,
+    timeline_of,
     visit_state,
     with_timeline,
 )
@@ -101,8 +103,8 @@ def build_calendar(subject: Subject, visits: Sequence[Visit], records: SubjectRe
     return rows
 
 
-def _planned_day0(subject: Any, timeline: Timeline) -> dt.date | None:
-    plans = getattr(subject, "ld_plans", None) or []
+def _planned_day0(plans: Sequence[dt.date], timeline: Timeline) -> dt.date | None:
+    """The planned infusion date of the course after the infused ones (``plans``: each course's, by number)."""
     return plans[len(timeline.day0s)] if len(plans) > len(timeline.day0s) else None
 
 
@@ -111,8 +113,10 @@ def _with_plans(qs: Any) -> Any:
     return with_timeline(qs, subject="pk").annotate(ld_plans=ArraySubquery(plans.values("planned_infusion_on")))
 
 
-def _recorded(subjects: Iterable[Subject]) -> dict[int, list[Recorded]]:
-    """Lab draws (with their current results' analytes) and responses of ``subjects``: two queries."""
+def _recorded(subjects: Iterable[Subject], *, responses: Iterable[tuple[int, dt.date, int | None]] | None = None,
+              ) -> dict[int, list[Recorded]]:
+    """Lab draws (with their current results' analytes) and responses of ``subjects``: two queries, or one when
+    the responses are given (``(subject_id, assessed_on, visit_id)``)."""
     by_id = {s.pk: s for s in subjects}
     found: dict[int, list[Recorded]] = {pk: [] for pk in by_id}
     current = Q(results__superseded=False) & ~Q(results__status=Result.Status.CANCELLED)
@@ -123,10 +127,11 @@ def _recorded(subjects: Iterable[Subject]) -> dict[int, list[Recorded]]:
         day = local_date(collected_at, by_id[subject_id].site.tzinfo)
         assert day is not None
         found[subject_id].append(Recorded(day, visit_id, frozenset(c for c in codes if c)))
-    responses = ResponseAssessment.objects.filter(subject_id__in=list(by_id)).values_list(
-        "subject_id", "assessed_on", "visit_id")
-    for subject_id, assessed_on, visit_id in responses:
-        found[subject_id].append(Recorded(assessed_on, visit_id))
+    if responses is None:
+        responses = ResponseAssessment.objects.filter(subject_id__in=list(by_id)).values_list(
+            "subject_id", "assessed_on", "visit_id")
+    for subject_id, assessed_on, response_visit_id in responses:
+        found[subject_id].append(Recorded(assessed_on, response_visit_id))
     return found
 
 
@@ -138,12 +143,15 @@ def site_date(site: Any, now: dt.datetime | None = None) -> dt.date:
 
 
 def subject_calendar(subject: Subject, *, now: dt.datetime | None = None) -> list[CalendarVisit]:
-    """One subject's calendar (a fixed number of queries)."""
-    loaded = _with_plans(Subject.objects.filter(pk=subject.pk).select_related("site")).get()
-    timeline = timeline_from(loaded, loaded)
-    records = SubjectRecords(timeline, _planned_day0(loaded, timeline), _recorded([loaded])[loaded.pk])
+    """One subject's calendar (a fixed number of queries). Its timeline, courses and responses are those the
+    subject page's rules and course list read (``shared_reads``): the page reads them once."""
+    timeline = timeline_of(subject)
+    plans = [course.planned_infusion_on for course in ld_courses_of(subject)]
+    responses = [(r.subject_id, r.assessed_on, r.visit_id) for r in records_of(subject, "responses", "visit")]
+    records = SubjectRecords(timeline, _planned_day0(plans, timeline), _recorded([subject], responses=responses)[
+        subject.pk])
     visits = visit_schedule(subject.trial_id)
-    return build_calendar(loaded, visits, records, today=site_date(loaded.site, now))
+    return build_calendar(subject, visits, records, today=site_date(subject.site, now))
 
 
 def visits_to_chase(*, user: AbstractBaseUser, now: dt.datetime | None = None, days: int = 7) -> list[CalendarVisit]:
@@ -159,7 +167,7 @@ def visits_to_chase(*, user: AbstractBaseUser, now: dt.datetime | None = None, d
     for subject in subjects:
         today = site_date(subject.site, now)
         timeline = timeline_from(subject, subject)
-        records = SubjectRecords(timeline, _planned_day0(subject, timeline), recorded[subject.pk])
+        records = SubjectRecords(timeline, _planned_day0(subject.ld_plans or [], timeline), recorded[subject.pk])
         for row in build_calendar(subject, visits.get(subject.trial_id, []), records, today=today):
             soon = row.state == UPCOMING and row.dates.earliest <= today + dt.timedelta(days=days)
             if row.state in (DUE, OVERDUE) or soon:

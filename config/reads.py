@@ -3,8 +3,10 @@
 The subject page asks every ``check_*`` rule whether its action is open now (``patients.desk``); each rule
 reads the subject's lock, consents and timeline on its own, as it must when it guards a write. Inside
 ``shared_reads()`` the owners of those reads (``locking.services.blocking_lock``,
-``patients.selectors.consents_of``, ``patients.timeline.timeline_of``) answer each question once and hand the
-same answer to every later rule. Outside it, and so on every write path, each call reads the database afresh.
+``patients.selectors.consents_of``, ``patients.timeline.timeline_of``, and the subject's records of each kind:
+``patients.selectors.records_of``, ``doses_of``) answer each question once and hand the same answer to every
+later rule, and to the course list and visit calendar that show the same rows. Outside it, and so on every
+write path, each call reads the database afresh.
 
 Only code that writes nothing may open the scope: an answer is not refreshed when a record changes inside it.
 """

@@ -38,7 +38,7 @@ from patients.models import (
     SubjectStatus,
     SubjectTransition,
 )
-from patients.selectors import list_overdue_saes, within_subject
+from patients.selectors import consents_of, list_overdue_saes, records_of, within_subject
 from patients.services import enrolment
 from trials.access import ENTRY_ROLES, access_of
 from trials.admin_scoping import (
@@ -142,8 +142,9 @@ class SubjectAdmin(ClinicalAdmin):
 
     def get_queryset(self, request: HttpRequest) -> QuerySet:
         # Data queries still needing action (open or answered; dataqueries.DataQuery.UNRESOLVED), counted in
-        # the changelist's own query. By name: patients does not import the dataqueries app.
-        unresolved = Q(data_queries__status__in=("open", "answered"))
+        # the changelist's own query, and the change page's (its state says how many). By name: patients does
+        # not import the dataqueries app.
+        unresolved = Q(data_queries__status__in=admin_desk.UNRESOLVED_QUERIES)
         # The changelist's joins (list_select_related: it is skipped once any is set), which the change page
         # uses too for the subject's trial and site.
         return (super().get_queryset(request).select_related("trial", "site", "cohort")
@@ -294,7 +295,7 @@ class SubjectAdmin(ClinicalAdmin):
         offered = enrolment.offered_actions(subject) if can_enter else []
         return {
             "subject_actions": [(name, ACTIONS[name].title) for name in offered],
-            "consents": subject.consents.select_related("recorded_by").order_by("consented_on", "pk"),
+            "consents": consents_of(subject),  # the rows the rules read (with who recorded them)
             "measurements": subject.measurements.order_by("-measured_on", "-pk"),
             "assessments": subject.eligibility_assessments.select_related("assessed_by", "confirmed_by")
             .prefetch_related(Prefetch("answers", EligibilityAnswer.objects.select_related("criterion")))
@@ -302,7 +303,9 @@ class SubjectAdmin(ClinicalAdmin):
             "can_confirm": can_enter and subject.status == SubjectStatus.SCREENING,
             "course": subject_course(subject),
             **admin_desk.desk_context(subject, can_enter=can_enter),
-            "overdue_saes": list(list_overdue_saes(user=request.user, subject=subject)),
+            # Only a serious event can be overdue; the page has read the subject's events (the course list).
+            "overdue_saes": list(list_overdue_saes(user=request.user, subject=subject))
+            if any(e.serious for e in records_of(subject, "adverse_events")) else [],
             "transitions": [(t, status_change(t)) for t in subject.transitions.select_related("recorded_by")
                             .order_by(*within_subject(SubjectTransition))],
         } | {key: value for section in self.page_sections for key, value in section(request, subject).items()}

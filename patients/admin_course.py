@@ -45,7 +45,14 @@ from patients.models import (
     SaeReport,
     Subject,
 )
-from patients.selectors import consents_of, list_overdue_saes, records_of, sae_report_pending, within_subject
+from patients.selectors import (
+    consents_of,
+    doses_of,
+    list_overdue_saes,
+    records_of,
+    sae_report_pending,
+    within_subject,
+)
 from patients.services import amendments, outcome, safety, treatment
 from patients.timeline import Position, local_date, local_date_of, timeline_from, timeline_of, with_timeline
 from trials.access import ENTRY_ROLES, access_of
@@ -787,8 +794,7 @@ def subject_course(subject: Any) -> list[dict[str, Any]]:
             add(lot.failed_on, "Product", f"Lot {lot.lot_number} manufacture failed: {lot.failure_reason}", record=lot)
     for b in subject.bridging.order_by(*within_subject(BridgingTherapy)):
         add(b.started_on, "Bridging", f"{b.regimen}" + (f" until {b.ended_on}" if b.ended_on else ""), record=b)
-    doses = LymphodepletionDose.objects.filter(course__subject=subject).select_related("agent", "course")
-    for d in doses.order_by("course__course_number", "given_on", "agent__agent"):  # (no join of the subject)
+    for d in doses_of(subject):
         note = f" (deviation: {d.deviation_reason})" if d.deviation_reason else ""
         add(d.given_on, "Lymphodepletion", f"{d.agent.get_agent_display()} {d.administered_mg} mg "
             f"(planned {d.planned_mg} mg, BSA {d.course.bsa_m2} m²){note}", 1, d.course)
@@ -823,7 +829,7 @@ def subject_course(subject: Any) -> list[dict[str, Any]]:
         visit = f" at {r.visit.code}" if r.visit else ""
         antigen = f", {r.get_antigen_status_display()}" if r.antigen_status else ""
         add(r.assessed_on, "Response", f"{r.get_category_display()}{visit}{antigen}", 6, r)
-    for f in subject.follow_ups.order_by(*within_subject(FollowUp)):
+    for f in records_of(subject, "follow_ups"):
         detail = outcome.death_detail(cause_of_death=f.cause_of_death, cause_of_death_unknown=f.cause_of_death_unknown,
                                       detail=f.detail)
         add(f.event_on, "Follow-up", f"{f.get_kind_display()} {detail}".strip(), 7, f)

@@ -11,7 +11,6 @@ from __future__ import annotations
 from typing import Any
 from urllib.parse import urlencode
 
-from django.db.models import Count, Q
 from django.http import Http404, HttpRequest, HttpResponse
 from django.template.response import TemplateResponse
 from django.urls import reverse
@@ -22,7 +21,7 @@ from config.api import acting_user
 from locking.services import blocking_lock, describe_lock
 from patients.desk import NextAction, next_actions
 from patients.models import Subject
-from signatures.models import Signature
+from signatures.selectors import subject_signatures_of
 
 UNRESOLVED_QUERIES = ("open", "answered")  # dataqueries.DataQuery.UNRESOLVED, by name (as SubjectAdmin counts)
 
@@ -46,10 +45,13 @@ def lock_message(subject: Subject) -> tuple[str, str] | None:
 
 def subject_state(subject: Subject) -> dict[str, Any]:
     """What the top of the subject page says: lock, open queries, signature validity."""
-    queries = subject.data_queries.filter(status__in=UNRESOLVED_QUERIES).count()
-    signatures = Signature.objects.filter(subject=subject).aggregate(
-        valid=Count("pk", filter=Q(invalidated_at__isnull=True)),
-        invalidated=Count("pk", filter=Q(invalidated_at__isnull=False)))
+    # Counted in the subject's own read when it comes from SubjectAdmin's queryset (the same filter).
+    queries = getattr(subject, "open_queries", None)
+    if queries is None:
+        queries = subject.data_queries.filter(status__in=UNRESOLVED_QUERIES).count()
+    signed = subject_signatures_of(subject)  # the rows the page's list of signatures shows
+    valid = sum(s.invalidated_at is None for s in signed)
+    signatures = {"valid": valid, "invalidated": len(signed) - valid}
     query_link = (f"{reverse('admin:dataqueries_dataquery_changelist')}?"
                   f"{urlencode({'subject__id__exact': subject.pk, 'status__in': ','.join(UNRESOLVED_QUERIES)})}")
     signature_link = f"{reverse('admin:signatures_signature_changelist')}?{urlencode({'q': subject.code})}"

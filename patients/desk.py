@@ -26,7 +26,7 @@ from patients.models import (
     ResponseAssessment,
     Subject,
 )
-from patients.selectors import records_of, site_today
+from patients.selectors import doses_of, ld_courses_of, records_of, site_today
 from patients.services import outcome, safety, treatment
 from patients.timeline import VisitWindow, timeline_of
 from trials.models import Product, Visit
@@ -64,8 +64,8 @@ def next_actions(subject: Subject, *, today: dt.date | None = None) -> list[Next
                                              subject_id=subject.pk)):
             return []
         today = today or site_today(subject.site)
-        known = _Known(list(subject.trial.products.order_by("code")), subject.ld_courses.select_related(
-            "regimen", "subject__site").order_by("-course_number").first())
+        courses = ld_courses_of(subject)  # by number; each course's subject is ``subject`` (the reverse relation)
+        known = _Known(list(subject.trial.products.order_by("code")), courses[-1] if courses else None)
         found: list[NextAction] = []
         for step in (_collection, _lots, _lymphodepletion, _infusion, _safety, _response, _follow_up):
             found += step(subject, today, known)
@@ -127,7 +127,7 @@ def _lymphodepletion(subject: Subject, today: dt.date, known: _Known) -> list[Ne
     found = []
     course = known.course
     if course is not None:
-        given = set(course.doses.values_list("agent_id", "day"))
+        given = {(d.agent_id, d.day) for d in doses_of(subject) if d.course_id == course.pk}
         pending = [d for d in treatment.course_plan(course) if (d.agent.pk, d.day) not in given]
         if pending and allows(lambda: treatment.check_lymphodepletion_dose(
                 course=course, agent=pending[0].agent, given_on=pending[0].planned_on,

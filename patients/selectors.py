@@ -10,7 +10,16 @@ from django.db.models import Exists, OuterRef, Q, QuerySet
 from django.utils import timezone
 
 from config.reads import shared
-from patients.models import AdverseEvent, BodyMeasurement, Consent, EligibilityAssessment, SaeReport, Subject
+from patients.models import (
+    AdverseEvent,
+    BodyMeasurement,
+    Consent,
+    EligibilityAssessment,
+    LymphodepletionCourse,
+    LymphodepletionDose,
+    SaeReport,
+    Subject,
+)
 from patients.timeline import local_date_of
 from trials.access import access_of
 from trials.models import Site
@@ -27,8 +36,10 @@ def list_subjects(*, user: AbstractBaseUser) -> QuerySet[Subject]:
 
 
 def consents_of(subject: Subject) -> list[Consent]:
-    """The subject's consents in the order they were signed (one query; read once within ``shared_reads``)."""
-    return shared(("consents", subject.pk), lambda: list(subject.consents.order_by("consented_on", "pk")))
+    """The subject's consents in the order they were signed, with who recorded them (one query; read once
+    within ``shared_reads``, where the subject page lists the same rows its rules read)."""
+    return shared(("consents", subject.pk),
+                  lambda: list(subject.consents.select_related("recorded_by").order_by("consented_on", "pk")))
 
 
 def records_of(subject: Subject, relation: str, *related: str) -> list[Any]:
@@ -39,9 +50,27 @@ def records_of(subject: Subject, relation: str, *related: str) -> list[Any]:
         records = getattr(subject, relation)
         # The model's order less its leading "subject", which is one subject here: ordering by it would join
         # the subject and its trial (Subject's own order) to every such read.
-        return list(records.select_related(*related).order_by(*within_subject(records.model)))
+        records = records.order_by(*within_subject(records.model))
+        # Only the joins asked for: select_related() with no name would join every non-null foreign key, and
+        # theirs (the subject, its trial and site, who recorded the row...), on every read.
+        return list(records.select_related(*related) if related else records)
 
     return shared(("records", relation, related, subject.pk), read)
+
+
+def ld_courses_of(subject: Subject) -> list[LymphodepletionCourse]:
+    """The subject's lymphodepletion courses by number, with their regimens (``records_of``)."""
+    return records_of(subject, "ld_courses", "regimen")
+
+
+def doses_of(subject: Subject) -> list[LymphodepletionDose]:
+    """The lymphodepletion doses of all the subject's courses, by course, day given and agent, with their agents
+    and courses: one query, read once within ``shared_reads``."""
+    def read() -> list[LymphodepletionDose]:
+        doses = LymphodepletionDose.objects.filter(course__subject=subject).select_related("agent", "course")
+        return list(doses.order_by("course__course_number", "given_on", "agent__agent"))  # (no join of the subject)
+
+    return shared(("doses", subject.pk), read)
 
 
 def within_subject(model: Any) -> list[str]:

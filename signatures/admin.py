@@ -23,7 +23,7 @@ from patients.models import Subject
 from signatures import services
 from signatures.content import model_of
 from signatures.models import FailedSigningAttempt, Meaning, Signature
-from signatures.selectors import list_forms, signable_subjects, verify_signature
+from signatures.selectors import list_forms, signable_subjects, subject_signatures_of, verify_signature
 from trials.access import access_of
 from trials.admin_scoping import ReadOnlyClinicalAdmin, add_domain_error, site_time_column
 from trials.models import Membership
@@ -69,10 +69,8 @@ def subject_signatures(request: HttpRequest, subject: Subject) -> dict[str, Any]
     """The subject page's list of its signatures (newest first, each with its status), and for an
     investigator of the subject's site the link to sign (two queries: the signatures, the user's roles are
     already read)."""
-    signatures = (Signature.objects.filter(subject=subject).select_related("record_type", "subject")
-                  .order_by("-signed_at", "-pk"))
     rows = [(s, scope_text(s), status_html(s), reverse("admin:signatures_signature_change", args=[s.pk]))
-            for s in signatures]
+            for s in subject_signatures_of(subject)]
     may_sign = access_of(request.user).has_role(trial_id=subject.trial_id, site_id=subject.site_id,
                                                 role=Membership.Role.INVESTIGATOR)
     return {"signatures": rows,

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
 from django.db.models import Q, QuerySet
 
+from config.reads import shared
 from patients.models import Subject
 from signatures.content import content_hash, form_labels, model_of, subject_filter
 from signatures.models import Signature
@@ -24,6 +25,13 @@ def list_signatures(*, user: AbstractBaseUser | AnonymousUser, subject_code: str
     if valid is not None:
         qs = qs.filter(invalidated_at__isnull=valid)
     return qs
+
+
+def subject_signatures_of(subject: Subject) -> list[Signature]:
+    """One subject's signatures, newest first, with what each signs: one query, read once within
+    ``config.reads.shared_reads`` (the subject page lists them and counts the valid ones)."""
+    signatures = Signature.objects.filter(subject=subject).select_related("record_type", "subject")
+    return shared(("signatures", subject.pk), lambda: list(signatures.order_by("-signed_at", "-pk")))
 
 
 def signable_subjects(user: AbstractBaseUser | AnonymousUser) -> QuerySet[Subject]:

@@ -11,7 +11,7 @@ from django.db import transaction
 
 from config.errors import RuleViolation, StateConflict
 from patients.models import FollowUp, OffStudyReason, ResponseAssessment, Subject, SubjectStatus
-from patients.selectors import first_consent
+from patients.selectors import first_consent, records_of
 from patients.services.enrolment import _lock, check_can_enter, check_consented, check_not_future, move_subject
 from patients.timeline import Timeline, VisitWindow, timeline_of
 from trials.models import Visit
@@ -93,7 +93,7 @@ def check_follow_up(*, subject: Subject, kind: str, event_on: dt.date, cause_of_
         raise StateConflict("not_infused", f"{subject.code} has not been infused.")
     check_follow_up_values(subject=subject, kind=kind, event_on=event_on, cause_of_death=cause_of_death,
                            cause_of_death_unknown=cause_of_death_unknown)
-    if subject.follow_ups.filter(kind=FollowUp.Kind.DEATH).exists():
+    if any(f.kind == FollowUp.Kind.DEATH for f in records_of(subject, "follow_ups")):  # as the subject page lists them
         raise StateConflict("subject_dead", f"{subject.code}'s death is already recorded.")
 
 

@@ -37,7 +37,7 @@ from patients.models import (
     SubjectStatus,
 )
 from patients.models.treatment import DONOR_CODE_MESSAGE, DONOR_CODE_PATTERN
-from patients.selectors import latest_measurement, site_today
+from patients.selectors import doses_of, latest_measurement, ld_courses_of, records_of, site_today
 from patients.services.enrolment import _lock, check_can_enter, check_consented, check_not_future, move_subject
 from patients.timeline import local_date_of
 from trials.models import DoseLevel, LymphodepletionRegimen, Product, RegimenAgent
@@ -293,11 +293,15 @@ def check_lymphodepletion_course(*, subject: Subject, regimen: LymphodepletionRe
             raise StateConflict("reinfusion_not_allowed", f"{subject.trial.code} does not allow re-infusion.")
     else:
         check_treatment_state(subject=subject, allowed=(S.APHERESED,), what="lymphodepletion")
-    if subject.ld_courses.filter(doses__isnull=True).exists():
+    # The subject's courses, doses, lots and infusions as the subject page lists them (``shared_reads``
+    # there; read afresh here when guarding a write). A lot is infused only to its own subject (check_infusion).
+    if {c.pk for c in ld_courses_of(subject)} - {d.course_id for d in doses_of(subject)}:
         raise StateConflict("course_open", "A lymphodepletion course without doses is already open.")
     check_consented(subject=subject, on=site_today(subject.site), field="planned_infusion_on")
-    released = subject.lots.filter(status=ProductLot.Status.RELEASED, infusions__isnull=True).exists()
-    if not released and not subject.lots.filter(status=ProductLot.Status.MANUFACTURING).exists():
+    lots = records_of(subject, "lots")
+    infused = {i.lot_id for i in records_of(subject, "infusions", "lot", "dose_level")}
+    released = any(lot.status == ProductLot.Status.RELEASED and lot.pk not in infused for lot in lots)
+    if not released and not any(lot.status == ProductLot.Status.MANUFACTURING for lot in lots):
         raise StateConflict("no_product", f"{subject.code} has no product lot in manufacture or released.")
     if bsa_measurement(subject=subject, regimen=regimen, planned_infusion_on=planned_infusion_on) is None:
         raise RuleViolation("no_measurement", "Record height and weight on or before the first lymphodepletion "

@@ -445,6 +445,23 @@ def test_subject_page_queries_do_not_grow_with_the_course(world, login):
     assert queries_for_subject_page(client, long) == queries_for_subject_page(client, short)
 
 
+def test_subject_page_reads_each_of_the_subjects_records_once(world, login):
+    """The course list, the desk's rules, the calendar, the state and the list of signatures read the same rows:
+    once between them."""
+    subject = long_course_subject(world)
+    client = login(world.coordinator)
+    client.get(change_url(subject))  # warm caches (session, content types)
+    with CaptureQueriesContext(connection) as ctx:
+        client.get(change_url(subject))
+    tables = ["patients_subject", "patients_consent", "patients_lymphodepletioncourse", "patients_lymphodepletiondose",
+              "patients_productlot", "patients_infusion", "patients_followup", "patients_responseassessment",
+              "signatures_signature"]
+    reads = {table: sum(f'FROM "{table}"' in q["sql"] for q in ctx.captured_queries) for table in tables}
+    day0s = sum('"patients_infusion"."fraction_number" = 1' in q["sql"] for q in ctx.captured_queries)
+    assert reads == {**dict.fromkeys(tables, 1), "patients_infusion": 1 + day0s} and day0s == 1
+    assert not any('FROM "dataqueries_dataquery"' in q["sql"] for q in ctx.captured_queries)  # counted with the subject
+
+
 # --- 5. site isolation ----------------------------------------------------------------------------
 
 

@@ -55,6 +55,12 @@ def test_the_changelist_shows_valid_and_invalid_signatures(world, subject, signe
     assert "Responsibility" in page and "Review" in page
 
 
+def test_the_subject_pages_state_counts_the_valid_and_invalidated_signatures_it_lists(world, subject, signed, login):
+    page = html(login(world.coordinator).get(subject_page(subject)))
+    assert "Signatures: 1 valid, 1 invalidated by later changes" in page
+    assert page.count('class="field-signed_at"') == 2  # the list below shows the same two
+
+
 def test_the_changelist_filters_by_status(world, subject, signed, login):
     page = html(login(world.investigator).get(reverse(CHANGELIST), {"valid": "no"}))
     assert "signature-invalid" in page and "signature-valid" not in page
