@@ -25,7 +25,7 @@ import datetime as dt
 import json
 import math
 import re
-from collections.abc import Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from operator import attrgetter, le
 from typing import Any, ClassVar, NamedTuple
@@ -538,12 +538,16 @@ def _compare(batch: _Batch, i: int, row: ResultIn, current: tuple) -> str:
 
 @dataclass
 class _Plan:
-    """What a valid batch writes: its rows (each with its draw's key (site, accession) first, the draw's id
-    once known), the ids of the results they supersede, the draws, and how many rows were reposts."""
+    """What a valid batch writes: its valid rows ({index: (analyte, value, censor)}) and what each one meets
+    ({index: 'same' or 'correct'}; absent: a new reference), the ids of the results they supersede, the draws,
+    how many rows are written and how many were reposts. The rows themselves are made by ``_records`` as they
+    are written, so a COPY's server work overlaps their making (``_copy``)."""
 
-    records: list[tuple] = field(default_factory=list)
+    valid: dict[int, tuple] = field(default_factory=dict)
+    actions: dict[int, str] = field(default_factory=dict)
     superseded: list[int] = field(default_factory=list)
     draws: _DrawPlan = field(default_factory=lambda: _DrawPlan({}, []))
+    written: int = 0
     unchanged: int = 0
 
 
@@ -588,23 +592,30 @@ def _build(batch: _Batch, found: _Found, catalogue: _Catalogue) -> _Plan:
     draws = _draws(batch, found, {i: v for i, v in valid.items() if plan.get(i) != "same"} if plan else valid)
     if batch.errors:
         return _Plan()
-    out = _Plan(draws=draws, unchanged=sum(1 for action in plan.values() if action == "same"))
-    user_id, interpret, rows, append = batch.user.pk, _Interpreter(catalogue), batch.rows, out.records.append
-    for i, (analyte, value, censor) in valid.items():
-        action = plan.get(i)
+    unchanged = sum(1 for action in plan.values() if action == "same")
+    superseded = [existing[(facts[batch.rows[i].subject].site_id, batch.rows[i].source_ref)][0]
+                  for i, action in plan.items() if action == "correct"]
+    return _Plan(valid, plan, superseded, draws, len(valid) - unchanged, unchanged)
+
+
+def _records(batch: _Batch, found: _Found, catalogue: _Catalogue, plan: _Plan) -> Iterator[tuple]:
+    """The rows a valid batch writes, in its order, each with its draw's key (site, accession) first (the
+    draw's id once known): flag and grade, the status, the recording user. Made one at a time as the write
+    consumes them."""
+    facts, actions = found.facts, plan.actions
+    user_id, interpret, rows = batch.user.pk, _Interpreter(catalogue), batch.rows
+    for i, (analyte, value, censor) in plan.valid.items():
+        action = actions.get(i)
         if action == "same":
             continue
         row = rows[i]
         subject = facts[row.subject]
-        site_id, status = subject.site_id, row.status
-        if action == "correct":
-            out.superseded.append(existing[(site_id, row.source_ref)][0])
-            status = _CORRECTED
+        site_id = subject.site_id
         flag, grade = interpret(analyte, value, subject)
         number = None if value is None else float(value)  # a bound from the catalogue may be an int
-        append(((site_id, row.accession_number), subject.id, site_id, analyte.id, row.source_ref, row.value,
-                row.unit, number, censor, flag, grade, status, False, row.correction_reason, user_id))
-    return out
+        yield ((site_id, row.accession_number), subject.id, site_id, analyte.id, row.source_ref, row.value,
+               row.unit, number, censor, flag, grade, _CORRECTED if action == "correct" else row.status, False,
+               row.correction_reason, user_id)
 
 
 _CORRECTED = Result.Status.CORRECTED.value
@@ -652,7 +663,7 @@ _TYPES = {"draw_id": "bigint", "subject_id": "bigint", "site_id": "bigint", "ana
           "value": "float8", "ctcae_grade": "int", "superseded": "boolean", "recorded_by_id": "bigint"}
 
 
-def _insert(records: list[tuple], ids: dict[tuple[int, str], int]) -> None:
+def _insert(records: Iterable[tuple], ids: dict[tuple[int, str], int]) -> None:
     """INSERT the rows in one statement, each with this transaction's time and the request's audit context
     (attached by the statement: pghistory sets the context on every statement that is not a SELECT)."""
     records = _with_draw_ids(records, ids)
@@ -687,53 +698,70 @@ def _copy_line(record: tuple, draw: int, end: str) -> str:
             f"{graded}\t{status}\t{'t' if superseded else 'f'}\t{reason}\t{user:d}{end}")
 
 
-def _copy_text(records: list[tuple], ids: dict[tuple[int, str], int], recorded_at: dt.datetime,
-               context_id: Any) -> str:
+def _copy_texts(records: Iterable[tuple], ids: dict[tuple[int, str], int], recorded_at: dt.datetime,
+                context_id: Any) -> Iterator[str]:
+    """The rows in COPY's text format, ``COPY_CHUNK_ROWS`` rows to a text (the last one may hold fewer)."""
     context = _COPY_NULL if context_id is None else str(context_id)  # a UUID: hexadecimal digits and hyphens
     end = f"\t{recorded_at.isoformat()}\t{context}\n"
-    return "".join([_copy_line(record, ids[record[0]], end) for record in records])
+    chunk: list[str] = []
+    append = chunk.append
+    for record in records:
+        append(_copy_line(record, ids[record[0]], end))
+        if len(chunk) == COPY_CHUNK_ROWS:
+            yield "".join(chunk)
+            chunk.clear()
+    if chunk:
+        yield "".join(chunk)
 
 
-def _copy(records: list[tuple], ids: dict[tuple[int, str], int]) -> None:
+# The COPY's rows are made and sent this many at a time (about 30 kB of text): the server parses, checks and
+# indexes each chunk while the next one's flags, grades and text are made, instead of waiting for them all.
+COPY_CHUNK_ROWS = 200
+
+
+def _copy(records: Iterable[tuple], ids: dict[tuple[int, str], int]) -> None:
     """COPY the rows, each with this transaction's time and the request's audit context (attached first by
-    a statement of its own: COPY is not a statement pghistory sees)."""
+    a statement of its own: COPY is not a statement pghistory sees). The rows are made as they are sent,
+    a chunk at a time (``_copy_texts``); a row that cannot be made (an error in the making) ends the COPY
+    with that error, and the transaction is rolled back as for any other."""
     [(context_id, now)] = _rows("WITH attached AS (SELECT _pgh_attach_context() AS id) "
                                 "SELECT (SELECT id FROM attached), now()", [])
     # The raw psycopg cursor bypasses Django's error wrapping: without wrap_database_errors a lost race
     # surfaces as psycopg's UniqueViolation, which ingest_results' IntegrityError retry never catches (500).
     with connection.cursor() as cursor, connection.wrap_database_errors:
         with cursor.cursor.copy(f"COPY {Result._meta.db_table} ({', '.join(RESULT_COLUMNS)}) FROM STDIN") as copy:
-            copy.write(_copy_text(records, ids, now, context_id))
+            for text in _copy_texts(records, ids, now, context_id):
+                copy.write(text)
 
 
-def _write(batch: _Batch, plan: _Plan) -> None:
-    """Store a valid batch. A write of one statement (the draws exist, nothing is superseded, few rows)
-    is its own transaction: no BEGIN and COMMIT round trips. Anything more runs in one transaction."""
-    if (plan.draws.new or plan.superseded or len(plan.records) > INSERT_MAX_ROWS
+def _write(batch: _Batch, plan: _Plan, records: Iterable[tuple]) -> None:
+    """Store a valid batch (``records``: its rows, see ``_records``). A write of one statement (the draws
+    exist, nothing is superseded, few rows) is its own transaction: no BEGIN and COMMIT round trips.
+    Anything more runs in one transaction."""
+    if (plan.draws.new or plan.superseded or plan.written > INSERT_MAX_ROWS
             or connection.in_atomic_block):
         with transaction.atomic():
-            _write_all(batch, plan)
-    elif plan.records:
-        _insert(plan.records, plan.draws.ids)
+            _write_all(batch, plan, records)
+    elif plan.written:
+        _insert(records, plan.draws.ids)
 
 
-def _write_all(batch: _Batch, plan: _Plan) -> None:
+def _write_all(batch: _Batch, plan: _Plan, records: Iterable[tuple]) -> None:
     ids = plan.draws.ids
     if plan.draws.new:
         ids = {**ids, **_insert_draws(plan.draws.new, batch.user.pk)}
-    records = plan.records
-    store = _insert if len(records) <= INSERT_MAX_ROWS else _copy
+    store = _insert if plan.written <= INSERT_MAX_ROWS else _copy
     if plan.superseded:
         # The corrections' reasons go into the audit context too (each new row also keeps its own).
         reasons = sorted({row.correction_reason.strip() for row in batch.rows if row.correction_reason.strip()})
         with pghistory.context(reason="; ".join(reasons)[:1000], action="correct_results"):
             Result.objects.filter(pk__in=plan.superseded).update(superseded=True)
             store(records, ids)
-    elif records:
+    elif plan.written:
         store(records, ids)
 
 
-def _with_draw_ids(records: list[tuple], ids: dict[tuple[int, str], int]) -> list[tuple]:
+def _with_draw_ids(records: Iterable[tuple], ids: dict[tuple[int, str], int]) -> list[tuple]:
     return [(ids[record[0]], *record[1:]) for record in records]
 
 
@@ -757,11 +785,12 @@ def _ingest_once(*, rows: Sequence[ResultIn], by: User) -> IngestOutcome:
     """One read (no transaction), the checks in Python, then the write (see ``_write``)."""
     batch = _Batch(rows, by)
     found = _read(by, rows)
-    plan = _build(batch, found, _catalogue(found.version))
+    catalogue = _catalogue(found.version)
+    plan = _build(batch, found, catalogue)
     if batch.errors:
         raise BatchRejected(batch.errors + batch.conflicts)
     if batch.conflicts:
         raise BatchRejected(batch.conflicts, conflict=True)
-    _write(batch, plan)
+    _write(batch, plan, _records(batch, found, catalogue, plan))
     corrected = len(plan.superseded)
-    return IngestOutcome(created=len(plan.records) - corrected, unchanged=plan.unchanged, corrected=corrected)
+    return IngestOutcome(created=plan.written - corrected, unchanged=plan.unchanged, corrected=corrected)
