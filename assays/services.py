@@ -551,10 +551,10 @@ class _Plan:
     unchanged: int = 0
 
 
-def _validate(batch: _Batch, found: _Found, catalogue: _Catalogue) -> dict[int, tuple]:
-    """Every row's own checks; returns {index: (analyte, value, censor)} of the rows that pass them."""
+def _checked(batch: _Batch, found: _Found, catalogue: _Catalogue) -> Iterator[tuple[int, _SubjectFacts, tuple]]:
+    """Every row's own checks, in the batch's order: each row that passes them as (index, subject,
+    (analyte, value, censor)); a row that fails them adds its refusals to ``batch`` and is not yielded."""
     seen: dict[str, int] = {}
-    valid: dict[int, tuple] = {}
     facts, locks = found.facts, found.locks
     for i, row in enumerate(batch.rows):
         if row.source_ref in seen:
@@ -569,9 +569,13 @@ def _validate(batch: _Batch, found: _Found, catalogue: _Catalogue) -> dict[int, 
         if subject is not None and subject.id in locks:  # frozen or locked: the row is refused (409)
             code, message = locks[subject.id]
             batch.error(i, "subject", code, message, conflict=True)
-        elif checked:
-            valid[i] = checked
-    return valid
+        elif checked and subject is not None:  # a row passes its checks only with its subject found
+            yield i, subject, checked
+
+
+def _validate(batch: _Batch, found: _Found, catalogue: _Catalogue) -> dict[int, tuple]:
+    """Every row's own checks; returns {index: (analyte, value, censor)} of the rows that pass them."""
+    return {i: checked for i, _subject, checked in _checked(batch, found, catalogue)}
 
 
 def _build(batch: _Batch, found: _Found, catalogue: _Catalogue) -> _Plan:
@@ -782,10 +786,17 @@ def ingest_results(*, rows: Sequence[ResultIn], by: User) -> IngestOutcome:
 
 
 def _ingest_once(*, rows: Sequence[ResultIn], by: User) -> IngestOutcome:
-    """One read (no transaction), the checks in Python, then the write (see ``_write``)."""
+    """One read (no transaction), the checks in Python, then the write (see ``_write``). A large batch of
+    new results is checked as it is written instead (``_stream``); if it has a row to refuse, it is checked
+    again here the usual way, which finds the same refusals, all of them."""
     batch = _Batch(rows, by)
     found = _read(by, rows)
     catalogue = _catalogue(found.version)
+    if _may_stream(batch, found):
+        try:
+            return _stream(batch, found, catalogue)
+        except _Refused:
+            batch = _Batch(rows, by)
     plan = _build(batch, found, catalogue)
     if batch.errors:
         raise BatchRejected(batch.errors + batch.conflicts)
@@ -794,3 +805,55 @@ def _ingest_once(*, rows: Sequence[ResultIn], by: User) -> IngestOutcome:
     _write(batch, plan, _records(batch, found, catalogue, plan))
     corrected = len(plan.superseded)
     return IngestOutcome(created=plan.written - corrected, unchanged=plan.unchanged, corrected=corrected)
+
+
+class _Refused(Exception):
+    """A streamed batch met a row to refuse (its refusals are then found by the usual checks)."""
+
+
+def _may_stream(batch: _Batch, found: _Found) -> bool:
+    """Whether the batch can be checked as it is written: a COPY's worth of rows, none meeting a current
+    result or sending a correction (nothing to compare or supersede), every subject found, and every
+    collection time one whose draw can be planned before the rows are checked (aware, from EARLIEST on and
+    not in the future: the checks refuse anything else, and a new draw's visit needs its local date)."""
+    rows, facts, now = batch.rows, found.facts, batch.now
+    if len(rows) <= INSERT_MAX_ROWS or found.results:
+        return False
+    for row in rows:
+        at = row.collected_at
+        if row.correction_reason or row.subject not in facts or at.tzinfo is None or at.year < EARLIEST or at > now:
+            return False
+    return True
+
+
+def _stream(batch: _Batch, found: _Found, catalogue: _Catalogue) -> IngestOutcome:
+    """Write a batch of new results while checking them: plan the draws of every row (a mismatch: refused),
+    then, in one transaction, insert the new draws and COPY the rows as they pass the checks, so the server
+    writes each chunk while the next one is checked and made. The first refusal raises ``_Refused``, which
+    ends the COPY and rolls the transaction back: nothing is stored."""
+    draws = _draws(batch, found, dict.fromkeys(range(len(batch.rows))))
+    if batch.errors or batch.conflicts:
+        raise _Refused
+    with transaction.atomic():
+        ids = draws.ids
+        if draws.new:
+            ids = {**ids, **_insert_draws(draws.new, batch.user.pk)}
+        _copy(_checked_records(batch, found, catalogue), ids)
+    return IngestOutcome(created=len(batch.rows))
+
+
+def _checked_records(batch: _Batch, found: _Found, catalogue: _Catalogue) -> Iterator[tuple]:
+    """The rows of a streamed batch as ``_records`` makes them, each once it has passed its checks; the
+    first refusal raises ``_Refused``."""
+    user_id, interpret, rows = batch.user.pk, _Interpreter(catalogue), batch.rows
+    for i, subject, (analyte, value, censor) in _checked(batch, found, catalogue):
+        if batch.errors or batch.conflicts:
+            raise _Refused
+        row = rows[i]
+        site_id = subject.site_id
+        flag, grade = interpret(analyte, value, subject)
+        number = None if value is None else float(value)  # a bound from the catalogue may be an int
+        yield ((site_id, row.accession_number), subject.id, site_id, analyte.id, row.source_ref, row.value,
+               row.unit, number, censor, flag, grade, row.status, False, row.correction_reason, user_id)
+    if batch.errors or batch.conflicts:
+        raise _Refused
