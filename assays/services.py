@@ -225,14 +225,17 @@ class _Found:
     visits: dict[int, list[VisitWindow]]
 
 
-def _keys_by_subject(rows: Sequence[ResultIn]) -> tuple[set[str], dict[str, set[str]], dict[str, set[str]]]:
-    """The batch's subject codes, and each one's source references and accession numbers (NUL: refused per row)."""
+def _keys_by_subject(rows: Sequence[ResultIn], *, with_refs: bool = True,
+                     ) -> tuple[set[str], dict[str, set[str]], dict[str, set[str]]]:
+    """The batch's subject codes, and each one's source references (none unless ``with_refs``) and accession
+    numbers (NUL: refused per row)."""
     refs: dict[str, set[str]] = {}
     accessions: dict[str, set[str]] = {}
     for row in rows:
         if "\x00" in row.subject or "\x00" in row.source_ref or "\x00" in row.accession_number:
             continue
-        refs.setdefault(row.subject, set()).add(row.source_ref)
+        if with_refs:
+            refs.setdefault(row.subject, set()).add(row.source_ref)
         accessions.setdefault(row.subject, set()).add(row.accession_number)
     return {row.subject for row in rows if "\x00" not in row.subject}, refs, accessions
 
@@ -271,10 +274,11 @@ def _read_sql(user: AbstractBaseUser) -> tuple[str, list[Any]]:
     return sql, [FollowUp.Kind.DEATH.value, *lock_params, *scope_params]
 
 
-def _read(user: AbstractBaseUser, rows: Sequence[ResultIn]) -> _Found:
+def _read(user: AbstractBaseUser, rows: Sequence[ResultIn], *, results: bool = True) -> _Found:
     """Everything the checks need, in one round trip outside any transaction (READ COMMITTED: each
-    statement sees what is committed when it starts, as it would inside one; nothing here is locked)."""
-    codes, refs, accessions = _keys_by_subject(rows)
+    statement sees what is committed when it starts, as it would inside one; nothing here is locked).
+    Without ``results`` the current results of the batch's references are not looked up (``_stream``)."""
+    codes, refs, accessions = _keys_by_subject(rows, with_refs=results)
     sql, (death, *params) = _read_sql(user)
     lock_params, scope_params = params[:2], params[2:]
     # a small post's read is prepared with a generic plan (config.db); a batch's is planned for its arrays
@@ -790,13 +794,18 @@ def _ingest_once(*, rows: Sequence[ResultIn], by: User) -> IngestOutcome:
     new results is checked as it is written instead (``_stream``); if it has a row to refuse, it is checked
     again here the usual way, which finds the same refusals, all of them."""
     batch = _Batch(rows, by)
-    found = _read(by, rows)
+    # A large batch that sends no correction is read without its references' current results: the unique
+    # index on current references finds any of them as the COPY writes it (see _stream).
+    streamable = len(rows) > INSERT_MAX_ROWS and not any(map(_REASON, rows))
+    found = _read(by, rows, results=not streamable)
     catalogue = _catalogue(found.version)
-    if _may_stream(batch, found):
-        try:
-            return _stream(batch, found, catalogue)
-        except _Refused:
-            batch = _Batch(rows, by)
+    if streamable:
+        if _may_stream(batch, found):
+            try:
+                return _stream(batch, found, catalogue)
+            except (_Refused, IntegrityError):
+                batch = _Batch(rows, by)
+        found = _read(by, rows)
     plan = _build(batch, found, catalogue)
     if batch.errors:
         raise BatchRejected(batch.errors + batch.conflicts)
@@ -812,10 +821,10 @@ class _Refused(Exception):
 
 
 def _may_stream(batch: _Batch, found: _Found) -> bool:
-    """Whether the batch can be checked as it is written: a COPY's worth of rows, none meeting a current
-    result or sending a correction (nothing to compare or supersede), every subject found, and every
-    collection time one whose draw can be planned before the rows are checked (aware, from EARLIEST on and
-    not in the future: the checks refuse anything else, and a new draw's visit needs its local date)."""
+    """Whether the batch can be checked as it is written: a COPY's worth of rows, none sending a correction,
+    every subject found, and every collection time one whose draw can be planned before the rows are checked
+    (aware, from EARLIEST on and not in the future: the checks refuse anything else, and a new draw's visit
+    needs its local date)."""
     rows, facts, now = batch.rows, found.facts, batch.now
     if len(rows) <= INSERT_MAX_ROWS or found.results:
         return False
@@ -830,7 +839,11 @@ def _stream(batch: _Batch, found: _Found, catalogue: _Catalogue) -> IngestOutcom
     """Write a batch of new results while checking them: plan the draws of every row (a mismatch: refused),
     then, in one transaction, insert the new draws and COPY the rows as they pass the checks, so the server
     writes each chunk while the next one is checked and made. The first refusal raises ``_Refused``, which
-    ends the COPY and rolls the transaction back: nothing is stored."""
+    ends the COPY and rolls the transaction back: nothing is stored. The batch's references were not looked
+    up (``found`` has no current results): a reference that has a current result (a repost, a conflict) or
+    any other key a concurrent batch wrote first breaks a unique index or the references' check, an
+    IntegrityError that rolls everything back too. Either way the caller then reads the current results and
+    checks the batch the usual way, which stores what it stores and refuses what it refuses."""
     draws = _draws(batch, found, dict.fromkeys(range(len(batch.rows))))
     if batch.errors or batch.conflicts:
         raise _Refused

@@ -5,6 +5,7 @@ whatever row is refused and wherever it is, leaving nothing behind (no result, n
 from __future__ import annotations
 
 import datetime as dt
+import json
 from typing import Any
 
 import pytest
@@ -91,9 +92,31 @@ def test_a_streamed_batch_stores_what_the_usual_path_stores(subject, lab, stream
 def test_a_repost_of_a_streamed_batch_stores_nothing(subject, lab, streamed):
     rows = rows_of(subject, "S")
     assert post_results(lab, {"results": rows}).status_code == 201
-    again = post_results(lab, {"results": rows})  # its references now have current results: the usual path
+    again = post_results(lab, {"results": rows})  # the COPY meets the unique index: the usual path answers
     assert again.status_code == 200 and again.json() == {"created": 0, "unchanged": COUNT, "corrected": 0}
-    assert streamed["streamed"] == 1 and Result.objects.count() == COUNT
+    assert streamed == {"tried": 2, "streamed": 1} and Result.objects.count() == COUNT
+
+
+def scenario(lab, subject, prefix: str, kind: str) -> tuple[int, Any, list[tuple]]:
+    """Post half of a batch, then the batch as ``kind`` says; the answer to the second post and what is stored."""
+    rows = rows_of(subject, prefix)
+    assert post_results(lab, {"results": rows[:COUNT // 2]}).status_code == 201
+    if kind == "identical":
+        rows = rows[:COUNT // 2]
+    elif kind == "conflict":
+        rows[3]["value"] = "99"
+    elif kind == "conflict_late":
+        rows[COUNT // 2 - 1]["value"] = "99"
+    response = post_results(lab, {"results": rows})
+    return response.status_code, json.dumps(response.json()).replace(f"{prefix}-", "P-"), stored(prefix)
+
+
+@pytest.mark.parametrize("kind", ["identical", "half_new", "conflict", "conflict_late"])
+def test_a_batch_meeting_current_results_gives_the_usual_outcome(subject, lab, monkeypatch, kind):
+    streamed = scenario(lab, subject, "S", kind)
+    monkeypatch.setattr(services, "_may_stream", lambda batch, found: False)
+    assert streamed == scenario(lab, subject, "U", kind)
+    assert streamed[0] == {"identical": 200, "half_new": 201}.get(kind, 409)
 
 
 def fault(name: str, row: dict, subject, world) -> None:
