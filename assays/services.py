@@ -330,7 +330,7 @@ def _parse_value(measure: _Measure, text: str) -> tuple[float | None, str, str]:
     if measure.accepted and text.strip().lower() in measure.accepted:
         return None, "", ""  # e.g. MRD "not detected": kept as sent, no number
     censor = ""
-    match = CENSORED.match(text)
+    match = CENSORED.match(text) if "<" in text or ">" in text else None  # the pattern needs one of them
     if match:
         censor, number = match.group(1), match.group(2).upper()
         if number in ("LLOQ", "ULOQ"):
@@ -356,6 +356,10 @@ class _Batch:
         self.conflicts: list[dict[str, Any]] = []
         self.now = timezone.now()
         self._local_dates: dict[tuple[Any, dt.datetime], dt.date | None] = {}
+        # (subject id, collection time, its year) that passed every check of the time (_check_row): the rows
+        # of a draw share them, so the checks run once per draw. The year as written is in the key: the one
+        # check that two writings of the same instant (other UTC offsets) can fail differently.
+        self.timely: set[tuple[int, dt.datetime, int]] = set()
 
     def local_date(self, at: dt.datetime, tz: Any) -> dt.date | None:
         """The site's local date of a collection time: the rows of one draw share it, so it is computed once."""
@@ -408,13 +412,16 @@ def _check_row(batch: _Batch, i: int, row: ResultIn, subject: _SubjectFacts | No
         batch.error(i, "status", "unknown_status", f"Status is one of {', '.join(sorted(STATUSES))}.")
         ok = False
     at = row.collected_at
-    if at.tzinfo is None:
+    timely = subject is not None and (subject.id, at, at.year) in batch.timely  # passed for another row
+    if timely:
+        pass
+    elif at.tzinfo is None:
         batch.error(i, "collected_at", "naive_time", "Give the collection time with its UTC offset.")
         return ()
-    if at.year < EARLIEST:
+    elif at.year < EARLIEST:
         batch.error(i, "collected_at", "time_out_of_range", f"The collection time is before {EARLIEST}.")
         return ()
-    if at > batch.now:
+    elif at > batch.now:
         batch.error(i, "collected_at", "time_in_future", "The collection time is in the future.")
         ok = False
     analyte, factor = measure.analyte, measure.factor if measure.numeric else None
@@ -432,8 +439,10 @@ def _check_row(batch: _Batch, i: int, row: ResultIn, subject: _SubjectFacts | No
     if problem:
         batch.error(i, "value", "invalid_value", problem)
         ok = False
-    if subject is not None and ok:
+    if subject is not None and ok and not timely:
         ok = _check_timeline(batch, i, row, subject)
+        if ok:
+            batch.timely.add((subject.id, at, at.year))
     return (analyte, value, censor) if ok else ()
 
 
