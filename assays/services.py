@@ -462,7 +462,7 @@ def _check_timeline(batch: _Batch, i: int, row: ResultIn, subject: _SubjectFacts
     return True
 
 
-def _draws(batch: _Batch, found: _Found, valid: dict[int, tuple]) -> _DrawPlan:
+def _draws(batch: _Batch, found: _Found, valid: Iterable[int]) -> _DrawPlan:
     """The batch's lab draws by (site, accession): the existing ones (``found.draws``) and the new ones to
     insert (with their visit), checking that a draw's subject, specimen and time agree everywhere."""
     facts = found.facts
@@ -606,7 +606,7 @@ def _build(batch: _Batch, found: _Found, catalogue: _Catalogue) -> _Plan:
                 batch.error(i, "correction_reason", "nothing_to_correct", f"{row.source_ref} has no earlier result.")
     if batch.errors or batch.conflicts:
         return _Plan()
-    draws = _draws(batch, found, {i: v for i, v in valid.items() if plan.get(i) != "same"} if plan else valid)
+    draws = _draws(batch, found, [i for i in valid if plan.get(i) != "same"] if plan else valid)
     if batch.errors:
         return _Plan()
     unchanged = sum(1 for action in plan.values() if action == "same")
@@ -853,7 +853,7 @@ def _stream(batch: _Batch, found: _Found, catalogue: _Catalogue) -> IngestOutcom
     any other key a concurrent batch wrote first breaks a unique index or the references' check, an
     IntegrityError that rolls everything back too. Either way the caller then reads the current results and
     checks the batch the usual way, which stores what it stores and refuses what it refuses."""
-    draws = _draws(batch, found, dict.fromkeys(range(len(batch.rows))))
+    draws = _draws(batch, found, range(len(batch.rows)))
     if batch.errors or batch.conflicts:
         raise _Refused
     with transaction.atomic():
