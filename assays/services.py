@@ -15,7 +15,10 @@ the subjects, their locks, the current results of the batch's references, its ex
 visits (the catalogue is kept per process while its version row says it is current); rows are validated
 in plain Python, with each local date, range and grade computed once; a small post whose draws exist is
 written by one INSERT that is its own transaction, anything more in one transaction with COPY for large
-batches. Each row carries the request's audit context and is its own insert record
+batches. A large batch of new results (no correction) is read without its references' current results and
+checked as its COPY sends it, a chunk at a time, so the server writes while Python checks (``_stream``): a
+refusal, a repost or a conflict rolls it back and the batch is read and checked again the usual way, which
+answers as it always did. Each row carries the request's audit context and is its own insert record
 (assays.models.Result); superseding a row is audited as an update.
 """
 
