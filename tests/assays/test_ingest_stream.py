@@ -194,3 +194,20 @@ def test_rows_of_a_frozen_subject_give_the_usual_conflict(world, subject, lab, m
     assert (streamed.status_code, streamed.json()) == (usual.status_code, usual.json())
     assert streamed.status_code == 409 and {r["code"] for r in streamed.json()["rows"]} == {"data_frozen"}
     assert not Result.objects.exists()
+
+
+def test_a_streamed_repost_inside_an_idempotent_request_rolls_back_to_its_savepoint(subject, lab, streamed):
+    """Under an Idempotency-Key the write runs inside the request's transaction: the COPY that meets the
+    unique index rolls back to its savepoint, and the usual path answers within the same transaction."""
+    rows = rows_of(subject, "S")
+
+    def post(key: str) -> Any:
+        return lab.post("/api/v1/results/", data=json.dumps({"results": rows}), content_type="application/json",
+                        HTTP_IDEMPOTENCY_KEY=key)
+
+    first = post("k-1")
+    assert first.status_code == 201 and first.json()["created"] == COUNT
+    again = post("k-2")
+    assert again.status_code == 200 and again.json() == {"created": 0, "unchanged": COUNT, "corrected": 0}
+    assert post("k-2").json() == again.json()  # the key's stored answer
+    assert streamed == {"tried": 2, "streamed": 1} and Result.objects.count() == COUNT
