@@ -76,7 +76,13 @@ def _row(body: ResultBody) -> ResultIn:
 
 def _decode_rows(raw: bytes) -> list[ResultIn]:
     """One result object, or a batch: an object whose ``results`` key holds the rows (decided by decoding
-    the body, not by looking for the word in its first bytes)."""
+    the body, not by looking for the word in its first bytes). A batch is decoded first as a batch: a body
+    that decodes so has a ``results`` key, and any other body is decoded as before (its top-level keys, then
+    as a batch or a result, with their errors), so a valid batch is parsed once instead of twice."""
+    try:
+        return [_row(r) for r in _batch.decode(raw).results]
+    except Exception:  # the decoding below gives this body its answer or its error
+        pass
     if "results" in _top.decode(raw):
         return [_row(r) for r in _batch.decode(raw).results]
     return [_row(_single.decode(raw))]

@@ -15,7 +15,10 @@ the subjects, their locks, the current results of the batch's references, its ex
 visits (the catalogue is kept per process while its version row says it is current); rows are validated
 in plain Python, with each local date, range and grade computed once; a small post whose draws exist is
 written by one INSERT that is its own transaction, anything more in one transaction with COPY for large
-batches. Each row carries the request's audit context and is its own insert record
+batches. A large batch of new results (no correction) is read without its references' current results and
+checked as its COPY sends it, a chunk at a time, so the server writes while Python checks (``_stream``): a
+refusal, a repost or a conflict rolls it back and the batch is read and checked again the usual way, which
+answers as it always did. Each row carries the request's audit context and is its own insert record
 (assays.models.Result); superseding a row is audited as an update.
 """
 
@@ -25,7 +28,7 @@ import datetime as dt
 import json
 import math
 import re
-from collections.abc import Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from operator import attrgetter, le
 from typing import Any, ClassVar, NamedTuple
@@ -225,14 +228,17 @@ class _Found:
     visits: dict[int, list[VisitWindow]]
 
 
-def _keys_by_subject(rows: Sequence[ResultIn]) -> tuple[set[str], dict[str, set[str]], dict[str, set[str]]]:
-    """The batch's subject codes, and each one's source references and accession numbers (NUL: refused per row)."""
+def _keys_by_subject(rows: Sequence[ResultIn], *, with_refs: bool = True,
+                     ) -> tuple[set[str], dict[str, set[str]], dict[str, set[str]]]:
+    """The batch's subject codes, and each one's source references (none unless ``with_refs``) and accession
+    numbers (NUL: refused per row)."""
     refs: dict[str, set[str]] = {}
     accessions: dict[str, set[str]] = {}
     for row in rows:
         if "\x00" in row.subject or "\x00" in row.source_ref or "\x00" in row.accession_number:
             continue
-        refs.setdefault(row.subject, set()).add(row.source_ref)
+        if with_refs:
+            refs.setdefault(row.subject, set()).add(row.source_ref)
         accessions.setdefault(row.subject, set()).add(row.accession_number)
     return {row.subject for row in rows if "\x00" not in row.subject}, refs, accessions
 
@@ -271,10 +277,11 @@ def _read_sql(user: AbstractBaseUser) -> tuple[str, list[Any]]:
     return sql, [FollowUp.Kind.DEATH.value, *lock_params, *scope_params]
 
 
-def _read(user: AbstractBaseUser, rows: Sequence[ResultIn]) -> _Found:
+def _read(user: AbstractBaseUser, rows: Sequence[ResultIn], *, results: bool = True) -> _Found:
     """Everything the checks need, in one round trip outside any transaction (READ COMMITTED: each
-    statement sees what is committed when it starts, as it would inside one; nothing here is locked)."""
-    codes, refs, accessions = _keys_by_subject(rows)
+    statement sees what is committed when it starts, as it would inside one; nothing here is locked).
+    Without ``results`` the current results of the batch's references are not looked up (``_stream``)."""
+    codes, refs, accessions = _keys_by_subject(rows, with_refs=results)
     sql, (death, *params) = _read_sql(user)
     lock_params, scope_params = params[:2], params[2:]
     # a small post's read is prepared with a generic plan (config.db); a batch's is planned for its arrays
@@ -326,7 +333,7 @@ def _parse_value(measure: _Measure, text: str) -> tuple[float | None, str, str]:
     if measure.accepted and text.strip().lower() in measure.accepted:
         return None, "", ""  # e.g. MRD "not detected": kept as sent, no number
     censor = ""
-    match = CENSORED.match(text)
+    match = CENSORED.match(text) if "<" in text or ">" in text else None  # the pattern needs one of them
     if match:
         censor, number = match.group(1), match.group(2).upper()
         if number in ("LLOQ", "ULOQ"):
@@ -352,6 +359,10 @@ class _Batch:
         self.conflicts: list[dict[str, Any]] = []
         self.now = timezone.now()
         self._local_dates: dict[tuple[Any, dt.datetime], dt.date | None] = {}
+        # (subject id, collection time, its year) that passed every check of the time (_check_row): the rows
+        # of a draw share them, so the checks run once per draw. The year as written is in the key: the one
+        # check that two writings of the same instant (other UTC offsets) can fail differently.
+        self.timely: set[tuple[int, dt.datetime, int]] = set()
 
     def local_date(self, at: dt.datetime, tz: Any) -> dt.date | None:
         """The site's local date of a collection time: the rows of one draw share it, so it is computed once."""
@@ -404,13 +415,16 @@ def _check_row(batch: _Batch, i: int, row: ResultIn, subject: _SubjectFacts | No
         batch.error(i, "status", "unknown_status", f"Status is one of {', '.join(sorted(STATUSES))}.")
         ok = False
     at = row.collected_at
-    if at.tzinfo is None:
+    timely = subject is not None and (subject.id, at, at.year) in batch.timely  # passed for another row
+    if timely:
+        pass
+    elif at.tzinfo is None:
         batch.error(i, "collected_at", "naive_time", "Give the collection time with its UTC offset.")
         return ()
-    if at.year < EARLIEST:
+    elif at.year < EARLIEST:
         batch.error(i, "collected_at", "time_out_of_range", f"The collection time is before {EARLIEST}.")
         return ()
-    if at > batch.now:
+    elif at > batch.now:
         batch.error(i, "collected_at", "time_in_future", "The collection time is in the future.")
         ok = False
     analyte, factor = measure.analyte, measure.factor if measure.numeric else None
@@ -428,8 +442,10 @@ def _check_row(batch: _Batch, i: int, row: ResultIn, subject: _SubjectFacts | No
     if problem:
         batch.error(i, "value", "invalid_value", problem)
         ok = False
-    if subject is not None and ok:
+    if subject is not None and ok and not timely:
         ok = _check_timeline(batch, i, row, subject)
+        if ok:
+            batch.timely.add((subject.id, at, at.year))
     return (analyte, value, censor) if ok else ()
 
 
@@ -449,7 +465,7 @@ def _check_timeline(batch: _Batch, i: int, row: ResultIn, subject: _SubjectFacts
     return True
 
 
-def _draws(batch: _Batch, found: _Found, valid: dict[int, tuple]) -> _DrawPlan:
+def _draws(batch: _Batch, found: _Found, valid: Iterable[int]) -> _DrawPlan:
     """The batch's lab draws by (site, accession): the existing ones (``found.draws``) and the new ones to
     insert (with their visit), checking that a draw's subject, specimen and time agree everywhere."""
     facts = found.facts
@@ -538,19 +554,23 @@ def _compare(batch: _Batch, i: int, row: ResultIn, current: tuple) -> str:
 
 @dataclass
 class _Plan:
-    """What a valid batch writes: its rows (each with its draw's key (site, accession) first, the draw's id
-    once known), the ids of the results they supersede, the draws, and how many rows were reposts."""
+    """What a valid batch writes: its valid rows ({index: (analyte, value, censor)}) and what each one meets
+    ({index: 'same' or 'correct'}; absent: a new reference), the ids of the results they supersede, the draws,
+    how many rows are written and how many were reposts. The rows themselves are made by ``_records`` as they
+    are written, so a COPY's server work overlaps their making (``_copy``)."""
 
-    records: list[tuple] = field(default_factory=list)
+    valid: dict[int, tuple] = field(default_factory=dict)
+    actions: dict[int, str] = field(default_factory=dict)
     superseded: list[int] = field(default_factory=list)
     draws: _DrawPlan = field(default_factory=lambda: _DrawPlan({}, []))
+    written: int = 0
     unchanged: int = 0
 
 
-def _validate(batch: _Batch, found: _Found, catalogue: _Catalogue) -> dict[int, tuple]:
-    """Every row's own checks; returns {index: (analyte, value, censor)} of the rows that pass them."""
+def _checked(batch: _Batch, found: _Found, catalogue: _Catalogue) -> Iterator[tuple[int, _SubjectFacts, tuple]]:
+    """Every row's own checks, in the batch's order: each row that passes them as (index, subject,
+    (analyte, value, censor)); a row that fails them adds its refusals to ``batch`` and is not yielded."""
     seen: dict[str, int] = {}
-    valid: dict[int, tuple] = {}
     facts, locks = found.facts, found.locks
     for i, row in enumerate(batch.rows):
         if row.source_ref in seen:
@@ -565,9 +585,13 @@ def _validate(batch: _Batch, found: _Found, catalogue: _Catalogue) -> dict[int, 
         if subject is not None and subject.id in locks:  # frozen or locked: the row is refused (409)
             code, message = locks[subject.id]
             batch.error(i, "subject", code, message, conflict=True)
-        elif checked:
-            valid[i] = checked
-    return valid
+        elif checked and subject is not None:  # a row passes its checks only with its subject found
+            yield i, subject, checked
+
+
+def _validate(batch: _Batch, found: _Found, catalogue: _Catalogue) -> dict[int, tuple]:
+    """Every row's own checks; returns {index: (analyte, value, censor)} of the rows that pass them."""
+    return {i: checked for i, _subject, checked in _checked(batch, found, catalogue)}
 
 
 def _build(batch: _Batch, found: _Found, catalogue: _Catalogue) -> _Plan:
@@ -585,26 +609,33 @@ def _build(batch: _Batch, found: _Found, catalogue: _Catalogue) -> _Plan:
                 batch.error(i, "correction_reason", "nothing_to_correct", f"{row.source_ref} has no earlier result.")
     if batch.errors or batch.conflicts:
         return _Plan()
-    draws = _draws(batch, found, {i: v for i, v in valid.items() if plan.get(i) != "same"} if plan else valid)
+    draws = _draws(batch, found, [i for i in valid if plan.get(i) != "same"] if plan else valid)
     if batch.errors:
         return _Plan()
-    out = _Plan(draws=draws, unchanged=sum(1 for action in plan.values() if action == "same"))
-    user_id, interpret, rows, append = batch.user.pk, _Interpreter(catalogue), batch.rows, out.records.append
-    for i, (analyte, value, censor) in valid.items():
-        action = plan.get(i)
+    unchanged = sum(1 for action in plan.values() if action == "same")
+    superseded = [existing[(facts[batch.rows[i].subject].site_id, batch.rows[i].source_ref)][0]
+                  for i, action in plan.items() if action == "correct"]
+    return _Plan(valid, plan, superseded, draws, len(valid) - unchanged, unchanged)
+
+
+def _records(batch: _Batch, found: _Found, catalogue: _Catalogue, plan: _Plan) -> Iterator[tuple]:
+    """The rows a valid batch writes, in its order, each with its draw's key (site, accession) first (the
+    draw's id once known): flag and grade, the status, the recording user. Made one at a time as the write
+    consumes them."""
+    facts, actions = found.facts, plan.actions
+    user_id, interpret, rows = batch.user.pk, _Interpreter(catalogue), batch.rows
+    for i, (analyte, value, censor) in plan.valid.items():
+        action = actions.get(i)
         if action == "same":
             continue
         row = rows[i]
         subject = facts[row.subject]
-        site_id, status = subject.site_id, row.status
-        if action == "correct":
-            out.superseded.append(existing[(site_id, row.source_ref)][0])
-            status = _CORRECTED
+        site_id = subject.site_id
         flag, grade = interpret(analyte, value, subject)
         number = None if value is None else float(value)  # a bound from the catalogue may be an int
-        append(((site_id, row.accession_number), subject.id, site_id, analyte.id, row.source_ref, row.value,
-                row.unit, number, censor, flag, grade, status, False, row.correction_reason, user_id))
-    return out
+        yield ((site_id, row.accession_number), subject.id, site_id, analyte.id, row.source_ref, row.value,
+               row.unit, number, censor, flag, grade, _CORRECTED if action == "correct" else row.status, False,
+               row.correction_reason, user_id)
 
 
 _CORRECTED = Result.Status.CORRECTED.value
@@ -652,7 +683,7 @@ _TYPES = {"draw_id": "bigint", "subject_id": "bigint", "site_id": "bigint", "ana
           "value": "float8", "ctcae_grade": "int", "superseded": "boolean", "recorded_by_id": "bigint"}
 
 
-def _insert(records: list[tuple], ids: dict[tuple[int, str], int]) -> None:
+def _insert(records: Iterable[tuple], ids: dict[tuple[int, str], int]) -> None:
     """INSERT the rows in one statement, each with this transaction's time and the request's audit context
     (attached by the statement: pghistory sets the context on every statement that is not a SELECT)."""
     records = _with_draw_ids(records, ids)
@@ -687,53 +718,70 @@ def _copy_line(record: tuple, draw: int, end: str) -> str:
             f"{graded}\t{status}\t{'t' if superseded else 'f'}\t{reason}\t{user:d}{end}")
 
 
-def _copy_text(records: list[tuple], ids: dict[tuple[int, str], int], recorded_at: dt.datetime,
-               context_id: Any) -> str:
+def _copy_texts(records: Iterable[tuple], ids: dict[tuple[int, str], int], recorded_at: dt.datetime,
+                context_id: Any) -> Iterator[str]:
+    """The rows in COPY's text format, ``COPY_CHUNK_ROWS`` rows to a text (the last one may hold fewer)."""
     context = _COPY_NULL if context_id is None else str(context_id)  # a UUID: hexadecimal digits and hyphens
     end = f"\t{recorded_at.isoformat()}\t{context}\n"
-    return "".join([_copy_line(record, ids[record[0]], end) for record in records])
+    chunk: list[str] = []
+    append = chunk.append
+    for record in records:
+        append(_copy_line(record, ids[record[0]], end))
+        if len(chunk) == COPY_CHUNK_ROWS:
+            yield "".join(chunk)
+            chunk.clear()
+    if chunk:
+        yield "".join(chunk)
 
 
-def _copy(records: list[tuple], ids: dict[tuple[int, str], int]) -> None:
+# The COPY's rows are made and sent this many at a time (about 30 kB of text): the server parses, checks and
+# indexes each chunk while the next one's flags, grades and text are made, instead of waiting for them all.
+COPY_CHUNK_ROWS = 200
+
+
+def _copy(records: Iterable[tuple], ids: dict[tuple[int, str], int]) -> None:
     """COPY the rows, each with this transaction's time and the request's audit context (attached first by
-    a statement of its own: COPY is not a statement pghistory sees)."""
+    a statement of its own: COPY is not a statement pghistory sees). The rows are made as they are sent,
+    a chunk at a time (``_copy_texts``); a row that cannot be made (an error in the making) ends the COPY
+    with that error, and the transaction is rolled back as for any other."""
     [(context_id, now)] = _rows("WITH attached AS (SELECT _pgh_attach_context() AS id) "
                                 "SELECT (SELECT id FROM attached), now()", [])
     # The raw psycopg cursor bypasses Django's error wrapping: without wrap_database_errors a lost race
     # surfaces as psycopg's UniqueViolation, which ingest_results' IntegrityError retry never catches (500).
     with connection.cursor() as cursor, connection.wrap_database_errors:
         with cursor.cursor.copy(f"COPY {Result._meta.db_table} ({', '.join(RESULT_COLUMNS)}) FROM STDIN") as copy:
-            copy.write(_copy_text(records, ids, now, context_id))
+            for text in _copy_texts(records, ids, now, context_id):
+                copy.write(text)
 
 
-def _write(batch: _Batch, plan: _Plan) -> None:
-    """Store a valid batch. A write of one statement (the draws exist, nothing is superseded, few rows)
-    is its own transaction: no BEGIN and COMMIT round trips. Anything more runs in one transaction."""
-    if (plan.draws.new or plan.superseded or len(plan.records) > INSERT_MAX_ROWS
+def _write(batch: _Batch, plan: _Plan, records: Iterable[tuple]) -> None:
+    """Store a valid batch (``records``: its rows, see ``_records``). A write of one statement (the draws
+    exist, nothing is superseded, few rows) is its own transaction: no BEGIN and COMMIT round trips.
+    Anything more runs in one transaction."""
+    if (plan.draws.new or plan.superseded or plan.written > INSERT_MAX_ROWS
             or connection.in_atomic_block):
         with transaction.atomic():
-            _write_all(batch, plan)
-    elif plan.records:
-        _insert(plan.records, plan.draws.ids)
+            _write_all(batch, plan, records)
+    elif plan.written:
+        _insert(records, plan.draws.ids)
 
 
-def _write_all(batch: _Batch, plan: _Plan) -> None:
+def _write_all(batch: _Batch, plan: _Plan, records: Iterable[tuple]) -> None:
     ids = plan.draws.ids
     if plan.draws.new:
         ids = {**ids, **_insert_draws(plan.draws.new, batch.user.pk)}
-    records = plan.records
-    store = _insert if len(records) <= INSERT_MAX_ROWS else _copy
+    store = _insert if plan.written <= INSERT_MAX_ROWS else _copy
     if plan.superseded:
         # The corrections' reasons go into the audit context too (each new row also keeps its own).
         reasons = sorted({row.correction_reason.strip() for row in batch.rows if row.correction_reason.strip()})
         with pghistory.context(reason="; ".join(reasons)[:1000], action="correct_results"):
             Result.objects.filter(pk__in=plan.superseded).update(superseded=True)
             store(records, ids)
-    elif records:
+    elif plan.written:
         store(records, ids)
 
 
-def _with_draw_ids(records: list[tuple], ids: dict[tuple[int, str], int]) -> list[tuple]:
+def _with_draw_ids(records: Iterable[tuple], ids: dict[tuple[int, str], int]) -> list[tuple]:
     return [(ids[record[0]], *record[1:]) for record in records]
 
 
@@ -754,14 +802,83 @@ def ingest_results(*, rows: Sequence[ResultIn], by: User) -> IngestOutcome:
 
 
 def _ingest_once(*, rows: Sequence[ResultIn], by: User) -> IngestOutcome:
-    """One read (no transaction), the checks in Python, then the write (see ``_write``)."""
+    """One read (no transaction), the checks in Python, then the write (see ``_write``). A large batch of
+    new results is checked as it is written instead (``_stream``); if it has a row to refuse, it is checked
+    again here the usual way, which finds the same refusals, all of them."""
     batch = _Batch(rows, by)
-    found = _read(by, rows)
-    plan = _build(batch, found, _catalogue(found.version))
+    # A large batch that sends no correction is read without its references' current results: the unique
+    # index on current references finds any of them as the COPY writes it (see _stream).
+    streamable = len(rows) > INSERT_MAX_ROWS and not any(map(_REASON, rows))
+    found = _read(by, rows, results=not streamable)
+    catalogue = _catalogue(found.version)
+    if streamable:
+        if _may_stream(batch, found):
+            try:
+                return _stream(batch, found, catalogue)
+            except (_Refused, IntegrityError):
+                batch = _Batch(rows, by)
+        found = _read(by, rows)
+    plan = _build(batch, found, catalogue)
     if batch.errors:
         raise BatchRejected(batch.errors + batch.conflicts)
     if batch.conflicts:
         raise BatchRejected(batch.conflicts, conflict=True)
-    _write(batch, plan)
+    _write(batch, plan, _records(batch, found, catalogue, plan))
     corrected = len(plan.superseded)
-    return IngestOutcome(created=len(plan.records) - corrected, unchanged=plan.unchanged, corrected=corrected)
+    return IngestOutcome(created=plan.written - corrected, unchanged=plan.unchanged, corrected=corrected)
+
+
+class _Refused(Exception):
+    """A streamed batch met a row to refuse (its refusals are then found by the usual checks)."""
+
+
+def _may_stream(batch: _Batch, found: _Found) -> bool:
+    """Whether the batch can be checked as it is written: a COPY's worth of rows, none sending a correction,
+    every subject found, and every collection time one whose draw can be planned before the rows are checked
+    (aware, from EARLIEST on and not in the future: the checks refuse anything else, and a new draw's visit
+    needs its local date)."""
+    rows, facts, now = batch.rows, found.facts, batch.now
+    if len(rows) <= INSERT_MAX_ROWS or found.results:
+        return False
+    for row in rows:
+        at = row.collected_at
+        if row.correction_reason or row.subject not in facts or at.tzinfo is None or at.year < EARLIEST or at > now:
+            return False
+    return True
+
+
+def _stream(batch: _Batch, found: _Found, catalogue: _Catalogue) -> IngestOutcome:
+    """Write a batch of new results while checking them: plan the draws of every row (a mismatch: refused),
+    then, in one transaction, insert the new draws and COPY the rows as they pass the checks, so the server
+    writes each chunk while the next one is checked and made. The first refusal raises ``_Refused``, which
+    ends the COPY and rolls the transaction back: nothing is stored. The batch's references were not looked
+    up (``found`` has no current results): a reference that has a current result (a repost, a conflict) or
+    any other key a concurrent batch wrote first breaks a unique index or the references' check, an
+    IntegrityError that rolls everything back too. Either way the caller then reads the current results and
+    checks the batch the usual way, which stores what it stores and refuses what it refuses."""
+    draws = _draws(batch, found, range(len(batch.rows)))
+    if batch.errors or batch.conflicts:
+        raise _Refused
+    with transaction.atomic():
+        ids = draws.ids
+        if draws.new:
+            ids = {**ids, **_insert_draws(draws.new, batch.user.pk)}
+        _copy(_checked_records(batch, found, catalogue), ids)
+    return IngestOutcome(created=len(batch.rows))
+
+
+def _checked_records(batch: _Batch, found: _Found, catalogue: _Catalogue) -> Iterator[tuple]:
+    """The rows of a streamed batch as ``_records`` makes them, each once it has passed its checks; the
+    first refusal raises ``_Refused``."""
+    user_id, interpret, rows = batch.user.pk, _Interpreter(catalogue), batch.rows
+    for i, subject, (analyte, value, censor) in _checked(batch, found, catalogue):
+        if batch.errors or batch.conflicts:
+            raise _Refused
+        row = rows[i]
+        site_id = subject.site_id
+        flag, grade = interpret(analyte, value, subject)
+        number = None if value is None else float(value)  # a bound from the catalogue may be an int
+        yield ((site_id, row.accession_number), subject.id, site_id, analyte.id, row.source_ref, row.value,
+               row.unit, number, censor, flag, grade, row.status, False, row.correction_reason, user_id)
+    if batch.errors or batch.conflicts:
+        raise _Refused

@@ -40,13 +40,14 @@ STAGES = [
     ("text checks (lengths, NUL)", [("assays/services.py", "_check_text")]),
     ("row checks (catalogue, unit, time, consent window)", [("assays/services.py", "_check_row")]),
     ("  of which value parsing and unit conversion", [("assays/services.py", "_parse_value")]),
-    ("flag and CTCAE grade", [("assays/services.py", "__call__")]),
     ("draws: match, visit windows", [("assays/services.py", "_draws")]),
-    ("building the rows (_build, less the stages above)", [("assays/services.py", "_build")]),
-    ("the write in all (draws, COPY or INSERT; formatting, sending, the server's work; without COMMIT)",
-     [("assays/services.py", "_write_all")]),
+    ("validating and planning (_build, less the stages above)", [("assays/services.py", "_build")]),
+    ("flag and CTCAE grade (made as the rows are written)", [("assays/services.py", "__call__")]),
+    ("making the rows (_records, less flag and grade)", [("assays/services.py", "_records")]),
+    ("the write in all (draws, COPY or INSERT; making, formatting and sending the rows, the server's work; "
+     "without COMMIT)", [("assays/services.py", "_write_all")]),
     ("  of which formatting: psycopg write_row / the copy text", [("psycopg/_copy.py", "write_row"),
-                                                                   ("assays/services.py", "_copy_text")]),
+                                                                   ("assays/services.py", "_copy_line")]),
 ]
 
 
@@ -104,9 +105,11 @@ def stage_costs(stats: pstats.Stats, rows: int) -> list[tuple[str, float]]:
         if "wait" in name and ("psycopg" in filename or filename == "~"):
             waits += tottime  # psycopg's C wait (wait_c) and its Python fallbacks
     costs = [(label, sum(cumulative.get(f, 0.0) for f in functions) * 1e6 / rows) for label, functions in STAGES]
-    build = next(i for i, (label, _f) in enumerate(STAGES) if label.startswith("building"))
+    build = next(i for i, (label, _f) in enumerate(STAGES) if label.startswith("validating"))
     inner = sum(cost for label, cost in costs[2:build] if not label.startswith(" "))  # the stages within _build
     costs[build] = (costs[build][0], costs[build][1] - inner)
+    making = build + 2  # _records calls the flag and grade
+    costs[making] = (costs[making][0], costs[making][1] - costs[build + 1][1])
     costs.append(("waiting on PostgreSQL (psycopg waits, under the profiler)", waits * 1e6 / rows))
     costs.append(("the view's create() in all", cumulative.get(("assays/api.py", "create"), 0.0) * 1e6 / rows))
     return costs

@@ -40,7 +40,7 @@ DOMAIN_ERRORS = {"DomainError", "RuleViolation", "StateConflict", "PermissionRef
 SKIPPED_DIRS = {".venv", "tests", "migrations", "var", "bench", "node_modules"}
 # Functions that pass on a code chosen elsewhere (file:function), and where that code is checked.
 PASSED_ON = {
-    "assays/services.py:_validate": "a locked subject's row takes the lock's code (locking: data_locked, data_frozen)",
+    "assays/services.py:_checked": "a locked subject's row takes the lock's code (locking: data_locked, data_frozen)",
     "config/api.py:exception_handler": "DRF's own codes (test_every_framework_refusal_...)",
 }
 
