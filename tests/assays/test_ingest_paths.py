@@ -14,9 +14,7 @@ from assays.models import Analyte, AnalyteUnit, ReferenceRange, Result
 from assays.services import INSERT_MAX_ROWS
 from audit.selectors import AuditFilters, AuditScope, list_audit_entries
 from locking.services import lock_scope
-from tests.api.support import post_results, result_row, token_client
-from tests.factories import consented
-from trials.services import issue_service_account
+from tests.api.support import post_results, result_row
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("restore_catalogue")]
 
@@ -40,17 +38,6 @@ def catalogue(db):
                                                               "canonical_unit": "mg/L", "lloq": 0.5})[0]
     AnalyteUnit.objects.get_or_create(analyte=crp, unit="mg/L", defaults={"factor": 1})
     ReferenceRange.objects.get_or_create(analyte=crp, defaults={"low": None, "high": 5})
-
-
-@pytest.fixture
-def lab(world):
-    return token_client(issue_service_account(trial=world.trial, sites=[world.site_a], name="Lab A",
-                                              by=world.data_manager)[1])
-
-
-@pytest.fixture
-def subject(world):
-    return consented(trial=world.trial, site=world.site_a, coordinator=world.coordinator)
 
 
 @pytest.mark.parametrize("count", [len(AWKWARD), INSERT_MAX_ROWS + 20], ids=["insert", "copy"])

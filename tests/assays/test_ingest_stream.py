@@ -14,9 +14,8 @@ from assays import services
 from assays.models import Analyte, AnalyteUnit, LabDraw, ReferenceRange, Result
 from assays.services import INSERT_MAX_ROWS
 from locking.services import lock_scope
-from tests.api.support import post_results, result_row, token_client
+from tests.api.support import post_results, result_row
 from tests.factories import consented, days_ago
-from trials.services import issue_service_account
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("restore_catalogue")]
 
@@ -33,17 +32,6 @@ def catalogue(db):
     AnalyteUnit.objects.get_or_create(analyte=crp, unit="mg/L", defaults={"factor": 1})
     AnalyteUnit.objects.get_or_create(analyte=crp, unit="mg/dL", defaults={"factor": 10})
     ReferenceRange.objects.get_or_create(analyte=crp, defaults={"low": None, "high": 5})
-
-
-@pytest.fixture
-def lab(world):
-    return token_client(issue_service_account(trial=world.trial, sites=[world.site_a], name="Lab A",
-                                              by=world.data_manager)[1])
-
-
-@pytest.fixture
-def subject(world):
-    return consented(trial=world.trial, site=world.site_a, coordinator=world.coordinator)
 
 
 @pytest.fixture
