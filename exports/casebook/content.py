@@ -213,13 +213,16 @@ def columns_of(model: type[models.Model], columns: tuple[str, ...] | None, paren
     return [f for f in model._meta.concrete_fields if f.name not in HIDDEN and f.name != parent]
 
 
-def _related(model: type[models.Model], columns: list[models.Field]) -> list[str]:
-    return [f.name for f in columns if f.many_to_one or f.one_to_one]
+def _with_related(qs: models.QuerySet, columns: list[models.Field]) -> models.QuerySet:
+    """``qs`` joined to the rows its foreign-key columns show, and to nothing else: ``select_related()`` with no
+    name would join every non-null foreign key, and theirs."""
+    related = [f.name for f in columns if f.many_to_one or f.one_to_one]
+    return qs.select_related(*related) if related else qs
 
 
 def _part_queryset(part: PartSpec) -> models.QuerySet:
     model = part.model
-    return model._default_manager.select_related(*_related(model, columns_of(model, part.columns, part.parent))) \
+    return _with_related(model._default_manager.all(), columns_of(model, part.columns, part.parent)) \
         .order_by(*part.order)
 
 
@@ -231,7 +234,7 @@ def _subject_filter(label: str, subject_id: int, prefix: str = "") -> dict[str, 
 def _form_queryset(spec: FormSpec, subject_id: int) -> models.QuerySet:
     model = spec.model
     qs = model._default_manager.filter(**_subject_filter(spec.label, subject_id))
-    qs = qs.select_related(*_related(model, columns_of(model, spec.columns)))
+    qs = _with_related(qs, columns_of(model, spec.columns))
     if not spec.streamed:
         for part in spec.parts:
             qs = qs.prefetch_related(Prefetch(part.accessor, queryset=_part_queryset(part)))
