@@ -81,8 +81,8 @@ def _decode_rows(raw: bytes) -> list[ResultIn]:
     as a batch or a result, with their errors), so a valid batch is parsed once instead of twice."""
     try:
         return [_row(r) for r in _batch.decode(raw).results]
-    except Exception:  # the decoding below gives this body its answer or its error
-        pass
+    except (msgspec.ValidationError, msgspec.DecodeError, UnicodeDecodeError, RecursionError):
+        pass  # not a valid batch: the decoding below gives this body its answer or its error
     if "results" in _top.decode(raw):
         return [_row(r) for r in _batch.decode(raw).results]
     return [_row(_single.decode(raw))]
