@@ -22,6 +22,8 @@ class ExportScope:
     user: Any
     cutoff: dt.datetime
     subject_ids: tuple[int, ...] | None = None
+    # The export's snapshot, when its transaction is its own: a second connection may read it (exports.snapshot).
+    snapshot: str | None = None
 
     def site_q(self, *, site: str = "site", subject: str | None = None) -> Q:
         """Rows of the scope's sites (and selected subjects): ``site`` is the path to the row's site,

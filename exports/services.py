@@ -35,6 +35,7 @@ from exports.formats import REGISTRY, ExportFormat
 from exports.models import ExportJob, State
 from exports.package import WrittenFile, file_sha256, write_package
 from exports.scope import ExportScope
+from exports.snapshot import begin_sql
 from locking.models import Lock
 from patients.models import Subject
 from trials.access import access_of
@@ -46,8 +47,6 @@ EXPORT_ROLES = frozenset({Role.DATA_MANAGER, Role.MONITOR})
 CASEBOOK = "casebook"
 CASEBOOK_ROLES = EXPORT_ROLES | {Role.COORDINATOR, Role.INVESTIGATOR}
 MANIFEST_VERSION = 1
-# The largest files are sorted by PostgreSQL (a million results: some 200 MB of rows): in memory, not on disk.
-EXPORT_WORK_MEM = "256MB"
 
 
 @dataclass(frozen=True)
@@ -246,14 +245,17 @@ def _write(job_id: int, partial: Path, beacon: Beacon) -> _Written:
     with transaction.atomic():
         if not nested:  # inside a caller's transaction (a test's), that one's snapshot is used
             with connection.cursor() as cursor:
-                cursor.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
-                cursor.execute(f"SET LOCAL work_mem = '{EXPORT_WORK_MEM}'")
+                for statement in begin_sql():
+                    cursor.execute(statement)
         with connection.cursor() as cursor:
-            cursor.execute("SELECT now()")
-            snapshot_at: dt.datetime = cursor.fetchone()[0]
+            # Its own transaction's snapshot is shared with a second connection (exports.snapshot); a caller's,
+            # whose writes no other connection sees, is not.
+            cursor.execute("SELECT now(), NULL" if nested else "SELECT now(), pg_export_snapshot()")
+            snapshot_at: dt.datetime
+            snapshot_at, snapshot = cursor.fetchone()
         job = ExportJob.objects.select_related("trial", "requested_by").get(pk=job_id)
         scope = build_scope(job, cutoff=snapshot_at)
-        scope = dataclasses.replace(scope, cutoff=locked_since(scope) or snapshot_at)
+        scope = dataclasses.replace(scope, cutoff=locked_since(scope) or snapshot_at, snapshot=snapshot)
         cutoff = scope.cutoff
         fmt = get_format(job.format)
         files = fmt.files(scope)

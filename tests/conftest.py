@@ -77,6 +77,22 @@ def login() -> Any:
     return client_for
 
 
+def seed_catalogue() -> None:
+    """Seed the analyte catalogue and the CTCAE terms as their migrations did, if a flush emptied them."""
+    from importlib import import_module
+
+    from django.apps import apps
+
+    from assays.models import Analyte
+    from patients.models import CtcaeTerm
+
+    if not Analyte.objects.exists():
+        import_module("assays.migrations.0002_seed_catalogue").seed(apps, None)
+        import_module("assays.migrations.0008_seed_antigen_blast_analytes").seed(apps, None)
+    if not CtcaeTerm.objects.exists():  # the CTCAE v5.0 terms the same way
+        import_module("patients.migrations.0006_ctcae_terms_sae_reports").seed_terms(apps, None)
+
+
 @pytest.fixture(scope="module")
 def restore_catalogue(django_db_blocker: Any) -> Any:
     """For modules of transactional tests: their flush empties every table, including the analyte
@@ -84,18 +100,8 @@ def restore_catalogue(django_db_blocker: Any) -> Any:
     the catalogue again for the tests that follow (serialized_rollback cannot: it would rewrite the
     append-only history tables)."""
     yield
-    from importlib import import_module
-
-    from django.apps import apps
     from django.db import connection
 
-    from assays.models import Analyte
-    from patients.models import CtcaeTerm
-
     with django_db_blocker.unblock():
-        if not Analyte.objects.exists():
-            import_module("assays.migrations.0002_seed_catalogue").seed(apps, None)
-            import_module("assays.migrations.0008_seed_antigen_blast_analytes").seed(apps, None)
-        if not CtcaeTerm.objects.exists():  # the CTCAE v5.0 terms the same way
-            import_module("patients.migrations.0006_ctcae_terms_sae_reports").seed_terms(apps, None)
+        seed_catalogue()
         connection.close()  # after a browser module this runs beside Playwright's event loop: leave nothing open

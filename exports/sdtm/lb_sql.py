@@ -29,15 +29,17 @@ from __future__ import annotations
 
 import csv
 import io
-from collections.abc import Callable, Iterator
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from functools import partial
+from itertools import chain
 from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 from django.db import connection
+from django.db.backends.base.base import BaseDatabaseWrapper
 
 from assays.models import LabDraw, Result
 from exports.formats.csv_results import Block, python_float_sql
@@ -45,11 +47,13 @@ from exports.sdtm.codes import SPECIMEN, catalogue
 from exports.sdtm.common import Context, Dataset, subject_key
 from exports.sdtm.findings import CANCELLED, DATASETS, NRIND, PC_ANALYTES
 from exports.sdtm.xpt import BLANK, RECORD, Variable, encoded, fit, header, ibm_floats, place, text_width, unaligned
+from exports.snapshot import beside, halves
 from patients.timeline import cdisc_study_day_sql, day0s_sql, local_date_sql
 
 LB, PC = DATASETS[0], DATASETS[1]
 FLUSH = 64 * 1024
 XPT_CHUNK = 5000  # rows fetched, and encoded, at a time
+HOLD_BYTES = 32 * 1024 * 1024  # of the first part's rows read while the second connection measures the widths
 PRINTABLE_ASCII = "^[ -~]*$"  # texts PostgreSQL strips and upper-cases exactly as Python does
 
 
@@ -309,6 +313,29 @@ def params(ctx: Context, spec: FromSql = LB_SQL) -> dict[str, Any]:
     }
 
 
+SUBJECT_PARAMETERS = ("s_id", "s_rank", "s_usubjid", "s_tz", "s_first", "s_profile")
+SPLIT_MIN_DRAWS = 2000  # below this, a second connection costs more than it saves
+
+
+def parts(ctx: Context, values: dict[str, Any]) -> list[dict[str, Any]]:
+    """The query's parameters for each part of the file read on its own connection (``exports.snapshot``): the
+    subjects, in the file's order, cut in two of about the same number of draws, when the export's snapshot can be
+    shared and the file is large; otherwise one part, ``values``. Every other parameter is keyed by subject or the
+    same for all, so each part's rows are the file's rows of its subjects, numbered as in the whole file."""
+    if ctx.scope.snapshot is None or len(values["s_id"]) < 2:
+        return [values]
+    with connection.cursor() as cursor:
+        cursor.execute(f"SELECT u.id, count(d.id) FROM unnest(%s::bigint[]) WITH ORDINALITY AS u(id, n) LEFT JOIN "
+                       f"{LabDraw._meta.db_table} d ON d.subject_id = u.id GROUP BY u.id, u.n ORDER BY u.n",
+                       [values["s_id"]])
+        draws = [count for _, count in cursor.fetchall()]
+    if sum(draws) < SPLIT_MIN_DRAWS:
+        return [values]
+    cut = halves(draws)
+    return [{**values, **{k: values[k][:cut] for k in SUBJECT_PARAMETERS}},
+            {**values, **{k: values[k][cut:] for k in SUBJECT_PARAMETERS}}]
+
+
 # --- the files ---------------------------------------------------------------------------------------
 
 
@@ -334,7 +361,20 @@ def _csv_chunks(ctx: Context, spec: FromSql) -> Iterator[bytes]:
     csv.writer(head, lineterminator="\n").writerow([v.name for v in spec.variables])
     yield head.getvalue().encode()
     query = f"COPY ({csv_sql(spec)}) TO STDOUT (FORMAT csv)"
-    with connection.cursor() as cursor, cursor.cursor.copy(query, params(ctx, spec)) as copy:
+    first, *rest = parts(ctx, params(ctx, spec))
+    if not rest:
+        yield from _copied(connection, query, first)
+        return
+    assert ctx.scope.snapshot is not None  # parts() cut only with a snapshot to share
+    with beside(ctx.scope.snapshot, lambda other: _copied(other, query, rest[0])) as second:
+        yield from _copied(connection, query, first)
+        yield from second.chunks()
+
+
+def _copied(db: BaseDatabaseWrapper, query: str, values: dict[str, Any]) -> Iterator[bytes]:
+    """The lines of the query's CSV COPY on ``db`` (the export's connection or the second one), as the csv module
+    writes them, ``FLUSH`` bytes at a time."""
+    with db.cursor() as cursor, cursor.cursor.copy(query, values) as copy:
         lines: list[Block] = []
         size = 0
         for block in copy:  # one line per block
@@ -478,13 +518,14 @@ def non_ascii_sql(spec: FromSql = LB_SQL) -> str:
 
 
 def fitted(ctx: Context, spec: FromSql = LB_SQL, values: dict[str, Any] | None = None,
-           draws: Draws | None = None) -> tuple[Variable, ...]:
+           draws: Draws | None = None, db: BaseDatabaseWrapper = connection) -> tuple[Variable, ...]:
     """The dataset's variables, each character variable as long as its longest value (``xpt.fit``): those of the
-    draw measured on ``draws`` (read when not given), the others by a query (``widths_sql``; a second when a free
-    text is not ASCII) with the parameters of the dataset's query (``values``, computed when not given)."""
+    draw measured on ``draws`` (read when not given), the others by a query on ``db`` (``widths_sql``; a second
+    when a free text is not ASCII) with the parameters of the dataset's query (``values``, computed when not
+    given)."""
     values = params(ctx, spec) if values is None else values
     draws = Draws.read(spec, values) if draws is None else draws
-    with connection.cursor() as cursor:
+    with db.cursor() as cursor:
         cursor.execute(widths_sql(spec), values)
         found: list[Any] = list(cursor.fetchone())
         others: list[list[str]] = [[] for _ in spec.free]
@@ -539,62 +580,119 @@ class _Layout:
 
 
 def _xpt_chunks(ctx: Context, spec: FromSql, record: Record | None) -> Iterator[bytes]:
-    """The header, then the observations of each chunk of rows encoded at once: the row's own variables by
-    ``xpt.place``, those of its draw and its test copied from their encoded lines (``_Layout``), --SEQ counted."""
+    """The header, then the observations (``_Encoding``) of each part of the subjects (``parts``), then the blanks
+    that end the file's last record. In two parts, the second connection first measures the widths (``fitted``)
+    while this one starts reading the first part's rows (up to ``HOLD_BYTES`` of them held until the widths are
+    known), then reads and encodes the second part."""
     values = params(ctx, spec)
     draws = Draws.read(spec, values)
-    variables = fitted(ctx, spec, values, draws)
+    tests = _tests(spec, values)
+    query = xpt_values_sql(spec)
+    first, *rest = parts(ctx, values)
+    if not rest:
+        variables = fitted(ctx, spec, values, draws)
+        yield from _xpt_file(spec, record, variables,
+                             _Encoding.of(spec, variables, draws, tests).observations(
+                                 _server_side_chunks(connection, query, first)), ())
+        return
+    assert ctx.scope.snapshot is not None  # parts() cut only with a snapshot to share
+    ready: Future[tuple[tuple[Variable, ...], _Encoding]] = Future()
+
+    def second(db: BaseDatabaseWrapper) -> Iterator[bytes]:
+        try:
+            variables = fitted(ctx, spec, values, draws, db)
+            encoding = _Encoding.of(spec, variables, draws, tests)
+        except BaseException as err:
+            ready.set_exception(err)
+            raise
+        ready.set_result((variables, encoding))
+        return encoding.observations(_server_side_chunks(db, query, rest[0]))
+
+    with beside(ctx.scope.snapshot, second) as other:
+        chunks = _server_side_chunks(connection, query, first)
+        held: list[list[bytes]] = []
+        size = 0
+        while not ready.done() and size < HOLD_BYTES and (chunk := next(chunks, None)) is not None:
+            held.append(chunk)
+            size += sum(map(len, chunk))
+        variables, encoding = other.result(ready)
+        yield from _xpt_file(spec, record, variables, encoding.observations(chain(held, chunks)), other.chunks())
+
+
+def _xpt_file(spec: FromSql, record: Record | None, variables: tuple[Variable, ...], *observations: Iterable[bytes]
+              ) -> Iterator[bytes]:
+    """The file: the header of ``variables`` (given to ``record`` first), the observations, the last blanks."""
     if record is not None:
         record(variables)
     yield header(spec.dataset.name, spec.dataset.label, variables)
-    by_name = {v.name: v for v in variables}
-    layout = _Layout(variables, draws, encoded([by_name[n] for n in spec.per_draw], draws.values),
-                     encoded([by_name[n] for n in spec.per_test], _tests(spec, values)))
-    per_row = tuple(by_name[v.name] for v in spec.per_row)
-    row_offsets = np.array([layout.offsets[v.name] for v in per_row], dtype=np.intp)
-    draw_gathers, test_gathers = layout.gathers(spec.per_draw), layout.gathers(spec.per_test)
-    seq = layout.offsets[spec.sequence]
-    after = -1  # the subject of the last row written: every subject's rows are written at once
     written = 0
-    held: list[bytes] = []  # the rows of the last subject read, which may go on in the next chunk
-    chunks = _server_side_chunks(xpt_values_sql(spec), values)
-    while True:
-        read = next(chunks, None)
-        last = read is None
-        if read and held and not last and _one_subject(draws, held[0] + b"".join(read), len(held[0]), read):
-            held += read  # the held subject goes on through the chunk: nothing to write yet
-            continue
-        records = held + (read or [])
-        if not records:
-            break
-        data = np.frombuffer(b"".join(records), dtype=np.uint8)
-        ends = np.cumsum(np.fromiter(map(len, records), dtype=np.intp, count=len(records)))
-        starts, sizes = _fields(data, ends, 3 + len(per_row))
-        ids = unaligned(data, ">i8")[starts[0]]
-        draw = np.minimum(np.searchsorted(draws.ids, ids), len(draws.ids) - 1)
-        if not (draws.ids[draw] == ids).all():
-            raise ValueError("A row's draw is not among the dataset's draws.")
-        subjects = draws.subjects[draw]
-        order, done = _in_order(subjects, unaligned(data, ">i4")[starts[1]], draws.times[draw],
-                                unaligned(data, ">i8")[starts[2]], last=last, after=after)
-        held = [records[i] for i in range(done, len(records))] if done < len(records) else []
-        if not done:
-            continue
-        starts, sizes, draw = starts[:, order], sizes[:, order], draw[order]
-        test = unaligned(data, ">i4")[starts[1]]
-        out = np.full((done, layout.width), BLANK, dtype=np.uint8)
-        place(out, row_offsets, per_row, data, starts[3:], sizes[3:])
-        for lines, index, gathers in ((layout.draw_lines, draw, draw_gathers), (layout.test_lines, test, test_gathers)):
-            for target, source, length in gathers:
-                out[:, target:target + length] = lines[index, source:source + length]
-        out[:, seq:seq + 8] = ibm_floats(_sequence(subjects[order])).view(np.uint8).reshape(-1, 8)
-        after = int(subjects[order[-1]])
-        encoded_rows = out.tobytes()
-        written += len(encoded_rows)
-        yield encoded_rows
-        if last:
-            break
+    for chunk in chain.from_iterable(observations):
+        written += len(chunk)
+        yield chunk
     yield b" " * (-written % RECORD)
+
+
+@dataclass
+class _Encoding:
+    """How the rows of the XPT's query become observations: the row's own variables (``per_row``) placed by
+    ``xpt.place``, those of its draw and its test copied from their encoded lines (``_Layout``), --SEQ counted."""
+
+    spec: FromSql
+    layout: _Layout
+    per_row: tuple[Variable, ...]
+
+    @classmethod
+    def of(cls, spec: FromSql, variables: tuple[Variable, ...], draws: Draws, tests: list[tuple[Any, ...]]
+           ) -> _Encoding:
+        by_name = {v.name: v for v in variables}
+        layout = _Layout(variables, draws, encoded([by_name[n] for n in spec.per_draw], draws.values),
+                         encoded([by_name[n] for n in spec.per_test], tests))
+        return cls(spec, layout, tuple(by_name[v.name] for v in spec.per_row))
+
+    def observations(self, chunks: Iterator[list[bytes]]) -> Iterator[bytes]:
+        """The observations of the query's rows (``chunks``, in subject order), a chunk of rows encoded at once, each
+        subject's rows in order and numbered."""
+        layout, per_row, draws = self.layout, self.per_row, self.layout.draws
+        row_offsets = np.array([layout.offsets[v.name] for v in per_row], dtype=np.intp)
+        draw_gathers, test_gathers = layout.gathers(self.spec.per_draw), layout.gathers(self.spec.per_test)
+        seq = layout.offsets[self.spec.sequence]
+        after = -1  # the subject of the last row written: every subject's rows are written at once
+        held: list[bytes] = []  # the rows of the last subject read, which may go on in the next chunk
+        while True:
+            read = next(chunks, None)
+            last = read is None
+            if read and held and not last and _one_subject(draws, held[0] + b"".join(read), len(held[0]), read):
+                held += read  # the held subject goes on through the chunk: nothing to write yet
+                continue
+            records = held + (read or [])
+            if not records:
+                break
+            data = np.frombuffer(b"".join(records), dtype=np.uint8)
+            ends = np.cumsum(np.fromiter(map(len, records), dtype=np.intp, count=len(records)))
+            starts, sizes = _fields(data, ends, 3 + len(per_row))
+            ids = unaligned(data, ">i8")[starts[0]]
+            draw = np.minimum(np.searchsorted(draws.ids, ids), len(draws.ids) - 1)
+            if not (draws.ids[draw] == ids).all():
+                raise ValueError("A row's draw is not among the dataset's draws.")
+            subjects = draws.subjects[draw]
+            order, done = _in_order(subjects, unaligned(data, ">i4")[starts[1]], draws.times[draw],
+                                    unaligned(data, ">i8")[starts[2]], last=last, after=after)
+            held = [records[i] for i in range(done, len(records))] if done < len(records) else []
+            if not done:
+                continue
+            starts, sizes, draw = starts[:, order], sizes[:, order], draw[order]
+            test = unaligned(data, ">i4")[starts[1]]
+            out = np.full((done, layout.width), BLANK, dtype=np.uint8)
+            place(out, row_offsets, per_row, data, starts[3:], sizes[3:])
+            for lines, index, gathers in ((layout.draw_lines, draw, draw_gathers),
+                                          (layout.test_lines, test, test_gathers)):
+                for target, source, length in gathers:
+                    out[:, target:target + length] = lines[index, source:source + length]
+            out[:, seq:seq + 8] = ibm_floats(_sequence(subjects[order])).view(np.uint8).reshape(-1, 8)
+            after = int(subjects[order[-1]])
+            yield out.tobytes()
+            if last:
+                break
 
 
 def _one_subject(draws: Draws, data: bytes, first: int, records: list[bytes]) -> bool:
@@ -630,10 +728,11 @@ def _sequence(subjects: npt.NDArray[np.int64]) -> npt.NDArray[np.float64]:
     return (position - np.maximum.accumulate(np.where(new, position, 0)) + 1).astype(np.float64)
 
 
-def _server_side_chunks(sql: str, values: dict[str, Any]) -> Iterator[list[bytes]]:
-    """The query's single column (binary), ``XPT_CHUNK`` rows at a time, from a server-side cursor; the next chunk
-    is fetched (PostgreSQL works, psycopg waits without the GIL) while the caller encodes the current one."""
-    with connection.chunked_cursor() as cursor, ThreadPoolExecutor(max_workers=1) as fetcher:
+def _server_side_chunks(db: BaseDatabaseWrapper, sql: str, values: dict[str, Any]) -> Iterator[list[bytes]]:
+    """The query's single column (binary), ``XPT_CHUNK`` rows at a time, from a server-side cursor of ``db`` (the
+    export's connection or the second one); the next chunk is fetched (PostgreSQL works, psycopg waits without the
+    GIL) while the caller encodes the current one."""
+    with db.chunked_cursor() as cursor, ThreadPoolExecutor(max_workers=1) as fetcher:
         cursor.cursor.execute(sql, values, binary=True)  # psycopg's own cursor: bytea as it is
         fetch = partial(cursor.cursor.fetchmany, XPT_CHUNK)  # one fetch at a time, in order
         pending = fetcher.submit(fetch)

@@ -1,0 +1,193 @@
+"""An export's large files read in two parts, the second on another connection importing the export's snapshot
+(``exports.snapshot``), are the files read in one part; the second connection sees what the export's transaction
+sees, not what was committed after; its failure fails the file; a reader stopped early is cancelled.
+
+These tests commit their data (``transaction=True``): another connection never sees a test transaction's writes."""
+
+from __future__ import annotations
+
+import dataclasses
+import threading
+import time
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import pytest
+from django.db import connection, connections, transaction
+
+from assays.models import Result
+from assays.services import ingest_results
+from exports.models import State
+from exports.sdtm import DATASETS, generic_csv_chunks, generic_xpt_chunks, lb_sql
+from exports.services import create_export_job, run_export_job
+from exports.snapshot import begin_sql, beside, halves
+from tests.conftest import seed_catalogue
+from tests.exports.conftest import package, stored_files
+from tests.exports.test_sdtm import export, lab, scope_of, trial  # noqa: F401  (the small trial of the SDTM tests)
+
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("restore_catalogue", "catalogue")]
+FILES = ("sdtm/lb.csv", "sdtm/lb.xpt", "sdtm/pc.csv", "sdtm/pc.xpt")
+
+
+@pytest.fixture
+def catalogue(django_db_setup: Any, django_db_blocker: Any) -> None:
+    """The catalogue the previous test's flush emptied, seeded again before the trial is built."""
+    with django_db_blocker.unblock():
+        seed_catalogue()
+
+
+@pytest.fixture
+def in_two_parts(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """Every LB and PC file cut in two, whatever its size; the snapshots the second parts read."""
+    monkeypatch.setattr(lb_sql, "SPLIT_MIN_DRAWS", 0)
+    snapshots: list[str] = []
+    real = lb_sql.beside
+
+    def recorded(snapshot: str, produce: Any) -> Any:
+        snapshots.append(snapshot)
+        return real(snapshot, produce)
+
+    monkeypatch.setattr(lb_sql, "beside", recorded)
+    return snapshots
+
+
+@pytest.mark.parametrize("widths", ["quick", "slow", "slow, nothing held"])
+def test_lb_and_pc_in_two_parts_are_the_files_of_one_part(trial: Any, export_dir: Any,  # noqa: F811
+                                                         in_two_parts: list[str], monkeypatch: pytest.MonkeyPatch,
+                                                         widths: str) -> None:
+    """The XPT's widths are measured on the second connection while the first part's rows are read: with slow
+    widths the first part's rows wait for them (held), or, past ``HOLD_BYTES``, are read only after."""
+    if widths != "quick":
+        measured = lb_sql.fitted
+
+        def slow(*args: Any) -> Any:
+            time.sleep(0.5)
+            return measured(*args)
+
+        monkeypatch.setattr(lb_sql, "fitted", slow)
+        monkeypatch.setattr(lb_sql, "XPT_CHUNK", 1)
+    if widths == "slow, nothing held":
+        monkeypatch.setattr(lb_sql, "HOLD_BYTES", 0)
+    for subject in (trial.split, trial.reinf):  # results on both sides of the cut
+        ref = f"P-{subject.code}-"
+        ingest_results(by=trial.coordinator, rows=[
+            lab(subject, ref + "1", -8, "ANC", "3000", "/uL"), lab(subject, ref + "2", -6, "CRP", "4", "mg/L"),
+            lab(subject, ref + "3", 9, "CAR_QPCR", "900", "copies/ug")])
+    job = run_export_job(create_export_job(by=trial.data_manager, trial=trial.trial, format_code="sdtm").pk)
+    assert job.state == State.DONE, job.error
+    with package(job) as archive:
+        written = {name: archive.read(name) for name in FILES}
+    assert len(in_two_parts) == 4 and len(set(in_two_parts)) == 1  # each file cut, on the job's one snapshot
+    # The same files read in one part (no snapshot to share) with the job's cut-off, and by the generic writers.
+    scope = dataclasses.replace(scope_of(trial, trial.data_manager), cutoff=job.cutoff)
+    assert scope.snapshot is None
+    one_part = export(scope)
+    for name in FILES:
+        assert written[name] == one_part[name], name
+    lb, pc = (next(d for d in DATASETS if d.name == name) for name in ("LB", "PC"))
+    assert written["sdtm/lb.csv"] == b"".join(generic_csv_chunks(lb, scope))
+    assert written["sdtm/pc.xpt"] == b"".join(generic_xpt_chunks(pc, scope))
+    # Both parts hold rows: the split subjects' rows and the re-infused subject's.
+    usubjids = {line.split(b",")[2].decode() for line in written["sdtm/lb.csv"].splitlines()[1:]}
+    for subject in (trial.split, trial.reinf):
+        assert any(u.endswith(f"-{subject.code}") for u in usubjids), subject.code
+
+
+def test_parts_cut_the_subjects_by_their_draws_only_with_a_snapshot_to_share(trial: Any,  # noqa: F811
+                                                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    from exports.sdtm.common import Context
+
+    monkeypatch.setattr(lb_sql, "SPLIT_MIN_DRAWS", 0)
+    scope = scope_of(trial, trial.data_manager)
+    ctx = Context(scope)
+    values = lb_sql.params(ctx)
+    assert lb_sql.parts(ctx, values) == [values]  # no snapshot: one part
+    ctx.scope = dataclasses.replace(scope, snapshot="00000003-00000002-1")
+    first, second = lb_sql.parts(ctx, values)
+    assert first["s_id"] + second["s_id"] == values["s_id"] and first["s_id"] and second["s_id"]
+    assert first["s_rank"] + second["s_rank"] == values["s_rank"]
+    assert first["c_id"] == second["c_id"] == values["c_id"]  # everything not per subject is whole in each
+    monkeypatch.setattr(lb_sql, "SPLIT_MIN_DRAWS", 10**6)
+    assert lb_sql.parts(ctx, values) == [values]  # a small file: one part
+
+
+@pytest.mark.parametrize(("weights", "cut"), [([1, 1, 1, 1], 2), ([10, 1, 1], 1), ([1, 1, 10], 2), ([0, 0], 1),
+                                              ([5], 1), ([], 0), ([3, 1, 1, 1], 1), ([1, 2, 3, 4], 3)])
+def test_halves_cuts_where_half_the_weight_is_reached(weights: list[int], cut: int) -> None:
+    assert halves(weights) == cut
+
+
+def test_a_failure_on_the_second_connection_fails_the_job_and_leaves_no_file(
+        trial: Any, export_dir: Any, in_two_parts: list[str], monkeypatch: pytest.MonkeyPatch) -> None:  # noqa: F811
+    monkeypatch.setattr(lb_sql, "widths_sql", lambda spec: "SELECT 1 / 0")  # the widths, measured there, fail
+    job = run_export_job(create_export_job(by=trial.data_manager, trial=trial.trial, format_code="sdtm").pk)
+    assert job.state == State.FAILED
+    assert "division by zero" in job.error
+    assert not stored_files(export_dir)
+
+
+def _count_results(db: Any) -> Iterator[bytes]:
+    with db.cursor() as cursor:
+        cursor.execute(f"SELECT count(*) FROM {Result._meta.db_table}")
+        yield str(cursor.fetchone()[0]).encode()
+
+
+def test_the_second_connection_reads_the_exports_snapshot_not_later_commits(trial: Any) -> None:  # noqa: F811
+    before = Result.objects.count()
+    assert before
+    more = [lab(trial.split, "LATE-1", 9, "CRP", "5", "mg/L")]
+    with transaction.atomic():
+        with connection.cursor() as cursor:
+            for statement in begin_sql():
+                cursor.execute(statement)
+            cursor.execute("SELECT pg_export_snapshot()")
+            snapshot = cursor.fetchone()[0]
+        with ThreadPoolExecutor(max_workers=1) as writer:  # a site posting a result, committed after the snapshot
+            writer.submit(_ingest_on_own_connection, trial.coordinator, more).result()
+        with beside(snapshot, _count_results) as reader:
+            assert b"".join(reader.chunks()) == str(before).encode()
+    assert Result.objects.count() == before + 1
+
+
+def _ingest_on_own_connection(by: Any, rows: list[Any]) -> None:
+    try:
+        ingest_results(by=by, rows=rows)
+    finally:
+        connections.close_all()  # this thread's connection
+
+
+def _fails(db: Any) -> Iterator[bytes]:
+    yield b"some bytes"
+    with db.cursor() as cursor:
+        cursor.execute("SELECT 1 / 0")
+    yield b"never"
+
+
+def test_a_failing_second_part_fails_the_file(trial: Any) -> None:  # noqa: F811
+    with transaction.atomic():
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT pg_export_snapshot()")
+            snapshot = cursor.fetchone()[0]
+        with beside(snapshot, _fails) as reader, pytest.raises(Exception, match="division by zero"):
+            list(reader.chunks())
+
+
+def test_a_second_part_abandoned_early_is_cancelled(trial: Any) -> None:  # noqa: F811
+    started = threading.Event()
+
+    def slow(db: Any) -> Iterator[bytes]:
+        started.set()
+        with db.cursor() as cursor:
+            cursor.execute("SELECT pg_sleep(30)")
+        yield b"late"
+
+    with transaction.atomic():
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT pg_export_snapshot()")
+            snapshot = cursor.fetchone()[0]
+        begun = time.monotonic()
+        with beside(snapshot, slow):
+            assert started.wait(10)
+            time.sleep(0.2)  # the query is running
+        assert time.monotonic() - begun < 10  # closed by cancelling it, not by waiting 30 s
