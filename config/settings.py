@@ -185,6 +185,9 @@ STORAGES = {
 # (its worker died) and may be retried.
 EXPORTS_HEARTBEAT_SECONDS = float(os.environ.get("DJANGO_EXPORTS_HEARTBEAT_SECONDS", "10"))
 EXPORTS_STALLED_AFTER_SECONDS = float(os.environ.get("DJANGO_EXPORTS_STALLED_AFTER_SECONDS", "120"))
+# A large SDTM LB or PC file is read in two parts, the second on another connection on the export's snapshot
+# (exports.snapshot): a worker then holds two connections for a while.
+EXPORTS_SECOND_CONNECTION = env_flag("DJANGO_EXPORTS_SECOND_CONNECTION", default=True)
 
 # --- Security: production defaults, relaxed only by DEBUG or explicit settings.
 SECURE_SSL_REDIRECT = env_flag("DJANGO_SECURE_SSL_REDIRECT", not DEBUG)

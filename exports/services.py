@@ -250,7 +250,8 @@ def _write(job_id: int, partial: Path, beacon: Beacon) -> _Written:
         with connection.cursor() as cursor:
             # Its own transaction's snapshot is shared with a second connection (exports.snapshot); a caller's,
             # whose writes no other connection sees, is not.
-            cursor.execute("SELECT now(), NULL" if nested else "SELECT now(), pg_export_snapshot()")
+            shared = not nested and settings.EXPORTS_SECOND_CONNECTION
+            cursor.execute("SELECT now(), pg_export_snapshot()" if shared else "SELECT now(), NULL")
             snapshot_at: dt.datetime
             snapshot_at, snapshot = cursor.fetchone()
         job = ExportJob.objects.select_related("trial", "requested_by").get(pk=job_id)

@@ -94,6 +94,14 @@ def test_lb_and_pc_in_two_parts_are_the_files_of_one_part(trial: Any, export_dir
         assert any(u.endswith(f"-{subject.code}") for u in usubjids), subject.code
 
 
+def test_with_the_second_connection_off_no_snapshot_is_shared(trial: Any, export_dir: Any,  # noqa: F811
+                                                               in_two_parts: list[str], settings: Any) -> None:
+    settings.EXPORTS_SECOND_CONNECTION = False
+    job = run_export_job(create_export_job(by=trial.data_manager, trial=trial.trial, format_code="sdtm").pk)
+    assert job.state == State.DONE, job.error
+    assert in_two_parts == []
+
+
 def test_parts_cut_the_subjects_by_their_draws_only_with_a_snapshot_to_share(trial: Any,  # noqa: F811
                                                                              monkeypatch: pytest.MonkeyPatch) -> None:
     from exports.sdtm.common import Context
