@@ -22,6 +22,7 @@ when the baseline was high). A limit or baseline that is not a positive number c
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from decimal import Context, Decimal, Inexact
 from functools import lru_cache
 
@@ -91,6 +92,70 @@ def grade_lab(*, term: str, value: float, lln: float | None, uln: float | None, 
     if term == "creatinine_increased":
         return _creatinine(v, uln_q, base_q)
     return _fibrinogen(v, lln_q, base_q)
+
+
+def lab_grader(*, term: str, lln: float | None, uln: float | None) -> Callable[[float], int | None]:
+    """``grade_lab`` without a baseline, for one term and one reference range, as a function of the value alone:
+    the same grades and errors, for grading many values against one range (a batch of results).
+
+    The range's bounds are worked out once. A "decreased" term compares floats already (module docstring). For
+    ALT, AST and bilirubin, each multiple of the ULN becomes the largest float whose decimal is at most the exact
+    product (``_last_at_most``): since ``repr`` is monotonic, a value's decimal exceeds the product exactly when
+    its float exceeds that bound, so no Decimal is made per value. Creatinine and fibrinogen grade each value
+    with ``grade_lab``. tests/assays/test_lab_grading.py compares the two forms at and around every bound."""
+    if term not in TERMS:
+        raise ValueError(f"Unknown CTCAE lab term {term!r}; expected one of {', '.join(sorted(TERMS))}.")
+    if term in DECREASED_CUTOFFS:
+        limit, cutoffs = _positive(lln), _DECREASED_BOUNDS[term]
+
+        def decreased(value: float) -> int | None:
+            return _decreased(_finite_or_refused(value), limit, cutoffs)
+
+        return decreased
+    if term in LIVER_MULTIPLES:
+        return _liver_grader(term, _limit(uln))
+
+    def other(value: float) -> int | None:
+        return grade_lab(term=term, value=value, lln=lln, uln=uln)
+
+    return other
+
+
+def _liver_grader(term: str, uln: Decimal | None) -> Callable[[float], int | None]:
+    """``_liver`` without a baseline as a function of the value (see ``lab_grader``)."""
+    if uln is None:
+
+        def undecided(value: float) -> int | None:
+            _finite_or_refused(value)
+            return None  # _liver without its reference
+
+        return undecided
+    g2, g3, g4 = (_last_at_most(_times(multiple, uln)) for multiple in _LIVER_BOUNDS[term])
+    upper = float(uln)  # the float the ULN was: compared with the value's float, as their decimals
+
+    def liver(value: float) -> int | None:
+        v = _finite_or_refused(value)
+        return 4 if v > g4 else 3 if v > g3 else 2 if v > g2 else int(v > upper)
+
+    return liver
+
+
+def _finite_or_refused(value: float | int | None) -> float:
+    f = _finite(value)
+    if f is None:
+        raise ValueError(f"Cannot grade the value {value!r}: not a finite number.")
+    return f
+
+
+def _last_at_most(bound: Decimal) -> float:
+    """The largest float whose decimal (``repr``) is at most ``bound``: for a float v, ``v > _last_at_most(b)``
+    exactly when v's decimal is greater than b (repr is monotonic)."""
+    f = float(bound)  # the nearest float: at most a step or two from the answer
+    while Decimal(repr(f)) > bound:
+        f = math.nextafter(f, -math.inf)
+    while Decimal(repr(up := math.nextafter(f, math.inf))) <= bound:
+        f = up
+    return f
 
 
 def _finite(x: float | int | None) -> float | None:

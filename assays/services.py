@@ -28,17 +28,17 @@ import datetime as dt
 import json
 import math
 import re
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from operator import attrgetter, le
-from typing import Any, ClassVar, NamedTuple
+from typing import Any, NamedTuple
 
 import pghistory
 from django.contrib.auth.models import AbstractBaseUser, User
 from django.db import IntegrityError, connection, transaction
 from django.utils import timezone
 
-from assays.lab_grading import grade_lab
+from assays.lab_grading import lab_grader
 from assays.models import Analyte, AnalyteUnit, CatalogueVersion, LabDraw, ReferenceRange, Result, Specimen
 from assays.ranges import pick_range
 from config.db import prepared_rows
@@ -643,15 +643,12 @@ _REASON = attrgetter("correction_reason")
 
 
 class _Interpreter:
-    """Reference-range flag and CTCAE lab grade of normalised values. A range is picked once per (analyte,
-    sex, age); a grade is computed once per (term, value, range) for the process (grading compares exact
-    decimals, about 60 µs a value, and laboratories report few distinct values)."""
-
-    _grades: ClassVar[dict[tuple[str, float, float | None, float | None], int | None]] = {}
+    """Reference-range flag and CTCAE lab grade of normalised values. A range, and the grader of the analyte's
+    term against it (``lab_grader``: its bounds worked out once), is picked once per (analyte, sex, age)."""
 
     def __init__(self, catalogue: _Catalogue) -> None:
         self.catalogue = catalogue
-        self.ranges: dict[tuple[int, str, int | None], tuple[float | None, float | None]] = {}
+        self.ranges: dict[tuple[int, str, int | None], tuple[float | None, float | None, Any]] = {}
 
     def __call__(self, analyte: Analyte, value: float | None, subject: _SubjectFacts) -> tuple[str, int | None]:
         if value is None:
@@ -659,26 +656,18 @@ class _Interpreter:
         key = (analyte.id, subject.sex, subject.age)
         limits = self.ranges.get(key)
         if limits is None:
-            limits = self.ranges[key] = self.catalogue.range_for(analyte.id, subject.sex, subject.age)
-        low, high = limits
+            low, high = self.catalogue.range_for(analyte.id, subject.sex, subject.age)
+            term = analyte.ctcae_term
+            limits = self.ranges[key] = (low, high, lab_grader(term=term, lln=low, uln=high) if term else None)
+        low, high, grader = limits
         flag = "L" if low is not None and value < low else "H" if high is not None and value > high else (
             "N" if low is not None or high is not None else "")
-        term = analyte.ctcae_term
-        if not term:
-            return flag, None
-        grades, graded = self._grades, (term, value, low, high)
-        grade = grades.get(graded, _MISSING)
-        if grade is _MISSING:
-            if len(grades) >= GRADE_CACHE_SIZE:
-                grades.clear()
-            grade = grades[graded] = grade_lab(term=term, value=value, lln=low, uln=high)
-        return flag, grade
+        return flag, None if grader is None else grader(value)
 
 
 # Up to this many rows go in one INSERT (one round trip; a single post's whole write when its draw exists);
 # larger batches go by COPY, whose set-up costs a round trip more but whose rows cost less.
 INSERT_MAX_ROWS = 50
-GRADE_CACHE_SIZE = 100_000
 _TYPES = {"draw_id": "bigint", "subject_id": "bigint", "site_id": "bigint", "analyte_id": "bigint",
           "value": "float8", "ctcae_grade": "int", "superseded": "boolean", "recorded_by_id": "bigint"}
 
@@ -700,33 +689,46 @@ _COPY_NULL = "\\N"
 _COPY_ESCAPES = str.maketrans({"\\": "\\\\", "\t": "\\t", "\n": "\\n", "\r": "\\r"})
 
 
-def _copy_line(record: tuple, draw: int, end: str) -> str:
-    """One row in COPY's text format, in RESULT_COLUMNS' order: ``draw`` the id of the record's draw (its key
-    comes first in ``record``), ``end`` (recorded_at, audit context and the newline) appended. Texts have their
-    backslashes, tabs, newlines and carriage returns escaped (a NUL never gets here: it is refused row by row),
-    NULL is backslash-N, and ids and grades must be integers (``:d`` refuses anything else), so no value can end
-    its field or row early. About 2.5 times faster than psycopg's write_row, which adapts every value by its
-    type."""
-    _key, subject, site, analyte, ref, sent, unit, value, censor, flag, grade, status, superseded, reason, user = record
-    texts = "\x00".join((ref, sent, unit, censor, flag, status, reason))
+def _copy_line(head: str, analyte: int, ref: str, sent: str, unit: str, value: float | None, censor: str, flag: str,
+               grade: int | None, status: str, superseded: bool, reason: str, tail: str) -> str:
+    """One row in COPY's text format, in RESULT_COLUMNS' order: ``head`` its draw, subject and site
+    (``_copy_head``), ``tail`` its recording user, time and audit context and the newline (``_copy_tail``).
+    The texts that come from the request have their backslashes, tabs, newlines and carriage returns escaped
+    (a NUL never gets here: it is refused row by row; the censor mark and the flag are the service's own), NULL
+    is backslash-N, and ids and grades must be integers (``:d`` refuses anything else), so no value can end its
+    field or row early. About 2.5 times faster than psycopg's write_row, which adapts every value by its type."""
+    texts = "\x00".join((ref, sent, unit, status, reason))
     if "\\" in texts or "\t" in texts or "\n" in texts or "\r" in texts:
-        ref, sent, unit, censor, flag, status, reason = (
-            text.translate(_COPY_ESCAPES) for text in (ref, sent, unit, censor, flag, status, reason))
+        ref, sent, unit, status, reason = (text.translate(_COPY_ESCAPES) for text in (ref, sent, unit, status, reason))
     number = _COPY_NULL if value is None else repr(float(value))
     graded = _COPY_NULL if grade is None else f"{grade:d}"
-    return (f"{draw:d}\t{subject:d}\t{site:d}\t{analyte:d}\t{ref}\t{sent}\t{unit}\t{number}\t{censor}\t{flag}\t"
-            f"{graded}\t{status}\t{'t' if superseded else 'f'}\t{reason}\t{user:d}{end}")
+    return (f"{head}{analyte:d}\t{ref}\t{sent}\t{unit}\t{number}\t{censor}\t{flag}\t{graded}\t{status}\t"
+            f"{'t' if superseded else 'f'}\t{reason}{tail}")
+
+
+def _copy_head(draw: int, subject: int, site: int) -> str:
+    """The first fields of a COPY line: the row's draw, subject and site (the same for every row of a draw)."""
+    return f"{draw:d}\t{subject:d}\t{site:d}\t"
+
+
+def _copy_tail(user: int, recorded_at: dt.datetime, context_id: Any) -> str:
+    """The last fields of a COPY line and its newline: the recording user, time and audit context."""
+    context = _COPY_NULL if context_id is None else str(context_id)  # a UUID: hexadecimal digits and hyphens
+    return f"\t{user:d}\t{recorded_at.isoformat()}\t{context}\n"
 
 
 def _copy_texts(records: Iterable[tuple], ids: dict[tuple[int, str], int], recorded_at: dt.datetime,
                 context_id: Any) -> Iterator[str]:
-    """The rows in COPY's text format, ``COPY_CHUNK_ROWS`` rows to a text (the last one may hold fewer)."""
-    context = _COPY_NULL if context_id is None else str(context_id)  # a UUID: hexadecimal digits and hyphens
-    end = f"\t{recorded_at.isoformat()}\t{context}\n"
+    """The rows (``_records``) in COPY's text format, ``COPY_CHUNK_ROWS`` rows to a text (the last one may
+    hold fewer)."""
     chunk: list[str] = []
     append = chunk.append
-    for record in records:
-        append(_copy_line(record, ids[record[0]], end))
+    tails: dict[int, str] = {}
+    for (key, subject, site, analyte, ref, sent, unit, value, censor, flag, grade, status, superseded, reason,
+         user) in records:
+        tail = tails.get(user) or tails.setdefault(user, _copy_tail(user, recorded_at, context_id))
+        append(_copy_line(_copy_head(ids[key], subject, site), analyte, ref, sent, unit, value, censor, flag, grade,
+                          status, superseded, reason, tail))
         if len(chunk) == COPY_CHUNK_ROWS:
             yield "".join(chunk)
             chunk.clear()
@@ -740,17 +742,23 @@ COPY_CHUNK_ROWS = 200
 
 
 def _copy(records: Iterable[tuple], ids: dict[tuple[int, str], int]) -> None:
-    """COPY the rows, each with this transaction's time and the request's audit context (attached first by
-    a statement of its own: COPY is not a statement pghistory sees). The rows are made as they are sent,
-    a chunk at a time (``_copy_texts``); a row that cannot be made (an error in the making) ends the COPY
-    with that error, and the transaction is rolled back as for any other."""
+    """COPY the rows (``_records``), each with this transaction's time and the request's audit context."""
+    _copy_with(lambda recorded_at, context_id: _copy_texts(records, ids, recorded_at, context_id))
+
+
+def _copy_with(texts: Callable[[dt.datetime, Any], Iterable[str]]) -> None:
+    """COPY the texts ``texts(recorded_at, context_id)`` makes (rows in COPY's text format, see ``_copy_line``),
+    with this transaction's time and the request's audit context (attached first by a statement of its own:
+    COPY is not a statement pghistory sees). The rows are made as they are sent, a chunk at a time; a row that
+    cannot be made (an error in the making) ends the COPY with that error, and the transaction is rolled back
+    as for any other."""
     [(context_id, now)] = _rows("WITH attached AS (SELECT _pgh_attach_context() AS id) "
                                 "SELECT (SELECT id FROM attached), now()", [])
     # The raw psycopg cursor bypasses Django's error wrapping: without wrap_database_errors a lost race
     # surfaces as psycopg's UniqueViolation, which ingest_results' IntegrityError retry never catches (500).
     with connection.cursor() as cursor, connection.wrap_database_errors:
         with cursor.cursor.copy(f"COPY {Result._meta.db_table} ({', '.join(RESULT_COLUMNS)}) FROM STDIN") as copy:
-            for text in _copy_texts(records, ids, now, context_id):
+            for text in texts(now, context_id):
                 copy.write(text)
 
 
@@ -863,22 +871,37 @@ def _stream(batch: _Batch, found: _Found, catalogue: _Catalogue) -> IngestOutcom
         ids = draws.ids
         if draws.new:
             ids = {**ids, **_insert_draws(draws.new, batch.user.pk)}
-        _copy(_checked_records(batch, found, catalogue), ids)
+        _copy_with(lambda recorded_at, context_id: _checked_texts(batch, found, catalogue, ids, recorded_at,
+                                                                  context_id))
     return IngestOutcome(created=len(batch.rows))
 
 
-def _checked_records(batch: _Batch, found: _Found, catalogue: _Catalogue) -> Iterator[tuple]:
-    """The rows of a streamed batch as ``_records`` makes them, each once it has passed its checks; the
-    first refusal raises ``_Refused``."""
-    user_id, interpret, rows = batch.user.pk, _Interpreter(catalogue), batch.rows
+def _checked_texts(batch: _Batch, found: _Found, catalogue: _Catalogue, ids: dict[tuple[int, str], int],
+                   recorded_at: dt.datetime, context_id: Any) -> Iterator[str]:
+    """The rows of a streamed batch as ``_records`` makes them, each once it has passed its checks, in COPY's
+    text format as ``_copy_texts`` makes them (straight from the checks: no record per row),
+    ``COPY_CHUNK_ROWS`` rows to a text; the first refusal raises ``_Refused``."""
+    interpret, rows, errors, conflicts = _Interpreter(catalogue), batch.rows, batch.errors, batch.conflicts
+    tail = _copy_tail(batch.user.pk, recorded_at, context_id)
+    heads: dict[tuple[int, str], str] = {}
+    chunk: list[str] = []
+    append = chunk.append
     for i, subject, (analyte, value, censor) in _checked(batch, found, catalogue):
-        if batch.errors or batch.conflicts:
+        if errors or conflicts:
             raise _Refused
         row = rows[i]
         site_id = subject.site_id
+        key = (site_id, row.accession_number)
+        head = heads.get(key)
+        if head is None:  # the rows of a draw share their draw, subject and site (checked by _draws)
+            head = heads[key] = _copy_head(ids[key], subject.id, site_id)
         flag, grade = interpret(analyte, value, subject)
-        number = None if value is None else float(value)  # a bound from the catalogue may be an int
-        yield ((site_id, row.accession_number), subject.id, site_id, analyte.id, row.source_ref, row.value,
-               row.unit, number, censor, flag, grade, row.status, False, row.correction_reason, user_id)
-    if batch.errors or batch.conflicts:
+        append(_copy_line(head, analyte.id, row.source_ref, row.value, row.unit, value, censor, flag, grade,
+                          row.status, False, row.correction_reason, tail))
+        if len(chunk) == COPY_CHUNK_ROWS:
+            yield "".join(chunk)
+            chunk.clear()
+    if errors or conflicts:
         raise _Refused
+    if chunk:
+        yield "".join(chunk)

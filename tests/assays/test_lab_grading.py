@@ -6,7 +6,14 @@ from decimal import Decimal
 
 import pytest
 
-from assays.lab_grading import DECREASED_CUTOFFS, LAB_GRADING_VERSION, TERMS, grade_lab
+from assays.lab_grading import (
+    DECREASED_CUTOFFS,
+    LAB_GRADING_VERSION,
+    LIVER_MULTIPLES,
+    TERMS,
+    grade_lab,
+    lab_grader,
+)
 from assays.models import Analyte, AnalyteUnit, CtcaeLabTerm, ReferenceRange
 
 ANC, PLT, HGB = "neutrophil_decreased", "platelet_decreased", "anaemia"
@@ -187,6 +194,43 @@ def test_decreased_terms_compare_floats_as_the_decimals_they_print_as():
             for value in values:
                 assert grade_lab(term=term, value=value, lln=lln, uln=None) == _decreased_as_decimals(
                     term, value, lln), (term, value, lln)
+
+
+def _around(x: float) -> list[float]:
+    return [math.nextafter(math.nextafter(x, 0), 0), math.nextafter(x, 0), x, math.nextafter(x, math.inf),
+            math.nextafter(math.nextafter(x, math.inf), math.inf)]
+
+
+@pytest.mark.parametrize("term", sorted(TERMS))
+def test_grader_of_a_range_grades_as_grade_lab(term):
+    """lab_grader (one range's bounds worked out once, floats compared) gives grade_lab's grade for every term, at
+    and two float steps around every bound (each multiple of the ULN as an exact product, the ULN, the LLN and the
+    cutoffs), on random values with 1 to 3 decimals and for missing or bad limits."""
+    rng = random.Random(22)
+    limits = [None, 0.0, -1.0, 0.7, 1.8, 2.1, 3.3, 20, 40.0, 56.7, 120, 150.0, math.nextafter(40.0, 0),
+              round(rng.uniform(0.1, 300), 2), round(rng.uniform(0.1, 300), 3), math.inf]
+    for limit in limits:
+        edges = [0.0, 0.5, 1.0, 2.1, 75.0, 100.0] + [float(c) for c in DECREASED_CUTOFFS.get(term, ())]
+        if limit is not None and math.isfinite(limit) and limit > 0:
+            exact = Decimal(repr(float(limit)))
+            edges += [limit] + [float(Decimal(m) * exact) for m in LIVER_MULTIPLES.get(term, ("1.5", "3", "6"))]
+            edges += [float(share * exact) for share in (Decimal("0.25"), Decimal("0.5"), Decimal("0.75"))]
+        values = [x for edge in edges for x in _around(edge)]
+        values += [round(rng.uniform(0, 1200), rng.choice((1, 2, 3))) for _ in range(1500)] + [0, 2, 75, 120]
+        for lln, uln in ((limit, None), (None, limit), (limit, limit), (1.0, limit), (limit, 40.0)):
+            grade = lab_grader(term=term, lln=lln, uln=uln)
+            for value in values:
+                assert grade(value) == grade_lab(term=term, value=value, lln=lln, uln=uln), (term, value, lln, uln)
+
+
+def test_grader_of_a_range_refuses_what_grade_lab_refuses():
+    with pytest.raises(ValueError, match="Unknown CTCAE lab term"):
+        lab_grader(term="hypofibrinogenemia", lln=2.0, uln=None)
+    for term in (ANC, ALT):
+        for uln in (None, 40.0):
+            for bad in (math.nan, math.inf, None):
+                with pytest.raises(ValueError, match="finite"):
+                    lab_grader(term=term, lln=2.0, uln=uln)(bad)
 
 
 def test_unknown_term_and_non_finite_value_are_refused():
