@@ -165,6 +165,31 @@ def _ingest_on_own_connection(by: Any, rows: list[Any]) -> None:
         connections.close_all()  # this thread's connection
 
 
+SETTINGS = ("SELECT current_setting('transaction_isolation'), current_setting('transaction_read_only'), "
+            "current_setting('work_mem'), current_setting('cursor_tuple_fraction')")
+
+
+def _settings(db: Any) -> Iterator[bytes]:
+    with db.cursor() as cursor:
+        cursor.execute(SETTINGS)
+        yield repr(cursor.fetchone()).encode()
+
+
+def test_both_connections_read_as_an_export_does(trial: Any) -> None:  # noqa: F811
+    """Repeatable read, read only, the export's work_mem, and cursors planned to be read to their end."""
+    with transaction.atomic():
+        with connection.cursor() as cursor:
+            for statement in begin_sql():
+                cursor.execute(statement)
+            cursor.execute(SETTINGS)
+            own = cursor.fetchone()
+            cursor.execute("SELECT pg_export_snapshot()")
+            snapshot = cursor.fetchone()[0]
+        with beside(snapshot, _settings) as reader:
+            assert b"".join(reader.chunks()) == repr(own).encode()
+    assert own == ("repeatable read", "on", "256MB", "1")
+
+
 def _fails(db: Any) -> Iterator[bytes]:
     yield b"some bytes"
     with db.cursor() as cursor:
