@@ -25,7 +25,7 @@ from psycopg import sql
 
 # The largest files are sorted by PostgreSQL (a million results: some 200 MB of rows): in memory, not on disk.
 EXPORT_WORK_MEM = "256MB"
-SPOOL_MEMORY = 16 * 1024 * 1024
+SPOOL_MEMORY = 8 * 1024 * 1024
 SPOOL_READ = 1024 * 1024
 T = TypeVar("T")
 

@@ -53,7 +53,7 @@ from patients.timeline import cdisc_study_day_sql, day0s_sql, local_date_sql
 LB, PC = DATASETS[0], DATASETS[1]
 FLUSH = 64 * 1024
 XPT_CHUNK = 5000  # rows fetched, and encoded, at a time
-HOLD_BYTES = 32 * 1024 * 1024  # of the first part's rows read while the second connection measures the widths
+HOLD_BYTES = 16 * 1024 * 1024  # of the first part's rows read while the second connection measures the widths
 PRINTABLE_ASCII = "^[ -~]*$"  # texts PostgreSQL strips and upper-cases exactly as Python does
 
 
@@ -570,12 +570,19 @@ class _Layout:
         self.width = position
 
     def gathers(self, names: tuple[str, ...]) -> list[tuple[int, int, int]]:
-        """(place in the row, place in the table's line, length) of each of ``names``, in the table's order."""
+        """(place in the row, place in the table's line, length) of each of ``names``, in the table's order; two
+        that follow each other both in the row and in the line are copied as one (STUDYID, DOMAIN and USUBJID;
+        VISITNUM to --DY)."""
         lengths = {v.name: v.length for v in self.variables}
-        out, source = [], 0
+        out: list[tuple[int, int, int]] = []
+        source = 0
         for name in names:
-            out.append((self.offsets[name], source, lengths[name]))
-            source += lengths[name]
+            target, length = self.offsets[name], lengths[name]
+            if out and out[-1][0] + out[-1][2] == target and out[-1][1] + out[-1][2] == source:
+                out[-1] = (out[-1][0], out[-1][1], out[-1][2] + length)
+            else:
+                out.append((target, source, length))
+            source += length
         return out
 
 
