@@ -51,7 +51,6 @@ from patients.selectors import (
     list_overdue_saes,
     records_of,
     sae_report_pending,
-    within_subject,
 )
 from patients.services import amendments, outcome, safety, treatment
 from patients.timeline import Position, local_date, local_date_of, timeline_from, timeline_of, with_timeline
@@ -792,7 +791,7 @@ def subject_course(subject: Any) -> list[dict[str, Any]]:
                 f"({display.cells(lot.total_viable_car_cells)}, viable CAR+)", record=lot)
         if lot.failed_on:
             add(lot.failed_on, "Product", f"Lot {lot.lot_number} manufacture failed: {lot.failure_reason}", record=lot)
-    for b in subject.bridging.order_by(*within_subject(BridgingTherapy)):
+    for b in records_of(subject, "bridging"):
         add(b.started_on, "Bridging", f"{b.regimen}" + (f" until {b.ended_on}" if b.ended_on else ""), record=b)
     for d in doses_of(subject):
         note = f" (deviation: {d.deviation_reason})" if d.deviation_reason else ""
@@ -819,7 +818,7 @@ def subject_course(subject: Any) -> list[dict[str, Any]]:
                         if assessment.override_grade is not None else "")
             text = f"Assessment at {local:%H:%M} ({zone}): grade {assessment.grade}{override}"
             add(local_date_of(assessment.assessed_at, tz), label, text, 4, e)
-    for m in subject.medications.order_by(*within_subject(ConcomitantMedication)):
+    for m in records_of(subject, "medications"):
         name = m.drug_name or m.get_drug_display()
         given = m.given_at.astimezone(tz)
         indication = f" for {m.indication}" if m.indication else ""
