@@ -26,7 +26,7 @@ from config.errors import DomainError
 from config.reads import shared_reads
 from exports.casebook.services import download_casebook
 from locking.services import check_writable
-from patients import admin_desk
+from patients import admin_desk, admin_rows
 from patients import forms as action_forms
 from patients.admin_course import subject_course
 from patients.models import (
@@ -38,7 +38,7 @@ from patients.models import (
     SubjectStatus,
     SubjectTransition,
 )
-from patients.selectors import consents_of, list_overdue_saes, records_of, within_subject
+from patients.selectors import consents_of, list_overdue_saes, records_of
 from patients.services import enrolment
 from trials.access import ENTRY_ROLES, access_of
 from trials.admin_scoping import (
@@ -296,18 +296,17 @@ class SubjectAdmin(ClinicalAdmin):
         return {
             "subject_actions": [(name, ACTIONS[name].title) for name in offered],
             "consents": consents_of(subject),  # the rows the rules read (with who recorded them)
-            "measurements": subject.measurements.order_by("-measured_on", "-pk"),
+            "measurements": records_of(subject, "measurements"),  # newest first
             "assessments": subject.eligibility_assessments.select_related("assessed_by", "confirmed_by")
             .prefetch_related(Prefetch("answers", EligibilityAnswer.objects.select_related("criterion")))
             .order_by("-assessed_on", "-pk"),
             "can_confirm": can_enter and subject.status == SubjectStatus.SCREENING,
-            "course": subject_course(subject),
+            "course": admin_rows.course_rows(subject_course(subject)),
             **admin_desk.desk_context(subject, can_enter=can_enter),
             # Only a serious event can be overdue; the page has read the subject's events (the course list).
             "overdue_saes": list(list_overdue_saes(user=request.user, subject=subject))
             if any(e.serious for e in records_of(subject, "adverse_events")) else [],
-            "transitions": [(t, status_change(t)) for t in subject.transitions.select_related("recorded_by")
-                            .order_by(*within_subject(SubjectTransition))],
+            "transitions": [(t, status_change(t)) for t in records_of(subject, "transitions", "recorded_by")],
         } | {key: value for section in self.page_sections for key, value in section(request, subject).items()}
 
 
