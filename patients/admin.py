@@ -14,7 +14,7 @@ from django.contrib import admin, messages
 from django.contrib.admin.utils import unquote
 from django.contrib.admin.widgets import AdminDateWidget
 from django.core.exceptions import PermissionDenied
-from django.db.models import Count, Prefetch, Q, QuerySet
+from django.db.models import Count, Q, QuerySet
 from django.http import Http404, HttpRequest, HttpResponse, HttpResponseRedirect
 from django.shortcuts import get_object_or_404
 from django.template.response import TemplateResponse
@@ -32,13 +32,12 @@ from patients.admin_course import subject_course
 from patients.models import (
     BodyMeasurement,
     Consent,
-    EligibilityAnswer,
     EligibilityAssessment,
     Subject,
     SubjectStatus,
     SubjectTransition,
 )
-from patients.selectors import consents_of, list_overdue_saes, records_of
+from patients.selectors import consents_of, eligibility_of, list_overdue_saes, records_of
 from patients.services import enrolment
 from trials.access import ENTRY_ROLES, access_of
 from trials.admin_scoping import (
@@ -297,9 +296,7 @@ class SubjectAdmin(ClinicalAdmin):
             "subject_actions": [(name, ACTIONS[name].title) for name in offered],
             "consents": consents_of(subject),  # the rows the rules read (with who recorded them)
             "measurements": records_of(subject, "measurements"),  # newest first
-            "assessments": subject.eligibility_assessments.select_related("assessed_by", "confirmed_by")
-            .prefetch_related(Prefetch("answers", EligibilityAnswer.objects.select_related("criterion")))
-            .order_by("-assessed_on", "-pk"),
+            "assessments": eligibility_of(subject),  # (assessment, its answers), newest first
             "can_confirm": can_enter and subject.status == SubjectStatus.SCREENING,
             "course": admin_rows.course_rows(subject_course(subject)),
             **admin_desk.desk_context(subject, can_enter=can_enter),

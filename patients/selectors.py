@@ -15,6 +15,7 @@ from patients.models import (
     AdverseEvent,
     BodyMeasurement,
     Consent,
+    EligibilityAnswer,
     EligibilityAssessment,
     LymphodepletionCourse,
     LymphodepletionDose,
@@ -68,6 +69,23 @@ def _own_rows(subject: Subject, relation: str, related: tuple[str, ...], order: 
     for row in rows:
         row.subject = subject
     return rows
+
+
+def eligibility_of(subject: Subject) -> list[tuple[EligibilityAssessment, list[EligibilityAnswer]]]:
+    """The subject's eligibility assessments, newest first, with who assessed and confirmed them, each with its
+    answers (criteria by kind and number): two queries, one when there is no assessment (SQL compiled once)."""
+    assessments = _own_rows(subject, "eligibility_assessments", ("assessed_by", "confirmed_by"))
+    if not assessments:
+        return []
+
+    def build(subject_id: int) -> QuerySet[EligibilityAnswer]:
+        return (EligibilityAnswer.objects.filter(assessment__subject_id=subject_id).select_related("criterion")
+                .order_by("assessment_id", "criterion__kind", "criterion__number"))
+
+    answers: dict[int, list[EligibilityAnswer]] = {}
+    for answer in compiled("eligibility answers of a subject", build).rows(subject.pk):
+        answers.setdefault(answer.assessment_id, []).append(answer)
+    return [(assessment, answers.get(assessment.pk, [])) for assessment in assessments]
 
 
 def ld_courses_of(subject: Subject) -> list[LymphodepletionCourse]:
