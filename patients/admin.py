@@ -23,6 +23,7 @@ from django.urls import path, reverse
 from config import display
 from config.api import acting_user
 from config.errors import DomainError
+from config.forms import QuietErrorList
 from config.reads import shared_reads
 from exports.casebook.services import download_casebook
 from locking.services import check_writable
@@ -100,6 +101,10 @@ class AmendSubjectForm(forms.ModelForm):
     class Meta:
         model = Subject
         fields = [*CHARACTERISTICS, "age_at_consent"]
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("error_class", QuietErrorList)  # the page renders 25 fields' error lists, mostly empty
+        super().__init__(*args, **kwargs)
 
     def clean(self) -> dict[str, Any]:
         super().clean()

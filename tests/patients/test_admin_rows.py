@@ -1,5 +1,6 @@
 """The subject page's tables built in Python (``patients.admin_rows``) are the markup its template wrote cell by
-cell, and the reads compiled once (``config.compiled``) give what iterating the queryset gives."""
+cell, the reads compiled once (``config.compiled``) give what iterating the queryset gives, and an empty error
+list renders as Django's without its templates."""
 
 from __future__ import annotations
 
@@ -7,11 +8,13 @@ import datetime as dt
 from typing import Any
 
 import pytest
+from django.forms.utils import ErrorList
 from django.template import engines
 from django.utils import translation
 
 from assays.calendar import CalendarVisit
 from config.compiled import compiled
+from config.forms import QuietErrorList
 from patients.admin_rows import calendar_rows, course_rows
 from patients.models import Infusion, Subject
 from patients.selectors import doses_of, records_of
@@ -93,3 +96,13 @@ def test_compiled_reads_give_what_the_queryset_gives(world: Any) -> None:
 def test_a_compiled_read_takes_only_its_value() -> None:
     with pytest.raises(ValueError, match="one parameter"):
         compiled("two parameters", lambda value: Infusion.objects.filter(subject_id=value, fraction_number=2))
+
+
+def test_an_empty_quiet_error_list_renders_nothing_and_a_full_one_as_djangos() -> None:
+    assert (str(QuietErrorList()), QuietErrorList().as_ul(), QuietErrorList().as_text()) == (
+        str(ErrorList()), ErrorList().as_ul(), ErrorList().as_text()) == ("", "", "")
+    errors = ["Required when a saved value is changed.", "<b>"]
+    quiet, django = QuietErrorList(errors, field_id="id_reason"), ErrorList(errors, field_id="id_reason")
+    assert (str(quiet), quiet.as_ul(), quiet.as_text(), quiet.__html__()) == (
+        str(django), django.as_ul(), django.as_text(), django.__html__())
+    assert "&lt;b&gt;" in str(quiet)
