@@ -19,7 +19,7 @@ from typing import Any
 
 from django.db import connections
 from django.db.models import Model, QuerySet
-from django.db.models.query import get_related_populators
+from django.db.models.query import get_related_populators  # type: ignore[attr-defined]  # not in django-stubs
 from django.db.models.sql.compiler import SQLCompiler
 
 _PLACEHOLDER = 0

@@ -22,5 +22,5 @@ class QuietErrorList(ErrorList):
         return super().render(template_name, context, renderer)
 
     # Django binds these to its own ``render`` (RenderableMixin), so they are rebound to this one.
-    __str__ = render  # type: ignore[assignment]
+    __str__ = render
     __html__ = render
