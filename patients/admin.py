@@ -23,7 +23,7 @@ from django.urls import path, reverse
 from config import display
 from config.api import acting_user
 from config.errors import DomainError
-from config.forms import QuietErrorList
+from config.forms import QuietErrorList, Select
 from config.reads import shared_reads
 from exports.casebook.services import download_casebook
 from locking.services import check_writable
@@ -101,6 +101,8 @@ class AmendSubjectForm(forms.ModelForm):
     class Meta:
         model = Subject
         fields = [*CHARACTERISTICS, "age_at_consent"]
+        # Django's markup, written without a template per option (config.forms.Select).
+        widgets = {name: Select for name in CHARACTERISTICS if Subject._meta.get_field(name).choices}
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         kwargs.setdefault("error_class", QuietErrorList)  # the page renders 25 fields' error lists, mostly empty

@@ -1,6 +1,6 @@
 """The subject page's tables built in Python (``patients.admin_rows``) are the markup its template wrote cell by
 cell, the reads compiled once (``config.compiled``) give what iterating the queryset gives, and an empty error
-list renders as Django's without its templates."""
+list and a select render as Django's without its templates."""
 
 from __future__ import annotations
 
@@ -8,13 +8,15 @@ import datetime as dt
 from typing import Any
 
 import pytest
+from django import forms
 from django.forms.utils import ErrorList
 from django.template import engines
 from django.utils import translation
+from django.utils.translation import gettext_lazy
 
 from assays.calendar import CalendarVisit
 from config.compiled import compiled
-from config.forms import QuietErrorList
+from config.forms import QuietErrorList, Select
 from patients.admin_rows import calendar_rows, course_rows
 from patients.models import Infusion, Subject
 from patients.selectors import doses_of, records_of
@@ -106,3 +108,14 @@ def test_an_empty_quiet_error_list_renders_nothing_and_a_full_one_as_djangos() -
     assert (str(quiet), quiet.as_ul(), quiet.as_text(), quiet.__html__()) == (
         str(django), django.as_ul(), django.as_text(), django.__html__())
     assert "&lt;b&gt;" in str(quiet)
+
+
+@pytest.mark.parametrize("value", [None, "", "M", 3, "<x>"])
+def test_the_select_is_djangos_markup(value: Any) -> None:
+    choices = [("", "---------"), ("M", "Male"), ("F", "Female & <other>"), (3, 3),
+               ("Group <g>", [("a", "A"), ("<x>", dt.date(2026, 3, 1))]), (2, gettext_lazy("Unknown"))]
+    attrs = {"id": "id_sex", "required": True, "disabled": False, "data-x": 'a"b', "aria-describedby": "id_sex_help"}
+    ours, django = Select(choices=choices), forms.Select(choices=choices)
+    with translation.override("en-gb"):
+        assert ours.render("sex", value, attrs) == django.render("sex", value, attrs)
+        assert ours.render("sex", value) == django.render("sex", value)
