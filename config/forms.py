@@ -52,7 +52,8 @@ class Select(forms.Select):
 
     def render(self, name: str, value: Any, attrs: dict[str, Any] | None = None, renderer: Any = None) -> SafeString:
         widget = self.get_context(name, value, attrs)["widget"]
-        html = [format_html('<select name="{}"{}>', _value(widget["name"]), mark_safe(_attrs(widget["attrs"])))]
+        html: list[str] = [
+            format_html('<select name="{}"{}>', _value(widget["name"]), mark_safe(_attrs(widget["attrs"])))]
         for group_name, group_choices, _index in widget["optgroups"]:
             if group_name:
                 html.append(format_html('\n  <optgroup label="{}">', _value(group_name)))

@@ -102,7 +102,7 @@ class AmendSubjectForm(forms.ModelForm):
         model = Subject
         fields = [*CHARACTERISTICS, "age_at_consent"]
         # Django's markup, written without a template per option (config.forms.Select).
-        widgets = {name: Select for name in CHARACTERISTICS if Subject._meta.get_field(name).choices}
+        widgets = {name: Select for name in CHARACTERISTICS if getattr(Subject._meta.get_field(name), "choices", None)}
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         kwargs.setdefault("error_class", QuietErrorList)  # the page renders 25 fields' error lists, mostly empty
