@@ -89,13 +89,17 @@ def blocking_lock(*, trial_id: int, site_id: int | None, subject_id: int | None 
     ``shared_reads``): a database lock before a freeze, then the widest scope, then the oldest."""
     if activity not in ACTIVITIES:
         raise ValueError(f"activity is one of {sorted(ACTIVITIES)}, not {activity!r}")
-    qs = Lock.objects.filter(covering_q(trial_id=trial_id, site_id=site_id, subject_id=subject_id))
-    if activity in LOCK_ONLY_ACTIVITIES:
-        qs = qs.filter(level=Level.LOCK)
-    strongest = Case(When(level=Level.LOCK, then=Value(0)), default=Value(1))
-    qs = qs.select_related("trial", "site", "subject", "locked_by").order_by(
-        strongest, F("subject_id").asc(nulls_first=True), F("site_id").asc(nulls_first=True), "locked_at", "pk")
-    return shared(("blocking_lock", trial_id, site_id, subject_id, activity), qs.first)
+
+    def read() -> Lock | None:  # built only when read: within ``shared_reads`` the second ask costs nothing
+        qs = Lock.objects.filter(covering_q(trial_id=trial_id, site_id=site_id, subject_id=subject_id))
+        if activity in LOCK_ONLY_ACTIVITIES:
+            qs = qs.filter(level=Level.LOCK)
+        strongest = Case(When(level=Level.LOCK, then=Value(0)), default=Value(1))
+        qs = qs.select_related("trial", "site", "subject", "locked_by").order_by(
+            strongest, F("subject_id").asc(nulls_first=True), F("site_id").asc(nulls_first=True), "locked_at", "pk")
+        return qs.first()
+
+    return shared(("blocking_lock", trial_id, site_id, subject_id, activity), read)
 
 
 def check_writable(*, trial_id: int, site_id: int, subject_id: int | None = None, activity: str = "data") -> None:

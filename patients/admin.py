@@ -14,7 +14,7 @@ from django.contrib import admin, messages
 from django.contrib.admin.utils import unquote
 from django.contrib.admin.widgets import AdminDateWidget
 from django.core.exceptions import PermissionDenied
-from django.db.models import Count, Prefetch, Q, QuerySet
+from django.db.models import Count, Q, QuerySet
 from django.http import Http404, HttpRequest, HttpResponse, HttpResponseRedirect
 from django.shortcuts import get_object_or_404
 from django.template.response import TemplateResponse
@@ -23,22 +23,22 @@ from django.urls import path, reverse
 from config import display
 from config.api import acting_user
 from config.errors import DomainError
+from config.forms import QuietErrorList, Select
 from config.reads import shared_reads
 from exports.casebook.services import download_casebook
 from locking.services import check_writable
-from patients import admin_desk
+from patients import admin_desk, admin_rows
 from patients import forms as action_forms
 from patients.admin_course import subject_course
 from patients.models import (
     BodyMeasurement,
     Consent,
-    EligibilityAnswer,
     EligibilityAssessment,
     Subject,
     SubjectStatus,
     SubjectTransition,
 )
-from patients.selectors import consents_of, list_overdue_saes, records_of, within_subject
+from patients.selectors import consents_of, eligibility_of, list_overdue_saes, records_of
 from patients.services import enrolment
 from trials.access import ENTRY_ROLES, access_of
 from trials.admin_scoping import (
@@ -101,6 +101,12 @@ class AmendSubjectForm(forms.ModelForm):
     class Meta:
         model = Subject
         fields = [*CHARACTERISTICS, "age_at_consent"]
+        # Django's markup, written without a template per option (config.forms.Select).
+        widgets = {name: Select for name in CHARACTERISTICS if getattr(Subject._meta.get_field(name), "choices", None)}
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("error_class", QuietErrorList)  # the page renders 25 fields' error lists, mostly empty
+        super().__init__(*args, **kwargs)
 
     def clean(self) -> dict[str, Any]:
         super().clean()
@@ -296,18 +302,15 @@ class SubjectAdmin(ClinicalAdmin):
         return {
             "subject_actions": [(name, ACTIONS[name].title) for name in offered],
             "consents": consents_of(subject),  # the rows the rules read (with who recorded them)
-            "measurements": subject.measurements.order_by("-measured_on", "-pk"),
-            "assessments": subject.eligibility_assessments.select_related("assessed_by", "confirmed_by")
-            .prefetch_related(Prefetch("answers", EligibilityAnswer.objects.select_related("criterion")))
-            .order_by("-assessed_on", "-pk"),
+            "measurements": records_of(subject, "measurements"),  # newest first
+            "assessments": eligibility_of(subject),  # (assessment, its answers), newest first
             "can_confirm": can_enter and subject.status == SubjectStatus.SCREENING,
-            "course": subject_course(subject),
+            "course": admin_rows.course_rows(subject_course(subject)),
             **admin_desk.desk_context(subject, can_enter=can_enter),
             # Only a serious event can be overdue; the page has read the subject's events (the course list).
             "overdue_saes": list(list_overdue_saes(user=request.user, subject=subject))
             if any(e.serious for e in records_of(subject, "adverse_events")) else [],
-            "transitions": [(t, status_change(t)) for t in subject.transitions.select_related("recorded_by")
-                            .order_by(*within_subject(SubjectTransition))],
+            "transitions": [(t, status_change(t)) for t in records_of(subject, "transitions", "recorded_by")],
         } | {key: value for section in self.page_sections for key, value in section(request, subject).items()}
 
 

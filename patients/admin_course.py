@@ -16,6 +16,7 @@ from django import forms
 from django.contrib import admin
 from django.contrib.admin.utils import unquote
 from django.core.exceptions import PermissionDenied
+from django.db.models import QuerySet
 from django.http import HttpRequest, HttpResponse
 from django.template.response import TemplateResponse
 from django.urls import path, reverse
@@ -23,6 +24,7 @@ from django.utils import timezone
 
 from config import display
 from config.api import acting_user
+from config.compiled import compiled
 from config.errors import DomainError
 from locking.services import check_writable
 from patients import grading
@@ -51,7 +53,6 @@ from patients.selectors import (
     list_overdue_saes,
     records_of,
     sae_report_pending,
-    within_subject,
 )
 from patients.services import amendments, outcome, safety, treatment
 from patients.timeline import Position, local_date, local_date_of, timeline_from, timeline_of, with_timeline
@@ -763,6 +764,15 @@ def _change_url(record: Any) -> str:
     return reverse(f"admin:patients_{record._meta.model_name}_change", args=[record.pk])
 
 
+def _assessments_of(subject: Any, model: type[CrsAssessment] | type[IcansAssessment]) -> list[Any]:
+    """The CRS or ICANS assessments of the subject's events, by event and time (SQL compiled once)."""
+    def build(subject_id: int) -> QuerySet[Any]:
+        in_order = ("event__onset_on", "event_id", "assessed_at", "pk")  # their order, within one subject
+        return model._default_manager.filter(event__subject_id=subject_id).order_by(*in_order)
+
+    return compiled(("assessments of a subject", model), build).rows(subject.pk)
+
+
 def subject_course(subject: Any) -> list[dict[str, Any]]:
     """Every dated record of the subject in order, with study day (day 0 = first infusion).
 
@@ -792,7 +802,7 @@ def subject_course(subject: Any) -> list[dict[str, Any]]:
                 f"({display.cells(lot.total_viable_car_cells)}, viable CAR+)", record=lot)
         if lot.failed_on:
             add(lot.failed_on, "Product", f"Lot {lot.lot_number} manufacture failed: {lot.failure_reason}", record=lot)
-    for b in subject.bridging.order_by(*within_subject(BridgingTherapy)):
+    for b in records_of(subject, "bridging"):
         add(b.started_on, "Bridging", f"{b.regimen}" + (f" until {b.ended_on}" if b.ended_on else ""), record=b)
     for d in doses_of(subject):
         note = f" (deviation: {d.deviation_reason})" if d.deviation_reason else ""
@@ -804,9 +814,7 @@ def subject_course(subject: Any) -> list[dict[str, Any]]:
             f"lot {i.lot.lot_number}", 2, i)
     # Explicit queries, not prefetch_related (which skips its queries when there is no event).
     assessments: dict[int, list[Any]] = {}
-    in_order = ("event__onset_on", "event_id", "assessed_at", "pk")  # their order, within one subject
-    for assessment in [*CrsAssessment.objects.filter(event__subject=subject).order_by(*in_order),
-                       *IcansAssessment.objects.filter(event__subject=subject).order_by(*in_order)]:
+    for assessment in [*_assessments_of(subject, CrsAssessment), *_assessments_of(subject, IcansAssessment)]:
         assessments.setdefault(assessment.event_id, []).append(assessment)
     for e in records_of(subject, "adverse_events"):
         label = {"crs": "CRS", "icans": "ICANS"}.get(e.category, "Adverse event")
@@ -819,7 +827,7 @@ def subject_course(subject: Any) -> list[dict[str, Any]]:
                         if assessment.override_grade is not None else "")
             text = f"Assessment at {local:%H:%M} ({zone}): grade {assessment.grade}{override}"
             add(local_date_of(assessment.assessed_at, tz), label, text, 4, e)
-    for m in subject.medications.order_by(*within_subject(ConcomitantMedication)):
+    for m in records_of(subject, "medications"):
         name = m.drug_name or m.get_drug_display()
         given = m.given_at.astimezone(tz)
         indication = f" for {m.indication}" if m.indication else ""

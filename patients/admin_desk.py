@@ -19,6 +19,7 @@ from assays import lab_results
 from assays.calendar import subject_calendar, visits_to_chase
 from config.api import acting_user
 from locking.services import blocking_lock, describe_lock
+from patients import admin_rows
 from patients.desk import NextAction, next_actions
 from patients.models import Subject
 from signatures.selectors import subject_signatures_of
@@ -63,7 +64,7 @@ def desk_context(subject: Subject, *, can_enter: bool) -> dict[str, Any]:
     actions = next_actions(subject) if can_enter else []
     return {
         "next_actions": [(a.key, a.label, action_url(a)) for a in actions],
-        "calendar": subject_calendar(subject),
+        "calendar": admin_rows.calendar_rows(subject_calendar(subject)),
         "desk_state": subject_state(subject),
         "labs_url": reverse("admin:patients_subject_labs", args=[subject.pk]),
     }

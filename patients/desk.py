@@ -15,6 +15,9 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
 
+from django.db.models import QuerySet
+
+from config.compiled import compiled
 from config.errors import DomainError, StateConflict
 from config.reads import shared_reads
 from locking.services import check_writable
@@ -29,7 +32,7 @@ from patients.models import (
 from patients.selectors import doses_of, ld_courses_of, records_of, site_today
 from patients.services import outcome, safety, treatment
 from patients.timeline import VisitWindow, timeline_of
-from trials.models import Product, Visit
+from trials.models import LymphodepletionRegimen, Product, Visit
 from trials.selectors import visit_schedule
 
 
@@ -65,11 +68,23 @@ def next_actions(subject: Subject, *, today: dt.date | None = None) -> list[Next
             return []
         today = today or site_today(subject.site)
         courses = ld_courses_of(subject)  # by number; each course's subject is ``subject`` (the reverse relation)
-        known = _Known(list(subject.trial.products.order_by("code")), courses[-1] if courses else None)
+        known = _Known(_of_trial(subject, Product, "code"), courses[-1] if courses else None)
         found: list[NextAction] = []
         for step in (_collection, _lots, _lymphodepletion, _infusion, _safety, _response, _follow_up):
             found += step(subject, today, known)
         return found
+
+
+def _of_trial(subject: Subject, model: type[Product] | type[LymphodepletionRegimen], *order: str) -> list[Any]:
+    """The subject's trial's products or regimens in ``order`` (one query, its SQL compiled once:
+    ``config.compiled``), each with its trial, as ``subject.trial.<relation>`` reads them."""
+    def build(trial_id: int) -> QuerySet[Any]:
+        return model._default_manager.filter(trial_id=trial_id).order_by(*order)
+
+    rows = compiled(("desk: of the trial", model, order), build).rows(subject.trial_id)
+    for row in rows:
+        row.trial = subject.trial
+    return rows
 
 
 @dataclass(frozen=True)
@@ -134,7 +149,7 @@ def _lymphodepletion(subject: Subject, today: dt.date, known: _Known) -> list[Ne
                 administered_mg=pending[0].planned_mg, deviation_reason="")):
             found.append(NextAction("doses", f"Lymphodepletion doses (course {course.course_number})",
                                     "lymphodepletioncourse", object_id=course.pk))
-    regimen = subject.trial.regimens.order_by("code").first()
+    regimen = next(iter(_of_trial(subject, LymphodepletionRegimen, "code")), None)
     if regimen is not None and allows(lambda: treatment.check_lymphodepletion_course(
             subject=subject, regimen=regimen, planned_infusion_on=today)):
         found.append(NextAction("lymphodepletion", "Lymphodepletion course", "lymphodepletioncourse",

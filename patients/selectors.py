@@ -9,11 +9,13 @@ from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
 from django.db.models import Exists, OuterRef, Q, QuerySet
 from django.utils import timezone
 
+from config.compiled import compiled
 from config.reads import shared
 from patients.models import (
     AdverseEvent,
     BodyMeasurement,
     Consent,
+    EligibilityAnswer,
     EligibilityAssessment,
     LymphodepletionCourse,
     LymphodepletionDose,
@@ -39,23 +41,51 @@ def consents_of(subject: Subject) -> list[Consent]:
     """The subject's consents in the order they were signed, with who recorded them (one query; read once
     within ``shared_reads``, where the subject page lists the same rows its rules read)."""
     return shared(("consents", subject.pk),
-                  lambda: list(subject.consents.select_related("recorded_by").order_by("consented_on", "pk")))
+                  lambda: _own_rows(subject, "consents", ("recorded_by",), ("consented_on", "pk")))
 
 
 def records_of(subject: Subject, relation: str, *related: str) -> list[Any]:
     """All the subject's records of one kind (``relation``: a reverse relation such as "lots" or
     "adverse_events"), in the model's order, with the ``related`` rows joined: one query, read once within
     ``shared_reads`` (where the subject page's course list and its desk both read them)."""
-    def read() -> list[Any]:
-        records = getattr(subject, relation)
-        # The model's order less its leading "subject", which is one subject here: ordering by it would join
-        # the subject and its trial (Subject's own order) to every such read.
-        records = records.order_by(*within_subject(records.model))
+    return shared(("records", relation, related, subject.pk), lambda: _own_rows(subject, relation, related))
+
+
+def _own_rows(subject: Subject, relation: str, related: tuple[str, ...], order: tuple[str, ...] = ()) -> list[Any]:
+    """``list(getattr(subject, relation).select_related(*related).order_by(*order))``, in the model's order less
+    its leading "subject" by default, by SQL compiled once (``config.compiled``: the subject page makes a dozen
+    such reads, and compiling one cost several times running it); each row's ``subject`` is ``subject``, as the
+    reverse relation sets it."""
+    model = getattr(subject, relation).model
+
+    def build(subject_id: int) -> QuerySet[Any]:
+        # Ordering by "subject", one subject here, would join the subject and its trial (Subject's own order).
         # Only the joins asked for: select_related() with no name would join every non-null foreign key, and
         # theirs (the subject, its trial and site, who recorded the row...), on every read.
-        return list(records.select_related(*related) if related else records)
+        return (model._default_manager.filter(subject_id=subject_id).select_related(*related)
+                .order_by(*(order or within_subject(model))))
 
-    return shared(("records", relation, related, subject.pk), read)
+    rows = compiled(("own rows", model, related, order), build).rows(subject.pk)
+    for row in rows:
+        row.subject = subject
+    return rows
+
+
+def eligibility_of(subject: Subject) -> list[tuple[EligibilityAssessment, list[EligibilityAnswer]]]:
+    """The subject's eligibility assessments, newest first, with who assessed and confirmed them, each with its
+    answers (criteria by kind and number): two queries, one when there is no assessment (SQL compiled once)."""
+    assessments = _own_rows(subject, "eligibility_assessments", ("assessed_by", "confirmed_by"))
+    if not assessments:
+        return []
+
+    def build(subject_id: int) -> QuerySet[EligibilityAnswer]:
+        return (EligibilityAnswer.objects.filter(assessment__subject_id=subject_id).select_related("criterion")
+                .order_by("assessment_id", "criterion__kind", "criterion__number"))
+
+    answers: dict[int, list[EligibilityAnswer]] = {}
+    for answer in compiled("eligibility answers of a subject", build).rows(subject.pk):
+        answers.setdefault(answer.assessment_id, []).append(answer)
+    return [(assessment, answers.get(assessment.pk, [])) for assessment in assessments]
 
 
 def ld_courses_of(subject: Subject) -> list[LymphodepletionCourse]:
@@ -66,11 +96,11 @@ def ld_courses_of(subject: Subject) -> list[LymphodepletionCourse]:
 def doses_of(subject: Subject) -> list[LymphodepletionDose]:
     """The lymphodepletion doses of all the subject's courses, by course, day given and agent, with their agents
     and courses: one query, read once within ``shared_reads``."""
-    def read() -> list[LymphodepletionDose]:
-        doses = LymphodepletionDose.objects.filter(course__subject=subject).select_related("agent", "course")
-        return list(doses.order_by("course__course_number", "given_on", "agent__agent"))  # (no join of the subject)
+    def build(subject_id: int) -> QuerySet[LymphodepletionDose]:
+        doses = LymphodepletionDose.objects.filter(course__subject_id=subject_id).select_related("agent", "course")
+        return doses.order_by("course__course_number", "given_on", "agent__agent")  # (no join of the subject)
 
-    return shared(("doses", subject.pk), read)
+    return shared(("doses", subject.pk), lambda: compiled("doses of a subject", build).rows(subject.pk))
 
 
 def within_subject(model: Any) -> list[str]:

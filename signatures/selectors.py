@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
 from django.db.models import Q, QuerySet
 
+from config.compiled import compiled
 from config.reads import shared
 from patients.models import Subject
 from signatures.content import content_hash, form_labels, model_of, subject_filter
@@ -30,8 +31,11 @@ def list_signatures(*, user: AbstractBaseUser | AnonymousUser, subject_code: str
 def subject_signatures_of(subject: Subject) -> list[Signature]:
     """One subject's signatures, newest first, with what each signs: one query, read once within
     ``config.reads.shared_reads`` (the subject page lists them and counts the valid ones)."""
-    signatures = Signature.objects.filter(subject=subject).select_related("record_type", "subject")
-    return shared(("signatures", subject.pk), lambda: list(signatures.order_by("-signed_at", "-pk")))
+    def build(subject_id: int) -> QuerySet[Signature]:
+        signatures = Signature.objects.filter(subject_id=subject_id).select_related("record_type", "subject")
+        return signatures.order_by("-signed_at", "-pk")
+
+    return shared(("signatures", subject.pk), lambda: compiled("signatures of a subject", build).rows(subject.pk))
 
 
 def signable_subjects(user: AbstractBaseUser | AnonymousUser) -> QuerySet[Subject]:

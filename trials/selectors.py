@@ -11,6 +11,7 @@ from typing import Any
 
 from django.db.models import Prefetch, QuerySet
 
+from config.compiled import compiled
 from config.reads import shared
 from trials.access import access_of
 from trials.models import (
@@ -73,8 +74,10 @@ def list_visits(*, trial: Trial) -> QuerySet[Visit]:
 
 def visit_schedule(trial_id: int) -> list[Visit]:
     """The trial's visits in schedule order (one query; read once within ``config.reads.shared_reads``)."""
-    return shared(("visit_schedule", trial_id), lambda: list(
-        Visit.objects.filter(trial_id=trial_id).order_by("target_day", "code", "pk")))
+    def build(trial: int) -> QuerySet[Visit]:
+        return Visit.objects.filter(trial_id=trial).order_by("target_day", "code", "pk")
+
+    return shared(("visit_schedule", trial_id), lambda: compiled("visit schedule", build).rows(trial_id))
 
 
 def list_criteria(*, trial: Trial) -> QuerySet[EligibilityCriterion]:
