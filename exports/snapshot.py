@@ -79,10 +79,16 @@ class Beside:
                 cursor.execute(f"SET TRANSACTION SNAPSHOT {sql.Literal(snapshot).as_string(wrapper.connection)}")
                 for setting in settings:
                     cursor.execute(setting)
-            for chunk in produce(wrapper):
-                if self._stopped:
-                    break
-                self._spool.write(chunk)
+            produced = produce(wrapper)
+            try:
+                for chunk in produced:
+                    if self._stopped:
+                        break
+                    self._spool.write(chunk)
+            finally:  # a generator stopped early ends its query (and cursor) before the transaction ends
+                close = getattr(produced, "close", None)
+                if close is not None:
+                    close()
             wrapper.rollback()
         except BaseException as err:  # handed to the caller by chunks()
             self._error = err
