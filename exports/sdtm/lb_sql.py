@@ -53,7 +53,6 @@ from patients.timeline import cdisc_study_day_sql, day0s_sql, local_date_sql
 LB, PC = DATASETS[0], DATASETS[1]
 FLUSH = 64 * 1024
 XPT_CHUNK = 5000  # rows fetched, and encoded, at a time
-HOLD_BYTES = 16 * 1024 * 1024  # of the first part's rows read while the second connection measures the widths
 PRINTABLE_ASCII = "^[ -~]*$"  # texts PostgreSQL strips and upper-cases exactly as Python does
 
 
@@ -518,13 +517,18 @@ def non_ascii_sql(spec: FromSql = LB_SQL) -> str:
 
 
 def fitted(ctx: Context, spec: FromSql = LB_SQL, values: dict[str, Any] | None = None,
-           draws: Draws | None = None, db: BaseDatabaseWrapper = connection) -> tuple[Variable, ...]:
+           draws: Draws | None = None) -> tuple[Variable, ...]:
     """The dataset's variables, each character variable as long as its longest value (``xpt.fit``): those of the
-    draw measured on ``draws`` (read when not given), the others by a query on ``db`` (``widths_sql``; a second
-    when a free text is not ASCII) with the parameters of the dataset's query (``values``, computed when not
-    given)."""
+    draw measured on ``draws`` (read when not given), the others by a query (``_widths``) with the parameters of
+    the dataset's query (``values``, computed when not given)."""
     values = params(ctx, spec) if values is None else values
     draws = Draws.read(spec, values) if draws is None else draws
+    return _fit(spec, _widths(spec, values), draws)
+
+
+def _widths(spec: FromSql, values: dict[str, Any], db: BaseDatabaseWrapper = connection) -> dict[str, int]:
+    """The width of each character variable that is not the draw's, over the rows of ``values``' subjects, by a
+    query on ``db`` (``widths_sql``; a second when a free text is not ASCII)."""
     with db.cursor() as cursor:
         cursor.execute(widths_sql(spec), values)
         found: list[Any] = list(cursor.fetchone())
@@ -534,9 +538,13 @@ def fitted(ctx: Context, spec: FromSql = LB_SQL, values: dict[str, Any] | None =
             for i, text in cursor.fetchall():
                 others[i].append(text)
     found[2 * len(spec.grouped) + 1::2] = others  # the free texts' flags, replaced by their texts that are not ASCII
-    widths = {name: max([found[2 * i] or 0, *(text_width(text) for text in found[2 * i + 1] or ())])
-              for i, name in enumerate([*spec.grouped, *spec.free])}
-    widths.update(draws.widths(spec))
+    return {name: max([found[2 * i] or 0, *(text_width(text) for text in found[2 * i + 1] or ())])
+            for i, name in enumerate([*spec.grouped, *spec.free])}
+
+
+def _fit(spec: FromSql, widths: dict[str, int], draws: Draws) -> tuple[Variable, ...]:
+    """The dataset's variables fitted to ``widths`` and to the draws' own."""
+    widths = {**widths, **draws.widths(spec)}
     return fit(spec.variables, [widths.get(v.name, 0) for v in spec.variables])
 
 
@@ -588,9 +596,9 @@ class _Layout:
 
 def _xpt_chunks(ctx: Context, spec: FromSql, record: Record | None) -> Iterator[bytes]:
     """The header, then the observations (``_Encoding``) of each part of the subjects (``parts``), then the blanks
-    that end the file's last record. In two parts, the second connection first measures the widths (``fitted``)
-    while this one starts reading the first part's rows (up to ``HOLD_BYTES`` of them held until the widths are
-    known), then reads and encodes the second part."""
+    that end the file's last record. In two parts, each connection first measures the widths over its part's rows
+    (``_widths``), at the same time; the widths of the file are the larger of the two, and then each reads and
+    encodes its part."""
     values = params(ctx, spec)
     draws = Draws.read(spec, values)
     tests = _tests(spec, values)
@@ -598,32 +606,34 @@ def _xpt_chunks(ctx: Context, spec: FromSql, record: Record | None) -> Iterator[
     first, *rest = parts(ctx, values)
     if not rest:
         variables = fitted(ctx, spec, values, draws)
-        yield from _xpt_file(spec, record, variables,
-                             _Encoding.of(spec, variables, draws, tests).observations(
-                                 _server_side_chunks(connection, query, first)), ())
+        yield from _xpt_file(spec, record, variables, _Encoding.of(spec, variables, draws, tests).observations(
+            _server_side_chunks(connection, query, first)))
         return
     assert ctx.scope.snapshot is not None  # parts() cut only with a snapshot to share
-    ready: Future[tuple[tuple[Variable, ...], _Encoding]] = Future()
+    theirs: Future[dict[str, int]] = Future()  # the second part's widths
+    ready: Future[_Encoding] = Future()  # the file's encoding, once both parts' widths are known
 
     def second(db: BaseDatabaseWrapper) -> Iterator[bytes]:
         try:
-            variables = fitted(ctx, spec, values, draws, db)
-            encoding = _Encoding.of(spec, variables, draws, tests)
+            theirs.set_result(_widths(spec, rest[0], db))
         except BaseException as err:
-            ready.set_exception(err)
+            theirs.set_exception(err)
             raise
-        ready.set_result((variables, encoding))
-        return encoding.observations(_server_side_chunks(db, query, rest[0]))
+        return ready.result().observations(_server_side_chunks(db, query, rest[0]))
 
     with beside(ctx.scope.snapshot, second) as other:
-        chunks = _server_side_chunks(connection, query, first)
-        held: list[list[bytes]] = []
-        size = 0
-        while not ready.done() and size < HOLD_BYTES and (chunk := next(chunks, None)) is not None:
-            held.append(chunk)
-            size += sum(map(len, chunk))
-        variables, encoding = other.result(ready)
-        yield from _xpt_file(spec, record, variables, encoding.observations(chain(held, chunks)), other.chunks())
+        try:
+            mine = _widths(spec, first)
+            found = other.result(theirs)
+            variables = _fit(spec, {name: max(mine.get(name, 0), found.get(name, 0)) for name in {*mine, *found}},
+                             draws)
+            encoding = _Encoding.of(spec, variables, draws, tests)
+        except BaseException as err:
+            ready.set_exception(err)  # the second part stops waiting for it
+            raise
+        ready.set_result(encoding)
+        yield from _xpt_file(spec, record, variables,
+                             encoding.observations(_server_side_chunks(connection, query, first)), other.chunks())
 
 
 def _xpt_file(spec: FromSql, record: Record | None, variables: tuple[Variable, ...], *observations: Iterable[bytes]

@@ -52,23 +52,21 @@ def in_two_parts(monkeypatch: pytest.MonkeyPatch) -> list[str]:
     return snapshots
 
 
-@pytest.mark.parametrize("widths", ["quick", "slow", "slow, nothing held"])
+@pytest.mark.parametrize("widths", ["quick", "slow here", "slow there"])
 def test_lb_and_pc_in_two_parts_are_the_files_of_one_part(trial: Any, export_dir: Any,  # noqa: F811
                                                          in_two_parts: list[str], monkeypatch: pytest.MonkeyPatch,
                                                          widths: str) -> None:
-    """The XPT's widths are measured on the second connection while the first part's rows are read: with slow
-    widths the first part's rows wait for them (held), or, past ``HOLD_BYTES``, are read only after."""
+    """Each connection measures the XPT's widths over its part, at the same time: the file's are the larger of the
+    two, whichever connection ends first."""
     if widths != "quick":
-        measured = lb_sql.fitted
+        measured = lb_sql._widths
 
-        def slow(*args: Any) -> Any:
-            time.sleep(0.5)
-            return measured(*args)
+        def slow(spec: Any, values: Any, db: Any = connection) -> Any:
+            if (db is connection) == (widths == "slow here"):
+                time.sleep(0.5)
+            return measured(spec, values, db)
 
-        monkeypatch.setattr(lb_sql, "fitted", slow)
-        monkeypatch.setattr(lb_sql, "XPT_CHUNK", 1)
-    if widths == "slow, nothing held":
-        monkeypatch.setattr(lb_sql, "HOLD_BYTES", 0)
+        monkeypatch.setattr(lb_sql, "_widths", slow)
     for subject in (trial.split, trial.reinf):  # results on both sides of the cut
         ref = f"P-{subject.code}-"
         ingest_results(by=trial.coordinator, rows=[
@@ -126,9 +124,19 @@ def test_halves_cuts_where_half_the_weight_is_reached(weights: list[int], cut: i
     assert halves(weights) == cut
 
 
-def test_a_failure_on_the_second_connection_fails_the_job_and_leaves_no_file(
-        trial: Any, export_dir: Any, in_two_parts: list[str], monkeypatch: pytest.MonkeyPatch) -> None:  # noqa: F811
-    monkeypatch.setattr(lb_sql, "widths_sql", lambda spec: "SELECT 1 / 0")  # the widths, measured there, fail
+@pytest.mark.parametrize("where", ["there", "here"])
+def test_a_failure_on_either_connection_fails_the_job_and_leaves_no_file(
+        trial: Any, export_dir: Any, in_two_parts: list[str], monkeypatch: pytest.MonkeyPatch,  # noqa: F811
+        where: str) -> None:
+    measured = lb_sql._widths
+
+    def failing(spec: Any, values: Any, db: Any = connection) -> Any:
+        if (db is connection) == (where == "here"):
+            with db.cursor() as cursor:
+                cursor.execute("SELECT 1 / 0")
+        return measured(spec, values, db)
+
+    monkeypatch.setattr(lb_sql, "_widths", failing)
     job = run_export_job(create_export_job(by=trial.data_manager, trial=trial.trial, format_code="sdtm").pk)
     assert job.state == State.FAILED
     assert "division by zero" in job.error
