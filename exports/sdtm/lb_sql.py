@@ -376,12 +376,15 @@ def _copied(db: BaseDatabaseWrapper, query: str, values: dict[str, Any]) -> Iter
     with db.cursor() as cursor, cursor.cursor.copy(query, values) as copy:
         lines: list[Block] = []
         size = 0
-        for block in copy:  # one line per block
-            lines.append(block)
+        read, append = copy.read, lines.append
+        while block := read():  # one line per block (iterating the copy reads the same, through a generator)
+            append(block)
             size += len(block)
             if size >= FLUSH:
                 yield _as_csv_module(lines)
-                lines, size = [], 0
+                lines = []
+                append = lines.append
+                size = 0
         yield _as_csv_module(lines)
 
 
