@@ -279,17 +279,20 @@ def _visit_days(ctx: Context, subject_ids: list[int]) -> dict[str, list[Any]]:
     return out
 
 
-def _standard_texts(subject_ids: list[int]) -> dict[str, list[Any]]:
-    """``str.strip().upper()`` of the non-numeric result texts that are not printable ASCII (one query)."""
-    with connection.cursor() as cursor:
+def _standard_texts(subject_ids: list[int], db: BaseDatabaseWrapper = connection) -> dict[str, list[Any]]:
+    """``str.strip().upper()`` of the non-numeric result texts of the subjects that are not printable ASCII (one
+    query on ``db``: a scan of the subjects' results)."""
+    with db.cursor() as cursor:
         cursor.execute(f"SELECT DISTINCT value_text FROM {Result._meta.db_table} WHERE subject_id = ANY(%s) "
                        "AND value IS NULL AND value_text !~ %s", [subject_ids, PRINTABLE_ASCII])
         texts = [text for (text,) in cursor.fetchall()]
     return {"t_value": texts, "t_text": [text.strip().upper() for text in texts]}
 
 
-def params(ctx: Context, spec: FromSql = LB_SQL) -> dict[str, Any]:
-    """The query's parameters: subjects, catalogue, ranges, visits and standard texts (see the docstring)."""
+def params(ctx: Context, spec: FromSql = LB_SQL, *, texts: bool = True) -> dict[str, Any]:
+    """The query's parameters: subjects, catalogue, ranges, visits and standard texts (see the docstring). Without
+    ``texts`` the standard texts are none, for queries that do not read them (the draws, the tests) or until
+    ``with_texts`` adds those of a part's subjects."""
     subjects = sorted(ctx.subjects.values(), key=subject_key)
     profiles: dict[tuple[str, int | None], int] = {}
     for s in subjects:
@@ -308,8 +311,15 @@ def params(ctx: Context, spec: FromSql = LB_SQL) -> dict[str, Any]:
         "c_loinc": [tests[pk].loinc for pk in ranked], "c_tox": [tests[pk].toxicity for pk in ranked],
         "c_lloq": [tests[pk].lloq for pk in ranked],
         "r_analyte": [r[0] for r in ranges], "r_profile": [r[1] for r in ranges], "r_low": [r[2] for r in ranges],
-        "r_high": [r[3] for r in ranges], **_visit_days(ctx, ids), **_standard_texts(ids),
+        "r_high": [r[3] for r in ranges], **_visit_days(ctx, ids),
+        **(_standard_texts(ids) if texts else {"t_value": [], "t_text": []}),
     }
+
+
+def with_texts(values: dict[str, Any], db: BaseDatabaseWrapper = connection) -> dict[str, Any]:
+    """``values`` (from ``params`` without texts, or a part of them) with the standard texts of its subjects, read
+    on ``db``: each part's connection reads its own subjects' at the same time."""
+    return {**values, **_standard_texts(values["s_id"], db)}
 
 
 SUBJECT_PARAMETERS = ("s_id", "s_rank", "s_usubjid", "s_tz", "s_first", "s_profile")
@@ -360,13 +370,13 @@ def _csv_chunks(ctx: Context, spec: FromSql) -> Iterator[bytes]:
     csv.writer(head, lineterminator="\n").writerow([v.name for v in spec.variables])
     yield head.getvalue().encode()
     query = f"COPY ({csv_sql(spec)}) TO STDOUT (FORMAT csv)"
-    first, *rest = parts(ctx, params(ctx, spec))
+    first, *rest = parts(ctx, params(ctx, spec, texts=False))
     if not rest:
-        yield from _copied(connection, query, first)
+        yield from _copied(connection, query, with_texts(first))
         return
     assert ctx.scope.snapshot is not None  # parts() cut only with a snapshot to share
-    with beside(ctx.scope.snapshot, lambda other: _copied(other, query, rest[0])) as second:
-        yield from _copied(connection, query, first)
+    with beside(ctx.scope.snapshot, lambda other: _copied(other, query, with_texts(rest[0], other))) as second:
+        yield from _copied(connection, query, with_texts(first))
         yield from second.chunks()
 
 
@@ -602,15 +612,16 @@ def _xpt_chunks(ctx: Context, spec: FromSql, record: Record | None) -> Iterator[
     that end the file's last record. In two parts, each connection first measures the widths over its part's rows
     (``_widths``), at the same time; the widths of the file are the larger of the two, and then each reads and
     encodes its part."""
-    values = params(ctx, spec)
+    values = params(ctx, spec, texts=False)
     draws = Draws.read(spec, values)
     tests = _tests(spec, values)
     query = xpt_values_sql(spec)
     first, *rest = parts(ctx, values)
     if not rest:
+        values = with_texts(values)
         variables = fitted(ctx, spec, values, draws)
         yield from _xpt_file(spec, record, variables, _Encoding.of(spec, variables, draws, tests).observations(
-            _server_side_chunks(connection, query, first)))
+            _server_side_chunks(connection, query, values)))
         return
     assert ctx.scope.snapshot is not None  # parts() cut only with a snapshot to share
     theirs: Future[dict[str, int]] = Future()  # the second part's widths
@@ -618,14 +629,16 @@ def _xpt_chunks(ctx: Context, spec: FromSql, record: Record | None) -> Iterator[
 
     def second(db: BaseDatabaseWrapper) -> Iterator[bytes]:
         try:
-            theirs.set_result(_widths(spec, rest[0], db))
+            part = with_texts(rest[0], db)
+            theirs.set_result(_widths(spec, part, db))
         except BaseException as err:
             theirs.set_exception(err)
             raise
-        return ready.result().observations(_server_side_chunks(db, query, rest[0]))
+        return ready.result().observations(_server_side_chunks(db, query, part))
 
     with beside(ctx.scope.snapshot, second) as other:
         try:
+            first = with_texts(first)
             mine = _widths(spec, first)
             found = other.result(theirs)
             variables = _fit(spec, {name: max(mine.get(name, 0), found.get(name, 0)) for name in {*mine, *found}},

@@ -13,6 +13,7 @@ from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
+import pgtrigger
 import pytest
 from django.db import connection, connections, transaction
 
@@ -67,11 +68,15 @@ def test_lb_and_pc_in_two_parts_are_the_files_of_one_part(trial: Any, export_dir
             return measured(spec, values, db)
 
         monkeypatch.setattr(lb_sql, "_widths", slow)
-    for subject in (trial.split, trial.reinf):  # results on both sides of the cut
+    # Results on both sides of the cut, each side with a text whose standard form is Python's (not ASCII): each
+    # part reads its own subjects' standard texts.
+    for subject, text in ((trial.split, "Spuren \u00b5 \u2265 \u00df"), (trial.reinf, "  n\u00e9gatif \ufb01 ")):
         ref = f"P-{subject.code}-"
         ingest_results(by=trial.coordinator, rows=[
             lab(subject, ref + "1", -8, "ANC", "3000", "/uL"), lab(subject, ref + "2", -6, "CRP", "4", "mg/L"),
             lab(subject, ref + "3", 9, "CAR_QPCR", "900", "copies/ug")])
+        with pgtrigger.ignore("assays.Result:result_no_rewrite"):  # stored results are append-only
+            Result.objects.filter(subject=subject, source_ref=ref + "2").update(value_text=text, value=None)
     job = run_export_job(create_export_job(by=trial.data_manager, trial=trial.trial, format_code="sdtm").pk)
     assert job.state == State.DONE, job.error
     with package(job) as archive:
@@ -90,6 +95,9 @@ def test_lb_and_pc_in_two_parts_are_the_files_of_one_part(trial: Any, export_dir
     usubjids = {line.split(b",")[2].decode() for line in written["sdtm/lb.csv"].splitlines()[1:]}
     for subject in (trial.split, trial.reinf):
         assert any(u.endswith(f"-{subject.code}") for u in usubjids), subject.code
+    text = written["sdtm/lb.csv"].decode()
+    # str.strip().upper(), as the generic writer: the micro sign becomes a capital mu, the ligature two letters.
+    assert "SPUREN \u039c \u2265 SS" in text and "N\u00c9GATIF FI" in text
 
 
 def test_with_the_second_connection_off_no_snapshot_is_shared(trial: Any, export_dir: Any,  # noqa: F811
