@@ -36,8 +36,8 @@ def begin_sql() -> list[str]:
     told so (``cursor_tuple_fraction`` 1, as for a plain query): with its default, 0.1, a cursor over a table just
     bulk-loaded and not yet analysed was planned to give its first rows fast, and PP's query read the CAR
     transgene's results in 88 s instead of 0.8 (bench/export.py's first round after its build)."""
-    return ["SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY", f"SET LOCAL work_mem = '{EXPORT_WORK_MEM}'",
-            "SET LOCAL cursor_tuple_fraction = 1.0"]
+    return ["SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY",
+            f"SELECT set_config('work_mem', '{EXPORT_WORK_MEM}', true), set_config('cursor_tuple_fraction', '1', true)"]
 
 
 def halves(weights: Sequence[int]) -> int:
