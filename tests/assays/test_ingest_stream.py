@@ -11,7 +11,9 @@ from typing import Any
 import pytest
 
 from assays import services
+from assays.lab_grading import grade_lab
 from assays.models import Analyte, AnalyteUnit, LabDraw, ReferenceRange, Result
+from assays.ranges import pick_range
 from assays.services import INSERT_MAX_ROWS
 from locking.services import lock_scope
 from tests.api.support import post_results, result_row
@@ -117,6 +119,8 @@ def fault(name: str, row: dict, subject, world) -> None:
         row["value"] = "twelve"
     elif name == "negative":
         row["value"] = "-1"
+    elif name == "overflow":
+        row["value"], row["unit"] = "1e308", "mg/dL"  # times 10 in the analyte's unit: not finite
     elif name == "duplicate_in_batch":
         row["source_ref"] = "S-5"
     elif name == "too_long":
@@ -145,7 +149,7 @@ def fault(name: str, row: dict, subject, world) -> None:
         raise AssertionError(name)
 
 
-FAULTS = ["unknown_analyte", "unknown_unit", "invalid_value", "negative", "duplicate_in_batch", "too_long",
+FAULTS = ["unknown_analyte", "unknown_unit", "invalid_value", "negative", "overflow", "duplicate_in_batch", "too_long",
           "null_character", "unknown_specimen", "unknown_status", "before_consent", "accession_mismatch",
           "time_in_future", "naive_time", "unknown_subject", "correction"]
 NOT_STREAMED = {"time_in_future", "naive_time", "unknown_subject", "correction"}
@@ -199,3 +203,36 @@ def test_a_streamed_repost_inside_an_idempotent_request_rolls_back_to_its_savepo
     assert again.status_code == 200 and again.json() == {"created": 0, "unchanged": COUNT, "corrected": 0}
     assert post("k-2").json() == again.json()  # the key's stored answer
     assert streamed == {"tried": 2, "streamed": 1} and Result.objects.count() == COUNT
+
+
+# ALT around each CTCAE bound for any reference range of the catalogue (ULN 35 to 50): above the ULN, 3x, 5x, 20x.
+ALT_VALUES = ["0", "35", "35.000001", "40", "40.0000001", "50", "50.000001", "105", "105.00001", "120", "120.0001",
+              "150", "150.00001", "175.1", "200", "250.0001", "700", "800", "1000", "1000.000001", "19999", "20000"]
+
+
+def test_a_streamed_batch_grades_each_value_as_grade_lab_does(subject, lab, streamed, monkeypatch):
+    """The streamed path grades with one grader per reference range (``lab_grader``): each stored grade is
+    ``grade_lab``'s for the subject's range, and the usual path stores the same rows."""
+    alt = Analyte.objects.get_or_create(code="ALT", defaults={
+        "name": "Alanine aminotransferase", "loinc": "1742-6", "canonical_unit": "U/L", "physiological_low": 0,
+        "physiological_high": 20_000, "ctcae_term": "alt_increased"})[0]  # as the migration seeds it
+    AnalyteUnit.objects.get_or_create(analyte=alt, unit="U/L", defaults={"factor": 1})
+    if not alt.ranges.exists():
+        ReferenceRange.objects.create(analyte=alt, low=7, high=40)
+    rows = rows_of(subject, "G")
+    for n, row in enumerate(rows):
+        row.update(analyte="ALT", unit="U/L", value=ALT_VALUES[n % len(ALT_VALUES)])
+    assert post_results(lab, {"results": rows}).status_code == 201 and streamed["streamed"] == 1
+    monkeypatch.setattr(services, "_may_stream", lambda batch, found: False)
+    for row in rows:
+        row["source_ref"] = "V" + row["source_ref"][1:]
+        row["accession_number"] = "V" + row["accession_number"][1:]
+    assert post_results(lab, {"results": rows}).status_code == 201 and streamed["streamed"] == 1
+    assert stored("G") == stored("V")
+    low, high = pick_range([(r.sex, r.age_min_years, r.age_max_years, r.low, r.high) for r in alt.ranges.all()],
+                           subject.sex, subject.age_at_consent)
+    assert high is not None
+    graded = [(r.value, r.ctcae_grade) for r in Result.objects.filter(source_ref__startswith="G-")]
+    assert graded and all(grade == grade_lab(term="alt_increased", value=value, lln=low, uln=high)
+                          for value, grade in graded)
+    assert {grade for _, grade in graded} == {0, 1, 2, 3, 4}
