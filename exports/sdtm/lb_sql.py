@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import csv
 import io
+from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -53,6 +54,7 @@ from patients.timeline import cdisc_study_day_sql, day0s_sql, local_date_sql
 LB, PC = DATASETS[0], DATASETS[1]
 FLUSH = 64 * 1024
 XPT_CHUNK = 5000  # rows fetched, and encoded, at a time
+READ_AHEAD = 24  # chunks the second part's connection reads before its rows can be encoded (about 3 MB)
 PRINTABLE_ASCII = "^[ -~]*$"  # texts PostgreSQL strips and upper-cases exactly as Python does
 
 
@@ -609,15 +611,16 @@ class _Layout:
 
 def _xpt_chunks(ctx: Context, spec: FromSql, record: Record | None) -> Iterator[bytes]:
     """The header, then the observations (``_Encoding``) of each part of the subjects (``parts``), then the blanks
-    that end the file's last record. In two parts, each connection first measures the widths over its part's rows
-    (``_widths``), at the same time; the widths of the file are the larger of the two, and then each reads and
-    encodes its part."""
+    that end the file's last record. In two parts, the second connection measures the widths over its part's rows
+    (``_widths``) at once, while the export's own reads the draws and the tests and then measures its part; the
+    widths of the file are the larger of the two, and then each encodes its part. The second starts reading its
+    rows as soon as its widths are known (up to ``READ_AHEAD`` chunks), while the first still measures."""
     values = params(ctx, spec, texts=False)
-    draws = Draws.read(spec, values)
-    tests = _tests(spec, values)
     query = xpt_values_sql(spec)
     first, *rest = parts(ctx, values)
     if not rest:
+        draws = Draws.read(spec, values)
+        tests = _tests(spec, values)
         values = with_texts(values)
         variables = fitted(ctx, spec, values, draws)
         yield from _xpt_file(spec, record, variables, _Encoding.of(spec, variables, draws, tests).observations(
@@ -634,10 +637,14 @@ def _xpt_chunks(ctx: Context, spec: FromSql, record: Record | None) -> Iterator[
         except BaseException as err:
             theirs.set_exception(err)
             raise
-        return ready.result().observations(_server_side_chunks(db, query, part))
+        chunks = _server_side_chunks(db, query, part, ahead=READ_AHEAD)
+        head = next(chunks, None)  # the query runs, and reads ahead, while the first part is measured
+        return ready.result().observations(chain([head] if head else [], chunks))
 
     with beside(ctx.scope.snapshot, second) as other:
         try:
+            draws = Draws.read(spec, values)
+            tests = _tests(spec, values)
             first = with_texts(first)
             mine = _widths(spec, first)
             found = other.result(theirs)
@@ -694,7 +701,7 @@ class _Encoding:
         while True:
             read = next(chunks, None)
             last = read is None
-            if read and held and not last and _one_subject(draws, held[0] + b"".join(read), len(held[0]), read):
+            if read and held and not last and _same_subject(draws, held[0], read[-1]):
                 held += read  # the held subject goes on through the chunk: nothing to write yet
                 continue
             records = held + (read or [])
@@ -728,15 +735,13 @@ class _Encoding:
                 break
 
 
-def _one_subject(draws: Draws, data: bytes, first: int, records: list[bytes]) -> bool:
-    """Whether the rows ``records`` (``data`` holds one row of the subject held, ``first`` bytes, then them) are all
-    of the held subject: each row's first field, its draw's id, is at byte 12 of it (after the field count, the
-    field's OID and size)."""
-    rows = np.frombuffer(data, dtype=np.uint8)
-    ends = np.cumsum(np.fromiter(map(len, records), dtype=np.intp, count=len(records))) + first
-    ids = unaligned(rows, ">i8")[np.concatenate(([0, first], ends[:-1])) + 12]
+def _same_subject(draws: Draws, first: bytes, last: bytes) -> bool:
+    """Whether two rows (``record_send``) are of the same subject: each row's first field, its draw's id, is at byte
+    12 of it (after the field count, the field's OID and size). The rows come in subject order, so the rows between
+    are of that subject too (``_in_order`` checks the order when they are written)."""
+    ids = np.array([int.from_bytes(first[12:20], "big", signed=True), int.from_bytes(last[12:20], "big", signed=True)])
     draw = np.minimum(np.searchsorted(draws.ids, ids), len(draws.ids) - 1)
-    return bool((draws.subjects[draw] == draws.subjects[draw[0]]).all())
+    return bool(draws.subjects[draw[0]] == draws.subjects[draw[1]])
 
 
 def _in_order(subjects: npt.NDArray[np.int64], tests: npt.NDArray[np.int32], times: npt.NDArray[np.int64],
@@ -761,17 +766,20 @@ def _sequence(subjects: npt.NDArray[np.int64]) -> npt.NDArray[np.float64]:
     return (position - np.maximum.accumulate(np.where(new, position, 0)) + 1).astype(np.float64)
 
 
-def _server_side_chunks(db: BaseDatabaseWrapper, sql: str, values: dict[str, Any]) -> Iterator[list[bytes]]:
+def _server_side_chunks(db: BaseDatabaseWrapper, sql: str, values: dict[str, Any], *, ahead: int = 1
+                        ) -> Iterator[list[bytes]]:
     """The query's single column (binary), ``XPT_CHUNK`` rows at a time, from a server-side cursor of ``db`` (the
-    export's connection or the second one); the next chunk is fetched (PostgreSQL works, psycopg waits without the
-    GIL) while the caller encodes the current one."""
+    export's connection or the second one); up to ``ahead`` chunks are fetched (PostgreSQL works, psycopg waits
+    without the GIL) while the caller encodes the current one."""
     with db.chunked_cursor() as cursor, ThreadPoolExecutor(max_workers=1) as fetcher:
         cursor.cursor.execute(sql, values, binary=True)  # psycopg's own cursor: bytea as it is
         fetch = partial(cursor.cursor.fetchmany, XPT_CHUNK)  # one fetch at a time, in order
-        pending = fetcher.submit(fetch)
-        while rows := pending.result():
-            pending = fetcher.submit(fetch)
+        pending = deque(fetcher.submit(fetch) for _ in range(ahead))
+        while rows := pending.popleft().result():
+            pending.append(fetcher.submit(fetch))
             yield [record for (record,) in rows]
+        for left in pending:  # past the end: each fetch gives no rows
+            left.result()
 
 
 def _fields(data: npt.NDArray[np.uint8], ends: npt.NDArray[np.intp], count: int
