@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING
 from django.db import connection
 
 from assays.models import Analyte, LabDraw, Result
+from exports import copy_out
 from patients.models import Subject
 from patients.timeline import (
     cdisc_study_day_sql,
@@ -160,7 +161,7 @@ def copy_chunks(names: list[str], sql: str) -> Iterator[bytes]:
     query = f"COPY ({sql}) TO STDOUT (FORMAT csv)"
     with connection.cursor() as cursor, cursor.cursor.copy(query) as copy:
         rows: list[Block] = []
-        for block in copy:  # one row per block, ending with LF
+        for block in copy_out.rows(copy):  # one row per block, ending with LF
             rows.append(block)
             if len(rows) == ROWS_PER_CHUNK:
                 yield crlf(rows)

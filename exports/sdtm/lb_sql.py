@@ -43,6 +43,7 @@ from django.db import connection
 from django.db.backends.base.base import BaseDatabaseWrapper
 
 from assays.models import LabDraw, Result
+from exports import copy_out
 from exports.formats.csv_results import Block, python_float_sql
 from exports.sdtm.codes import SPECIMEN, catalogue
 from exports.sdtm.common import Context, Dataset, subject_key
@@ -388,8 +389,8 @@ def _copied(db: BaseDatabaseWrapper, query: str, values: dict[str, Any]) -> Iter
     with db.cursor() as cursor, cursor.cursor.copy(query, values) as copy:
         lines: list[Block] = []
         size = 0
-        read, append = copy.read, lines.append
-        while block := read():  # one line per block (iterating the copy reads the same, through a generator)
+        append = lines.append
+        for block in copy_out.rows(copy):  # one line per block
             append(block)
             size += len(block)
             if size >= FLUSH:
@@ -726,8 +727,9 @@ class _Encoding:
             place(out, row_offsets, per_row, data, starts[3:], sizes[3:])
             for lines, index, gathers in ((layout.draw_lines, draw, draw_gathers),
                                           (layout.test_lines, test, test_gathers)):
+                taken = lines.take(index, axis=0)  # each row's line, gathered once, then copied piece by piece
                 for target, source, length in gathers:
-                    out[:, target:target + length] = lines[index, source:source + length]
+                    out[:, target:target + length] = taken[:, source:source + length]
             out[:, seq:seq + 8] = ibm_floats(_sequence(subjects[order])).view(np.uint8).reshape(-1, 8)
             after = int(subjects[order[-1]])
             yield out.tobytes()

@@ -193,9 +193,9 @@ def encoded(variables: Sequence[Variable], rows: Sequence[Sequence[Value]]) -> n
 
 def _numbers(data: npt.NDArray[np.uint8], starts: npt.NDArray[np.intp], sizes: npt.NDArray[np.intp]
              ) -> npt.NDArray[np.uint64]:
-    if not np.isin(sizes, (-1, 8)).all():
-        raise ValueError("Numbers must come as 8-byte doubles.")
     present = sizes == 8
+    if not (present | (sizes == -1)).all():
+        raise ValueError("Numbers must come as 8-byte doubles.")
     return ibm_floats(np.where(present, unaligned(data, ">f8")[np.where(present, starts, 0)], np.nan))
 
 

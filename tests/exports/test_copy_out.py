@@ -1,0 +1,48 @@
+"""``exports.copy_out.rows`` reads a COPY's rows from libpq itself: the same rows as psycopg's ``Copy.read``, the
+server's error raised as psycopg raises it, after the rows before it, and the connection left ready for the next
+statement. (A reader cancelled in the middle: tests/exports/test_sdtm_parallel.py.)"""
+
+from __future__ import annotations
+
+import psycopg
+import pytest
+from django.db import connection, transaction
+
+from exports import copy_out
+
+pytestmark = pytest.mark.django_db
+
+ROWS = ("COPY (SELECT i, 'text ' || i, CASE WHEN i %% 7 = 0 THEN 'quoted, \"text\"' END FROM generate_series(1, %s) i) "
+        "TO STDOUT (FORMAT csv)")
+
+
+def _read(query: str, params: list[object], *, raw: bool) -> list[bytes]:
+    with connection.cursor() as cursor, cursor.cursor.copy(query, params) as copy:
+        if raw:
+            return [bytes(row) for row in copy_out.rows(copy)]
+        out = []
+        while row := copy.read():
+            out.append(bytes(row))
+        return out
+
+
+@pytest.mark.parametrize("count", [0, 1, 30_000])
+def test_rows_are_the_rows_psycopg_reads_one_by_one(count: int) -> None:
+    rows = _read(ROWS, [count], raw=True)
+    assert rows == _read(ROWS, [count], raw=False)
+    assert len(rows) == count and (not count or rows[-1] == b"%d,text %d,\n" % (count, count))
+    with connection.cursor() as cursor:  # the connection takes the next statement
+        cursor.execute("SELECT 41 + 1")
+        assert cursor.fetchone() == (42,)
+
+
+def test_an_error_in_the_middle_of_the_copy_is_raised_after_the_rows_before_it() -> None:
+    got: list[bytes] = []
+    with pytest.raises(psycopg.errors.DivisionByZero), transaction.atomic():
+        with connection.cursor() as cursor, cursor.cursor.copy(
+                "COPY (SELECT 100 / (5000 - i) FROM generate_series(1, 10000) i) TO STDOUT") as copy:
+            got.extend(bytes(row) for row in copy_out.rows(copy))
+    assert len(got) < 5000 and got[:2] == [b"0\n", b"0\n"]  # streamed up to the failure (the server sends in batches)
+    with connection.cursor() as cursor:  # the savepoint rolled back: the transaction goes on
+        cursor.execute("SELECT 1")
+        assert cursor.fetchone() == (1,)
