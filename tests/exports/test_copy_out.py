@@ -1,8 +1,11 @@
 """``exports.copy_out.rows`` reads a COPY's rows from libpq itself: the same rows as psycopg's ``Copy.read``, the
 server's error raised as psycopg raises it, after the rows before it, and the connection left ready for the next
-statement. (A reader cancelled in the middle: tests/exports/test_sdtm_parallel.py.)"""
+statement. A cancelled COPY raises QueryCanceled."""
 
 from __future__ import annotations
+
+import threading
+import time
 
 import psycopg
 import pytest
@@ -46,3 +49,19 @@ def test_an_error_in_the_middle_of_the_copy_is_raised_after_the_rows_before_it()
     with connection.cursor() as cursor:  # the savepoint rolled back: the transaction goes on
         cursor.execute("SELECT 1")
         assert cursor.fetchone() == (1,)
+
+
+def test_a_cancelled_copy_raises_query_canceled() -> None:
+    connection.ensure_connection()
+    raw = connection.connection  # the test's connection (Django's is per thread)
+    timer = threading.Timer(0.5, raw.cancel_safe)
+    begun = time.monotonic()
+    timer.start()
+    with pytest.raises(psycopg.errors.QueryCanceled), transaction.atomic():
+        with connection.cursor() as cursor, cursor.cursor.copy(
+                "COPY (SELECT i, pg_sleep(CASE WHEN i = 2 THEN 30 ELSE 0 END) FROM generate_series(1, 3) i) "
+                "TO STDOUT") as copy:
+            for _ in copy_out.rows(copy):
+                pass
+    timer.join()
+    assert time.monotonic() - begun < 10  # cancelled, not read to its end after 30 s
