@@ -55,7 +55,7 @@ from patients.timeline import cdisc_study_day_sql, day0s_sql, local_date_sql
 LB, PC = DATASETS[0], DATASETS[1]
 FLUSH = 64 * 1024
 XPT_CHUNK = 5000  # rows fetched, and encoded, at a time
-READ_AHEAD = 24  # chunks the second part's connection reads before its rows can be encoded (about 3 MB)
+READ_AHEAD = 24  # chunks the second part's connection reads before its rows can be encoded (some 25 MB at most)
 PRINTABLE_ASCII = "^[ -~]*$"  # texts PostgreSQL strips and upper-cases exactly as Python does
 
 
