@@ -23,12 +23,14 @@ def rows(copy: Any) -> Iterator[memoryview]:
     connection = copy.connection
     pgconn = connection.pgconn
     get, consume = pgconn.get_copy_data, pgconn.consume_input
+    readable = select.poll()  # poll, not select: a socket's descriptor may be above select's limit (1,024)
+    readable.register(pgconn.socket, select.POLLIN)
     while True:
         size, data = get(1)  # without blocking: 0 when libpq holds no complete row
         if size > 0:
             yield data
         elif size == 0:
-            select.select([pgconn.socket], [], [])
+            readable.poll()
             consume()
         else:  # -1: the copy is done; its result follows
             break

@@ -30,7 +30,7 @@ from __future__ import annotations
 import csv
 import io
 from collections import deque
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Generator, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from functools import partial
@@ -639,8 +639,13 @@ def _xpt_chunks(ctx: Context, spec: FromSql, record: Record | None) -> Iterator[
             theirs.set_exception(err)
             raise
         chunks = _server_side_chunks(db, query, part, ahead=READ_AHEAD)
-        head = next(chunks, None)  # the query runs, and reads ahead, while the first part is measured
-        return ready.result().observations(chain([head] if head else [], chunks))
+        try:
+            head = next(chunks, None)  # the query runs, and reads ahead, while the first part is measured
+            encoding = ready.result()
+        except BaseException:
+            chunks.close()  # its cursor and its fetches end here, before the connection does
+            raise
+        return encoding.observations(chain([head] if head else [], chunks))
 
     with beside(ctx.scope.snapshot, second) as other:
         try:
@@ -769,7 +774,7 @@ def _sequence(subjects: npt.NDArray[np.int64]) -> npt.NDArray[np.float64]:
 
 
 def _server_side_chunks(db: BaseDatabaseWrapper, sql: str, values: dict[str, Any], *, ahead: int = 1
-                        ) -> Iterator[list[bytes]]:
+                        ) -> Generator[list[bytes], None, None]:
     """The query's single column (binary), ``XPT_CHUNK`` rows at a time, from a server-side cursor of ``db`` (the
     export's connection or the second one); up to ``ahead`` chunks are fetched (PostgreSQL works, psycopg waits
     without the GIL) while the caller encodes the current one."""
@@ -777,11 +782,15 @@ def _server_side_chunks(db: BaseDatabaseWrapper, sql: str, values: dict[str, Any
         cursor.cursor.execute(sql, values, binary=True)  # psycopg's own cursor: bytea as it is
         fetch = partial(cursor.cursor.fetchmany, XPT_CHUNK)  # one fetch at a time, in order
         pending = deque(fetcher.submit(fetch) for _ in range(ahead))
-        while rows := pending.popleft().result():
-            pending.append(fetcher.submit(fetch))
-            yield [record for (record,) in rows]
-        for left in pending:  # past the end: each fetch gives no rows
-            left.result()
+        try:
+            while rows := pending.popleft().result():
+                pending.append(fetcher.submit(fetch))
+                yield [record for (record,) in rows]
+            for left in pending:  # past the end: each fetch gives no rows
+                left.result()
+        finally:
+            for left in pending:  # stopped early: the fetches not begun are not made
+                left.cancel()
 
 
 def _fields(data: npt.NDArray[np.uint8], ends: npt.NDArray[np.intp], count: int
