@@ -1,6 +1,7 @@
 """``exports.copy_out.rows`` reads a COPY's rows from libpq itself: the same rows as psycopg's ``Copy.read``, the
 server's error raised as psycopg raises it, after the rows before it, and the connection left ready for the next
-statement. A cancelled COPY raises QueryCanceled."""
+statement. A cancelled COPY raises QueryCanceled. The XPT's server-side reading ahead, stopped early, leaves the
+connection as ready."""
 
 from __future__ import annotations
 
@@ -65,3 +66,25 @@ def test_a_cancelled_copy_raises_query_canceled() -> None:
                 pass
     timer.join()
     assert time.monotonic() - begun < 10  # cancelled, not read to its end after 30 s
+
+
+def test_a_server_side_read_stopped_early_leaves_the_connection_ready(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The XPT's rows are read ahead by a server-side cursor (``lb_sql._server_side_chunks``); a reader stopped
+    after its first chunk (a failed export, or the other part's failure) ends its cursor and its queued fetches,
+    and the connection takes the next statement."""
+    from exports.sdtm import lb_sql
+
+    monkeypatch.setattr(lb_sql, "XPT_CHUNK", 100)
+    query = "SELECT int4send(i) FROM generate_series(1, 100000) i"
+    with transaction.atomic():
+        chunks = lb_sql._server_side_chunks(connection, query, {}, ahead=20)
+        first = next(chunks)
+        assert [int.from_bytes(row, "big") for row in first] == list(range(1, 101))
+        chunks.close()
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT count(*) FROM pg_cursors")
+            assert cursor.fetchone() == (0,)
+            cursor.execute("SELECT 6 * 7")
+            assert cursor.fetchone() == (42,)
+    whole = list(lb_sql._server_side_chunks(connection, query, {}, ahead=20))
+    assert len(whole) == 1000 and int.from_bytes(whole[-1][-1], "big") == 100000
