@@ -52,20 +52,29 @@ def test_an_error_in_the_middle_of_the_copy_is_raised_after_the_rows_before_it()
         assert cursor.fetchone() == (1,)
 
 
-def test_a_cancelled_copy_raises_query_canceled() -> None:
+def test_a_copy_cancelled_while_its_rows_are_read_raises_query_canceled() -> None:
+    """The server sends 5,000 rows (more than its output buffer, so they reach the client), then sleeps; the query is
+    cancelled once the reader has rows in hand, i.e. while ``rows`` waits on the socket, not while psycopg opens
+    the copy."""
     connection.ensure_connection()
     raw = connection.connection  # the test's connection (Django's is per thread)
-    timer = threading.Timer(0.5, raw.cancel_safe)
+    timer = threading.Timer(0.3, raw.cancel_safe)
+    got: list[bytes] = []
     begun = time.monotonic()
-    timer.start()
     with pytest.raises(psycopg.errors.QueryCanceled), transaction.atomic():
         with connection.cursor() as cursor, cursor.cursor.copy(
-                "COPY (SELECT i, pg_sleep(CASE WHEN i = 2 THEN 30 ELSE 0 END) FROM generate_series(1, 3) i) "
-                "TO STDOUT") as copy:
-            for _ in copy_out.rows(copy):
-                pass
+                "COPY (SELECT i, repeat('x', 20), pg_sleep(CASE WHEN i = 5001 THEN 30 ELSE 0 END) "
+                "FROM generate_series(1, 5002) i) TO STDOUT") as copy:
+            for row in copy_out.rows(copy):
+                if not got:
+                    timer.start()
+                got.append(bytes(row))
     timer.join()
     assert time.monotonic() - begun < 10  # cancelled, not read to its end after 30 s
+    assert 0 < len(got) <= 5000 and got[0] == b"1\t" + b"x" * 20 + b"\t\n"
+    with connection.cursor() as cursor:  # the savepoint rolled back: the transaction goes on
+        cursor.execute("SELECT 1")
+        assert cursor.fetchone() == (1,)
 
 
 def test_a_server_side_read_stopped_early_leaves_the_connection_ready(monkeypatch: pytest.MonkeyPatch) -> None:
