@@ -15,6 +15,7 @@ from collections.abc import Iterator
 from decimal import Decimal
 from typing import Any
 
+import msgspec
 import pghistory
 import pytest
 from django.db import connection
@@ -314,7 +315,7 @@ def _draws_of_results(subject: Subject, by: Any, draws: int, per_draw: int) -> N
                      str(10 + d + r), analytes[r % 3][1]) for d in range(draws) for r in range(per_draw)]
     ingest_results(rows=rows, by=by)
     # A correction (supersedes a result: an update with its reason in the trail), then a later draw.
-    ingest_results(rows=[rows[per_draw + 1]._replace(value="99", correction_reason="Re-run")], by=by)
+    ingest_results(rows=[msgspec.structs.replace(rows[per_draw + 1], value="99", correction_reason="Re-run")], by=by)
 
 
 def test_laboratory_draws_read_as_printed_give_the_bytes_of_the_whole_casebook_at_once(
