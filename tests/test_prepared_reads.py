@@ -1,4 +1,5 @@
-"""The token's and the batch's reads run as statements prepared once per connection with a generic plan
+"""The token's and the batch's reads (a small post's, and a batch's without current results) run as
+statements prepared once per connection with a generic plan
 (config.db), still counted like any query, and as plain statements when preparing is off (a transaction-mode
 pooler): the same answers either way."""
 
@@ -54,7 +55,15 @@ def test_the_token_and_batch_reads_are_prepared_once_and_planned_generically(wor
     assert Result.objects.filter(subject=subject).count() == 3
     batch = [result_row(subject, n) for n in range(10, 10 + INSERT_MAX_ROWS + 1)]
     assert post_results(lab, {"results": batch}).status_code == 201
-    assert sorted(s for s, _ in prepared()) == sorted(s for s, _ in statements)  # a batch is planned as sent
+    # A batch of new results is read without current results (checked as it is written): prepared too.
+    streamed = [(s, generic) for s, generic in prepared() if s not in dict(statements)]
+    assert len(streamed) == 1 and "source_ref" not in streamed[0][0] and streamed[0][1] == 1, streamed
+    # A batch that sends a correction is read with its references' current results, planned as sent: its read is
+    # not prepared (what was prepared stays).
+    corrected = [*batch[1:], {**batch[0], "value": "13", "correction_reason": "Re-run"}]
+    assert post_results(lab, {"results": corrected}).json() == {"created": 0, "unchanged": len(batch) - 1,
+                                                                 "corrected": 1}
+    assert sorted(s for s, _ in prepared()) == sorted([*dict(statements), streamed[0][0]])
 
 
 def test_prepared_reads_are_counted_like_any_query(world, lab, settings):
