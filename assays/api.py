@@ -83,24 +83,26 @@ def _row(body: ResultBody) -> ResultIn:
                     body.analyte, value, body.unit, body.status, body.correction_reason)
 
 
-def _decode_rows(raw: bytes) -> list[ResultIn]:
+def _decode_rows(raw: bytes) -> tuple[list[ResultIn], bool]:
     """One result object, or a batch: an object whose ``results`` key holds the rows (decided by decoding
-    the body, not by looking for the word in its first bytes). A batch is decoded first as a batch whose values
-    are all texts, as laboratory systems mostly send them: straight into ``ResultIn``, with no Python per row;
-    then as a batch that may send numbers (each row then made into a ``ResultIn``). Any other body is decoded
-    as before (its top-level keys, then as a batch or a result, with their errors), so a valid batch is parsed
-    once or twice, never more."""
+    the body, not by looking for the word in its first bytes), and whether every text is known to fit its
+    column and to hold no NUL character. A batch is decoded first as a batch whose values are all texts, as
+    laboratory systems mostly send them: straight into ``ResultIn``, with no Python per row, each text held to
+    its column's size by the decoder (a body without the escape of a NUL, ``\\u0000``, has none); then as a batch
+    that may send numbers or longer texts (each row made into a ``ResultIn``, its texts checked by the service,
+    row by row, with every row's refusals). Any other body is decoded as before (its top-level keys, then as a
+    batch or a result, with their errors), so a valid batch is parsed once or twice, never more."""
     try:
-        return _texts.decode(raw).results
+        return _texts.decode(raw).results, b"\\u0000" not in raw
     except _DECODING:
-        pass  # not a batch of texts: a batch with numbers, or the decoding below gives the body its error
+        pass  # not a batch of texts that fit: a batch with numbers, or the decoding below gives the body its error
     try:
-        return [_row(r) for r in _batch.decode(raw).results]
+        return [_row(r) for r in _batch.decode(raw).results], False
     except _DECODING:
         pass  # not a valid batch: the decoding below gives this body its answer or its error
     if "results" in _top.decode(raw):
-        return [_row(r) for r in _batch.decode(raw).results]
-    return [_row(_single.decode(raw))]
+        return [_row(r) for r in _batch.decode(raw).results], False
+    return [_row(_single.decode(raw))], False
 
 
 def _decode_error(err: msgspec.ValidationError | msgspec.DecodeError) -> Response:
@@ -221,7 +223,7 @@ class ResultViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.G
             raise exceptions.UnsupportedMediaType(request.content_type)
         raw = request.body  # decoded by msgspec, not DRF's parsers
         try:
-            rows = _decode_rows(raw)
+            rows, texts_checked = _decode_rows(raw)
         except (msgspec.ValidationError, msgspec.DecodeError) as err:
             return _decode_error(err)
         except UnicodeDecodeError:
@@ -229,7 +231,7 @@ class ResultViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.G
         except RecursionError:
             return _body_error("The body is nested too deeply.")
         try:
-            outcome = ingest_results(rows=rows, by=acting_user(request))
+            outcome = ingest_results(rows=rows, by=acting_user(request), texts_checked=texts_checked)
         except BatchRejected as err:
             return _rejected(err)
         body = {"created": outcome.created, "unchanged": outcome.unchanged, "corrected": outcome.corrected}

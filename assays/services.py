@@ -31,7 +31,7 @@ import re
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from operator import attrgetter, le
-from typing import Any
+from typing import Annotated, Any
 
 import msgspec
 import pghistory
@@ -69,18 +69,19 @@ RESULT_COLUMNS = ("draw_id", "subject_id", "site_id", "analyte_id", "source_ref"
 
 class ResultIn(msgspec.Struct, frozen=True, forbid_unknown_fields=True, gc=False):
     """One result as a laboratory sends it, ``value`` as a text. The API decodes a body straight into these
-    (msgspec: no Python frame per row); a batch makes one per row, so it is a struct the garbage collector does
-    not track (it holds texts and a time, never a cycle), not a named tuple made row by row."""
+    (msgspec: no Python frame per row), and decoding also holds each text to its column's size (``Meta``; a
+    struct made in Python is not checked so: ``ingest_results`` checks it). A batch makes one per row, so it is
+    a struct the garbage collector does not track (it holds texts and a time, never a cycle)."""
 
-    source_ref: str
-    subject: str
-    accession_number: str
-    specimen: str
+    source_ref: Annotated[str, msgspec.Meta(max_length=MAX_LENGTHS["source_ref"])]
+    subject: Annotated[str, msgspec.Meta(max_length=MAX_LENGTHS["subject"])]
+    accession_number: Annotated[str, msgspec.Meta(max_length=MAX_LENGTHS["accession_number"])]
+    specimen: Annotated[str, msgspec.Meta(max_length=MAX_LENGTHS["specimen"])]
     collected_at: dt.datetime
-    analyte: str
-    value: str
-    unit: str = ""
-    status: str = "final"
+    analyte: Annotated[str, msgspec.Meta(max_length=MAX_LENGTHS["analyte"])]
+    value: Annotated[str, msgspec.Meta(max_length=MAX_LENGTHS["value"])]
+    unit: Annotated[str, msgspec.Meta(max_length=MAX_LENGTHS["unit"])] = ""
+    status: Annotated[str, msgspec.Meta(max_length=MAX_LENGTHS["status"])] = "final"
     correction_reason: str = ""
 
 
@@ -360,8 +361,8 @@ def _parse_value(measure: _Measure, text: str) -> tuple[float | None, str, str]:
 class _Batch:
     """Validates a batch against the looked-up facts, collecting every row's errors."""
 
-    def __init__(self, rows: Sequence[ResultIn], user: AbstractBaseUser) -> None:
-        self.rows, self.user = rows, user
+    def __init__(self, rows: Sequence[ResultIn], user: AbstractBaseUser, *, texts_checked: bool = False) -> None:
+        self.rows, self.user, self.texts_checked = rows, user, texts_checked
         self.errors: list[dict[str, Any]] = []
         self.conflicts: list[dict[str, Any]] = []
         self.now = timezone.now()
@@ -388,11 +389,17 @@ _TEXTS = attrgetter(*TEXT_FIELDS)
 _LIMITS = tuple(MAX_LENGTHS.get(name, 1 << 62) for name in TEXT_FIELDS)
 
 
+def _texts_fit(row: ResultIn) -> bool:
+    """Whether every text of the row fits its column and holds no NUL character: one test of all its texts (in
+    C: no Python frame per text)."""
+    texts = _TEXTS(row)
+    return "\x00" not in "".join(texts) and all(map(le, map(len, texts), _LIMITS))
+
+
 def _check_text(batch: _Batch, i: int, row: ResultIn) -> bool:
     """Every text fits its column and holds no NUL character (PostgreSQL refuses both: a 500, not a 400)."""
-    texts = _TEXTS(row)
-    if "\x00" not in "".join(texts) and all(map(le, map(len, texts), _LIMITS)):
-        return True  # the usual row: one test of all its texts (in C: no Python frame per text)
+    if _texts_fit(row):
+        return True  # the usual row
     ok = True
     for name in TEXT_FIELDS:
         text = getattr(row, name)
@@ -578,14 +585,14 @@ def _checked(batch: _Batch, found: _Found, catalogue: _Catalogue) -> Iterator[tu
     """Every row's own checks, in the batch's order: each row that passes them as (index, subject,
     (analyte, value, censor)); a row that fails them adds its refusals to ``batch`` and is not yielded."""
     seen: dict[str, int] = {}
-    facts, locks = found.facts, found.locks
+    facts, locks, texts_checked = found.facts, found.locks, batch.texts_checked
     for i, row in enumerate(batch.rows):
         if row.source_ref in seen:
             batch.error(i, "source_ref", "duplicate_in_batch", f"{row.source_ref} also appears at index "
                         f"{seen[row.source_ref]}.")
             continue
         seen[row.source_ref] = i
-        if not _check_text(batch, i, row):
+        if not texts_checked and not _check_text(batch, i, row):
             continue
         subject = facts.get(row.subject)
         checked = _check_row(batch, i, row, subject, catalogue)
@@ -800,27 +807,29 @@ def _with_draw_ids(records: Iterable[tuple], ids: dict[tuple[int, str], int]) ->
     return [(ids[record[0]], *record[1:]) for record in records]
 
 
-def ingest_results(*, rows: Sequence[ResultIn], by: User) -> IngestOutcome:
+def ingest_results(*, rows: Sequence[ResultIn], by: User, texts_checked: bool = False) -> IngestOutcome:
     """Store a batch all-or-nothing. A batch that loses a race with a concurrent one (the same draw or
-    reference inserted first) is validated and written again, up to three attempts in all."""
+    reference inserted first) is validated and written again, up to three attempts in all. With
+    ``texts_checked`` the caller vouches that every text fits its column and holds no NUL character (the API's
+    decoder checks both); otherwise each row's texts are checked here (``_check_text``)."""
     if not access_of(by).enters_any:  # monitors, data managers: 403, not "unknown subject" per row
         raise PermissionRefused("not_permitted", "Your role does not allow entering laboratory results.")
     if len(rows) > MAX_BATCH:
         raise DomainError("batch_too_large", f"Send at most {MAX_BATCH} results per request.", field="results")
     for attempt in range(3):
         try:
-            return _ingest_once(rows=rows, by=by)
+            return _ingest_once(rows=rows, by=by, texts_checked=texts_checked)
         except IntegrityError:
             if attempt == 2:
                 raise
     raise AssertionError("unreachable")
 
 
-def _ingest_once(*, rows: Sequence[ResultIn], by: User) -> IngestOutcome:
+def _ingest_once(*, rows: Sequence[ResultIn], by: User, texts_checked: bool) -> IngestOutcome:
     """One read (no transaction), the checks in Python, then the write (see ``_write``). A large batch of
     new results is checked as it is written instead (``_stream``); if it has a row to refuse, it is checked
     again here the usual way, which finds the same refusals, all of them."""
-    batch = _Batch(rows, by)
+    batch = _Batch(rows, by, texts_checked=texts_checked)
     # A large batch that sends no correction is read without its references' current results: the unique
     # index on current references finds any of them as the COPY writes it (see _stream).
     streamable = len(rows) > INSERT_MAX_ROWS and not any(map(_REASON, rows))
@@ -831,7 +840,7 @@ def _ingest_once(*, rows: Sequence[ResultIn], by: User) -> IngestOutcome:
             try:
                 return _stream(batch, found, catalogue)
             except (_Refused, IntegrityError):
-                batch = _Batch(rows, by)
+                batch = _Batch(rows, by, texts_checked=texts_checked)
         found = _read(by, rows)
     plan = _build(batch, found, catalogue)
     if batch.errors:
@@ -849,12 +858,14 @@ class _Refused(Exception):
 
 def _may_stream(batch: _Batch, found: _Found) -> bool:
     """Whether the batch can be checked as it is written: a COPY's worth of rows, none sending a correction,
-    every subject found, and every collection time one whose draw can be planned before the rows are checked
-    (aware, from EARLIEST on and not in the future: the checks refuse anything else, and a new draw's visit
-    needs its local date)."""
+    every text fitting its column, every subject found, and every collection time one whose draw can be planned
+    before the rows are checked (aware, from EARLIEST on and not in the future: the checks refuse anything else,
+    and a new draw's visit needs its local date)."""
     rows, facts, now = batch.rows, found.facts, batch.now
     if len(rows) <= INSERT_MAX_ROWS or found.results:
         return False
+    if not batch.texts_checked and not all(map(_texts_fit, rows)):
+        return False  # the new draws are written before the rows are checked: their texts must fit first
     for row in rows:
         at = row.collected_at
         if row.correction_reason or row.subject not in facts or at.tzinfo is None or at.year < EARLIEST or at > now:

@@ -20,8 +20,10 @@ pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("
 
 # Texts that COPY's text format must escape (tab, newline, carriage return, backslash, a literal \N that is
 # not NULL, a backslash before a digit as in an octal escape) and text outside ASCII.
+# The literal text \u0000 (a backslash, not a NUL) is sent in JSON as \\u0000, which holds a NUL's escape: the API
+# then leaves the batch's texts to be checked row by row, and they are stored.
 AWKWARD = ["tab\there", "new\nline", "carriage\rreturn", "back\\slash", "\\N", "\\011", "trailing\\", "Zürich·血液",
-           "'quoted'", "end\\.", "\t\n\\"]
+           "'quoted'", "end\\.", "\t\n\\", "\\u0000"]
 
 
 def awkward_rows(subject, count: int) -> list[dict]:
@@ -61,6 +63,19 @@ def test_a_nul_in_any_row_refuses_the_batch(subject, lab, count):
     response = post_results(lab, {"results": rows})
     assert response.status_code == 400
     assert {(e["index"], e["code"]) for e in response.json()["rows"]} == {(count - 1, "null_character")}
+    assert not Result.objects.exists()
+
+
+@pytest.mark.parametrize("count", [2, INSERT_MAX_ROWS + 20], ids=["insert", "copy"])
+@pytest.mark.parametrize(("name", "limit"), [("source_ref", 80), ("subject", 40), ("accession_number", 40),
+                                             ("specimen", 6), ("value", 40), ("unit", 30)])
+def test_a_text_longer_than_its_column_in_a_batch_of_texts_is_refused_on_its_row(subject, lab, count, name, limit):
+    rows = awkward_rows(subject, count)
+    rows[count // 2][name] = "9" * (limit + 1)
+    response = post_results(lab, {"results": rows})
+    assert response.status_code == 400
+    assert response.json()["field_errors"] == {f"results[{count // 2}].{name}": [f"At most {limit} characters."]}
+    assert {(e["index"], e["code"]) for e in response.json()["rows"]} == {(count // 2, "too_long")}
     assert not Result.objects.exists()
 
 
