@@ -369,8 +369,12 @@ class _Batch:
         self._local_dates: dict[tuple[Any, dt.datetime], dt.date | None] = {}
         # (subject id, collection time, its year) that passed every check of the time (_check_row): the rows
         # of a draw share them, so the checks run once per draw. The year as written is in the key: the one
-        # check that two writings of the same instant (other UTC offsets) can fail differently.
-        self.timely: set[tuple[int, dt.datetime, int]] = set()
+        # check that two writings of the same instant (other UTC offsets) can fail differently. Once the draws
+        # are planned before the checks (``draws_planned``, a streamed batch: every row's time agrees with its
+        # draw's, each was checked as written by ``_may_stream``), the key is (subject id, accession number),
+        # which costs less to look up than an aware time.
+        self.timely: set[tuple[Any, ...]] = set()
+        self.draws_planned = False
 
     def local_date(self, at: dt.datetime, tz: Any) -> dt.date | None:
         """The site's local date of a collection time: the rows of one draw share it, so it is computed once."""
@@ -429,7 +433,11 @@ def _check_row(batch: _Batch, i: int, row: ResultIn, subject: _SubjectFacts | No
         batch.error(i, "status", "unknown_status", f"Status is one of {', '.join(sorted(STATUSES))}.")
         ok = False
     at = row.collected_at
-    timely = subject is not None and (subject.id, at, at.year) in batch.timely  # passed for another row
+    # Whether the time passed its checks for another row (``batch.timely``): keyed by the time as written, or, once
+    # the batch's draws are planned, by its draw, whose rows all have its time (``_stream``).
+    timely_key = None if subject is None else (
+        (subject.id, row.accession_number) if batch.draws_planned else (subject.id, at, at.year))
+    timely = timely_key in batch.timely
     if timely:
         pass
     elif at.tzinfo is None:
@@ -459,7 +467,7 @@ def _check_row(batch: _Batch, i: int, row: ResultIn, subject: _SubjectFacts | No
     if subject is not None and ok and not timely:
         ok = _check_timeline(batch, i, row, subject)
         if ok:
-            batch.timely.add((subject.id, at, at.year))
+            batch.timely.add(timely_key)
     return (analyte, value, censor) if ok else ()
 
 
@@ -885,6 +893,7 @@ def _stream(batch: _Batch, found: _Found, catalogue: _Catalogue) -> IngestOutcom
     draws = _draws(batch, found, range(len(batch.rows)))
     if batch.errors or batch.conflicts:
         raise _Refused
+    batch.draws_planned = True
     with transaction.atomic():
         ids = draws.ids
         if draws.new:
