@@ -265,7 +265,8 @@ def _read_sql(user: AbstractBaseUser, *, results: bool = True) -> tuple[str, lis
                f"JOIN {LabDraw._meta.db_table} d ON d.id = r.draw_id WHERE r.site_id = s.site_id AND NOT r.superseded)"
                if results else "'[]'::json")
     sql = (
-        f"SELECT v.version, f.* FROM (SELECT max(version) AS version FROM {CatalogueVersion._meta.db_table}) v "
+        f"SELECT v.version, v.draws, f.* FROM (SELECT max(version) AS version, (SELECT c.reltuples FROM pg_class c "
+        f"WHERE c.oid = '{LabDraw._meta.db_table}'::regclass) AS draws FROM {CatalogueVersion._meta.db_table}) v "
         f"LEFT JOIN (SELECT s.code, s.id, s.site_id, s.trial_id, site.time_zone, s.sex, s.age_at_consent, "
         f"(SELECT min(c.consented_on) FROM {consent} c WHERE c.subject_id = s.id), "
         f"(SELECT min(c.withdrawn_on) FROM {consent} c WHERE c.subject_id = s.id), "
@@ -282,6 +283,15 @@ def _read_sql(user: AbstractBaseUser, *, results: bool = True) -> tuple[str, lis
     return sql, [FollowUp.Kind.DEATH.value, *lock_params, *scope_params]
 
 
+# A batch's read without current results is prepared, its plan made once per connection (CONN_MAX_AGE), only while
+# the draws table's row estimate (pg_class.reltuples, as the last read saw it) is at least this: a generic plan made
+# while the table is nearly empty scans it (or its site's draws) whole, and keeps doing so as the table grows
+# until the plan is remade (48 ms a subject at 150,000 draws, against an index lookup); from a few thousand
+# draws on the plan looks them up by the unique (site, accession number) index.
+PREPARED_BATCH_MIN_DRAWS = 5_000
+_draws_estimate = -1.0
+
+
 def _read(user: AbstractBaseUser, rows: Sequence[ResultIn], *, results: bool = True) -> _Found:
     """Everything the checks need, in one round trip outside any transaction (READ COMMITTED: each
     statement sees what is committed when it starts, as it would inside one; nothing here is locked).
@@ -290,16 +300,20 @@ def _read(user: AbstractBaseUser, rows: Sequence[ResultIn], *, results: bool = T
     sql, (death, *params) = _read_sql(user, results=results)
     lock_params, scope_params = params[:2], params[2:]
     sent = [json.dumps({c: sorted(v) for c, v in refs.items()})] if results else []
-    # A small post's read, and a read without current results, is prepared with a generic plan (config.db):
-    # planning this statement costs more than running it (a batch of 1,000: 2.7 ms against 0.8). A batch's
-    # lookup of current results is planned for its references instead (the plan depends on how many).
-    read = prepared_rows if len(rows) <= INSERT_MAX_ROWS or not results else _rows
+    # A small post's read is prepared with a generic plan (config.db): planning this statement costs more than
+    # running it (a batch of 1,000: 2.7 ms against 0.8). So is a batch's read without current results once the
+    # draws are many (``PREPARED_BATCH_MIN_DRAWS``). A batch's lookup of current results is planned for its
+    # references instead (the plan depends on how many).
+    global _draws_estimate
+    many_draws = _draws_estimate >= PREPARED_BATCH_MIN_DRAWS
+    read = prepared_rows if len(rows) <= INSERT_MAX_ROWS or (not results and many_draws) else _rows
     found = read(sql, [death, *lock_params, *sent, json.dumps({c: sorted(v) for c, v in accessions.items()}),
                        list(codes), *scope_params])
     result = _Found(found[0][0], {}, {}, {}, [], {})
+    _draws_estimate = found[0][1]
     duplicates: set[str] = set()
     chosen: dict[int, int] = {}
-    for (_v, code, pk, site_id, trial_id, tz, sex, age, consent, withdrawn, death_on, day0s, lock_id, results,
+    for (_v, _d, code, pk, site_id, trial_id, tz, sex, age, consent, withdrawn, death_on, day0s, lock_id, results,
          draws, visits) in found:
         if code is None:
             continue  # no subject found: the version's row alone

@@ -9,6 +9,7 @@ import pytest
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
 
+from assays import services
 from assays.models import Analyte, AnalyteUnit, ReferenceRange, Result
 from assays.services import INSERT_MAX_ROWS
 from tests.api.support import post_results, result_row, token_client
@@ -42,7 +43,8 @@ def prepared() -> list[tuple[str, int]]:
         return cursor.fetchall()
 
 
-def test_the_token_and_batch_reads_are_prepared_once_and_planned_generically(world, lab):
+def test_the_token_and_batch_reads_are_prepared_once_and_planned_generically(world, lab, monkeypatch):
+    monkeypatch.setattr(services, "PREPARED_BATCH_MIN_DRAWS", -1)  # any estimate (-1: never analysed) is many
     subject = consented(trial=world.trial, site=world.site_a, coordinator=world.coordinator)
     for n in range(3):
         assert post_results(lab, result_row(subject, n)).status_code == 201
@@ -64,6 +66,19 @@ def test_the_token_and_batch_reads_are_prepared_once_and_planned_generically(wor
     assert post_results(lab, {"results": corrected}).json() == {"created": 0, "unchanged": len(batch) - 1,
                                                                  "corrected": 1}
     assert sorted(s for s, _ in prepared()) == sorted([*dict(statements), streamed[0][0]])
+
+
+def test_a_batch_is_planned_as_sent_while_the_draws_are_few(world, lab):
+    """A generic plan made while the draws table is nearly empty would scan it whole as it grows: the batch's read
+    is prepared only once the table's estimate reaches PREPARED_BATCH_MIN_DRAWS (this database's holds a few)."""
+    subject = consented(trial=world.trial, site=world.site_a, coordinator=world.coordinator)
+    assert post_results(lab, result_row(subject, 0)).status_code == 201
+    small = sorted(s for s, _ in prepared())
+    batch = [result_row(subject, n) for n in range(10, 10 + INSERT_MAX_ROWS + 1)]
+    assert post_results(lab, {"results": batch}).status_code == 201
+    assert sorted(s for s, _ in prepared()) == small and len(small) == 2
+    assert services._draws_estimate < services.PREPARED_BATCH_MIN_DRAWS
+    assert Result.objects.filter(subject=subject).count() == 1 + len(batch)
 
 
 def test_prepared_reads_are_counted_like_any_query(world, lab, settings):
