@@ -88,6 +88,31 @@ def prepare(env: dict[str, str]) -> Facts:
     return json.loads(out.strip().splitlines()[-1])
 
 
+HISTORY_DRAWS = 20_000  # a running trial's earlier draws (500 subjects with 40 draws each)
+
+
+def seed_history(url: str, facts: Facts) -> int:
+    """Give the site the draws of a trial with history (``HISTORY_DRAWS``, once per database) and analyse the
+    draws table, as autovacuum does on a running system: the API then plans as it does in production (a batch's
+    read is prepared once the draws table's estimate is large, ``assays.services.PREPARED_BATCH_MIN_DRAWS``),
+    not as in a new database's first minutes. Returns the table's row estimate."""
+    import psycopg
+
+    with psycopg.connect(url, autocommit=True) as conn:
+        have = conn.execute("SELECT count(*) FROM assays_labdraw WHERE accession_number LIKE 'HIST-%%'").fetchone()
+        if have and have[0] < HISTORY_DRAWS:
+            subjects = [pk for _code, pk in facts["subjects"]]
+            conn.execute(
+                "INSERT INTO assays_labdraw (created_at, updated_at, subject_id, site_id, accession_number, specimen, "
+                "collected_at, recorded_by_id) SELECT now(), now(), (%s::bigint[])[1 + g %% %s], %s, 'HIST-' || g, "
+                "'pb', now() - interval '30 days' - g * interval '1 minute', %s "
+                "FROM generate_series(%s::int, %s::int) g",
+                [subjects, len(subjects), facts["site"], facts["user"], have[0] + 1, HISTORY_DRAWS])
+        conn.execute("ANALYZE assays_labdraw")
+        found = conn.execute("SELECT reltuples FROM pg_class WHERE oid = 'assays_labdraw'::regclass").fetchone()
+        return int(found[0]) if found else 0
+
+
 WHEN = (dt.datetime.now(dt.UTC) - dt.timedelta(days=1)).replace(microsecond=0)
 RUN = f"{int(time.time()):x}"  # draws are kept between runs; each run collects its own
 
@@ -283,11 +308,13 @@ def main() -> None:
            "DJANGO_ALLOWED_HOSTS": "127.0.0.1,localhost", "DJANGO_SECURE_SSL_REDIRECT": "0",
            "DJANGO_LOG_LEVEL": "ERROR"}
     facts = prepare(env)
+    estimate = seed_history(url, facts)
     create_bare(url)
     token, subjects = str(facts["token"]), facts["subjects"]
     server = start_server(env, args.port)
     try:
-        print(f"{args.rows} rows per round, batches of {args.batch}, {args.clients} clients, gunicorn 2 workers")
+        print(f"{args.rows} rows per round, batches of {args.batch}, {args.clients} clients, gunicorn 2 workers; "
+              f"the draws table holds about {estimate:,} draws")
         api_round(args.port, token, make_rows(args.rows, "warm-api", subjects), args.batch, args.clients)
         if args.breakdown:  # the warm-up round wrote the draws the COPYs reference
             breakdown(url, facts, subjects, args.rows, args.reps)

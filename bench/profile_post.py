@@ -30,7 +30,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "bench"))
 
-from ingest import database_url, make_rows, prepare  # noqa: E402  (bench/ingest.py, which adds ROOT too)
+from ingest import database_url, make_rows, prepare, seed_history  # noqa: E402  (bench/ingest.py, which adds ROOT too)
 
 # Stages of a batch, as (label, functions whose cumulative time is the stage's). Each function's time
 # includes the functions it calls; "building rows" subtracts the stages it contains.
@@ -125,6 +125,7 @@ def main() -> None:
     env = {"DATABASE_URL": database_url(), "DJANGO_DEBUG": "0", "DJANGO_SECRET_KEY": "bench-" + "x" * 50,
            "DJANGO_ALLOWED_HOSTS": "testserver", "DJANGO_SECURE_SSL_REDIRECT": "0", "DJANGO_LOG_LEVEL": "ERROR"}
     facts = prepare({**os.environ, **env})
+    seed_history(env["DATABASE_URL"], facts)  # the draws of a trial with history, as bench/ingest.py
     os.environ.update(env)
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
     import django
