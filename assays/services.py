@@ -478,7 +478,7 @@ def _check_row(batch: _Batch, i: int, row: ResultIn, subject: _SubjectFacts | No
     if problem:
         batch.error(i, "value", "invalid_value", problem)
         ok = False
-    if subject is not None and ok and not timely:
+    if subject is not None and timely_key is not None and ok and not timely:
         ok = _check_timeline(batch, i, row, subject)
         if ok:
             batch.timely.add(timely_key)
