@@ -27,6 +27,11 @@ READ_CHUNK = 1024 * 1024
 # Deflate's fastest level (the default is 6): much less time per megabyte of CSV or XPT, for a somewhat larger
 # package. The files in the package (and their digests) are the same at any level.
 COMPRESS_LEVEL = 1
+# The CRC-32 zipfile keeps of each entry, by zlib-ng's (the same checksum, computed with the CPU's carry-less
+# multiply: 0.02 s for 200 MB against zlib's 0.09), for any zip this process writes or reads. zipfile looks the
+# function up by this module-level name at every write; were that to change, zlib's would be used, as before.
+if hasattr(zipfile, "crc32"):
+    setattr(zipfile, "crc32", zlib_ng.crc32)  # noqa: B010  (typeshed does not declare zipfile's import)
 
 
 def _deflater() -> Any:
