@@ -886,8 +886,10 @@ def _may_stream(batch: _Batch, found: _Found) -> bool:
     rows, facts, now = batch.rows, found.facts, batch.now
     if len(rows) <= INSERT_MAX_ROWS or found.results:
         return False
-    if not batch.texts_checked and not all(map(_texts_fit, rows)):
-        return False  # the new draws are written before the rows are checked: their texts must fit first
+    if not batch.texts_checked:
+        if not all(map(_texts_fit, rows)):
+            return False  # the new draws are written before the rows are checked: their texts must fit first
+        batch.texts_checked = True  # every text fits: the rows' checks need not test them again
     for row in rows:
         at = row.collected_at
         if row.correction_reason or row.subject not in facts or at.tzinfo is None or at.year < EARLIEST or at > now:
