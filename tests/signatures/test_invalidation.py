@@ -118,6 +118,24 @@ def test_another_subjects_change_leaves_the_signature_valid(world, subject):
     assert reload(signature).is_valid
 
 
+@pytest.mark.parametrize("signed_first", [True, False], ids=["signed-first", "signed-last"])
+def test_a_statement_changing_signed_and_unsigned_subjects_invalidates_the_signed_ones(world, subject, lab,
+                                                                                       signed_first):
+    """The trigger's test for a valid signature covers every subject the statement changed, not one of them."""
+    other = consented(trial=world.trial, site=world.site_a, coordinator=world.coordinator)
+    signed, unsigned = (subject, other) if signed_first else (other, subject)
+    for s in (subject, other):  # the draws exist: only the results' statement changes both subjects
+        assert post_results(lab, result_row(s, 99, source_ref=f"{s.code}-first", accession_number=f"ACC-{s.code}")
+                            ).status_code == 201
+    signature = sign(world, signed)
+    rows = [result_row(s, n, source_ref=f"{s.code}-{n}", accession_number=f"ACC-{s.code}")
+            for s in (subject, other) for n in range(30)]
+    response = post_results(lab, {"results": rows})
+    assert response.status_code == 201, response.json()
+    assert reload(signature).invalidated_reason.startswith("assays.")
+    assert not Signature.objects.filter(subject=unsigned).exists()
+
+
 def test_laboratory_results_copied_in_invalidate_the_casebook_and_the_draws_form(world, subject, lab):
     assert post_results(lab, result_row(subject, 1, accession_number="ACC-1")).status_code == 201
     first_draw = LabDraw.objects.get(subject=subject)
