@@ -79,6 +79,22 @@ def test_a_text_longer_than_its_column_in_a_batch_of_texts_is_refused_on_its_row
     assert not Result.objects.exists()
 
 
+def test_a_batch_of_numbers_is_stored_as_sent_and_its_long_text_refused_on_its_row(subject, lab):
+    """Values sent as JSON numbers take the decoder's other path (each row made in Python, its texts then tested
+    before the batch may be streamed): stored as Python writes the number, and a text too long refused."""
+    count = INSERT_MAX_ROWS + 20
+    rows = [result_row(subject, n, value=[12.5, 7, 1e-7][n % 3], accession_number=f"NUM-{n // 20}")
+            for n in range(count)]
+    refused = [dict(row) for row in rows]
+    refused[count - 1]["accession_number"] = "A" * 41
+    response = post_results(lab, {"results": refused})
+    assert response.status_code == 400
+    assert {(e["index"], e["code"]) for e in response.json()["rows"]} == {(count - 1, "too_long")}
+    assert not Result.objects.exists()
+    assert post_results(lab, {"results": rows}).status_code == 201
+    assert {r.value_text for r in Result.objects.all()} == {"1e-07", "12.5", "7"}
+
+
 def test_a_small_post_to_an_existing_draw_is_one_write_statement_with_its_audit_context(subject, lab):
     assert post_results(lab, result_row(subject, 1)).status_code == 201  # the draw exists from now on
     with CaptureQueriesContext(connection) as queries:
