@@ -18,8 +18,11 @@ The XPT is assembled by columns: the variables of the draw and the constants are
 lines; the query then sends per row only the draw's id, the test's rank, the result's id and the row's own
 variables, in subject order only; each subject's rows are put in order and numbered (--SEQ) with numpy
 (``_in_order``, ``_sequence``) and the draw's and test's lines copied in. Its character variables are as long
-as their longest values (``fitted``): those of the draw measured on ``Draws``, the others by a query
-(``widths_sql``), before the file's, the header coming first.
+as their longest values, which the header, coming first, states: each part's rows are read once and spooled
+(``_Spool``) as far encoded as they can be without the file's widths, which they give (the row's own texts
+measured on the rows, the draw's on ``Draws``, the test's on the tests with a row); the spools are then copied
+into the file's rows. ``fitted`` gives the same variables by a query (``widths_sql``), for a dataset whose XPT is
+not written (tests/exports/test_sdtm_sql.py checks that both agree).
 
 PostgreSQL quotes a CSV field holding a carriage return, the csv module (lines ended by LF) does not: a line
 PostgreSQL quoted (one holding a double quote) is written again by the csv module.
@@ -29,13 +32,14 @@ from __future__ import annotations
 
 import csv
 import io
+import tempfile
 from collections import deque
-from collections.abc import Callable, Generator, Iterable, Iterator
+from collections.abc import Callable, Generator, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import closing
 from dataclasses import dataclass, field
 from functools import partial
-from itertools import chain
-from typing import Any
+from typing import IO, Any
 
 import numpy as np
 import numpy.typing as npt
@@ -48,14 +52,25 @@ from exports.formats.csv_results import Block, python_float_sql
 from exports.sdtm.codes import SPECIMEN, catalogue
 from exports.sdtm.common import Context, Dataset, subject_key
 from exports.sdtm.findings import CANCELLED, DATASETS, NRIND, PC_ANALYTES
-from exports.sdtm.xpt import BLANK, RECORD, Variable, encoded, fit, header, ibm_floats, place, text_width, unaligned
-from exports.snapshot import beside, halves
+from exports.sdtm.xpt import (
+    BLANK,
+    RECORD,
+    Variable,
+    encoded,
+    fit,
+    header,
+    ibm_floats,
+    ibm_numbers,
+    text_table,
+    text_width,
+    unaligned,
+)
+from exports.snapshot import SPOOL_MEMORY, beside, halves
 from patients.timeline import cdisc_study_day_sql, day0s_sql, local_date_sql
 
 LB, PC = DATASETS[0], DATASETS[1]
 FLUSH = 64 * 1024
 XPT_CHUNK = 5000  # rows fetched, and encoded, at a time
-READ_AHEAD = 24  # chunks the second part's connection reads before its rows can be encoded (some 25 MB at most)
 PRINTABLE_ASCII = "^[ -~]*$"  # texts PostgreSQL strips and upper-cases exactly as Python does
 
 
@@ -466,8 +481,8 @@ class Draws:
     values: list[tuple[Any, ...]]
 
     @classmethod
-    def read(cls, spec: FromSql, values: dict[str, Any]) -> Draws:
-        with connection.cursor() as cursor:
+    def read(cls, spec: FromSql, values: dict[str, Any], db: BaseDatabaseWrapper = connection) -> Draws:
+        with db.cursor() as cursor:
             cursor.execute(draws_sql(spec), values)
             rows = cursor.fetchall()
         ids, subjects, times = (np.array([row[i] for row in rows], dtype=np.int64) for i in range(3))
@@ -536,7 +551,8 @@ def fitted(ctx: Context, spec: FromSql = LB_SQL, values: dict[str, Any] | None =
            draws: Draws | None = None) -> tuple[Variable, ...]:
     """The dataset's variables, each character variable as long as its longest value (``xpt.fit``): those of the
     draw measured on ``draws`` (read when not given), the others by a query (``_widths``) with the parameters of
-    the dataset's query (``values``, computed when not given)."""
+    the dataset's query (``values``, computed when not given). The XPT measures its own rows instead (``_Spool``);
+    this is for define.csv when the XPT is not written."""
     values = params(ctx, spec) if values is None else values
     draws = Draws.read(spec, values) if draws is None else draws
     return _fit(spec, _widths(spec, values), draws)
@@ -611,111 +627,126 @@ class _Layout:
 
 
 def _xpt_chunks(ctx: Context, spec: FromSql, record: Record | None) -> Iterator[bytes]:
-    """The header, then the observations (``_Encoding``) of each part of the subjects (``parts``), then the blanks
-    that end the file's last record. In two parts, the second connection measures the widths over its part's rows
-    (``_widths``) at once, while the export's own reads the draws and the tests and then measures its part; the
-    widths of the file are the larger of the two, and then each encodes its part. The second starts reading its
-    rows as soon as its widths are known (up to ``READ_AHEAD`` chunks), while the first still measures."""
+    """The header, then the observations of each part of the subjects (``parts``), then the blanks that end the
+    file's last record. Each part's rows are read once, on its own connection, and spooled as far encoded as they
+    can be before the widths of the file are known (``_Spool``), which measures them; the two parts are read at the
+    same time. The file's variables are then fitted to both (``_variables``) and the spools copied into the
+    file's rows (``_Encoding``)."""
     values = params(ctx, spec, texts=False)
     query = xpt_values_sql(spec)
+    tests = _tests(spec, values)
     first, *rest = parts(ctx, values)
     if not rest:
-        draws = Draws.read(spec, values)
-        tests = _tests(spec, values)
-        values = with_texts(values)
-        variables = fitted(ctx, spec, values, draws)
-        yield from _xpt_file(spec, record, variables, _Encoding.of(spec, variables, draws, tests).observations(
-            _server_side_chunks(connection, query, values)))
+        with closing(_read_part(spec, query, first)) as spool:
+            yield from _xpt_file(spec, record, tests, [spool])
         return
     assert ctx.scope.snapshot is not None  # parts() cut only with a snapshot to share
-    theirs: Future[dict[str, int]] = Future()  # the second part's widths
-    ready: Future[_Encoding] = Future()  # the file's encoding, once both parts' widths are known
+    theirs: Future[_Spool] = Future()  # the second part's rows, spooled
 
     def second(db: BaseDatabaseWrapper) -> Iterator[bytes]:
         try:
-            part = with_texts(rest[0], db)
-            theirs.set_result(_widths(spec, part, db))
+            theirs.set_result(_read_part(spec, query, rest[0], db))
         except BaseException as err:
             theirs.set_exception(err)
             raise
-        chunks = _server_side_chunks(db, query, part, ahead=READ_AHEAD)
-        try:
-            head = next(chunks, None)  # the query runs, and reads ahead, while the first part is measured
-            encoding = ready.result()
-        except BaseException:
-            chunks.close()  # its cursor and its fetches end here, before the connection does
-            raise
-        return encoding.observations(chain([head] if head else [], chunks))
+        return iter(())
 
-    with beside(ctx.scope.snapshot, second) as other:
-        try:
-            draws = Draws.read(spec, values)
-            tests = _tests(spec, values)
-            first = with_texts(first)
-            mine = _widths(spec, first)
-            found = other.result(theirs)
-            variables = _fit(spec, {name: max(mine.get(name, 0), found.get(name, 0)) for name in {*mine, *found}},
-                             draws)
-            encoding = _Encoding.of(spec, variables, draws, tests)
-        except BaseException as err:
-            ready.set_exception(err)  # the second part stops waiting for it
-            raise
-        ready.set_result(encoding)
-        yield from _xpt_file(spec, record, variables,
-                             encoding.observations(_server_side_chunks(connection, query, first)), other.chunks())
+    try:
+        with beside(ctx.scope.snapshot, second) as other, closing(_read_part(spec, query, first)) as mine, \
+                closing(other.result(theirs)) as yours:
+            yield from _xpt_file(spec, record, tests, [mine, yours])
+    finally:  # the second part's spool, when this part failed after that one was read
+        if theirs.done() and theirs.exception() is None:
+            theirs.result().close()
 
 
-def _xpt_file(spec: FromSql, record: Record | None, variables: tuple[Variable, ...], *observations: Iterable[bytes]
+def _read_part(spec: FromSql, query: str, values: dict[str, Any], db: BaseDatabaseWrapper = connection) -> _Spool:
+    """A part's draws, then its rows, spooled (``_Spool``), read on ``db``."""
+    spool = _Spool(spec, Draws.read(spec, values, db), len(values["c_id"]))
+    try:
+        spool.fill(_server_side_chunks(db, query, with_texts(values, db)))
+    except BaseException:
+        spool.close()
+        raise
+    return spool
+
+
+def _variables(spec: FromSql, tests: list[tuple[Any, ...]], spools: list[_Spool]) -> tuple[Variable, ...]:
+    """The dataset's variables, each character variable as long as its longest value in the parts' spools: those of
+    the row measured on its rows, those of the draw on its draws (``Draws.widths``), those of the test on the tests
+    with a row."""
+    widths: dict[str, int] = {}
+
+    def longest(name: str, width: int) -> None:
+        widths[name] = max(widths.get(name, 0), width)
+
+    tested = np.zeros(len(tests), dtype=bool)
+    for spool in spools:
+        for j, measured in zip(spool.texts, spool.widths, strict=True):
+            longest(spec.per_row[j].name, int(measured))
+        for name, width in spool.draws.widths(spec).items():
+            longest(name, width)
+        tested |= spool.tested
+    numeric = {v.name for v in spec.variables if v.numeric}
+    for i, name in enumerate(spec.per_test):
+        if name not in numeric:
+            longest(name, max((text_width(tests[rank][i]) for rank in np.flatnonzero(tested)), default=0))
+    return fit(spec.variables, [widths.get(v.name, 0) for v in spec.variables])
+
+
+def _xpt_file(spec: FromSql, record: Record | None, tests: list[tuple[Any, ...]], spools: list[_Spool]
               ) -> Iterator[bytes]:
-    """The file: the header of ``variables`` (given to ``record`` first), the observations, the last blanks."""
+    """The file: the header of its variables (given to ``record`` first), the observations of each spool, the last
+    blanks."""
+    variables = _variables(spec, tests, spools)
     if record is not None:
         record(variables)
     yield header(spec.dataset.name, spec.dataset.label, variables)
     written = 0
-    for chunk in chain.from_iterable(observations):
-        written += len(chunk)
-        yield chunk
+    for spool in spools:
+        for chunk in _Encoding.of(spec, variables, spool.draws, tests).observations(spool):
+            written += len(chunk)
+            yield chunk
     yield b" " * (-written % RECORD)
 
 
-@dataclass
-class _Encoding:
-    """How the rows of the XPT's query become observations: the row's own variables (``per_row``) placed by
-    ``xpt.place``, those of its draw and its test copied from their encoded lines (``_Layout``), --SEQ counted."""
+class _Spool:
+    """One part's rows of the XPT's query (``xpt_values_sql``, in subject order), each subject's put in order and
+    numbered, then encoded as far as they can be before the file's widths are known, and kept (in memory up to
+    ``SPOOL_MEMORY``, then in a temporary file: some 100 bytes a row) until they are. A batch of rows is kept as
+    its draws and tests (indexes into ``draws`` and the tests), its numbers (--SEQ first) as IBM doubles, and its
+    texts as a table as wide as its own longest values (``xpt.text_table``). ``widths`` is the longest text of each
+    of the row's own character variables (``texts``, indexes into ``per_row``), ``tested`` the tests with a row."""
 
-    spec: FromSql
-    layout: _Layout
-    per_row: tuple[Variable, ...]
+    def __init__(self, spec: FromSql, draws: Draws, tests: int) -> None:
+        self.spec, self.draws = spec, draws
+        per_row = spec.per_row
+        self.numeric = np.array([j for j, v in enumerate(per_row) if v.numeric], dtype=np.intp)
+        self.texts = np.array([j for j, v in enumerate(per_row) if not v.numeric], dtype=np.intp)
+        self._lengths = np.array([per_row[j].length for j in self.texts], dtype=np.intp)
+        self.widths = np.zeros(len(self.texts), dtype=np.intp)
+        self.tested = np.zeros(tests, dtype=bool)
+        self._batches: list[tuple[int, tuple[int, ...]]] = []  # rows, and the widths of their texts' table
+        self._file: IO[bytes] = tempfile.SpooledTemporaryFile(max_size=SPOOL_MEMORY)  # noqa: SIM115  (in close)
 
-    @classmethod
-    def of(cls, spec: FromSql, variables: tuple[Variable, ...], draws: Draws, tests: list[tuple[Any, ...]]
-           ) -> _Encoding:
-        by_name = {v.name: v for v in variables}
-        layout = _Layout(variables, draws, encoded([by_name[n] for n in spec.per_draw], draws.values),
-                         encoded([by_name[n] for n in spec.per_test], tests))
-        return cls(spec, layout, tuple(by_name[v.name] for v in spec.per_row))
-
-    def observations(self, chunks: Iterator[list[bytes]]) -> Iterator[bytes]:
-        """The observations of the query's rows (``chunks``, in subject order), a chunk of rows encoded at once, each
-        subject's rows in order and numbered."""
-        layout, per_row, draws = self.layout, self.per_row, self.layout.draws
-        row_offsets = np.array([layout.offsets[v.name] for v in per_row], dtype=np.intp)
-        draw_gathers, test_gathers = layout.gathers(self.spec.per_draw), layout.gathers(self.spec.per_test)
-        seq = layout.offsets[self.spec.sequence]
-        after = -1  # the subject of the last row written: every subject's rows are written at once
+    def fill(self, chunks: Iterator[list[bytes]]) -> None:
+        """Spool the query's rows (``chunks``): each subject's rows are spooled at once, a batch of complete
+        subjects at a time."""
+        draws = self.draws
+        after = -1  # the subject of the last row spooled: every subject's rows are spooled at once
         held: list[bytes] = []  # the rows of the last subject read, which may go on in the next chunk
         while True:
             read = next(chunks, None)
             last = read is None
             if read and held and not last and _same_subject(draws, held[0], read[-1]):
-                held += read  # the held subject goes on through the chunk: nothing to write yet
+                held += read  # the held subject goes on through the chunk: nothing to spool yet
                 continue
             records = held + (read or [])
             if not records:
                 break
             data = np.frombuffer(b"".join(records), dtype=np.uint8)
             ends = np.cumsum(np.fromiter(map(len, records), dtype=np.intp, count=len(records)))
-            starts, sizes = _fields(data, ends, 3 + len(per_row))
+            starts, sizes = _fields(data, ends, 3 + len(self.spec.per_row))
             ids = unaligned(data, ">i8")[starts[0]]
             draw = np.minimum(np.searchsorted(draws.ids, ids), len(draws.ids) - 1)
             if not (draws.ids[draw] == ids).all():
@@ -723,23 +754,79 @@ class _Encoding:
             subjects = draws.subjects[draw]
             order, done = _in_order(subjects, unaligned(data, ">i4")[starts[1]], draws.times[draw],
                                     unaligned(data, ">i8")[starts[2]], last=last, after=after)
-            held = [records[i] for i in range(done, len(records))] if done < len(records) else []
-            if not done:
-                continue
-            starts, sizes, draw = starts[:, order], sizes[:, order], draw[order]
-            test = unaligned(data, ">i4")[starts[1]]
-            out = np.full((done, layout.width), BLANK, dtype=np.uint8)
-            place(out, row_offsets, per_row, data, starts[3:], sizes[3:])
+            held = records[done:]
+            if done:
+                self._spool(data, starts[:, order], sizes[:, order], draw[order], subjects[order])
+                after = int(subjects[order[-1]])
+            if last:
+                break
+
+    def _spool(self, data: npt.NDArray[np.uint8], starts: npt.NDArray[np.intp], sizes: npt.NDArray[np.intp],
+               draw: npt.NDArray[np.intp], subjects: npt.NDArray[np.int64]) -> None:
+        test = unaligned(data, ">i4")[starts[1]].astype(np.int32)
+        self.tested[test] = True
+        numbers = np.empty((1 + len(self.numeric), len(draw)), dtype=">u8")
+        numbers[0] = ibm_floats(_sequence(subjects))
+        for i, j in enumerate(self.numeric, start=1):
+            numbers[i] = ibm_numbers(data, starts[3 + j], sizes[3 + j])
+        table, widths = text_table(data, starts[3 + self.texts].T, sizes[3 + self.texts].T, self._lengths)
+        np.maximum(self.widths, widths, out=self.widths)
+        for array in (draw.astype(np.int32), test, numbers, table):
+            self._file.write(array.tobytes())
+        self._batches.append((len(draw), tuple(int(w) for w in widths)))
+
+    def batches(self) -> Iterator[tuple[npt.NDArray[np.int32], npt.NDArray[np.int32], npt.NDArray[np.uint64],
+                                        npt.NDArray[np.uint8], tuple[int, ...]]]:
+        """The spooled batches: draws, tests, numbers, the texts' table and its widths."""
+        self._file.seek(0)
+        count = 1 + len(self.numeric)
+        for rows, widths in self._batches:
+            block = self._file.read(rows * (8 + 8 * count + sum(widths)))
+            yield (np.frombuffer(block, dtype=np.int32, count=rows),
+                   np.frombuffer(block, dtype=np.int32, count=rows, offset=4 * rows),
+                   np.frombuffer(block, dtype=">u8", count=count * rows, offset=8 * rows).reshape(count, rows),
+                   np.frombuffer(block, dtype=np.uint8, offset=8 * rows * (1 + count)).reshape(rows, sum(widths)),
+                   widths)
+
+    def close(self) -> None:
+        self._file.close()
+
+
+@dataclass
+class _Encoding:
+    """How a spool's batches become observations: the row's own numbers and texts copied into their places, those
+    of its draw and its test from their encoded lines (``_Layout``)."""
+
+    spec: FromSql
+    layout: _Layout
+
+    @classmethod
+    def of(cls, spec: FromSql, variables: tuple[Variable, ...], draws: Draws, tests: list[tuple[Any, ...]]
+           ) -> _Encoding:
+        by_name = {v.name: v for v in variables}
+        return cls(spec, _Layout(variables, draws, encoded([by_name[n] for n in spec.per_draw], draws.values),
+                                 encoded([by_name[n] for n in spec.per_test], tests)))
+
+    def observations(self, spool: _Spool) -> Iterator[bytes]:
+        """The observations of the spool's rows, a batch at a time."""
+        layout, per_row = self.layout, self.spec.per_row
+        numbers = [layout.offsets[self.spec.sequence], *(layout.offsets[per_row[j].name] for j in spool.numeric)]
+        texts = [layout.offsets[per_row[j].name] for j in spool.texts]
+        draw_gathers, test_gathers = layout.gathers(self.spec.per_draw), layout.gathers(self.spec.per_test)
+        for draw, test, words, table, widths in spool.batches():
+            out = np.full((len(draw), layout.width), BLANK, dtype=np.uint8)
+            for i, offset in enumerate(numbers):
+                out[:, offset:offset + 8] = words[i].view(np.uint8).reshape(-1, 8)
+            source = 0
+            for offset, width in zip(texts, widths, strict=True):
+                out[:, offset:offset + width] = table[:, source:source + width]
+                source += width
             for lines, index, gathers in ((layout.draw_lines, draw, draw_gathers),
                                           (layout.test_lines, test, test_gathers)):
                 taken = lines.take(index, axis=0)  # each row's line, gathered once, then copied piece by piece
                 for target, source, length in gathers:
                     out[:, target:target + length] = taken[:, source:source + length]
-            out[:, seq:seq + 8] = ibm_floats(_sequence(subjects[order])).view(np.uint8).reshape(-1, 8)
-            after = int(subjects[order[-1]])
             yield out.tobytes()
-            if last:
-                break
 
 
 def _same_subject(draws: Draws, first: bytes, last: bytes) -> bool:

@@ -167,7 +167,7 @@ def place(out: npt.NDArray[np.uint8], offsets: npt.NDArray[np.intp], variables: 
     offsets = np.asarray(offsets, dtype=np.intp)
     for j, variable in enumerate(variables):
         if variable.numeric:
-            out[:, offsets[j]:offsets[j] + 8] = _numbers(data, starts[j], sizes[j]).view(np.uint8).reshape(-1, 8)
+            out[:, offsets[j]:offsets[j] + 8] = ibm_numbers(data, starts[j], sizes[j]).view(np.uint8).reshape(-1, 8)
     texts = [j for j, v in enumerate(variables) if not v.numeric]
     if texts:
         _place_texts(out, data, starts[texts].T, sizes[texts].T, offsets[texts],
@@ -191,8 +191,9 @@ def encoded(variables: Sequence[Variable], rows: Sequence[Sequence[Value]]) -> n
     return np.hstack(columns)
 
 
-def _numbers(data: npt.NDArray[np.uint8], starts: npt.NDArray[np.intp], sizes: npt.NDArray[np.intp]
-             ) -> npt.NDArray[np.uint64]:
+def ibm_numbers(data: npt.NDArray[np.uint8], starts: npt.NDArray[np.intp], sizes: npt.NDArray[np.intp]
+                ) -> npt.NDArray[np.uint64]:
+    """The numbers at ``starts`` in ``data`` (IEEE big-endian doubles; size -1: NULL, missing) as ``ibm_floats``."""
     present = sizes == 8
     if not (present | (sizes == -1)).all():
         raise ValueError("Numbers must come as 8-byte doubles.")
@@ -210,24 +211,77 @@ def _place_texts(out: npt.NDArray[np.uint8], data: npt.NDArray[np.uint8], starts
                  sizes: npt.NDArray[np.intp], offsets: npt.NDArray[np.intp], lengths: npt.NDArray[np.intp]) -> None:
     """Each text into its blank place in ``out``, cut at its variable's length: one scatter of every byte. A text
     whose kept bytes are not all ASCII is written again as ``_text`` writes it (transliterated, then cut)."""
-    kept = np.clip(sizes, 0, lengths).ravel()  # row by row; NULL (-1) keeps nothing: blank
-    first = np.cumsum(kept) - kept  # of each text among the kept bytes
-    index = np.int32 if max(out.size, len(data)) < 2 ** 31 else np.int64  # half the memory to go through
-    every = np.arange(first[-1] + kept[-1] if len(kept) else 0, dtype=index)
+    kept = np.clip(sizes, 0, lengths)  # NULL (-1) keeps nothing: blank
+    bound = max(out.size, len(data))
+    kept_bytes = data[_spread(starts, kept, bound)]
     places = np.arange(len(out))[:, None] * out.shape[1] + offsets
-    source = np.repeat((starts.ravel() - first).astype(index), kept)
-    source += every
-    place = np.repeat((places.ravel() - first).astype(index), kept)
-    place += every
-    kept_bytes = data[source]
-    out.reshape(-1)[place] = kept_bytes
-    if kept_bytes.max(initial=0) < 0x80:
-        return
-    for k in np.unique(np.searchsorted(first, np.flatnonzero(kept_bytes >= 0x80), side="right") - 1):
+    out.reshape(-1)[_spread(places, kept, bound)] = kept_bytes
+    for k in _not_ascii(kept, kept_bytes):
         row, column = divmod(int(k), starts.shape[1])
         start, length = int(starts[row, column]), int(lengths[column])
         text = data[start:start + int(sizes[row, column])].tobytes().decode("utf-8")
         out[row, offsets[column]:offsets[column] + length] = np.frombuffer(_text(text, length), dtype=np.uint8)
+
+
+def text_table(data: npt.NDArray[np.uint8], starts: npt.NDArray[np.intp], sizes: npt.NDArray[np.intp],
+               lengths: npt.NDArray[np.intp]) -> tuple[npt.NDArray[np.uint8], npt.NDArray[np.intp]]:
+    """Texts given as places in ``data`` (row ``i``'s value of column ``j`` at ``starts[i, j]``, ``sizes[i, j]``
+    bytes of UTF-8, -1 for NULL) as a table of blank-padded columns, each as wide as its longest value as ``_text``
+    writes it (transliterated when not ASCII, cut at ``lengths[j]``): the table, then the width of each column. A
+    column copied into a wider blank one holds each value as ``place`` writes it, whatever the column's final
+    width: the table can be made before the widths of the whole file are known."""
+    kept = np.clip(sizes, 0, lengths)
+    bound = max(len(data), kept.size * int(lengths.max(initial=0)))
+    kept_bytes = data[_spread(starts, kept, bound)]
+    if len(cells := _not_ascii(kept, kept_bytes)):
+        data, starts, sizes = _transliterated(data, starts, sizes, cells)
+        kept = np.clip(sizes, 0, lengths)
+        bound = max(len(data), bound)
+        kept_bytes = data[_spread(starts, kept, bound)]
+    widths = kept.max(axis=0, initial=0)
+    table = np.full((len(kept), int(widths.sum())), BLANK, dtype=np.uint8)
+    places = np.arange(len(kept))[:, None] * table.shape[1] + (np.cumsum(widths) - widths)
+    table.reshape(-1)[_spread(places, kept, bound)] = kept_bytes
+    return table, widths
+
+
+def _spread(starts: npt.NDArray[np.intp], kept: npt.NDArray[np.intp], bound: int) -> npt.NDArray[Any]:
+    """The place of every kept byte, row by row: ``kept[i, j]`` places from ``starts[i, j]`` (places below
+    ``bound``: 32-bit when they can be, half the memory to go through)."""
+    kept = kept.ravel()
+    first = np.cumsum(kept) - kept
+    index = np.int32 if bound < 2 ** 31 else np.int64
+    every = np.arange(first[-1] + kept[-1] if len(kept) else 0, dtype=index)
+    spread = np.repeat((starts.ravel() - first).astype(index), kept)
+    spread += every
+    return spread
+
+
+def _not_ascii(kept: npt.NDArray[np.intp], kept_bytes: npt.NDArray[np.uint8]) -> npt.NDArray[np.intp]:
+    """The values (``kept``'s cells, row by row) whose kept bytes (``kept_bytes``, as ``_spread`` gathers them) are
+    not all ASCII."""
+    if kept_bytes.max(initial=0) < 0x80:
+        return np.empty(0, dtype=np.intp)
+    kept = kept.ravel()
+    return np.unique(np.searchsorted(np.cumsum(kept) - kept, np.flatnonzero(kept_bytes >= 0x80), side="right") - 1)
+
+
+def _transliterated(data: npt.NDArray[np.uint8], starts: npt.NDArray[np.intp], sizes: npt.NDArray[np.intp],
+                    cells: npt.NDArray[np.intp]) -> tuple[npt.NDArray[np.uint8], npt.NDArray[np.intp],
+                                                          npt.NDArray[np.intp]]:
+    """``data`` with the whole text of each of ``cells`` (row by row) transliterated (``ascii_text``) after it, and
+    the places with those cells' moved there."""
+    starts, sizes = starts.copy(), sizes.copy()
+    added: list[bytes] = []
+    end = len(data)
+    for k in cells:
+        row, column = divmod(int(k), starts.shape[1])
+        start = int(starts[row, column])
+        text = ascii_text(data[start:start + int(sizes[row, column])].tobytes().decode("utf-8")).encode("ascii")
+        starts[row, column], sizes[row, column] = end, len(text)
+        added.append(text)
+        end += len(text)
+    return np.concatenate([data, np.frombuffer(b"".join(added), dtype=np.uint8)]), starts, sizes
 
 
 def text_width(value: Value) -> int:

@@ -53,21 +53,21 @@ def in_two_parts(monkeypatch: pytest.MonkeyPatch) -> list[str]:
     return snapshots
 
 
-@pytest.mark.parametrize("widths", ["quick", "slow here", "slow there"])
+@pytest.mark.parametrize("pace", ["even", "slow here", "slow there"])
 def test_lb_and_pc_in_two_parts_are_the_files_of_one_part(trial: Any, export_dir: Any,  # noqa: F811
                                                          in_two_parts: list[str], monkeypatch: pytest.MonkeyPatch,
-                                                         widths: str) -> None:
-    """Each connection measures the XPT's widths over its part, at the same time: the file's are the larger of the
-    two, whichever connection ends first."""
-    if widths != "quick":
-        measured = lb_sql._widths
+                                                         pace: str) -> None:
+    """Each connection reads and spools its part, at the same time, measuring its widths: the file's are the larger
+    of the two, whichever connection ends first."""
+    if pace != "even":
+        read = lb_sql._read_part
 
-        def slow(spec: Any, values: Any, db: Any = connection) -> Any:
-            if (db is connection) == (widths == "slow here"):
+        def slow(spec: Any, query: str, values: Any, db: Any = connection) -> Any:
+            if (db is connection) == (pace == "slow here"):
                 time.sleep(0.5)
-            return measured(spec, values, db)
+            return read(spec, query, values, db)
 
-        monkeypatch.setattr(lb_sql, "_widths", slow)
+        monkeypatch.setattr(lb_sql, "_read_part", slow)
     # Results on both sides of the cut, each side with a text whose standard form is Python's (not ASCII): each
     # part reads its own subjects' standard texts.
     for subject, text in ((trial.split, "Spuren \u00b5 \u2265 \u00df"), (trial.reinf, "  n\u00e9gatif \ufb01 ")):
@@ -136,15 +136,15 @@ def test_halves_cuts_where_half_the_weight_is_reached(weights: list[int], cut: i
 def test_a_failure_on_either_connection_fails_the_job_and_leaves_no_file(
         trial: Any, export_dir: Any, in_two_parts: list[str], monkeypatch: pytest.MonkeyPatch,  # noqa: F811
         where: str) -> None:
-    measured = lb_sql._widths
+    read = lb_sql._read_part
 
-    def failing(spec: Any, values: Any, db: Any = connection) -> Any:
+    def failing(spec: Any, query: str, values: Any, db: Any = connection) -> Any:
         if (db is connection) == (where == "here"):
             with db.cursor() as cursor:
                 cursor.execute("SELECT 1 / 0")
-        return measured(spec, values, db)
+        return read(spec, query, values, db)
 
-    monkeypatch.setattr(lb_sql, "_widths", failing)
+    monkeypatch.setattr(lb_sql, "_read_part", failing)
     job = run_export_job(create_export_job(by=trial.data_manager, trial=trial.trial, format_code="sdtm").pk)
     assert job.state == State.FAILED
     assert "division by zero" in job.error

@@ -27,6 +27,8 @@ from exports.sdtm.xpt import (
     ibm_floats,
     observations,
     row_encoder,
+    text_table,
+    text_width,
     write_xpt,
 )
 
@@ -205,6 +207,37 @@ def test_observations_of_fitted_variables_are_the_rows_encoded_one_by_one() -> N
         assert [v.length for v in variables] == [max(1, w) if not v.numeric else 8 for v, w in zip(
             VARIABLES, widths, strict=True)]
         assert observations(variables, *as_fields(rows)) == b"".join(map(row_encoder(variables), rows))
+
+
+def test_a_text_table_copied_into_any_wider_columns_is_the_rows_encoded_one_by_one() -> None:
+    """``text_table`` encodes a batch's texts before the file's widths are known: each column as wide as its longest
+    value as written (transliterated, which may lengthen a text, then cut at the declared length). Copied into the
+    blank columns of the file's variables, as wide or wider (fitted to every batch), each value is ``row_encoder``'s."""
+    rng = random.Random(11)
+    texts: list[Any] = ["", None, "N", "Neutrophils", "39 °C", "°°°°°°", "≥ 10⁹/L", "白细胞", "  padded  ",
+                        "x" * 11 + "é", "é" * 12, "é" + "x" * 40, "\r\n\ttabs"]
+    rows = [(rng.choice(texts), rng.choice(texts), 0.5, rng.choice(texts), 1.0) for _ in range(3000)]
+    columns = [j for j, v in enumerate(VARIABLES) if not v.numeric]
+    declared = np.array([VARIABLES[j].length for j in columns], dtype=np.intp)
+    data, starts, sizes = as_fields(rows)
+    table, widths = text_table(data, starts[columns].T, sizes[columns].T, declared)
+    longest = [min(VARIABLES[j].length, max(text_width(row[j]) for row in rows)) for j in columns]
+    assert list(widths) == longest and longest == [30, 41, 12]
+    assert table.shape == (len(rows), sum(longest))
+    source = 0
+    for j, width in zip(columns, widths, strict=True):
+        for length in {max(1, int(width)), VARIABLES[j].length}:  # the batch's own width, then wider
+            column = np.full((len(rows), length), 0x20, dtype=np.uint8)
+            column[:, :width] = table[:, source:source + width]
+            encode = row_encoder([Variable(VARIABLES[j].name, VARIABLES[j].label, "Char", length)])
+            assert column.tobytes() == b"".join(encode([row[j]]) for row in rows), (VARIABLES[j].name, length)
+        source += int(width)
+    # A small batch: a column as wide as its value as written ("°C", 3 bytes of UTF-8, is "degC"), one of empty
+    # texts and NULLs has no width.
+    short = [("T1", "", 0.5, "ab", 1.0), ("°C", None, 0.5, None, 1.0)]
+    data, starts, sizes = as_fields(short)
+    table, widths = text_table(data, starts[columns].T, sizes[columns].T, declared)
+    assert list(widths) == [4, 0, 2] and table.tobytes() == b"T1  ab" + b"degC  "
 
 
 def test_encoded_tables_are_the_rows_encoded_one_by_one() -> None:
