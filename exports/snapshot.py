@@ -5,9 +5,10 @@ snapshot it exports (``pg_export_snapshot``) when the transaction is its own. A 
 parts by subject: the second on another connection that imports the same snapshot (``SET TRANSACTION SNAPSHOT``:
 it sees exactly what the export's transaction sees, nothing committed since), in a thread, while the export's own
 connection reads the first and the package writes it; the second part's bytes wait in a spool (memory up to
-``SPOOL_MEMORY``, then a temporary file), and are written after the first. PostgreSQL then builds the two parts on
-two cores. Inside a caller's transaction (a test's), whose writes no other connection sees, there is no snapshot to
-share and files are read in one part.
+``SPOOL_MEMORY``, then a temporary file), and are written after the first (an XPT file's second part hands over
+its rows spooled its own way instead: ``exports.sdtm.lb_sql``). PostgreSQL then builds the two parts on two cores.
+Inside a caller's transaction (a test's), whose writes no other connection sees, there is no snapshot to share and
+files are read in one part.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from psycopg import sql
 EXPORT_WORK_MEM = "256MB"
 SPOOL_MEMORY = 8 * 1024 * 1024
 SPOOL_READ = 1024 * 1024
+SPLIT_MIN_DRAWS = 2000  # a file of fewer lab draws is read in one part: a second connection costs more
 T = TypeVar("T")
 
 

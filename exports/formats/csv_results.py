@@ -14,7 +14,9 @@ a double quote, a CR or an LF is quoted, its double quotes doubled) and line end
 module does, ends lines with LF and sends one row per message; each is ended with CRLF. ``results`` (a million
 rows at 25,000 draws) is written a group of draws at a time: each draw's columns are formatted and quoted once,
 in the draws' query, and PostgreSQL joins each group's lines (CRLF-ended) into one text, so Python reads one
-binary COPY message per group rather than one per result (``results_sql``).
+binary COPY message per group rather than one per result (``results_sql``). A large results file is read in two
+parts by subject, the second on another connection sharing the export's snapshot (``parts``, ``exports.snapshot``),
+so that PostgreSQL builds both at once.
 """
 
 from __future__ import annotations
@@ -22,13 +24,16 @@ from __future__ import annotations
 import csv
 import io
 from collections.abc import Callable, Iterator
+from functools import partial
 from itertools import groupby
 from typing import TYPE_CHECKING
 
 from django.db import connection
+from django.db.backends.base.base import BaseDatabaseWrapper
 
 from assays.models import Analyte, LabDraw, Result
 from exports import copy_out
+from exports.snapshot import SPLIT_MIN_DRAWS, beside, halves
 from patients.models import Subject
 from patients.timeline import (
     cdisc_study_day_sql,
@@ -48,6 +53,7 @@ Block = bytes | bytearray | memoryview  # what psycopg's COPY gives
 FORM_NAME = "results"
 DRAWS_FORM_NAME = "lab_draws"
 ROWS_PER_CHUNK = 1000
+Part = tuple[int, int]  # the subjects of ranks (after, up to], ranks in the file's order from 1
 
 
 def _text(column: str) -> str:
@@ -109,11 +115,12 @@ def _ids(values: tuple[int, ...]) -> str:
     return f"ARRAY[{', '.join(str(int(v)) for v in values)}]::bigint[]"
 
 
-def _subjects_sql(scope: ExportScope) -> str:
+def _subjects_sql(scope: ExportScope, part: Part | None = None) -> str:
     """CTEs: the scope's subjects (rank in code order, site, day 0s), their course spans, and their draws, each
     with its visit and the place of its site-local date on the timeline (computed once per draw, not per
-    result)."""
+    result); with ``part``, the draws of the subjects of those ranks only."""
     selected = "" if scope.subject_ids is None else f" AND s.id = ANY({_ids(scope.subject_ids)})"
+    ranks = "" if part is None else f"WHERE subj.rank > {int(part[0])} AND subj.rank <= {int(part[1])} "
     day0s, day = "subj.day0s", "t.day"
     return (
         f"WITH subj AS MATERIALIZED (SELECT s.id, s.code, row_number() OVER (ORDER BY s.code) AS rank, "
@@ -128,7 +135,7 @@ def _subjects_sql(scope: ExportScope) -> str:
         f"FROM {LabDraw._meta.db_table} d JOIN subj ON subj.id = d.subject_id "
         f"LEFT JOIN {Visit._meta.db_table} v ON v.id = d.visit_id "
         f"CROSS JOIN LATERAL (SELECT {local_date_sql('d.collected_at', 'subj.time_zone')} AS day) t "
-        f"{course_span_join_sql('spans', 'c', 'subj.id', 't.day')}) ")
+        f"{course_span_join_sql('spans', 'c', 'subj.id', 't.day')} {ranks}) ")
 
 
 def _form_sql(scope: ExportScope, columns: Columns, names: list[str], joins: str, order: str) -> str:
@@ -270,11 +277,12 @@ def _pieces(runs: list[tuple[str, list[tuple[str, str, str]]]]) -> dict[str, str
     return pieces
 
 
-def results_sql(scope: ExportScope, names: list[str]) -> str:
+def results_sql(scope: ExportScope, names: list[str], part: Part | None = None) -> str:
     """The results file's lines in ``scope`` (``names``: the form's columns) as one SELECT of one text per group
     of draws: the draws of a subject taken at the same time, whose results are ordered by record, in the file's
-    order. Each group's results are looked up by the ``draw_id`` index and sorted (by record, before their lines
-    are made). A result's subject is its draw's (the database refuses any other: assays.0007).
+    order (with ``part``, those of the subjects of its ranks: ``parts``). Each group's results are looked up by the
+    ``draw_id`` index and sorted (by record, before their lines are made). A result's subject is its draw's (the
+    database refuses any other: assays.0007).
 
     The results' texts are written as they are, unless one in the group needs quotes (a comma, a double quote or
     a line break, found by one regular expression over them all): then the group's lines are made again with
@@ -295,7 +303,7 @@ def results_sql(scope: ExportScope, names: list[str]) -> str:
                f"CROSS JOIN LATERAL (SELECT * FROM {Result._meta.db_table} r WHERE r.draw_id = x.id OFFSET 0) r "
                f"JOIN cat c ON c.id = r.analyte_id")
     return (
-        f"{_subjects_sql(scope)}, grp AS (SELECT d.rank, d.collected_at, array_agg(d.id ORDER BY d.id) AS ids, "
+        f"{_subjects_sql(scope, part)}, grp AS (SELECT d.rank, d.collected_at, array_agg(d.id ORDER BY d.id) AS ids, "
         + ", ".join(f"array_agg({pieces[n]} ORDER BY d.id) AS {n}" for n in draws)
         + " FROM draws d GROUP BY d.rank, d.collected_at), "
         f"cat AS MATERIALIZED (SELECT a.id, {', '.join(f'{pieces[n]} AS {n}' for n in analytes)} "
@@ -307,13 +315,42 @@ def results_sql(scope: ExportScope, names: list[str]) -> str:
         "ORDER BY g.rank, g.collected_at")
 
 
+def parts(scope: ExportScope) -> list[Part | None]:
+    """The parts of the results file read each on its own connection (``exports.snapshot``): the subjects, in the
+    file's order, cut in two of about the same number of draws (their ranks: ``(after, up to)``), when the
+    export's snapshot can be shared and the file is large; otherwise one part, the whole file (``None``)."""
+    if scope.snapshot is None:
+        return [None]
+    with connection.cursor() as cursor:
+        cursor.execute(f"{_subjects_sql(scope)}SELECT count(d.id) FROM subj LEFT JOIN {LabDraw._meta.db_table} d "
+                       "ON d.subject_id = subj.id GROUP BY subj.rank ORDER BY subj.rank")
+        draws = [count for (count,) in cursor.fetchall()]
+    if len(draws) < 2 or sum(draws) < SPLIT_MIN_DRAWS:
+        return [None]
+    cut = halves(draws)
+    return [(0, cut), (cut, len(draws))]
+
+
 def results_chunks(names: list[str], scope: ExportScope) -> Iterator[bytes]:
-    """The CSV file of the form: the header (``names``), then the groups' lines in chunks of about
-    ``CHUNK_BYTES``. Each group is one row of a binary COPY (the text as it is, no escapes; UTF-8, the
-    connection's encoding), read as bytes; a group without results is NULL."""
+    """The CSV file of the form: the header (``names``), then the groups' lines (``_lines``) of each part of the
+    subjects (``parts``), the second read on another connection at the same time as the first."""
     yield _header(names)
-    query = f"COPY ({results_sql(scope, names)}) TO STDOUT (FORMAT binary)"
-    with connection.cursor() as cursor, cursor.cursor.copy(query) as copy:
+    first, *rest = parts(scope)
+    query = "COPY ({}) TO STDOUT (FORMAT binary)"
+    if not rest:
+        yield from _lines(connection, query.format(results_sql(scope, names, first)))
+        return
+    assert scope.snapshot is not None  # parts() cut only with a snapshot to share
+    with beside(scope.snapshot, partial(_lines, query=query.format(results_sql(scope, names, rest[0])))) as second:
+        yield from _lines(connection, query.format(results_sql(scope, names, first)))
+        yield from second.chunks()
+
+
+def _lines(db: BaseDatabaseWrapper, query: str) -> Iterator[bytes]:
+    """The lines of the results query's binary COPY on ``db`` in chunks of about ``CHUNK_BYTES``. Each group is one
+    row of the COPY (the text as it is, no escapes; UTF-8, the connection's encoding), read as bytes; a group
+    without results is NULL."""
+    with db.cursor() as cursor, cursor.cursor.copy(query) as copy:
         copy.set_types(["bytea"])
         lines: list[bytes] = []
         size = 0

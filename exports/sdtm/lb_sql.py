@@ -65,7 +65,7 @@ from exports.sdtm.xpt import (
     text_width,
     unaligned,
 )
-from exports.snapshot import SPOOL_MEMORY, beside, halves
+from exports.snapshot import SPLIT_MIN_DRAWS, SPOOL_MEMORY, beside, halves
 from patients.timeline import cdisc_study_day_sql, day0s_sql, local_date_sql
 
 LB, PC = DATASETS[0], DATASETS[1]
@@ -341,7 +341,6 @@ def with_texts(values: dict[str, Any], db: BaseDatabaseWrapper = connection) -> 
 
 
 SUBJECT_PARAMETERS = ("s_id", "s_rank", "s_usubjid", "s_tz", "s_first", "s_profile")
-SPLIT_MIN_DRAWS = 2000  # below this, a second connection costs more than it saves
 
 
 def parts(ctx: Context, values: dict[str, Any]) -> list[dict[str, Any]]:

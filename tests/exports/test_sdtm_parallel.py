@@ -6,7 +6,9 @@ These tests commit their data (``transaction=True``): another connection never s
 
 from __future__ import annotations
 
+import csv
 import dataclasses
+import io
 import threading
 import time
 from collections.abc import Iterator
@@ -19,10 +21,14 @@ from django.db import connection, connections, transaction
 
 from assays.models import Result
 from assays.services import ingest_results
+from exports.crf import form_named
+from exports.formats import csv_results
+from exports.formats.csv_format import generic_form_chunks
 from exports.models import State
 from exports.sdtm import DATASETS, generic_csv_chunks, generic_xpt_chunks, lb_sql
 from exports.services import create_export_job, run_export_job
 from exports.snapshot import begin_sql, beside, halves
+from patients.models import Subject
 from tests.conftest import seed_catalogue
 from tests.exports.conftest import package, stored_files
 from tests.exports.test_sdtm import export, lab, scope_of, trial  # noqa: F401  (the small trial of the SDTM tests)
@@ -98,6 +104,36 @@ def test_lb_and_pc_in_two_parts_are_the_files_of_one_part(trial: Any, export_dir
     text = written["sdtm/lb.csv"].decode()
     # str.strip().upper(), as the generic writer: the micro sign becomes a capital mu, the ligature two letters.
     assert "SPUREN \u039c \u2265 SS" in text and "N\u00c9GATIF FI" in text
+
+
+def test_the_results_csv_in_two_parts_is_the_file_of_one_part(trial: Any, export_dir: Any,  # noqa: F811
+                                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    """The CSV export's results file, cut by subject like LB: the second part read on another connection on the
+    job's snapshot; the file is the generic path's, and each part holds results."""
+    monkeypatch.setattr(csv_results, "SPLIT_MIN_DRAWS", 0)
+    snapshots: list[str] = []
+    real = csv_results.beside
+
+    def recorded(snapshot: str, produce: Any) -> Any:
+        snapshots.append(snapshot)
+        return real(snapshot, produce)
+
+    monkeypatch.setattr(csv_results, "beside", recorded)
+    job = run_export_job(create_export_job(by=trial.data_manager, trial=trial.trial, format_code="csv").pk)
+    assert job.state == State.DONE, job.error
+    with package(job) as archive:
+        written = archive.read("csv/results.csv")
+    assert len(snapshots) == 1
+    scope = dataclasses.replace(scope_of(trial, trial.data_manager), cutoff=job.cutoff)
+    assert written == b"".join(generic_form_chunks(form_named("results"), scope))
+    # Where the subjects were cut (by their draws, in code order): results on both sides.
+    first, second = csv_results.parts(dataclasses.replace(scope, snapshot=snapshots[0]))
+    assert first is not None and second is not None and first[1] == second[0]
+    ranked = sorted({row["subject"] for row in csv.DictReader(io.StringIO(written.decode()))})
+    codes = list(Subject.objects.filter(trial=trial.trial, site_id__in=scope.site_ids).order_by("code")
+                 .values_list("code", flat=True))
+    ranks = {codes.index(code) + 1 for code in ranked}
+    assert any(r <= first[1] for r in ranks) and any(r > first[1] for r in ranks), (ranked, first)
 
 
 def test_with_the_second_connection_off_no_snapshot_is_shared(trial: Any, export_dir: Any,  # noqa: F811
