@@ -161,5 +161,6 @@ def test_lb_and_pc_xpt_are_the_generic_files_whatever_the_chunks_of_the_query(
     scope = scope_of(trial, trial.coordinator)
     assert assert_same(scope).count(b"\n") == 11  # the header, four results, three more of each subject
     assert_same(scope, PC)
-    # Memory stays bounded: each subject's rows are written once its last row has come, not at the end.
+    # Memory stays bounded: each subject's rows are spooled once its last row has come (then written as a batch of
+    # their own), not held to the end.
     assert len(list(lb_sql.xpt_chunks(Context(scope)))) == 4  # the header, the two subjects, the padding
