@@ -44,19 +44,24 @@ def catalogue(django_db_setup: Any, django_db_blocker: Any) -> None:
         seed_catalogue()
 
 
-@pytest.fixture
-def in_two_parts(monkeypatch: pytest.MonkeyPatch) -> list[str]:
-    """Every LB and PC file cut in two, whatever its size; the snapshots the second parts read."""
-    monkeypatch.setattr(lb_sql, "SPLIT_MIN_DRAWS", 0)
+def cut_in_two(module: Any, monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """Every file ``module`` writes in parts cut in two, whatever its size; the snapshots the second parts read."""
+    monkeypatch.setattr(module, "SPLIT_MIN_DRAWS", 0)
     snapshots: list[str] = []
-    real = lb_sql.beside
+    real = module.beside
 
     def recorded(snapshot: str, produce: Any) -> Any:
         snapshots.append(snapshot)
         return real(snapshot, produce)
 
-    monkeypatch.setattr(lb_sql, "beside", recorded)
+    monkeypatch.setattr(module, "beside", recorded)
     return snapshots
+
+
+@pytest.fixture
+def in_two_parts(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """Every LB and PC file cut in two."""
+    return cut_in_two(lb_sql, monkeypatch)
 
 
 @pytest.mark.parametrize("pace", ["even", "slow here", "slow there"])
@@ -110,15 +115,7 @@ def test_the_results_csv_in_two_parts_is_the_file_of_one_part(trial: Any, export
                                                               monkeypatch: pytest.MonkeyPatch) -> None:
     """The CSV export's results file, cut by subject like LB: the second part read on another connection on the
     job's snapshot; the file is the generic path's, and each part holds results."""
-    monkeypatch.setattr(csv_results, "SPLIT_MIN_DRAWS", 0)
-    snapshots: list[str] = []
-    real = csv_results.beside
-
-    def recorded(snapshot: str, produce: Any) -> Any:
-        snapshots.append(snapshot)
-        return real(snapshot, produce)
-
-    monkeypatch.setattr(csv_results, "beside", recorded)
+    snapshots = cut_in_two(csv_results, monkeypatch)
     job = run_export_job(create_export_job(by=trial.data_manager, trial=trial.trial, format_code="csv").pk)
     assert job.state == State.DONE, job.error
     with package(job) as archive:
