@@ -663,7 +663,9 @@ def _read_part(spec: FromSql, query: str, values: dict[str, Any], db: BaseDataba
     """A part's draws, then its rows, spooled (``_Spool``), read on ``db``."""
     spool = _Spool(spec, Draws.read(spec, values, db), len(values["c_id"]))
     try:
-        spool.fill(_server_side_chunks(db, query, with_texts(values, db)))
+        # Closed here, on failure too: its cursor and its fetches end before the connection does.
+        with closing(_server_side_chunks(db, query, with_texts(values, db))) as chunks:
+            spool.fill(chunks)
     except BaseException:
         spool.close()
         raise
@@ -712,7 +714,7 @@ def _xpt_file(spec: FromSql, record: Record | None, tests: list[tuple[Any, ...]]
 class _Spool:
     """One part's rows of the XPT's query (``xpt_values_sql``, in subject order), each subject's put in order and
     numbered, then encoded as far as they can be before the file's widths are known, and kept (in memory up to
-    ``SPOOL_MEMORY``, then in a temporary file: some 100 bytes a row) until they are. A batch of rows is kept as
+    ``SPOOL_MEMORY``, then in a temporary file: some 60 bytes a row of LB) until they are. A batch of rows is kept as
     its draws and tests (indexes into ``draws`` and the tests), its numbers (--SEQ first) as IBM doubles, and its
     texts as a table as wide as its own longest values (``xpt.text_table``). ``widths`` is the longest text of each
     of the row's own character variables (``texts``, indexes into ``per_row``), ``tested`` the tests with a row."""

@@ -184,6 +184,36 @@ def test_a_failure_on_either_connection_fails_the_job_and_leaves_no_file(
     assert not stored_files(export_dir)
 
 
+@pytest.mark.parametrize("where", ["there", "here"])
+def test_a_failure_amid_either_parts_rows_fails_the_job_and_leaves_no_file(
+        trial: Any, export_dir: Any, in_two_parts: list[str], monkeypatch: pytest.MonkeyPatch,  # noqa: F811
+        where: str) -> None:
+    """The rows are read a row at a time; the second chunk of one part's fails (as a dropped connection would):
+    the job fails with the reason, whichever part it is, and the other part's reading stops."""
+    monkeypatch.setattr(lb_sql, "XPT_CHUNK", 1)
+    real = lb_sql._server_side_chunks
+
+    def failing(db: Any, sql: str, values: Any, *, ahead: int = 1) -> Iterator[list[bytes]]:
+        chunks = real(db, sql, values, ahead=ahead)
+        try:
+            head = next(chunks, None)
+            if head is None:  # a part without rows (PC's, for one)
+                return
+            yield head
+            if (db is connection) == (where == "here"):
+                raise RuntimeError("the connection was lost")
+            yield from chunks
+        finally:
+            chunks.close()
+
+    monkeypatch.setattr(lb_sql, "_server_side_chunks", failing)
+    job = run_export_job(create_export_job(by=trial.data_manager, trial=trial.trial, format_code="sdtm").pk)
+    assert job.state == State.FAILED
+    assert "the connection was lost" in job.error
+    assert not stored_files(export_dir)
+    assert in_two_parts  # the file was read in two parts
+
+
 def _count_results(db: Any) -> Iterator[bytes]:
     with db.cursor() as cursor:
         cursor.execute(f"SELECT count(*) FROM {Result._meta.db_table}")
