@@ -33,6 +33,7 @@ from __future__ import annotations
 import csv
 import io
 import tempfile
+import threading
 from collections import deque
 from collections.abc import Callable, Generator, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -641,31 +642,50 @@ def _xpt_chunks(ctx: Context, spec: FromSql, record: Record | None) -> Iterator[
         return
     assert ctx.scope.snapshot is not None  # parts() cut only with a snapshot to share
     theirs: Future[_Spool] = Future()  # the second part's rows, spooled
+    stopped = threading.Event()  # the file ended (or failed): the second part stops at its next chunk
+
+    def halted() -> None:
+        if stopped.is_set():
+            raise _Stopped("The file ended before its second part was read.")
+
+    def their_failure() -> None:  # the first part stops at its next chunk when the second has failed
+        if theirs.done() and (err := theirs.exception()) is not None:
+            raise err
 
     def second(db: BaseDatabaseWrapper) -> Iterator[bytes]:
         try:
-            theirs.set_result(_read_part(spec, query, rest[0], db))
+            theirs.set_result(_read_part(spec, query, rest[0], db, check=halted))
         except BaseException as err:
             theirs.set_exception(err)
             raise
         return iter(())
 
     try:
-        with beside(ctx.scope.snapshot, second) as other, closing(_read_part(spec, query, first)) as mine, \
-                closing(other.result(theirs)) as yours:
-            yield from _xpt_file(spec, record, tests, [mine, yours])
+        with beside(ctx.scope.snapshot, second) as other:
+            try:
+                with closing(_read_part(spec, query, first, check=their_failure)) as mine, \
+                        closing(other.result(theirs)) as yours:
+                    yield from _xpt_file(spec, record, tests, [mine, yours])
+            finally:
+                stopped.set()
     finally:  # the second part's spool, when this part failed after that one was read
         if theirs.done() and theirs.exception() is None:
             theirs.result().close()
 
 
-def _read_part(spec: FromSql, query: str, values: dict[str, Any], db: BaseDatabaseWrapper = connection) -> _Spool:
-    """A part's draws, then its rows, spooled (``_Spool``), read on ``db``."""
+class _Stopped(Exception):
+    """A part's reading stopped because the file ended without it."""
+
+
+def _read_part(spec: FromSql, query: str, values: dict[str, Any], db: BaseDatabaseWrapper = connection, *,
+               check: Callable[[], None] = lambda: None) -> _Spool:
+    """A part's draws, then its rows, spooled (``_Spool``), read on ``db``; ``check`` is called at each chunk of
+    rows, and may stop the reading by raising."""
     spool = _Spool(spec, Draws.read(spec, values, db), len(values["c_id"]))
     try:
         # Closed here, on failure too: its cursor and its fetches end before the connection does.
         with closing(_server_side_chunks(db, query, with_texts(values, db))) as chunks:
-            spool.fill(chunks)
+            spool.fill(chunks, check)
     except BaseException:
         spool.close()
         raise
@@ -730,14 +750,15 @@ class _Spool:
         self._batches: list[tuple[int, tuple[int, ...]]] = []  # rows, and the widths of their texts' table
         self._file: IO[bytes] = tempfile.SpooledTemporaryFile(max_size=SPOOL_MEMORY)  # noqa: SIM115  (in close)
 
-    def fill(self, chunks: Iterator[list[bytes]]) -> None:
+    def fill(self, chunks: Iterator[list[bytes]], check: Callable[[], None] = lambda: None) -> None:
         """Spool the query's rows (``chunks``): each subject's rows are spooled at once, a batch of complete
-        subjects at a time."""
+        subjects at a time; ``check()`` after each chunk read (it may raise, to stop)."""
         draws = self.draws
         after = -1  # the subject of the last row spooled: every subject's rows are spooled at once
         held: list[bytes] = []  # the rows of the last subject read, which may go on in the next chunk
         while True:
             read = next(chunks, None)
+            check()
             last = read is None
             if read and held and not last and _same_subject(draws, held[0], read[-1]):
                 held += read  # the held subject goes on through the chunk: nothing to spool yet

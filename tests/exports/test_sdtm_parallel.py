@@ -19,7 +19,7 @@ import pgtrigger
 import pytest
 from django.db import connection, connections, transaction
 
-from assays.models import Result
+from assays.models import LabDraw, Result
 from assays.services import ingest_results
 from exports.crf import form_named
 from exports.formats import csv_results
@@ -73,10 +73,10 @@ def test_lb_and_pc_in_two_parts_are_the_files_of_one_part(trial: Any, export_dir
     if pace != "even":
         read = lb_sql._read_part
 
-        def slow(spec: Any, query: str, values: Any, db: Any = connection) -> Any:
+        def slow(spec: Any, query: str, values: Any, db: Any = connection, **how: Any) -> Any:
             if (db is connection) == (pace == "slow here"):
                 time.sleep(0.5)
-            return read(spec, query, values, db)
+            return read(spec, query, values, db, **how)
 
         monkeypatch.setattr(lb_sql, "_read_part", slow)
     # Results on both sides of the cut, each side with a text whose standard form is Python's (not ASCII): each
@@ -111,22 +111,31 @@ def test_lb_and_pc_in_two_parts_are_the_files_of_one_part(trial: Any, export_dir
     assert "SPUREN \u039c \u2265 SS" in text and "N\u00c9GATIF FI" in text
 
 
+@pytest.mark.parametrize("selected", [False, True])
 def test_the_results_csv_in_two_parts_is_the_file_of_one_part(trial: Any, export_dir: Any,  # noqa: F811
-                                                              monkeypatch: pytest.MonkeyPatch) -> None:
+                                                              monkeypatch: pytest.MonkeyPatch, selected: bool) -> None:
     """The CSV export's results file, cut by subject like LB: the second part read on another connection on the
-    job's snapshot; the file is the generic path's, and each part holds results."""
+    job's snapshot; the file is the generic path's. The whole trial: results on both sides of the cut. Two
+    selected subjects, the second (in code order) without draws: cut between them, the second part empty."""
     snapshots = cut_in_two(csv_results, monkeypatch)
-    job = run_export_job(create_export_job(by=trial.data_manager, trial=trial.trial, format_code="csv").pk)
+    chosen = (trial.split, trial.other) if selected else None
+    job = run_export_job(create_export_job(by=trial.data_manager, trial=trial.trial, format_code="csv",
+                                           subject_codes=None if chosen is None else [s.code for s in chosen]).pk)
     assert job.state == State.DONE, job.error
     with package(job) as archive:
         written = archive.read("csv/results.csv")
     assert len(snapshots) == 1
-    scope = dataclasses.replace(scope_of(trial, trial.data_manager), cutoff=job.cutoff)
+    scope = dataclasses.replace(scope_of(trial, trial.data_manager), cutoff=job.cutoff,
+                                subject_ids=None if chosen is None else tuple(s.pk for s in chosen))
     assert written == b"".join(generic_form_chunks(form_named("results"), scope))
-    # Where the subjects were cut (by their draws, in code order): results on both sides.
+    # Where the subjects were cut (by their draws, in code order).
     first, second = csv_results.parts(dataclasses.replace(scope, snapshot=snapshots[0]))
     assert first is not None and second is not None and first[1] == second[0]
     ranked = sorted({row["subject"] for row in csv.DictReader(io.StringIO(written.decode()))})
+    if chosen is not None:
+        assert not LabDraw.objects.filter(subject=trial.other).exists()
+        assert (first, second) == ((0, 1), (1, 2)) and ranked == [trial.split.code]
+        return
     codes = list(Subject.objects.filter(trial=trial.trial, site_id__in=scope.site_ids).order_by("code")
                  .values_list("code", flat=True))
     ranks = {codes.index(code) + 1 for code in ranked}
@@ -171,11 +180,11 @@ def test_a_failure_on_either_connection_fails_the_job_and_leaves_no_file(
         where: str) -> None:
     read = lb_sql._read_part
 
-    def failing(spec: Any, query: str, values: Any, db: Any = connection) -> Any:
+    def failing(spec: Any, query: str, values: Any, db: Any = connection, **how: Any) -> Any:
         if (db is connection) == (where == "here"):
             with db.cursor() as cursor:
                 cursor.execute("SELECT 1 / 0")
-        return read(spec, query, values, db)
+        return read(spec, query, values, db, **how)
 
     monkeypatch.setattr(lb_sql, "_read_part", failing)
     job = run_export_job(create_export_job(by=trial.data_manager, trial=trial.trial, format_code="sdtm").pk)
@@ -212,6 +221,49 @@ def test_a_failure_amid_either_parts_rows_fails_the_job_and_leaves_no_file(
     assert "the connection was lost" in job.error
     assert not stored_files(export_dir)
     assert in_two_parts  # the file was read in two parts
+
+
+@pytest.mark.parametrize("where", ["there", "here"])
+def test_when_one_part_fails_the_other_stops_reading(
+        trial: Any, export_dir: Any, in_two_parts: list[str], monkeypatch: pytest.MonkeyPatch,  # noqa: F811
+        where: str) -> None:
+    """One part's rows fail at their first chunk while the other's come slowly, a row at a time: the other stops
+    at its next chunk rather than reading its part to the end, and the job fails with the first one's reason."""
+    for subject, by in ((trial.split, trial.coordinator), (trial.reinf, trial.coordinator),
+                        (trial.other, trial.coordinator_b)):  # every subject has LB rows: both parts do
+        ref = f"S-{subject.code}-"
+        ingest_results(by=by, rows=[lab(subject, ref + "1", -8, "ANC", "3000", "/uL"),
+                                    lab(subject, ref + "2", -6, "CRP", "4", "mg/L"),
+                                    lab(subject, ref + "3", 2, "CRP", "9", "mg/L")])
+    monkeypatch.setattr(lb_sql, "XPT_CHUNK", 1)
+    real = lb_sql._server_side_chunks
+    ended: list[str] = []  # how the slow part's reading ended
+
+    reading = threading.Event()  # the slow part has read its first row
+
+    def chunks(db: Any, sql: str, values: Any, *, ahead: int = 1) -> Iterator[list[bytes]]:
+        if (db is connection) == (where == "here"):
+            reading.wait(10)
+            raise RuntimeError("the connection was lost")
+        rows = real(db, sql, values, ahead=ahead)
+        try:
+            for chunk in rows:
+                reading.set()
+                time.sleep(0.2)
+                yield chunk
+            ended.append("read to the end")
+        except BaseException:  # closed by its reader, or its query cancelled
+            ended.append("stopped")
+            raise
+        finally:
+            rows.close()
+
+    monkeypatch.setattr(lb_sql, "_server_side_chunks", chunks)
+    job = run_export_job(create_export_job(by=trial.data_manager, trial=trial.trial, format_code="sdtm").pk)
+    assert job.state == State.FAILED
+    assert "the connection was lost" in job.error
+    assert ended == ["stopped"]
+    assert not stored_files(export_dir)
 
 
 def _count_results(db: Any) -> Iterator[bytes]:

@@ -145,12 +145,22 @@ def test_the_baseline_is_the_last_result_done_before_exposure_by_time_then_recor
         ("pb", "-8", "", ""), ("serum", "-6", "", ""), ("pb", "-6", "", "Y"), ("plasma", "-5", "NOT DONE", "")]
 
 
-@pytest.mark.parametrize("chunk", [1, 2, 3, 7])
+@pytest.mark.parametrize(("chunk", "spool"), [(1, "memory"), (2, "disk"), (3, "memory"), (7, "disk")])
 def test_lb_and_pc_xpt_are_the_generic_files_whatever_the_chunks_of_the_query(
-        trial: Any, monkeypatch: pytest.MonkeyPatch, chunk: int) -> None:  # noqa: F811
+        trial: Any, monkeypatch: pytest.MonkeyPatch, chunk: int, spool: str) -> None:  # noqa: F811
     """The XPT's query gives rows in subject order only: each subject's rows are put in order (test, time, record;
     two draws at the same time) and numbered across the chunks they come in, a subject's rows held back until its
-    last one has come."""
+    last one has come. The rows wait in the spool in memory, or in a temporary file past ``SPOOL_MEMORY``."""
+    if spool == "disk":
+        monkeypatch.setattr(lb_sql, "SPOOL_MEMORY", 1)
+    rolled: list[bool] = []
+    close = lb_sql._Spool.close
+
+    def closed(self: Any) -> None:
+        rolled.append(self._file._rolled)
+        close(self)
+
+    monkeypatch.setattr(lb_sql._Spool, "close", closed)
     for subject in (trial.split, trial.reinf):
         ref = f"C-{subject.code}-"
         for row in (lab(subject, ref + "1", -8, "ANC", "3000", "/uL"), lab(subject, ref + "2", -6, "CRP", "4", "mg/L"),
@@ -161,6 +171,7 @@ def test_lb_and_pc_xpt_are_the_generic_files_whatever_the_chunks_of_the_query(
     scope = scope_of(trial, trial.coordinator)
     assert assert_same(scope).count(b"\n") == 11  # the header, four results, three more of each subject
     assert_same(scope, PC)
-    # Memory stays bounded: each subject's rows are spooled once its last row has come (then written as a batch of
-    # their own), not held to the end.
+    # Memory stays bounded: each subject's rows are spooled once its last row has come, not held to the end (with
+    # these chunks, each subject's rows are a batch of their own).
     assert len(list(lb_sql.xpt_chunks(Context(scope)))) == 4  # the header, the two subjects, the padding
+    assert rolled and set(rolled) == {spool == "disk"}

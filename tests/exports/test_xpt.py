@@ -226,7 +226,8 @@ def test_a_text_table_copied_into_any_wider_columns_is_the_rows_encoded_one_by_o
     assert table.shape == (len(rows), sum(longest))
     source = 0
     for j, width in zip(columns, widths, strict=True):
-        for length in {max(1, int(width)), VARIABLES[j].length}:  # the batch's own width, then wider
+        limit = VARIABLES[j].length  # the batch's own width, then wider up to the declared length
+        for length in {max(1, int(width)), int(width) + 1, (int(width) + limit) // 2, limit} - {limit + 1}:
             column = np.full((len(rows), length), 0x20, dtype=np.uint8)
             column[:, :width] = table[:, source:source + width]
             encode = row_encoder([Variable(VARIABLES[j].name, VARIABLES[j].label, "Char", length)])
