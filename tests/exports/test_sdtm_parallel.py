@@ -187,9 +187,14 @@ def test_a_failure_on_either_connection_fails_the_job_and_leaves_no_file(
         return read(spec, query, values, db, **how)
 
     monkeypatch.setattr(lb_sql, "_read_part", failing)
+    fails_leaving_no_file(trial, export_dir, "division by zero")
+
+
+def fails_leaving_no_file(trial: Any, export_dir: Any, reason: str) -> None:  # noqa: F811
+    """An SDTM export of the trial fails with ``reason`` and stores no file."""
     job = run_export_job(create_export_job(by=trial.data_manager, trial=trial.trial, format_code="sdtm").pk)
     assert job.state == State.FAILED
-    assert "division by zero" in job.error
+    assert reason in job.error
     assert not stored_files(export_dir)
 
 
@@ -216,10 +221,7 @@ def test_a_failure_amid_either_parts_rows_fails_the_job_and_leaves_no_file(
             chunks.close()
 
     monkeypatch.setattr(lb_sql, "_server_side_chunks", failing)
-    job = run_export_job(create_export_job(by=trial.data_manager, trial=trial.trial, format_code="sdtm").pk)
-    assert job.state == State.FAILED
-    assert "the connection was lost" in job.error
-    assert not stored_files(export_dir)
+    fails_leaving_no_file(trial, export_dir, "the connection was lost")
     assert in_two_parts  # the file was read in two parts
 
 
@@ -238,7 +240,6 @@ def test_when_one_part_fails_the_other_stops_reading(
     monkeypatch.setattr(lb_sql, "XPT_CHUNK", 1)
     real = lb_sql._server_side_chunks
     ended: list[str] = []  # how the slow part's reading ended
-
     reading = threading.Event()  # the slow part has read its first row
 
     def chunks(db: Any, sql: str, values: Any, *, ahead: int = 1) -> Iterator[list[bytes]]:
@@ -259,11 +260,8 @@ def test_when_one_part_fails_the_other_stops_reading(
             rows.close()
 
     monkeypatch.setattr(lb_sql, "_server_side_chunks", chunks)
-    job = run_export_job(create_export_job(by=trial.data_manager, trial=trial.trial, format_code="sdtm").pk)
-    assert job.state == State.FAILED
-    assert "the connection was lost" in job.error
+    fails_leaving_no_file(trial, export_dir, "the connection was lost")
     assert ended == ["stopped"]
-    assert not stored_files(export_dir)
 
 
 def _count_results(db: Any) -> Iterator[bytes]:
