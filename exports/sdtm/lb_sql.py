@@ -62,6 +62,7 @@ from exports.sdtm.xpt import (
     header,
     ibm_floats,
     ibm_numbers,
+    place_table,
     text_table,
     text_width,
     unaligned,
@@ -447,7 +448,7 @@ def _xpt_sql(spec: FromSql, name: str) -> str:
 def xpt_values_sql(spec: FromSql = LB_SQL) -> str:
     """The query of the XPT: one ``bytea`` per row, in PostgreSQL's binary form (``record_send``), of its draw's id,
     its test's rank, its result's id and the variables of the row (``FromSql.per_row``): texts unpadded
-    (``xpt.place`` pads them; blank padding by PostgreSQL quadrupled the bytes it sends), numbers as doubles (NULL
+    (``xpt.text_table`` pads them; blank padding by PostgreSQL quadrupled the bytes it sends), numbers as doubles (NULL
     is missing). A chunk of rows is then a few Python objects, not one per value. The draw's and the test's
     variables are known before (``Draws``, ``_tests``). The rows come in subject order, each subject's rows put in
     order in Python (``_in_order``), then --SEQ counted (``_sequence``)."""
@@ -839,10 +840,7 @@ class _Encoding:
             out = np.full((len(draw), layout.width), BLANK, dtype=np.uint8)
             for i, offset in enumerate(numbers):
                 out[:, offset:offset + 8] = words[i].view(np.uint8).reshape(-1, 8)
-            source = 0
-            for offset, width in zip(texts, widths, strict=True):
-                out[:, offset:offset + width] = table[:, source:source + width]
-                source += width
+            place_table(out, texts, table, widths)
             for lines, index, gathers in ((layout.draw_lines, draw, draw_gathers),
                                           (layout.test_lines, test, test_gathers)):
                 taken = lines.take(index, axis=0)  # each row's line, gathered once, then copied piece by piece

@@ -153,25 +153,30 @@ def observations(variables: Sequence[Variable], data: npt.NDArray[np.uint8], sta
                  sizes: npt.NDArray[np.intp]) -> bytes:
     """Rows given variable by variable as places in ``data``, encoded at once, byte for byte as ``row_encoder``
     encodes them one by one. ``starts[j, i]`` and ``sizes[j, i]`` place the value of variable ``j`` in row ``i``
-    (size -1: NULL): a number as an IEEE big-endian double (8 bytes), a text in UTF-8."""
-    width = sum(v.length for v in variables)
-    out = np.full((starts.shape[1], width), BLANK, dtype=np.uint8)
-    place(out, np.cumsum([0] + [v.length for v in variables[:-1]]), variables, data, starts, sizes)
-    return out.tobytes()
-
-
-def place(out: npt.NDArray[np.uint8], offsets: npt.NDArray[np.intp], variables: Sequence[Variable],
-          data: npt.NDArray[np.uint8], starts: npt.NDArray[np.intp], sizes: npt.NDArray[np.intp]) -> None:
-    """``observations``' encoding of the values into rows already made (``out``, one line per row): variable ``j``
-    at ``out[:, offsets[j]:offsets[j] + length]``, which is blank until then."""
-    offsets = np.asarray(offsets, dtype=np.intp)
+    (size -1: NULL): a number as an IEEE big-endian double (8 bytes), a text in UTF-8. The SQL-written datasets
+    encode their rows with the same pieces (``ibm_numbers``, ``text_table``, ``place_table``), a batch's texts
+    before the file's lengths are known (``exports.sdtm.lb_sql``)."""
+    offsets = np.cumsum([0] + [v.length for v in variables[:-1]])
+    out = np.full((starts.shape[1], sum(v.length for v in variables)), BLANK, dtype=np.uint8)
     for j, variable in enumerate(variables):
         if variable.numeric:
             out[:, offsets[j]:offsets[j] + 8] = ibm_numbers(data, starts[j], sizes[j]).view(np.uint8).reshape(-1, 8)
     texts = [j for j, v in enumerate(variables) if not v.numeric]
     if texts:
-        _place_texts(out, data, starts[texts].T, sizes[texts].T, offsets[texts],
-                     np.array([variables[j].length for j in texts], dtype=np.intp))
+        table, widths = text_table(data, starts[texts].T, sizes[texts].T,
+                                   np.array([variables[j].length for j in texts], dtype=np.intp))
+        place_table(out, [int(offsets[j]) for j in texts], table, widths)
+    return out.tobytes()
+
+
+def place_table(out: npt.NDArray[np.uint8], offsets: Sequence[int], table: npt.NDArray[np.uint8],
+                widths: Sequence[int] | npt.NDArray[np.intp]) -> None:
+    """A ``text_table``'s columns (``widths``) into their blank places in ``out``, each at least as wide, from
+    ``offsets``."""
+    source = 0
+    for offset, width in zip(offsets, widths, strict=True):
+        out[:, offset:offset + width] = table[:, source:source + width]
+        source += width
 
 
 def encoded(variables: Sequence[Variable], rows: Sequence[Sequence[Value]]) -> npt.NDArray[np.uint8]:
@@ -207,29 +212,13 @@ def unaligned(data: npt.NDArray[np.uint8], dtype: str) -> npt.NDArray[Any]:
     return np.ndarray((max(len(data) - size + 1, 0),), dtype=dtype, buffer=data, strides=(1,))
 
 
-def _place_texts(out: npt.NDArray[np.uint8], data: npt.NDArray[np.uint8], starts: npt.NDArray[np.intp],
-                 sizes: npt.NDArray[np.intp], offsets: npt.NDArray[np.intp], lengths: npt.NDArray[np.intp]) -> None:
-    """Each text into its blank place in ``out``, cut at its variable's length: one scatter of every byte. A text
-    whose kept bytes are not all ASCII is written again as ``_text`` writes it (transliterated, then cut)."""
-    kept = np.clip(sizes, 0, lengths)  # NULL (-1) keeps nothing: blank
-    bound = max(out.size, len(data))
-    kept_bytes = data[_spread(starts, kept, bound)]
-    places = np.arange(len(out))[:, None] * out.shape[1] + offsets
-    out.reshape(-1)[_spread(places, kept, bound)] = kept_bytes
-    for k in _not_ascii(kept, kept_bytes):
-        row, column = divmod(int(k), starts.shape[1])
-        start, length = int(starts[row, column]), int(lengths[column])
-        text = data[start:start + int(sizes[row, column])].tobytes().decode("utf-8")
-        out[row, offsets[column]:offsets[column] + length] = np.frombuffer(_text(text, length), dtype=np.uint8)
-
-
 def text_table(data: npt.NDArray[np.uint8], starts: npt.NDArray[np.intp], sizes: npt.NDArray[np.intp],
                lengths: npt.NDArray[np.intp]) -> tuple[npt.NDArray[np.uint8], npt.NDArray[np.intp]]:
     """Texts given as places in ``data`` (row ``i``'s value of column ``j`` at ``starts[i, j]``, ``sizes[i, j]``
     bytes of UTF-8, -1 for NULL) as a table of blank-padded columns, each as wide as its longest value as ``_text``
     writes it (transliterated when not ASCII, cut at ``lengths[j]``): the table, then the width of each column. A
-    column copied into a wider blank one holds each value as ``place`` writes it, whatever the column's final
-    width: the table can be made before the widths of the whole file are known."""
+    column copied into a wider blank one holds each value as ``row_encoder`` writes it, whatever the column's final
+    width (``place_table``): the table can be made before the widths of the whole file are known."""
     kept = np.clip(sizes, 0, lengths)
     bound = max(len(data), kept.size * int(lengths.max(initial=0)))
     kept_bytes = data[_spread(starts, kept, bound)]
